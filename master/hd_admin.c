@@ -1,0 +1,325 @@
+/*
+ * Admin HTTP server on the master's libevent loop; see hd_admin.h.
+ *
+ * Every request takes a fresh shm snapshot (a read-only pass over the
+ * segment: workers are never blocked) and renders it with shm/hd_render.
+ * The module is a singleton because the master has one admin server.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/util.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "hd_admin.h"
+#include "hd_alloc.h"
+#include "hd_log.h"
+#include "hd_render.h"
+#include "hd_time.h"
+#include "hd_version.h"
+
+#define TOKEN_MD_LEN 32                 /* SHA-256 */
+
+static struct {
+    bool                 started;
+    struct event_base   *base;
+    hd_shm_t            *shm;
+    struct evhttp       *http;
+    struct evhttp_bound_socket *sock;   /* NULL: not listening */
+    char                *address;       /* of sock */
+    int                  port;          /* of sock, 0 = off */
+    bool                 token_set;
+    unsigned char        token_md[TOKEN_MD_LEN];
+    struct event        *tick;
+    hd_render_proc_t     proc;          /* scratch, 20 KB: keep off the stack */
+} adm;
+
+/*
+ * The token is kept only as its SHA-256. Comparing digests with
+ * CRYPTO_memcmp makes the check constant-time in the token's content and
+ * its length: both sides are always 32 bytes, and hashing the presented
+ * value costs time in its own length only, which the client knows.
+ */
+static int sha256(const void *data, size_t len, unsigned char md[TOKEN_MD_LEN])
+{
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1
+        || n != TOKEN_MD_LEN)
+        return -1;
+    return 0;
+}
+
+static void set_token(const char *token)
+{
+    adm.token_set = false;
+    OPENSSL_cleanse(adm.token_md, sizeof(adm.token_md));
+    if (token == NULL || token[0] == '\0')
+        return;
+    if (sha256(token, strlen(token), adm.token_md) < 0) {
+        /* fail closed: an unknown digest matches nothing */
+        hd_log_error("EVP_Digest() failed; admin requests will be refused");
+        memset(adm.token_md, 0xff, sizeof(adm.token_md));
+    }
+    adm.token_set = true;
+}
+
+static bool authorized(struct evhttp_request *req)
+{
+    if (!adm.token_set)
+        return true;
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    unsigned char md[TOKEN_MD_LEN];
+    if (sha256(h, strlen(h), md) < 0)
+        return false;
+    return CRYPTO_memcmp(md, adm.token_md, TOKEN_MD_LEN) == 0;
+}
+
+static void reply(struct evhttp_request *req, int code, const char *reason,
+                  const char *ctype, const char *body, size_t len)
+{
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    evhttp_add_header(oh, "Content-Type", ctype);
+    evhttp_add_header(oh, "Cache-Control", "no-store");
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (len > 0)
+        evbuffer_add(out, body, len);
+    /* for HEAD, evhttp sends the headers (with Content-Length) only */
+    evhttp_send_reply(req, code, reason, NULL);
+}
+
+static void reply_text(struct evhttp_request *req, int code,
+                       const char *reason, const char *text)
+{
+    reply(req, code, reason, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+enum route { R_NONE, R_METRICS, R_HEALTH, R_STATS };
+
+static enum route route_of(struct evhttp_request *req)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
+    if (path == NULL)
+        return R_NONE;
+    if (strcmp(path, "/metrics") == 0)
+        return R_METRICS;
+    if (strcmp(path, "/health") == 0)
+        return R_HEALTH;
+    if (strcmp(path, "/stats") == 0)
+        return R_STATS;
+    return R_NONE;
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    if (!authorized(req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "WWW-Authenticate", "Bearer realm=\"herald\"");
+        reply_text(req, 401, "Unauthorized", "unauthorized\n");
+        return;
+    }
+    enum route r = route_of(req);
+    if (r == R_NONE) {
+        reply_text(req, 404, "Not Found", "not found\n");
+        return;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Allow", "GET, HEAD");
+        reply_text(req, 405, "Method Not Allowed", "method not allowed\n");
+        return;
+    }
+
+    hd_shm_snapshot_t *snap = hd_malloc(sizeof(*snap));
+    hd_strbuf_t b = HD_STRBUF_INIT;
+    int code = 200;
+
+    hd_shm_sample(adm.shm);
+    hd_shm_snapshot_take(adm.shm, snap);
+    switch (r) {
+    case R_METRICS:
+        hd_procinfo_collect(snap, &adm.proc);
+        hd_render_metrics(&b, snap, &adm.proc, HD_VERSION);
+        reply(req, 200, "OK", HD_METRICS_CONTENT_TYPE, b.p, b.len);
+        break;
+    case R_HEALTH:
+        code = hd_render_health(&b, snap, hd_wall_sec());
+        reply(req, code, code == 200 ? "OK" : "Service Unavailable",
+              "application/json", b.p, b.len);
+        break;
+    case R_STATS:
+        hd_procinfo_collect(snap, &adm.proc);
+        hd_render_stats(&b, snap, &adm.proc, hd_wall_sec(), HD_VERSION);
+        reply(req, 200, "OK", "application/json", b.p, b.len);
+        break;
+    case R_NONE:
+        break;
+    }
+    hd_strbuf_free(&b);
+    hd_shm_snapshot_free(snap);
+    free(snap);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    hd_shm_sample(adm.shm);
+}
+
+/* Bind address:port on adm.http. Returns the handle, or NULL with errno
+ * set (and logged when loud). */
+static struct evhttp_bound_socket *bind_admin(const char *address, int port,
+                                              bool loud)
+{
+    errno = 0;
+    struct evhttp_bound_socket *s =
+        evhttp_bind_socket_with_handle(adm.http, address, (ev_uint16_t)port);
+    if (s == NULL) {
+        int err = errno ? errno : EADDRNOTAVAIL;
+        if (loud)
+            hd_log_error("admin: bind() to %s:%d failed: %s", address, port,
+                         strerror(err));
+        errno = err;
+    }
+    return s;
+}
+
+static void unbind_admin(void)
+{
+    if (adm.sock != NULL)
+        evhttp_del_accept_socket(adm.http, adm.sock);
+    adm.sock = NULL;
+    hd_free(adm.address);
+    adm.port = 0;
+}
+
+int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
+                   hd_shm_t *shm)
+{
+    if (adm.started)
+        return -EALREADY;
+    adm.base = base;
+    adm.shm = shm;
+    adm.http = evhttp_new(base);
+    if (adm.http == NULL) {
+        hd_log_error("evhttp_new() failed");
+        return -ENOMEM;
+    }
+    /* let every method reach handle() so it can answer 405 with Allow */
+    evhttp_set_allowed_methods(adm.http,
+        EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT
+        | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE
+        | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(adm.http, handle, NULL);
+    evhttp_set_timeout(adm.http, 10);
+    evhttp_set_max_headers_size(adm.http, 16384);
+    evhttp_set_max_body_size(adm.http, 4096);
+
+    adm.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+    if (adm.tick == NULL) {
+        evhttp_free(adm.http);
+        adm.http = NULL;
+        return -ENOMEM;
+    }
+    struct timeval one = { 1, 0 };
+    event_add(adm.tick, &one);
+
+    adm.started = true;
+    set_token(conf->admin_token);
+    if (conf->admin_port == 0)
+        return 0;
+    adm.sock = bind_admin(conf->admin_address, conf->admin_port, true);
+    if (adm.sock == NULL) {
+        int err = errno;
+        hd_admin_stop();
+        return -err;
+    }
+    adm.address = hd_strdup(conf->admin_address);
+    adm.port = conf->admin_port;
+    return 0;
+}
+
+int hd_admin_reconfigure(const hd_conf_t *conf)
+{
+    if (!adm.started)
+        return -EINVAL;
+    set_token(conf->admin_token);
+    if (conf->admin_port == 0) {
+        if (adm.sock != NULL)
+            hd_log_info("admin server off");
+        unbind_admin();
+        return 0;
+    }
+    if (adm.sock != NULL && adm.port == conf->admin_port
+        && strcmp(adm.address, conf->admin_address) == 0)
+        return 0;
+
+    bool may_overlap = adm.sock != NULL && adm.port == conf->admin_port;
+    struct evhttp_bound_socket *s = bind_admin(conf->admin_address,
+                                               conf->admin_port, !may_overlap);
+    int err = errno;
+    if (s == NULL && may_overlap && err != EADDRINUSE)
+        hd_log_error("admin: bind() to %s:%d failed: %s",
+                     conf->admin_address, conf->admin_port, strerror(err));
+    if (s == NULL && err == EADDRINUSE && may_overlap) {
+        /* e.g. 0.0.0.0:9090 -> 127.0.0.1:9090: cannot overlap */
+        char *old = hd_strdup(adm.address);
+        int oldport = adm.port;
+        unbind_admin();
+        s = bind_admin(conf->admin_address, conf->admin_port, true);
+        err = errno;
+        if (s == NULL) {
+            adm.sock = bind_admin(old, oldport, true);
+            if (adm.sock != NULL) {
+                adm.address = old;
+                adm.port = oldport;
+                old = NULL;
+            } else {
+                hd_log_error("admin server is down until the next reload");
+            }
+        }
+        free(old);
+    }
+    if (s == NULL)
+        return -err;
+    unbind_admin();
+    adm.sock = s;
+    adm.address = hd_strdup(conf->admin_address);
+    adm.port = conf->admin_port;
+    hd_log_info("admin server on %s:%d", adm.address, adm.port);
+    return 0;
+}
+
+void hd_admin_stop(void)
+{
+    if (!adm.started)
+        return;
+    if (adm.tick != NULL)
+        event_free(adm.tick);
+    adm.tick = NULL;
+    if (adm.http != NULL)
+        evhttp_free(adm.http);      /* closes the bound sockets too */
+    adm.http = NULL;
+    adm.sock = NULL;
+    hd_free(adm.address);
+    adm.port = 0;
+    set_token(NULL);
+    adm.started = false;
+}

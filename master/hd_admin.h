@@ -1,0 +1,46 @@
+/*
+ * The master's admin HTTP server (libevent evhttp): GET /metrics
+ * (Prometheus text), GET /health (JSON, 200 or 503) and GET /stats (JSON).
+ * Runs on the master's event loop; every request renders from a fresh
+ * shm snapshot, so it never blocks a worker. docs/metrics.md documents the
+ * endpoints.
+ *
+ * Access: when admin.token is set every request must carry
+ * "Authorization: Bearer <token>" (compared in constant time), else 401.
+ * Unknown paths get 404, methods other than GET and HEAD get 405 (HEAD is
+ * answered as GET without a body).
+ *
+ * Ownership: the module copies what it needs from conf (address, port,
+ * token); conf may be freed after a call returns. shm must outlive
+ * hd_admin_stop().
+ */
+#ifndef HD_ADMIN_H
+#define HD_ADMIN_H
+
+#include "hd_conf.h"
+#include "hd_shm.h"
+
+struct event_base;
+
+/*
+ * Start serving on conf->admin_address:admin_port (admin_port 0: the
+ * server stays off, but a later reconfigure may turn it on). Also starts
+ * the 1 s timer that samples the node-wide connection peak. Returns 0 or
+ * -errno (bind failed, or already started).
+ */
+int  hd_admin_start(struct event_base *base, const hd_conf_t *conf,
+                    hd_shm_t *shm);
+
+/*
+ * On reload: take the new token at once; if the address or port changed,
+ * bind the new socket and then close the old one (when both cannot be
+ * open at the same time, the old one is closed first and restored if the
+ * new bind fails). Port 0 turns the server off. Returns 0 or -errno, in
+ * which case the server keeps its previous address when it could.
+ */
+int  hd_admin_reconfigure(const hd_conf_t *conf);
+
+/* Close the socket and the timer; idempotent. */
+void hd_admin_stop(void);
+
+#endif
