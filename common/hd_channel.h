@@ -1,0 +1,17 @@
+/*
+ * Channel names: [A-Za-z0-9_.:@-], 1..255 bytes. The namespace is the part
+ * before the first ':' (empty when there is no ':').
+ */
+#ifndef HD_CHANNEL_H
+#define HD_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define HD_CHANNEL_MAX 255
+
+bool hd_channel_valid(const char *name, size_t len);
+/* Length of the namespace prefix (0 if none); *has_ns set when a ':' exists. */
+size_t hd_channel_namespace(const char *name, size_t len, bool *has_ns);
+
+#endif
