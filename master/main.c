@@ -1,0 +1,168 @@
+/*
+ * herald: the master process. Parses arguments and the config, creates the
+ * shared-memory segment, opens the listen sockets, forks the workers and
+ * then runs a libevent loop for signals, child reaping, timers and the
+ * admin HTTP server. It does no data-plane work.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "hd_admin.h"
+#include "hd_alloc.h"
+#include "hd_args.h"
+#include "hd_log.h"
+#include "hd_master.h"
+#include "hd_proc.h"
+#include "hd_version.h"
+
+hd_master_t hd_m;
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void) what; (void) arg;
+
+    switch (sig) {
+    case SIGCHLD:
+        hd_sup_reap();
+        break;
+    case SIGHUP:
+        hd_sup_reload();
+        break;
+    case SIGTERM:
+    case SIGINT:
+        hd_sup_shutdown(false);
+        break;
+    case SIGQUIT:
+        hd_sup_shutdown(true);
+        break;
+    case SIGUSR1:
+        if (hd_log_reopen() < 0)
+            hd_log_error("log reopen failed: %s", strerror(errno));
+        else
+            hd_log_info("log reopened");
+        hd_sup_signal_all(SIGUSR1);
+        break;
+    }
+}
+
+static void
+print_errors(const hd_conf_errors_t *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        fprintf(stderr, "%s\n", errs->msg[i]);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const int  sigs[] = { SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1 };
+    struct event     *sev[sizeof(sigs) / sizeof(sigs[0])];
+    hd_args_t         args;
+    hd_conf_errors_t  errs = { 0 };
+    char              err[256];
+    char             *conf_path;
+    int               rc;
+    size_t            i;
+
+    if (hd_args_parse(argc, argv, &args, err, sizeof(err)) < 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        hd_args_usage(stderr, "herald");
+        return 1;
+    }
+    if (args.help) {
+        hd_args_usage(stdout, "herald");
+        return 0;
+    }
+    if (args.version) {
+        printf("herald %s\n", HD_VERSION);
+        return 0;
+    }
+    /* argv is about to become the process title: copy what we keep */
+    conf_path = hd_strdup(args.conf_path);
+    hd_proc_title_init(argc, argv);
+
+    if (hd_conf_load(conf_path, &hd_m.conf, &errs) < 0) {
+        print_errors(&errs);
+        if (args.test_only)
+            fprintf(stderr, "herald: configuration %s has %zu error%s\n",
+                    conf_path, errs.n, errs.n == 1 ? "" : "s");
+        hd_conf_errors_free(&errs);
+        free(conf_path);
+        return 1;
+    }
+    hd_conf_register_secrets(hd_m.conf);
+    if (args.test_only) {
+        printf("herald: configuration %s ok\n", conf_path);
+        hd_conf_free(hd_m.conf);
+        free(conf_path);
+        return 0;
+    }
+    free(conf_path);
+
+    hd_log_set_role("master", -1);
+    rc = hd_log_configure(hd_m.conf->log_level, hd_m.conf->log_format,
+                          hd_m.conf->log_file);
+    if (rc < 0) {
+        fprintf(stderr, "herald: cannot open log file %s: %s\n",
+                hd_m.conf->log_file, strerror(-rc));
+        return 1;
+    }
+
+    rc = hd_shm_create(&hd_m.shm);
+    if (rc < 0) {
+        hd_log_error("cannot create the shared-memory segment: %s",
+                     strerror(-rc));
+        return 1;
+    }
+
+    /* libevent turns signals into loop events (a self-pipe underneath),
+     * so none of our code runs in a signal handler */
+    signal(SIGPIPE, SIG_IGN);
+    hd_m.base = event_base_new();
+    if (hd_m.base == NULL) {
+        hd_log_error("event_base_new() failed");
+        return 1;
+    }
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sev[i] = evsignal_new(hd_m.base, sigs[i], signal_cb, NULL);
+        evsignal_add(sev[i], NULL);
+    }
+
+    hd_proc_title_set("herald: master");
+
+    if (hd_admin_start(hd_m.base, hd_m.conf, hd_m.shm) < 0) {
+        hd_log_error("cannot start the admin server on %s:%d",
+                     hd_m.conf->admin_address, hd_m.conf->admin_port);
+        return 1;
+    }
+    if (hd_sup_start() < 0) {
+        hd_log_error("cannot start: no listen socket on %s:%d",
+                     hd_m.conf->listen_address, hd_m.conf->listen_port);
+        hd_sup_shutdown(true);
+        event_base_dispatch(hd_m.base);
+        return 1;
+    }
+    hd_log_info("herald %s started: %d workers, listening on %s:%d, admin "
+                "on %s:%d", HD_VERSION, hd_m.conf->workers,
+                hd_m.conf->listen_address, hd_m.conf->listen_port,
+                hd_m.conf->admin_address, hd_m.conf->admin_port);
+
+    event_base_dispatch(hd_m.base);
+
+    hd_log_info("herald stopped");
+    hd_sup_close_listeners();
+    hd_admin_stop();
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        event_free(sev[i]);
+    event_base_free(hd_m.base);
+    hd_shm_destroy(hd_m.shm);
+    hd_conf_free(hd_m.conf);
+    return hd_m.exit_code;
+}
