@@ -1,0 +1,372 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <openssl/crypto.h>
+
+#include "hd_alloc.h"
+#include "hd_api.h"
+#include "hd_channel.h"
+#include "hd_log.h"
+#include "hd_metrics.h"
+#include "hd_pubsub.h"
+#include "hd_redis.h"
+#include "hd_worker_int.h"
+
+#define BROADCAST_MAX 1000
+
+enum api_route { R_NONE = 0, R_PUBLISH, R_BROADCAST };
+
+/* Per-request state; c->http points at it while a request is in progress. */
+typedef struct hd_http {
+    struct lws     *wsi;
+    enum api_route  route;
+    char           *body;
+    size_t          body_len, body_cap;
+    bool            too_big;
+    /* response */
+    int             status;
+    char           *resp;
+    size_t          resp_len;
+    /* broadcast/publish in flight */
+    struct pubreq  *req;
+} hd_http_t;
+
+/* One API call's publishes. Outlives the HTTP request if the client goes
+ * away (http == NULL then) and frees itself when the last reply is in. */
+typedef struct pubreq {
+    hd_http_t *http;
+    size_t     n, done;
+    int        err;             /* first error */
+    json_t    *offsets;         /* array, null where not published */
+    bool       broadcast;
+} pubreq_t;
+
+static hd_http_t *
+http_state(hd_conn_t *c, struct lws *wsi)
+{
+    if (c->http == NULL) {
+        c->http = hd_calloc(1, sizeof(hd_http_t));
+        c->http->wsi = wsi;
+    }
+    return c->http;
+}
+
+static void
+http_reset(hd_conn_t *c)
+{
+    hd_http_t *h = c->http;
+
+    if (h == NULL)
+        return;
+    if (h->req != NULL)
+        h->req->http = NULL;
+    free(h->body);
+    free(h->resp);
+    free(h);
+    c->http = NULL;
+}
+
+/* Queue a response; it is written on the next writable callback. */
+static int
+respond(hd_http_t *h, int status, json_t *body)
+{
+    free(h->resp);
+    h->resp = json_dumps(body, JSON_COMPACT);
+    h->resp_len = h->resp ? strlen(h->resp) : 0;
+    h->status = status;
+    json_decref(body);
+    lws_callback_on_writable(h->wsi);
+    return 0;
+}
+
+static int
+respond_error(hd_http_t *h, int status, const char *msg)
+{
+    if (status >= 400)
+        hd_ctr_inc(HD_C_ERRORS);
+    return respond(h, status, json_pack("{s:{s:i, s:s}}", "error", "code",
+                                        status, "message", msg));
+}
+
+static bool
+tenant_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '.'
+              || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static bool
+authorized(struct lws *wsi)
+{
+    const char *key = hd_w.conf->api_key;
+    char        hdr[1100];
+    int         n;
+    size_t      klen;
+
+    n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n <= 7 || strncasecmp(hdr, "apikey ", 7) != 0)
+        return false;
+    klen = strlen(key);
+    /* constant time over the key's length; the length itself is public */
+    return (size_t) (n - 7) == klen && CRYPTO_memcmp(hdr + 7, key, klen) == 0;
+}
+
+int
+hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
+{
+    hd_http_t *h = http_state(c, wsi);
+    char       cl[32];
+
+    h->wsi = wsi;
+    if (hd_w.conf->api_key == NULL
+        || (strcmp(uri, "/api/publish") != 0 && strcmp(uri, "/api/broadcast") != 0))
+        return respond_error(h, 404, hd_w.conf->api_key == NULL
+                             ? "the HTTP API is disabled (no api.key)"
+                             : "not found; the WebSocket endpoint needs an "
+                               "upgrade with subprotocol herald.v1");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) <= 0)
+        return respond_error(h, 405, "use POST");
+    if (!authorized(wsi)) {
+        hd_reject_inc(HD_REJ_AUTH);
+        return respond_error(h, 401, "missing or wrong API key "
+                             "(Authorization: apikey <key>)");
+    }
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0
+        && strtoull(cl, NULL, 10) > (unsigned long long) hd_w.conf->api_max_body_bytes)
+        return respond_error(h, 413, "body too large");
+    h->route = strcmp(uri, "/api/publish") == 0 ? R_PUBLISH : R_BROADCAST;
+    return 0;                   /* the body follows */
+}
+
+int
+hd_api_body(struct lws *wsi, hd_conn_t *c, const void *in, size_t len)
+{
+    hd_http_t *h = http_state(c, wsi);
+    size_t     max = (size_t) hd_w.conf->api_max_body_bytes;
+
+    if (h->route == R_NONE || h->too_big)
+        return 0;
+    if (h->body_len + len > max) {
+        h->too_big = true;      /* keep reading, answer at completion */
+        hd_free(h->body);
+        h->body_len = h->body_cap = 0;
+        return 0;
+    }
+    if (h->body_len + len > h->body_cap) {
+        h->body_cap = h->body_len + len > 1024 ? (h->body_len + len) * 2 : 1024;
+        if (h->body_cap > max)
+            h->body_cap = max;
+        h->body = hd_realloc(h->body, h->body_cap);
+    }
+    memcpy(h->body + h->body_len, in, len);
+    h->body_len += len;
+    return 0;
+}
+
+typedef struct pubarg {
+    pubreq_t *req;
+    size_t    i;
+} pubarg_t;
+
+static void
+req_finish(pubreq_t *r)
+{
+    hd_http_t *h = r->http;
+
+    if (h != NULL) {
+        h->req = NULL;
+        if (r->err != 0) {
+            json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code", 503,
+                                     "message", "redis unavailable; see "
+                                     "result for what was published");
+            if (r->broadcast)
+                json_object_set(body, "result",
+                                json_pack("{s:O}", "offsets", r->offsets));
+            hd_ctr_inc(HD_C_ERRORS);
+            respond(h, r->err == HD_ERR_UNAVAILABLE ? 503 : 500, body);
+        } else if (r->broadcast) {
+            respond(h, 200, json_pack("{s:{s:O}}", "result", "offsets",
+                                      r->offsets));
+        } else {
+            respond(h, 200, json_pack("{s:{s:O}}", "result", "offset",
+                                      json_array_get(r->offsets, 0)));
+        }
+    }
+    json_decref(r->offsets);
+    free(r);
+}
+
+static void
+one_done(int err, uint64_t offset, const char *epoch, void *arg)
+{
+    pubarg_t *a = arg;
+    pubreq_t *r = a->req;
+    (void) epoch;
+
+    if (err != 0) {
+        if (r->err == 0)
+            r->err = err;
+    } else {
+        json_array_set_new(r->offsets, a->i, json_integer((json_int_t) offset));
+    }
+    free(a);
+    if (++r->done == r->n)
+        req_finish(r);
+}
+
+int
+hd_api_body_done(struct lws *wsi, hd_conn_t *c)
+{
+    hd_http_t     *h = http_state(c, wsi);
+    json_error_t   jerr;
+    json_t        *root = NULL, *data, *chans, *jt;
+    const char    *tenant = NULL;
+    char          *text = NULL;
+    size_t         n;
+    pubreq_t      *r;
+
+    if (h->route == R_NONE)
+        return 0;
+    if (h->too_big)
+        return respond_error(h, 413, "body too large");
+    root = json_loadb(h->body ? h->body : "", h->body_len,
+                      JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "body must be a JSON object%s%s",
+                 root ? "" : ": ", root ? "" : jerr.text);
+        json_decref(root);
+        return respond_error(h, 400, msg);
+    }
+    jt = json_object_get(root, "tenant");
+    if (jt != NULL) {
+        if (!json_is_string(jt) || !tenant_valid(json_string_value(jt),
+                                                 json_string_length(jt))) {
+            json_decref(root);
+            return respond_error(h, 400, "\"tenant\" must match "
+                                 "[A-Za-z0-9_.-]{1,64}");
+        }
+        tenant = json_string_value(jt);
+    }
+    data = json_object_get(root, "data");
+    if (data == NULL) {
+        json_decref(root);
+        return respond_error(h, 400, "\"data\" is required");
+    }
+    if (h->route == R_PUBLISH) {
+        chans = json_array();
+        json_array_append(chans, json_object_get(root, "channel"));
+    } else {
+        chans = json_incref(json_object_get(root, "channels"));
+        if (!json_is_array(chans) || json_array_size(chans) == 0
+            || json_array_size(chans) > BROADCAST_MAX) {
+            json_decref(chans);
+            json_decref(root);
+            return respond_error(h, 400, "\"channels\" must be an array of "
+                                 "1..1000 channel names");
+        }
+    }
+    n = json_array_size(chans);
+
+    /* validate everything before publishing anything */
+    const hd_ns_t **nss = hd_calloc(n, sizeof(*nss));
+    for (size_t i = 0; i < n; i++) {
+        json_t *jc = json_array_get(chans, i);
+        bool    has_ns;
+        size_t  nl;
+        if (!json_is_string(jc)
+            || !hd_channel_valid(json_string_value(jc), json_string_length(jc))) {
+            free(nss);
+            json_decref(chans);
+            json_decref(root);
+            return respond_error(h, 400, h->route == R_PUBLISH
+                                 ? "\"channel\" must be a valid channel name"
+                                 : "\"channels\" holds an invalid channel name");
+        }
+        nl = hd_channel_namespace(json_string_value(jc), json_string_length(jc),
+                                  &has_ns);
+        nss[i] = hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
+        if (nss[i] == NULL) {
+            free(nss);
+            json_decref(chans);
+            json_decref(root);
+            return respond_error(h, 400, "unknown namespace");
+        }
+    }
+    if (!hd_redis_cmd_up()) {
+        free(nss);
+        json_decref(chans);
+        json_decref(root);
+        return respond_error(h, 503, "redis unavailable, not published");
+    }
+    text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    r = hd_calloc(1, sizeof(*r));
+    r->http = h;
+    r->n = n;
+    r->broadcast = h->route == R_BROADCAST;
+    r->offsets = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(r->offsets, json_null());
+    h->req = r;
+
+    for (size_t i = 0; i < n; i++) {
+        json_t   *jc = json_array_get(chans, i);
+        char      key[HD_KEY_MAX];
+        size_t    name_off, kl;
+        pubarg_t *a = hd_malloc(sizeof(*a));
+
+        a->req = r;
+        a->i = i;
+        kl = hd_pubsub_key(tenant, json_string_value(jc), json_string_length(jc),
+                           key, sizeof(key), &name_off);
+        if (kl == 0 || hd_pubsub_publish(nss[i], key, kl, text, strlen(text),
+                                         one_done, a) < 0)
+            one_done(HD_ERR_UNAVAILABLE, 0, NULL, a);
+    }
+    free(text);
+    free(nss);
+    json_decref(chans);
+    json_decref(root);
+    return 0;
+}
+
+int
+hd_api_writeable(struct lws *wsi, hd_conn_t *c)
+{
+    hd_http_t     *h = c->http;
+    unsigned char  hbuf[LWS_PRE + 512], *start = hbuf + LWS_PRE, *p = start,
+                  *end = hbuf + sizeof(hbuf) - 1;
+    unsigned char *body;
+    int            rc;
+
+    if (h == NULL || h->resp == NULL)
+        return 0;
+    if (lws_add_http_common_headers(wsi, (unsigned int) h->status,
+                                    "application/json", h->resp_len, &p, end)
+        || lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    body = hd_malloc(LWS_PRE + h->resp_len);
+    memcpy(body + LWS_PRE, h->resp, h->resp_len);
+    rc = lws_write(wsi, body + LWS_PRE, h->resp_len, LWS_WRITE_HTTP_FINAL);
+    free(body);
+    http_reset(c);
+    if (rc < 0)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+void
+hd_api_closed(hd_conn_t *c)
+{
+    http_reset(c);
+}

@@ -1,0 +1,623 @@
+/*
+ * Channel table and local fan-out. See hd_chan.h for the model.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hd_alloc.h"
+#include "hd_chan.h"
+#include "hd_conn.h"
+#include "hd_envelope.h"
+#include "hd_log.h"
+#include "hd_metrics.h"
+#include "hd_pubsub.h"
+#include "hd_redis.h"
+#include "hd_worker_int.h"
+
+#define BUFFER_MAX        8192   /* pushes kept for pending members */
+#define SUB_BATCH         256    /* channels per SUBSCRIBE command */
+
+static struct {
+    hd_chan_t **tab;
+    size_t      cap;             /* power of two */
+    size_t      n;
+    hd_chan_t  *flush;           /* channels whose Redis state must move */
+    ev_prepare  flush_w;
+    ev_idle     idle_w;
+} T;
+
+static void chan_maybe_free(hd_chan_t *ch);
+static void meta_read(hd_chan_t *ch);
+
+static uint64_t
+hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char) s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void
+grow(void)
+{
+    size_t      ncap = T.cap ? T.cap * 2 : 1024;
+    hd_chan_t **nt = hd_calloc(ncap, sizeof(*nt));
+
+    for (size_t i = 0; i < T.cap; i++) {
+        hd_chan_t *ch = T.tab[i], *next;
+        for (; ch != NULL; ch = next) {
+            next = ch->hnext;
+            ch->hnext = nt[ch->hash & (ncap - 1)];
+            nt[ch->hash & (ncap - 1)] = ch;
+        }
+    }
+    free(T.tab);
+    T.tab = nt;
+    T.cap = ncap;
+}
+
+hd_chan_t *
+hd_chan_find(const char *key, size_t key_len)
+{
+    uint64_t h = hash(key, key_len);
+
+    if (T.cap == 0)
+        return NULL;
+    for (hd_chan_t *ch = T.tab[h & (T.cap - 1)]; ch != NULL; ch = ch->hnext)
+        if (ch->hash == h && ch->key_len == key_len
+            && memcmp(ch->key, key, key_len) == 0)
+            return ch;
+    return NULL;
+}
+
+hd_chan_t *
+hd_chan_get(const char *key, size_t key_len, size_t name_off)
+{
+    hd_chan_t *ch = hd_chan_find(key, key_len);
+
+    if (ch != NULL)
+        return ch;
+    if (T.n + 1 > T.cap)
+        grow();
+    ch = hd_calloc(1, sizeof(*ch));
+    ch->hash = hash(key, key_len);
+    ch->key = hd_strndup(key, key_len);
+    ch->key_len = key_len;
+    ch->name = ch->key + name_off;
+    ch->name_len = key_len - name_off;
+    ch->hnext = T.tab[ch->hash & (T.cap - 1)];
+    T.tab[ch->hash & (T.cap - 1)] = ch;
+    T.n++;
+    hd_gauge_set(HD_G_CHANNELS, (int64_t) T.n);
+    return ch;
+}
+
+size_t
+hd_chan_count(void)
+{
+    return T.n;
+}
+
+static void
+unlink_chan(hd_chan_t *ch)
+{
+    hd_chan_t **pp = &T.tab[ch->hash & (T.cap - 1)];
+    for (; *pp != NULL; pp = &(*pp)->hnext)
+        if (*pp == ch) {
+            *pp = ch->hnext;
+            break;
+        }
+    T.n--;
+    hd_gauge_set(HD_G_CHANNELS, (int64_t) T.n);
+}
+
+static void
+drop_buffer(hd_chan_t *ch)
+{
+    for (uint32_t i = 0; i < ch->nbuf; i++)
+        hd_msg_unref(ch->buf[i].msg);
+    ch->nbuf = 0;
+    if (ch->buf_cap > 64) {
+        hd_free(ch->buf);
+        ch->buf_cap = 0;
+    }
+}
+
+/*
+ * Every change of a channel's Redis state, and its freeing, goes through
+ * the flush list, handled once per loop turn: nothing frees a channel
+ * under a caller that is still looking at it.
+ */
+static void
+flush_add(hd_chan_t *ch)
+{
+    if (ch->in_flush)
+        return;
+    ch->in_flush = true;
+    ch->fnext = T.flush;
+    T.flush = ch;
+    if (!ev_is_active(&T.idle_w))
+        ev_idle_start(hd_w.loop, &T.idle_w);   /* don't block with work left */
+}
+
+/* Free a channel nobody needs: no members and nothing in flight. */
+static void
+chan_maybe_free(hd_chan_t *ch)
+{
+    if (ch->nmembers > 0 || ch->in_flush || ch->meta_inflight
+        || ch->rstate != HD_R_NONE)
+        return;
+    unlink_chan(ch);
+    drop_buffer(ch);
+    free(ch->buf);
+    free(ch->members);
+    free(ch->key);
+    free(ch);
+}
+
+/* ---- membership ----------------------------------------------------------- */
+
+int
+hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id)
+{
+    hd_sub_t *s;
+
+    if (c->nsubs == c->subs_cap) {
+        c->subs_cap = c->subs_cap ? c->subs_cap * 2 : 4;
+        c->subs = hd_realloc(c->subs, c->subs_cap * sizeof(*c->subs));
+    }
+    if (ch->nmembers == ch->members_cap) {
+        ch->members_cap = ch->members_cap ? ch->members_cap * 2 : 4;
+        ch->members = hd_realloc(ch->members,
+                                 ch->members_cap * sizeof(*ch->members));
+    }
+    s = &c->subs[c->nsubs];
+    memset(s, 0, sizeof(*s));
+    s->chan = ch;
+    s->idx = ch->nmembers;
+    s->state = HD_SUB_PENDING;
+    s->cmd_id = cmd_id;
+    ch->members[ch->nmembers].conn = c;
+    ch->members[ch->nmembers].sub_i = c->nsubs;
+    ch->nmembers++;
+    ch->npending++;
+    c->nsubs++;
+    hd_gauge_add(HD_G_SUBSCRIPTIONS, 1);
+
+    if (ch->rstate == HD_R_SUBSCRIBED)
+        meta_read(ch);
+    else
+        flush_add(ch);          /* SUBSCRIBE on the next loop turn */
+    return (int) (c->nsubs - 1);
+}
+
+void
+hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
+{
+    hd_sub_t  *s = &c->subs[sub_i];
+    hd_chan_t *ch = s->chan;
+    uint32_t   mi = s->idx, last;
+
+    if (s->state == HD_SUB_PENDING)
+        ch->npending--;
+    /* swap-remove from the channel, fixing the moved member's back index */
+    last = ch->nmembers - 1;
+    if (mi != last) {
+        ch->members[mi] = ch->members[last];
+        ch->members[mi].conn->subs[ch->members[mi].sub_i].idx = mi;
+    }
+    ch->nmembers--;
+    /* swap-remove from the connection, fixing the moved sub's member */
+    last = c->nsubs - 1;
+    if (sub_i != last) {
+        c->subs[sub_i] = c->subs[last];
+        c->subs[sub_i].chan->members[c->subs[sub_i].idx].sub_i = sub_i;
+    }
+    c->nsubs--;
+    hd_gauge_add(HD_G_SUBSCRIPTIONS, -1);
+
+    if (ch->npending == 0)
+        drop_buffer(ch);
+    if (ch->nmembers == 0)
+        flush_add(ch);          /* UNSUBSCRIBE or free, on the next turn */
+}
+
+void
+hd_chan_leave_all(hd_conn_t *c)
+{
+    while (c->nsubs > 0)
+        hd_chan_leave(c, c->nsubs - 1);
+    hd_free(c->subs);
+    c->subs_cap = 0;
+}
+
+/* ---- delivery ------------------------------------------------------------- */
+
+static hd_msg_t *
+build_push(hd_chan_t *ch, const hd_envelope_t *env)
+{
+    /* {"push":{"channel":"<name>","pub":{"offset":N,"epoch":"E","data":D}}}
+     * channel names and epochs need no JSON escaping; data is JSON text */
+    static const char p1[] = "{\"push\":{\"channel\":\"";
+    static const char p2[] = "\",\"pub\":{\"offset\":";
+    static const char p3[] = ",\"epoch\":\"";
+    static const char p4[] = "\",\"data\":";
+    static const char p5[] = "}}}";
+    char      num[24];
+    int       nl = snprintf(num, sizeof(num), "%llu",
+                            (unsigned long long) env->offset);
+    size_t    len = sizeof(p1) - 1 + ch->name_len + sizeof(p2) - 1 + (size_t) nl
+                  + sizeof(p3) - 1 + env->epoch_len + sizeof(p4) - 1
+                  + env->data_len + sizeof(p5) - 1;
+    hd_msg_t *m = hd_malloc(sizeof(*m) + len + 1);
+    char     *p = m->data;
+
+#define PUT(s, n) do { memcpy(p, (s), (n)); p += (n); } while (0)
+    PUT(p1, sizeof(p1) - 1);
+    PUT(ch->name, ch->name_len);
+    PUT(p2, sizeof(p2) - 1);
+    PUT(num, (size_t) nl);
+    PUT(p3, sizeof(p3) - 1);
+    PUT(env->epoch, env->epoch_len);
+    PUT(p4, sizeof(p4) - 1);
+    PUT(env->data, env->data_len);
+    PUT(p5, sizeof(p5) - 1);
+#undef PUT
+    *p = '\0';
+    m->refs = 1;
+    m->len = (uint32_t) len;
+    m->pub_ns = env->pub_us * 1000;
+    return m;
+}
+
+static void
+deliver(hd_conn_t *c, hd_msg_t *m)
+{
+    if (hd_conn_enqueue(c, m) < 0) {
+        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER,
+                      "slow consumer: outbound queue full");
+        return;
+    }
+    hd_conn_want_write(c);
+}
+
+void
+hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
+                 size_t len)
+{
+    hd_chan_t    *ch = hd_chan_find(key, key_len);
+    hd_envelope_t env;
+    hd_msg_t     *m;
+
+    if (ch == NULL || ch->nmembers == 0)
+        return;                 /* an unsubscribe crossed the message */
+    if (hd_envelope_decode(payload, len, &env) < 0) {
+        hd_log_warn("dropping a malformed envelope on %.*s (%zu bytes)",
+                    (int) ch->name_len, ch->name, len);
+        hd_ctr_inc(HD_C_ERRORS);
+        return;
+    }
+    if (env.epoch_len != strlen(ch->epoch)
+        || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0) {
+        memcpy(ch->epoch, env.epoch, env.epoch_len);
+        ch->epoch[env.epoch_len] = '\0';
+    }
+    ch->last_offset = env.offset;
+    if (ch->resync && ch->first_live == 0)
+        ch->first_live = env.offset;
+
+    m = build_push(ch, &env);
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state == HD_SUB_ACTIVE && env.offset > s->min_offset) {
+            s->min_offset = env.offset;
+            deliver(c, m);
+        }
+    }
+    if (ch->npending > 0) {
+        if (ch->nbuf == BUFFER_MAX) {
+            hd_msg_unref(ch->buf[0].msg);
+            memmove(ch->buf, ch->buf + 1, (BUFFER_MAX - 1) * sizeof(*ch->buf));
+            ch->nbuf--;
+        }
+        if (ch->nbuf == ch->buf_cap) {
+            ch->buf_cap = ch->buf_cap ? ch->buf_cap * 2 : 16;
+            ch->buf = hd_realloc(ch->buf, ch->buf_cap * sizeof(*ch->buf));
+        }
+        ch->buf[ch->nbuf].offset = env.offset;
+        ch->buf[ch->nbuf].msg = hd_msg_ref(m);
+        ch->nbuf++;
+    }
+    hd_msg_unref(m);
+}
+
+/* ---- subscribe replies ---------------------------------------------------- */
+
+/*
+ * The channel is subscribed on Redis and its current offset/epoch are
+ * known: every pending member gets its reply, then what was buffered after
+ * that offset, and goes ACTIVE.
+ */
+static void
+activate_pending(hd_chan_t *ch, uint64_t offset, const char *epoch)
+{
+    for (uint32_t i = 0; i < ch->nmembers && ch->npending > 0; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state != HD_SUB_PENDING)
+            continue;
+        s->state = HD_SUB_ACTIVE;
+        s->min_offset = offset;
+        ch->npending--;
+        hd_proto_subscribed(c, s->cmd_id, offset, epoch);
+        for (uint32_t k = 0; k < ch->nbuf; k++)
+            if (ch->buf[k].offset > s->min_offset) {
+                s->min_offset = ch->buf[k].offset;
+                deliver(c, ch->buf[k].msg);
+            }
+    }
+    if (ch->npending == 0)
+        drop_buffer(ch);
+}
+
+/* Pending members get an error and are removed. */
+static void
+fail_pending(hd_chan_t *ch, int code, const char *msg)
+{
+    uint32_t i = 0;
+
+    while (i < ch->nmembers && ch->npending > 0) {
+        hd_conn_t *c = ch->members[i].conn;
+        uint32_t   si = ch->members[i].sub_i;
+        hd_sub_t  *s = &c->subs[si];
+        if (s->state != HD_SUB_PENDING) {
+            i++;
+            continue;
+        }
+        hd_proto_error(c, s->cmd_id, code, msg);
+        hd_conn_want_write(c);
+        hd_chan_leave(c, si);   /* swap-remove: look at index i again */
+    }
+}
+
+/*
+ * After the subscriber connection came back: whatever was published between
+ * the loss and the new SUBSCRIBE never reached us. Tell the active members
+ * which offsets they missed (from the last one delivered to the last one
+ * before live delivery resumed); a changed epoch means the channel's
+ * numbering restarted and everything since the loss is suspect.
+ */
+static void
+finish_resync(hd_chan_t *ch, uint64_t offset, const char *epoch)
+{
+    uint64_t to = ch->first_live ? ch->first_live - 1 : offset;
+    bool     epoch_changed = ch->epoch[0] != '\0' && strcmp(ch->epoch, epoch) != 0;
+
+    ch->resync = false;
+    ch->first_live = 0;
+    if (!epoch_changed && to <= ch->resync_from)
+        return;                 /* nothing was published meanwhile */
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state == HD_SUB_ACTIVE)
+            hd_proto_gap(c, ch, epoch_changed ? 1 : ch->resync_from + 1,
+                         to, epoch);
+    }
+}
+
+static void
+meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
+{
+    hd_chan_t *ch = arg;
+
+    ch->meta_inflight = false;
+    if (err == 0 && ch->resync)
+        finish_resync(ch, offset, epoch);
+    if (err == 0) {
+        if (offset > ch->last_offset || ch->epoch[0] == '\0'
+            || strcmp(ch->epoch, epoch) != 0) {
+            ch->last_offset = offset;
+            snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
+        }
+        activate_pending(ch, offset, epoch);
+    } else {
+        fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+    }
+    if (ch->npending > 0 && ch->rstate == HD_R_SUBSCRIBED)
+        meta_read(ch);          /* members that came while it was in flight */
+    else if (ch->nmembers == 0)
+        flush_add(ch);
+}
+
+static void
+meta_read(hd_chan_t *ch)
+{
+    if (ch->meta_inflight)
+        return;
+    if (hd_pubsub_meta(ch->key, ch->key_len, meta_cb, ch) < 0) {
+        fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+        if (ch->nmembers == 0)
+            flush_add(ch);
+        return;
+    }
+    ch->meta_inflight = true;
+}
+
+/* ---- Redis subscription state --------------------------------------------- */
+
+void
+hd_chan_confirmed(const char *key, size_t key_len, bool subscribed)
+{
+    hd_chan_t *ch = hd_chan_find(key, key_len);
+
+    if (ch == NULL)
+        return;
+    if (subscribed && ch->rstate == HD_R_SUBSCRIBING) {
+        ch->rstate = HD_R_SUBSCRIBED;
+        if (ch->nmembers == 0)
+            flush_add(ch);
+        else if (ch->npending > 0 || ch->resync)
+            meta_read(ch);
+    } else if (!subscribed && ch->rstate == HD_R_UNSUBSCRIBING) {
+        ch->rstate = HD_R_NONE;
+        flush_add(ch);          /* free it, or subscribe again if someone
+                                   came back meanwhile */
+    }
+}
+
+/* Once per loop turn: batch the SUBSCRIBEs and UNSUBSCRIBEs that membership
+ * changes asked for. A channel in flight is left for its confirmation. */
+static void
+flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    const char *subv[SUB_BATCH], *unsubv[SUB_BATCH];
+    size_t      subl[SUB_BATCH], unsubl[SUB_BATCH];
+    hd_chan_t  *subc[SUB_BATCH], *unsubc[SUB_BATCH];
+    int         ns = 0, nu = 0;
+    hd_chan_t  *list, *ch, *retry = NULL;
+    bool        up = hd_redis_sub_up();
+    (void) loop; (void) w; (void) revents;
+
+    list = T.flush;
+    T.flush = NULL;
+    ev_idle_stop(hd_w.loop, &T.idle_w);
+    while (list != NULL) {
+        ch = list;
+        list = ch->fnext;
+        ch->in_flush = false;
+
+        if (ch->nmembers > 0 && ch->rstate == HD_R_NONE) {
+            if (!up) {
+                fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+                if (ch->nmembers == 0)
+                    chan_maybe_free(ch);
+                continue;   /* active members resubscribe on reconnect */
+            }
+            if (ns == SUB_BATCH) {
+                ch->fnext = retry;
+                retry = ch;
+                continue;
+            }
+            subv[ns] = ch->key;
+            subl[ns] = ch->key_len;
+            subc[ns++] = ch;
+        } else if (ch->nmembers == 0 && ch->rstate == HD_R_SUBSCRIBED) {
+            if (!up) {
+                ch->rstate = HD_R_NONE;
+                chan_maybe_free(ch);
+                continue;
+            }
+            if (nu == SUB_BATCH) {
+                ch->fnext = retry;
+                retry = ch;
+                continue;
+            }
+            unsubv[nu] = ch->key;
+            unsubl[nu] = ch->key_len;
+            unsubc[nu++] = ch;
+        } else if (ch->nmembers == 0) {
+            chan_maybe_free(ch);
+        }
+    }
+    if (ns > 0) {
+        if (hd_redis_subscribe(true, ns, subv, subl) == 0)
+            for (int i = 0; i < ns; i++)
+                subc[i]->rstate = HD_R_SUBSCRIBING;
+        else
+            for (int i = 0; i < ns; i++)
+                fail_pending(subc[i], HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+    }
+    if (nu > 0) {
+        if (hd_redis_subscribe(false, nu, unsubv, unsubl) == 0)
+            for (int i = 0; i < nu; i++)
+                unsubc[i]->rstate = HD_R_UNSUBSCRIBING;
+        else
+            for (int i = 0; i < nu; i++) {
+                unsubc[i]->rstate = HD_R_NONE;
+                chan_maybe_free(unsubc[i]);
+            }
+    }
+    while (retry != NULL) {     /* over the batch size: next turn */
+        ch = retry;
+        retry = ch->fnext;
+        flush_add(ch);
+    }
+}
+
+static void
+idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void) loop; (void) w; (void) revents;   /* flush_cb runs before the poll */
+}
+
+/* The subscriber connection is back: every channel with members is
+ * subscribed again, in batches. */
+void
+hd_chan_redis_up(void)
+{
+    for (size_t i = 0; i < T.cap; i++)
+        for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext)
+            if (ch->nmembers > 0)
+                flush_add(ch);
+}
+
+/* Lost: Redis forgot our subscriptions. Channels go back to NONE (those
+ * still wanted are subscribed again on reconnect); pending members get an
+ * error; active members learn what they missed once it is back
+ * (finish_resync). */
+void
+hd_chan_redis_down(void)
+{
+    for (size_t i = 0; i < T.cap; i++) {
+        hd_chan_t *ch = T.tab[i], *next;
+        for (; ch != NULL; ch = next) {
+            next = ch->hnext;
+            ch->rstate = HD_R_NONE;
+            if (ch->npending > 0 && !ch->meta_inflight)
+                fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+            if (ch->nmembers > 0 && !ch->resync) {
+                ch->resync = true;
+                ch->resync_from = ch->last_offset;
+            }
+            ch->first_live = 0;
+            flush_add(ch);
+        }
+    }
+}
+
+void
+hd_chan_init(void)
+{
+    memset(&T, 0, sizeof(T));
+    grow();
+    ev_prepare_init(&T.flush_w, flush_cb);
+    ev_prepare_start(hd_w.loop, &T.flush_w);
+    ev_idle_init(&T.idle_w, idle_cb);
+}
+
+void
+hd_chan_shutdown(void)
+{
+    ev_prepare_stop(hd_w.loop, &T.flush_w);
+    ev_idle_stop(hd_w.loop, &T.idle_w);
+    for (size_t i = 0; i < T.cap; i++) {
+        hd_chan_t *ch = T.tab[i], *next;
+        for (; ch != NULL; ch = next) {
+            next = ch->hnext;
+            drop_buffer(ch);
+            free(ch->buf);
+            free(ch->members);
+            free(ch->key);
+            free(ch);
+        }
+    }
+    hd_free(T.tab);
+    T.cap = T.n = 0;
+    T.flush = NULL;
+}

@@ -1,0 +1,105 @@
+/*
+ * The worker's channel table: Redis channel key -> local subscribers.
+ *
+ * A channel exists while it has local members or a Redis (un)subscribe in
+ * flight. The worker SUBSCRIBEs on the first local member and UNSUBSCRIBEs
+ * after the last, batched once per loop turn. A member starts PENDING: its
+ * subscribe reply waits until Redis has confirmed the SUBSCRIBE and the
+ * channel's current offset and epoch were read; pushes that arrive in the
+ * meantime are kept on the channel and replayed by offset when the member
+ * goes ACTIVE, so nothing published after the reply's offset is missed and
+ * nothing at or before it is sent twice.
+ */
+#ifndef HD_CHAN_H
+#define HD_CHAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hd_envelope.h"
+#include "hd_msg.h"
+
+struct hd_conn;
+
+enum hd_rstate {
+    HD_R_NONE = 0,        /* not subscribed on Redis, nothing in flight */
+    HD_R_SUBSCRIBING,
+    HD_R_SUBSCRIBED,
+    HD_R_UNSUBSCRIBING,
+};
+
+typedef struct hd_member {
+    struct hd_conn *conn;
+    uint32_t        sub_i;     /* index in conn->subs */
+} hd_member_t;
+
+typedef struct hd_buffered {
+    uint64_t  offset;
+    hd_msg_t *msg;
+} hd_buffered_t;
+
+typedef struct hd_chan {
+    struct hd_chan  *hnext;
+    struct hd_chan  *fnext;        /* flush list */
+    uint64_t         hash;
+    char            *key;          /* Redis channel key, NUL-terminated */
+    size_t           key_len;
+    const char      *name;         /* client-visible name, inside key */
+    size_t           name_len;
+    const char      *ns;           /* namespace options (hd_ns_t *) */
+
+    hd_member_t     *members;
+    uint32_t         nmembers, members_cap;
+    uint32_t         npending;     /* members waiting for their reply */
+
+    enum hd_rstate   rstate;
+    bool             in_flush;     /* on the flush list */
+    bool             meta_inflight;
+
+    hd_buffered_t   *buf;          /* pushes kept while npending > 0 */
+    uint32_t         nbuf, buf_cap;
+
+    uint64_t         last_offset;  /* last offset seen from Redis */
+    bool             resync;       /* subscriber connection was lost */
+    uint64_t         resync_from;  /* last_offset when it was lost */
+    uint64_t         first_live;   /* first offset seen after it came back */
+    char             epoch[HD_EPOCH_MAX + 1];
+} hd_chan_t;
+
+enum hd_sub_state { HD_SUB_PENDING = 0, HD_SUB_ACTIVE = 1 };
+
+typedef struct hd_sub {
+    hd_chan_t *chan;
+    uint32_t   idx;            /* index in chan->members */
+    uint8_t    state;
+    uint64_t   min_offset;     /* deliver pushes with offset > min_offset */
+    int64_t    cmd_id;         /* the subscribe command awaiting its reply */
+} hd_sub_t;
+
+/* Find or create the channel for key (tenant-qualified). name_off is where
+ * the client-visible name starts inside key. */
+hd_chan_t *hd_chan_get(const char *key, size_t key_len, size_t name_off);
+hd_chan_t *hd_chan_find(const char *key, size_t key_len);
+
+/* Add conn as a PENDING member; returns the index into conn->subs. */
+int  hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id);
+/* Remove conn's subscription sub_i (swap-remove on both sides). */
+void hd_chan_leave(struct hd_conn *conn, uint32_t sub_i);
+/* Remove every subscription of conn (on close). */
+void hd_chan_leave_all(struct hd_conn *conn);
+
+/* Deliver an envelope that arrived from Redis on key. */
+void hd_chan_dispatch(const char *key, size_t key_len,
+                      const char *payload, size_t len);
+
+/* Redis glue: the subscriber connection came up / went down. */
+void hd_chan_redis_up(void);
+void hd_chan_redis_down(void);
+void hd_chan_confirmed(const char *key, size_t key_len, bool subscribed);
+
+size_t hd_chan_count(void);
+void   hd_chan_init(void);
+void   hd_chan_shutdown(void);
+
+#endif

@@ -1,0 +1,162 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "hd_alloc.h"
+#include "hd_conn.h"
+#include "hd_metrics.h"
+#include "hd_time.h"
+#include "hd_worker_int.h"
+
+int
+hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m)
+{
+    if (c->close_code != 0)
+        return 0;               /* closing: nothing more goes out */
+    if (c->q_bytes + m->len > HD_OUTQ_MAX)
+        return -ENOBUFS;
+    if (c->q_len == c->q_cap) {
+        uint32_t   ncap = c->q_cap ? c->q_cap * 2 : 8;
+        hd_msg_t **nq = hd_malloc(ncap * sizeof(*nq));
+        for (uint32_t i = 0; i < c->q_len; i++)
+            nq[i] = c->q[(c->q_head + i) % c->q_cap];
+        free(c->q);
+        c->q = nq;
+        c->q_cap = ncap;
+        c->q_head = 0;
+    }
+    c->q[(c->q_head + c->q_len) % c->q_cap] = hd_msg_ref(m);
+    c->q_len++;
+    c->q_bytes += m->len;
+    return 0;
+}
+
+int
+hd_conn_reply(hd_conn_t *c, const char *s, size_t len)
+{
+    hd_msg_t *m = hd_msg_new(s, len);
+    int       rc = hd_conn_enqueue(c, m);
+    hd_msg_unref(m);
+    if (rc < 0)
+        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER, "slow consumer");
+    return rc;
+}
+
+void
+hd_conn_want_write(hd_conn_t *c)
+{
+    if (c->wsi != NULL)
+        lws_callback_on_writable(c->wsi);
+}
+
+static void
+drop_queue(hd_conn_t *c)
+{
+    while (c->q_len > 0) {
+        hd_msg_unref(c->q[c->q_head]);
+        c->q_head = (c->q_head + 1) % c->q_cap;
+        c->q_len--;
+    }
+    c->q_bytes = 0;
+}
+
+void
+hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->close_code != 0)
+        return;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s",
+             reason ? reason : "");
+    /* nothing queued matters once we decided to close; free it now so a
+     * slow consumer's memory comes back at once */
+    drop_queue(c);
+    hd_conn_want_write(c);
+}
+
+void
+hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->close_code != 0)
+        return;
+    c->close_code = code;
+    c->close_soft = true;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s",
+             reason ? reason : "");
+    hd_conn_want_write(c);
+}
+
+void
+hd_conn_release(hd_conn_t *c)
+{
+    drop_queue(c);
+    hd_free(c->q);
+    c->q_cap = 0;
+    hd_free(c->rx);
+    c->rx_len = c->rx_cap = 0;
+}
+
+int
+hd_conn_flush(hd_conn_t *c, unsigned char *buf)
+{
+    unsigned char *p = buf + LWS_PRE, *start = p;
+    uint32_t       n = 0;
+    uint64_t       now = 0;
+    int            wrote;
+
+    if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
+        lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
+                         (unsigned char *) c->close_reason,
+                         strlen(c->close_reason));
+        return -1;
+    }
+    if (c->q_len == 0)
+        return 0;
+
+    /* a single message larger than the batch goes out alone, from a
+     * buffer of its own */
+    hd_msg_t *first = c->q[c->q_head];
+    if (first->len > HD_BATCH_MAX_BYTES) {
+        unsigned char *big = hd_malloc(LWS_PRE + first->len);
+        memcpy(big + LWS_PRE, first->data, first->len);
+        wrote = lws_write(c->wsi, big + LWS_PRE, first->len, LWS_WRITE_TEXT);
+        free(big);
+        n = 1;
+        p = start + first->len;
+    } else {
+        while (n < c->q_len && n < HD_BATCH_MAX_MSGS) {
+            hd_msg_t *m = c->q[(c->q_head + n) % c->q_cap];
+            size_t    need = m->len + (p > start ? 1 : 0);
+            if ((size_t) (p - start) + need > HD_BATCH_MAX_BYTES)
+                break;
+            if (p > start)
+                *p++ = '\n';
+            memcpy(p, m->data, m->len);
+            p += m->len;
+            n++;
+        }
+        wrote = lws_write(c->wsi, start, (size_t) (p - start), LWS_WRITE_TEXT);
+    }
+
+    for (uint32_t i = 0; i < n; i++) {
+        hd_msg_t *m = c->q[c->q_head];
+        if (m->pub_ns != 0) {
+            if (now == 0)
+                now = hd_wall_ns();
+            hd_ctr_inc(HD_C_MSG_DELIVERED);
+            hd_hist_observe(HD_H_DELIVERY, now > m->pub_ns ? now - m->pub_ns : 0);
+        }
+        c->q_bytes -= m->len;
+        hd_msg_unref(m);
+        c->q_head = (c->q_head + 1) % c->q_cap;
+        c->q_len--;
+    }
+    if (wrote < 0)
+        return -1;
+    hd_ctr_add(HD_C_BYTES_SENT, (uint64_t) (p - start));
+    if (c->q_len > 0 || c->close_code != 0)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}

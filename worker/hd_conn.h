@@ -1,0 +1,90 @@
+/*
+ * Per-connection state of a WebSocket client (the lws per-session data).
+ *
+ * Inbound: fragments of one WebSocket message accumulate in rx until the
+ * final fragment, bounded by HD_RX_MAX (close 1009 past it). Outbound: a
+ * ring of hd_msg_t references, bounded by bytes (HD_OUTQ_MAX): past it the
+ * connection is closed with HD_CLOSE_SLOW_CONSUMER and the queue freed.
+ * On writable, queued messages are coalesced into one text frame,
+ * newline-separated, up to HD_BATCH_MAX_BYTES / HD_BATCH_MAX_MSGS.
+ */
+#ifndef HD_CONN_H
+#define HD_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "hd_chan.h"
+#include "hd_msg.h"
+
+struct lws;
+struct hd_jwt_claims;
+struct hd_op;
+struct hd_http;
+
+#define HD_RX_MAX            (64 * 1024)
+#define HD_OUTQ_MAX          (1024 * 1024)
+#define HD_BATCH_MAX_BYTES   (64 * 1024)
+#define HD_BATCH_MAX_MSGS    256
+
+typedef struct hd_conn {
+    struct lws      *wsi;
+    struct hd_conn  *prev, *next;      /* worker's list of live conns */
+    uint64_t         id;               /* worker-unique */
+    uint64_t         accepted_ns;      /* monotonic, at accept4() */
+
+    /* inbound */
+    char            *rx;
+    size_t           rx_len, rx_cap;
+
+    /* outbound ring */
+    hd_msg_t       **q;
+    uint32_t         q_head, q_len, q_cap;
+    size_t           q_bytes;
+
+    /* subscriptions */
+    hd_sub_t        *subs;
+    uint32_t         nsubs, subs_cap;
+
+    /* identity, after "connect" */
+    struct hd_jwt_claims *claims;      /* NULL until connected */
+    bool             connected;
+    bool             anonymous;
+    ev_timer         timer;            /* connect deadline, then token expiry */
+
+    struct hd_op    *ops;              /* Redis commands awaiting replies */
+    struct hd_http  *http;             /* an HTTP API request in progress */
+
+    uint16_t         close_code;       /* != 0: close requested */
+    bool             close_soft;       /* send what is queued first */
+    uint16_t         peer_close_code;  /* from the peer's close frame */
+    bool             established;
+    char             close_reason[64];
+    char             peer[48];         /* remote address, text */
+} hd_conn_t;
+
+/* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
+ * would pass HD_OUTQ_MAX: the caller closes the connection. */
+int  hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
+/* Queue a copy of a reply string (one reference). */
+int  hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
+/* Ask lws for a writable callback; call after enqueueing. */
+void hd_conn_want_write(hd_conn_t *c);
+/* Request a close with code and reason; happens on the next writable. */
+void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);
+/* Like hd_conn_close(), but what is already queued (an error reply) is
+ * sent before the close frame. */
+void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
+/* Free everything the connection holds (at LWS_CALLBACK_CLOSED). */
+void hd_conn_release(hd_conn_t *c);
+/*
+ * Write what is queued as one frame (called on writable). buf has room for
+ * LWS_PRE + HD_BATCH_MAX_BYTES. Returns 0, or -1 when lws must close the
+ * connection (write error or a requested close).
+ */
+int  hd_conn_flush(hd_conn_t *c, unsigned char *buf);
+
+#endif

@@ -1,0 +1,571 @@
+/*
+ * The message layer: JSON commands, newline-separated within a frame.
+ *   {"id": <uint>, "method": "<name>", "params": {...}}
+ * Every command gets exactly one reply with its id:
+ *   {"id": N, "result": {...}}  or  {"id": N, "error": {"code": C, "message": "..."}}
+ * Input that has no usable id (malformed JSON, not an object, no id) gets
+ * an error without an id. docs/protocol.md is the reference.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "hd_alloc.h"
+#include "hd_channel.h"
+#include "hd_jwt.h"
+#include "hd_log.h"
+#include "hd_metrics.h"
+#include "hd_pubsub.h"
+#include "hd_redis.h"
+#include "hd_time.h"
+#include "hd_version.h"
+#include "hd_worker_int.h"
+
+typedef struct cmd {
+    hd_conn_t  *conn;
+    json_int_t  id;
+    bool        has_id;
+    json_t     *params;        /* borrowed; may be NULL */
+} cmd_t;
+
+typedef void (*method_fn)(cmd_t *cmd);
+
+/* A command waiting for Redis. The connection may close first: it then
+ * clears op->conn and the reply is dropped when Redis answers. */
+typedef struct hd_op {
+    struct hd_op *prev, *next;
+    hd_conn_t    *conn;
+    int64_t       id;
+} hd_op_t;
+
+static void
+send_json(hd_conn_t *c, json_t *root)
+{
+    char   stackbuf[2048];
+    size_t n = json_dumpb(root, stackbuf, sizeof(stackbuf), JSON_COMPACT);
+
+    if (n == 0)
+        return;
+    if (n <= sizeof(stackbuf)) {
+        hd_conn_reply(c, stackbuf, n);
+    } else {
+        char *s = json_dumps(root, JSON_COMPACT);
+        if (s != NULL) {
+            hd_conn_reply(c, s, strlen(s));
+            free(s);
+        }
+    }
+}
+
+static void
+send_error(hd_conn_t *c, bool has_id, int64_t id, int code, const char *msg)
+{
+    json_t *root = json_object();
+
+    hd_ctr_inc(HD_C_ERRORS);
+    if (has_id)
+        json_object_set_new(root, "id", json_integer(id));
+    json_object_set_new(root, "error",
+                        json_pack("{s:i, s:s}", "code", code, "message", msg));
+    send_json(c, root);
+    json_decref(root);
+}
+
+static void reply_error(cmd_t *cmd, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+reply_error(cmd_t *cmd, int code, const char *fmt, ...)
+{
+    char    msg[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    send_error(cmd->conn, cmd->has_id, cmd->id, code, msg);
+}
+
+/* Takes the reference to result. */
+static void
+send_result(hd_conn_t *c, int64_t id, json_t *result)
+{
+    json_t *root = json_pack("{s:I, s:o}", "id", (json_int_t) id,
+                             "result", result);
+    send_json(c, root);
+    json_decref(root);
+}
+
+void
+hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg)
+{
+    send_error(c, true, id, code, msg);
+}
+
+void
+hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
+                    const char *epoch)
+{
+    send_result(c, id, json_pack("{s:I, s:s}", "offset", (json_int_t) offset,
+                                 "epoch", epoch));
+    hd_conn_want_write(c);
+}
+
+void
+hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
+             const char *epoch)
+{
+    char   buf[512];
+    int    n = snprintf(buf, sizeof(buf),
+                        "{\"push\":{\"channel\":\"%.*s\",\"gap\":{\"from\":%llu,"
+                        "\"to\":%llu,\"epoch\":\"%s\"}}}",
+                        (int) ch->name_len, ch->name,
+                        (unsigned long long) from, (unsigned long long) to,
+                        epoch);
+    if (n > 0 && (size_t) n < sizeof(buf)) {
+        hd_conn_reply(c, buf, (size_t) n);
+        hd_conn_want_write(c);
+    }
+}
+
+/* ---- ops ------------------------------------------------------------------ */
+
+static hd_op_t *
+op_new(hd_conn_t *c, int64_t id)
+{
+    hd_op_t *op = hd_calloc(1, sizeof(*op));
+    op->conn = c;
+    op->id = id;
+    op->next = c->ops;
+    if (c->ops != NULL)
+        c->ops->prev = op;
+    c->ops = op;
+    return op;
+}
+
+/* Detach and free; returns the connection (NULL if it closed meanwhile). */
+static hd_conn_t *
+op_done(hd_op_t *op)
+{
+    hd_conn_t *c = op->conn;
+
+    if (c != NULL) {
+        if (op->prev != NULL)
+            op->prev->next = op->next;
+        else
+            c->ops = op->next;
+        if (op->next != NULL)
+            op->next->prev = op->prev;
+    }
+    free(op);
+    return c;
+}
+
+static void
+conn_closed(hd_conn_t *c)
+{
+    for (hd_op_t *op = c->ops; op != NULL; op = op->next)
+        op->conn = NULL;
+    c->ops = NULL;
+}
+
+/* ---- connection timers ------------------------------------------------------ */
+
+static void
+conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hd_conn_t *c = (hd_conn_t *) ((char *) w - offsetof(hd_conn_t, timer));
+    (void) loop; (void) revents;
+
+    if (!c->connected) {
+        hd_conn_close(c, HD_CLOSE_CONNECT_TIMEOUT,
+                      "no connect command in time");
+    } else {
+        hd_conn_close(c, HD_CLOSE_TOKEN_EXPIRED,
+                      "token expired, reconnect with a new one");
+    }
+}
+
+void
+hd_proto_conn_open(hd_conn_t *c)
+{
+    ev_timer_init(&c->timer, conn_timer_cb,
+                  (double) hd_w.conf->connect_ms / 1000.0, 0.);
+    if (!hd_w.conf->auth_allow_anonymous)
+        ev_timer_start(hd_w.loop, &c->timer);
+}
+
+void
+hd_proto_conn_release(hd_conn_t *c)
+{
+    ev_timer_stop(hd_w.loop, &c->timer);
+    conn_closed(c);
+    hd_chan_leave_all(c);
+    if (c->claims != NULL) {
+        hd_jwt_claims_free(c->claims);
+        hd_free(c->claims);
+    }
+}
+
+/* ---- permissions ------------------------------------------------------------ */
+
+/* Anonymous use: allowed by the config and no connect was made. */
+static bool
+may_act(cmd_t *cmd)
+{
+    if (cmd->conn->connected || hd_w.conf->auth_allow_anonymous)
+        return true;
+    reply_error(cmd, HD_ERR_UNAUTHORIZED, "send \"connect\" first");
+    return false;
+}
+
+static const char *
+param_str(cmd_t *cmd, const char *name, size_t *len)
+{
+    json_t *v = cmd->params ? json_object_get(cmd->params, name) : NULL;
+
+    if (!json_is_string(v))
+        return NULL;
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+/*
+ * Resolve params.channel: validity, namespace, the token's allow-list and,
+ * for anonymous clients, the namespace's anonymous flag. On success fills
+ * the Redis key and returns the namespace; otherwise replies and returns
+ * NULL.
+ */
+static const hd_ns_t *
+resolve_channel(cmd_t *cmd, char *key, size_t *key_len, size_t *name_off,
+                const char **chan, size_t *chan_len)
+{
+    const hd_ns_t *ns;
+    size_t         nslen;
+    bool           has_ns;
+    hd_conn_t     *c = cmd->conn;
+
+    *chan = param_str(cmd, "channel", chan_len);
+    if (*chan == NULL) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a string");
+        return NULL;
+    }
+    if (!hd_channel_valid(*chan, *chan_len)) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "invalid channel name: 1..255 "
+                    "bytes of [A-Za-z0-9_.:@-]");
+        return NULL;
+    }
+    nslen = hd_channel_namespace(*chan, *chan_len, &has_ns);
+    ns = hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
+    if (ns == NULL) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "unknown namespace \"%.*s\"",
+                    (int) (has_ns ? nslen : 7), has_ns ? *chan : "default");
+        return NULL;
+    }
+    if (!c->connected && !ns->anonymous) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" does not allow "
+                    "anonymous clients", ns->name);
+        return NULL;
+    }
+    if (c->claims != NULL && !hd_jwt_channel_allowed(c->claims, *chan, *chan_len)) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "the token does not allow this "
+                    "channel");
+        return NULL;
+    }
+    *key_len = hd_pubsub_key(c->claims ? c->claims->tenant : NULL, *chan,
+                             *chan_len, key, HD_KEY_MAX, name_off);
+    if (*key_len == 0) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "channel name too long");
+        return NULL;
+    }
+    return ns;
+}
+
+/* ---- methods ------------------------------------------------------------------ */
+
+static void
+m_ping(cmd_t *cmd)
+{
+    send_result(cmd->conn, cmd->id, json_pack("{s:i}", "worker", (int) hd_w.id));
+}
+
+static void
+m_connect(cmd_t *cmd)
+{
+    hd_conn_t       *c = cmd->conn;
+    const hd_conf_t *conf = hd_w.conf;
+    const char      *token;
+    size_t           tlen;
+    hd_jwt_claims_t  claims;
+    char             client[48];
+    int              rc;
+
+    if (c->connected) {
+        reply_error(cmd, HD_ERR_CONFLICT, "already connected");
+        return;
+    }
+    token = param_str(cmd, "token", &tlen);
+    if (token == NULL) {
+        if (cmd->params != NULL && json_object_get(cmd->params, "token") != NULL) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST, "\"token\" must be a string");
+            return;
+        }
+        if (!conf->auth_allow_anonymous) {
+            hd_reject_inc(HD_REJ_AUTH);
+            reply_error(cmd, HD_ERR_UNAUTHORIZED, "a token is required");
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "token required");
+            return;
+        }
+        c->anonymous = true;
+    } else {
+        if (conf->auth_hmac_secret == NULL) {
+            reply_error(cmd, HD_ERR_UNAUTHORIZED, "this server accepts no "
+                        "tokens (anonymous only)");
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "no tokens");
+            return;
+        }
+        rc = hd_jwt_verify(token, tlen, conf->auth_hmac_secret,
+                           strlen(conf->auth_hmac_secret),
+                           (int64_t) (hd_wall_ns() / 1000000000ull), 0, &claims);
+        if (rc != HD_JWT_OK) {
+            hd_reject_inc(HD_REJ_AUTH);
+            hd_log_debug("connect rejected from %s: %s", c->peer,
+                         hd_jwt_strerror(rc));
+            reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
+                        hd_jwt_strerror(rc));
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "invalid token");
+            return;
+        }
+        c->claims = hd_malloc(sizeof(*c->claims));
+        *c->claims = claims;
+    }
+    c->connected = true;
+    /* the connect deadline becomes the token's expiry */
+    ev_timer_stop(hd_w.loop, &c->timer);
+    if (c->claims != NULL) {
+        double left = (double) c->claims->exp - hd_wall_sec();
+        ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
+        ev_timer_start(hd_w.loop, &c->timer);
+    }
+    snprintf(client, sizeof(client), "%x-%u-%llx", (unsigned) getpid(),
+             hd_w.id, (unsigned long long) c->id);
+    send_result(c, cmd->id,
+                json_pack("{s:s, s:i, s:s, s:i}", "client", client,
+                          "worker", (int) hd_w.id, "version", HD_VERSION,
+                          "ping_interval_ms", conf->ping_interval_ms));
+}
+
+static int
+find_sub(hd_conn_t *c, const char *key, size_t key_len)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].chan->key_len == key_len
+            && memcmp(c->subs[i].chan->key, key, key_len) == 0)
+            return (int) i;
+    return -1;
+}
+
+static void
+m_subscribe(cmd_t *cmd)
+{
+    hd_conn_t  *c = cmd->conn;
+    char        key[HD_KEY_MAX];
+    size_t      key_len, name_off, chan_len;
+    const char *chan;
+    hd_chan_t  *ch;
+
+    if (!may_act(cmd))
+        return;
+    if (resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len) == NULL)
+        return;
+    if (find_sub(c, key, key_len) >= 0) {
+        reply_error(cmd, HD_ERR_CONFLICT, "already subscribed");
+        return;
+    }
+    if (c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions) {
+        reply_error(cmd, HD_ERR_LIMIT, "subscription limit (%d) reached",
+                    hd_w.conf->max_subscriptions);
+        return;
+    }
+    if (!hd_redis_sub_up() || !hd_redis_cmd_up()) {
+        reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+        return;
+    }
+    ch = hd_chan_get(key, key_len, name_off);
+    hd_chan_join(ch, c, cmd->id);       /* the reply comes when it is live */
+}
+
+static void
+m_unsubscribe(cmd_t *cmd)
+{
+    hd_conn_t  *c = cmd->conn;
+    char        key[HD_KEY_MAX];
+    size_t      key_len, name_off, chan_len;
+    const char *chan;
+    int         i;
+
+    if (!may_act(cmd))
+        return;
+    chan = param_str(cmd, "channel", &chan_len);
+    if (chan == NULL || !hd_channel_valid(chan, chan_len)) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a valid "
+                    "channel name");
+        return;
+    }
+    key_len = hd_pubsub_key(c->claims ? c->claims->tenant : NULL, chan,
+                            chan_len, key, sizeof(key), &name_off);
+    i = key_len ? find_sub(c, key, key_len) : -1;
+    if (i >= 0) {
+        if (c->subs[i].state == HD_SUB_PENDING)
+            send_error(c, true, c->subs[i].cmd_id, HD_ERR_CONFLICT,
+                       "subscribe cancelled by unsubscribe");
+        hd_chan_leave(c, (uint32_t) i);
+    }
+    send_result(c, cmd->id, json_object());
+}
+
+static void
+publish_cb(int err, uint64_t offset, const char *epoch, void *arg)
+{
+    hd_op_t   *op = arg;
+    int64_t    id = op->id;
+    hd_conn_t *c = op_done(op);
+    (void) epoch;
+
+    if (c == NULL)
+        return;
+    if (err != 0)
+        send_error(c, true, id, err, err == HD_ERR_UNAVAILABLE
+                   ? "redis unavailable, not published" : "publish failed");
+    else
+        send_result(c, id, json_pack("{s:I}", "offset", (json_int_t) offset));
+    hd_conn_want_write(c);
+}
+
+static void
+m_publish(cmd_t *cmd)
+{
+    hd_conn_t     *c = cmd->conn;
+    char           key[HD_KEY_MAX];
+    size_t         key_len, name_off, chan_len;
+    const char    *chan;
+    const hd_ns_t *ns;
+    json_t        *data;
+    char          *text;
+    hd_op_t       *op;
+
+    if (!may_act(cmd))
+        return;
+    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
+    if (ns == NULL)
+        return;
+    if (!ns->publish) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" does not allow "
+                    "client publishing", ns->name);
+        return;
+    }
+    data = json_object_get(cmd->params, "data");
+    if (data == NULL) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"data\" is required");
+        return;
+    }
+    text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"data\" cannot be encoded");
+        return;
+    }
+    op = op_new(c, cmd->id);
+    if (hd_pubsub_publish(ns, key, key_len, text, strlen(text), publish_cb,
+                          op) < 0) {
+        op_done(op);
+        reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, not published");
+    }
+    free(text);
+}
+
+static const struct {
+    const char *name;
+    method_fn   fn;
+} methods[] = {
+    { "ping", m_ping },
+    { "connect", m_connect },
+    { "subscribe", m_subscribe },
+    { "unsubscribe", m_unsubscribe },
+    { "publish", m_publish },
+};
+
+static void
+handle_line(hd_conn_t *c, const char *line, size_t len)
+{
+    json_error_t err;
+    json_t      *root, *jid, *jmethod, *jparams;
+    cmd_t        cmd = { .conn = c };
+    const char  *method;
+    size_t       i;
+
+    hd_ctr_inc(HD_C_MSG_RECEIVED);
+    root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &err);
+    if (root == NULL) {
+        reply_error(&cmd, HD_ERR_BAD_REQUEST, "malformed JSON at column %d: %s",
+                    err.column, err.text);
+        return;
+    }
+    if (!json_is_object(root)) {
+        reply_error(&cmd, HD_ERR_BAD_REQUEST, "a command must be a JSON object");
+        goto done;
+    }
+    jid = json_object_get(root, "id");
+    if (!json_is_integer(jid) || json_integer_value(jid) < 0) {
+        reply_error(&cmd, HD_ERR_BAD_REQUEST,
+                    "\"id\" must be a non-negative integer");
+        goto done;
+    }
+    cmd.id = json_integer_value(jid);
+    cmd.has_id = true;
+
+    jmethod = json_object_get(root, "method");
+    if (!json_is_string(jmethod)) {
+        reply_error(&cmd, HD_ERR_BAD_REQUEST, "\"method\" must be a string");
+        goto done;
+    }
+    jparams = json_object_get(root, "params");
+    if (jparams != NULL && !json_is_object(jparams)) {
+        reply_error(&cmd, HD_ERR_BAD_REQUEST, "\"params\" must be an object");
+        goto done;
+    }
+    cmd.params = jparams;
+
+    method = json_string_value(jmethod);
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (strcmp(methods[i].name, method) == 0) {
+            methods[i].fn(&cmd);
+            goto done;
+        }
+    }
+    reply_error(&cmd, HD_ERR_UNKNOWN_METHOD, "unknown method \"%.64s\"", method);
+done:
+    json_decref(root);
+}
+
+void
+hd_proto_handle(hd_conn_t *c, const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len;
+
+    while (p < end && c->close_code == 0) {
+        const char *nl = memchr(p, '\n', (size_t) (end - p));
+        const char *le = nl ? nl : end;
+        const char *s = p, *e = le;
+
+        while (s < e && (*s == ' ' || *s == '\t' || *s == '\r'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+            e--;
+        if (e > s)
+            handle_line(c, s, (size_t) (e - s));
+        p = nl ? nl + 1 : end;
+    }
+}

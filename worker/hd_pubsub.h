@@ -1,0 +1,44 @@
+/*
+ * Redis side of pub/sub: the Lua scripts that assign offsets and publish,
+ * and the key layout.
+ *
+ * Keys, for a client channel C of tenant T ("" without a tenant):
+ *   Redis pub/sub channel   herald|T|C
+ *   channel meta (hash)     {herald|T|C}:meta    fields o (offset), e (epoch)
+ * The braces are a Redis Cluster hash tag: a channel's keys share a slot.
+ * '|' can occur in neither tenants nor channel names, so keys of
+ * different tenants can never collide.
+ */
+#ifndef HD_PUBSUB_H
+#define HD_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hd_conf.h"
+
+#define HD_KEY_MAX 384
+
+/* err: 0, or HD_ERR_UNAVAILABLE / HD_ERR_INTERNAL. epoch valid only
+ * during the callback. */
+typedef void hd_pub_cb(int err, uint64_t offset, const char *epoch, void *arg);
+
+/* Build the pub/sub key for (tenant, channel) into buf; returns its length
+ * and sets *name_off to where the channel name starts. */
+size_t hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len,
+                     char *buf, size_t cap, size_t *name_off);
+
+/* Publish data (JSON text) on key. Returns 0 (cb runs once) or -1 when
+ * Redis is unavailable (cb does not run). */
+int hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
+                      const char *data, size_t data_len,
+                      hd_pub_cb *cb, void *arg);
+
+/* Read (creating when absent) a channel's current offset and epoch. */
+int hd_pubsub_meta(const char *key, size_t key_len, hd_pub_cb *cb, void *arg);
+
+void hd_pubsub_init(void);
+/* The command connection is (again) up: load the scripts. */
+void hd_pubsub_cmd_up(void);
+
+#endif

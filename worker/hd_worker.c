@@ -1,0 +1,382 @@
+/*
+ * Worker process: the loop, accepting on the slot's inherited listen
+ * socket, the control socket, signals and draining.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "hd_alloc.h"
+#include "hd_ctl.h"
+#include "hd_log.h"
+#include "hd_metrics.h"
+#include "hd_chan.h"
+#include "hd_proc.h"
+#include "hd_pubsub.h"
+#include "hd_redis.h"
+#include "hd_time.h"
+#include "hd_worker.h"
+#include "hd_worker_int.h"
+
+#define ACCEPT_BATCH     64
+#define DRAIN_TICK_S     0.02
+
+hd_worker_t hd_w;
+
+/* lws writes its own log lines; route them through ours */
+static void
+lws_log_bridge(int level, const char *line)
+{
+    enum hd_log_level l = HD_LOG_DEBUG;
+
+    if (level & LLL_ERR)
+        l = HD_LOG_WARN;        /* lws "errors" are mostly peers misbehaving */
+    else if (level & LLL_WARN)
+        l = HD_LOG_INFO;
+    hd_log_write_raw(l, "lws", line);
+}
+
+static void
+send_ctl(uint32_t type)
+{
+    hd_ctl_msg_t m = { .type = type };
+    (void) send(hd_w.ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void) loop; (void) w; (void) revents;
+
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t               slen = sizeof(ss);
+        int                     fd, one = 1;
+
+        fd = accept4(hd_w.listen_fd, (struct sockaddr *) &ss, &slen,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+                || errno == ENOMEM) {
+                /* out of fds: stop accepting for a moment rather than
+                 * spinning; the queue stays in the kernel */
+                hd_log_warn("accept4() failed: %s; pausing accept for 100 ms",
+                            strerror(errno));
+                ev_io_stop(hd_w.loop, &hd_w.accept_w);
+                ev_timer_again(hd_w.loop, &hd_w.accept_retry_w);
+                return;
+            }
+            hd_log_error("accept4() failed: %s", strerror(errno));
+            return;
+        }
+        hd_ctr_inc(HD_C_CONN_ACCEPTED);
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (fd < hd_w.accept_ns_cap)
+            hd_w.accept_ns[fd] = hd_mono_ns();
+        if (lws_adopt_socket_vhost(hd_w.vhost, fd) == NULL) {
+            /* lws closed the fd */
+            hd_reject_inc(HD_REJ_HANDSHAKE);
+            hd_log_warn("lws_adopt_socket_vhost() failed");
+        }
+    }
+}
+
+static void
+accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) revents;
+    ev_timer_stop(loop, w);
+    if (!hd_w.draining)
+        ev_io_start(loop, &hd_w.accept_w);
+}
+
+/*
+ * Close the clients spread over the first half of the drain window, so a
+ * restart does not send every client back at the same instant; the second
+ * half lets close handshakes finish. At the end of the window, go anyway.
+ */
+static void
+drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    uint64_t now = hd_mono_ms(), elapsed = now - hd_w.drain_start_ms;
+    uint64_t spread = hd_w.drain_window_ms / 2, target, closing = 0;
+    (void) w; (void) revents;
+
+    if (hd_w.nconns == 0 || elapsed >= hd_w.drain_window_ms) {
+        if (hd_w.nconns > 0)
+            hd_log_warn("drain window over with %llu clients left",
+                        (unsigned long long) hd_w.nconns);
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    target = spread == 0 || elapsed >= spread
+             ? hd_w.drain_total
+             : hd_w.drain_total * elapsed / spread + 1;
+
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (c->close_code != 0) {
+            closing++;
+            continue;
+        }
+        if (hd_w.drain_total - hd_w.nconns + closing >= target)
+            break;
+        hd_conn_close(c, hd_w.drain_code,
+                      hd_w.drain_code == HD_CLOSE_GOING_AWAY
+                      ? "server shutting down" : "server restarting");
+        closing++;
+    }
+}
+
+static void
+start_drain(uint16_t code, uint64_t window_ms)
+{
+    if (hd_w.draining)
+        return;
+    hd_w.draining = true;
+    hd_w.drain_code = code;
+    hd_w.drain_start_ms = hd_mono_ms();
+    hd_w.drain_window_ms = window_ms;
+    hd_w.drain_total = hd_w.nconns;
+    ev_io_stop(hd_w.loop, &hd_w.accept_w);
+    ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
+    hd_shm_slot_set_state(hd_w.slot, HD_SLOT_DRAINING);
+    hd_log_info("draining %llu clients with close code %u over %llu ms",
+                (unsigned long long) hd_w.nconns, code,
+                (unsigned long long) window_ms);
+    ev_timer_init(&hd_w.drain_w, drain_tick_cb, 0., DRAIN_TICK_S);
+    ev_timer_start(hd_w.loop, &hd_w.drain_w);
+}
+
+static uint64_t
+default_drain_window(void)
+{
+    return (uint64_t) hd_w.conf->shutdown_ms * 8 / 10;
+}
+
+static void
+ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    hd_ctl_msg_t m;
+    ssize_t      n;
+    (void) w; (void) revents;
+
+    for (;;) {
+        n = recv(hd_w.ctl_fd, &m, sizeof(m), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            n = 0;
+        }
+        if (n == 0) {
+            /* the master is gone: nobody will reap or respawn us */
+            hd_log_warn("master went away; draining");
+            ev_io_stop(loop, &hd_w.ctl_w);
+            start_drain(HD_CLOSE_GOING_AWAY, default_drain_window());
+            return;
+        }
+        if ((size_t) n != sizeof(m))
+            continue;
+        switch (m.type) {
+        case HD_CTL_DRAIN:
+            start_drain((uint16_t) m.close_code, m.window_ms);
+            break;
+        case HD_CTL_EXIT:
+            ev_break(loop, EVBREAK_ALL);
+            break;
+        default:
+            hd_log_warn("unknown control message %u", m.type);
+        }
+    }
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void) revents;
+    switch (w->signum) {
+    case SIGTERM:
+    case SIGINT:
+        /* the master drives shutdown; a signal is the fallback path (and a
+         * terminal's ^C reaches the whole process group) */
+        start_drain(HD_CLOSE_GOING_AWAY, default_drain_window());
+        break;
+    case SIGQUIT:
+        ev_break(loop, EVBREAK_ALL);
+        break;
+    case SIGUSR1:
+        (void) hd_log_reopen();
+        break;
+    default:
+        break;                  /* SIGHUP: the master reloads, not us */
+    }
+}
+
+static int
+create_lws(void)
+{
+    struct lws_context_creation_info info;
+    void                            *loops[1] = { hd_w.loop };
+    int                              levels = LLL_ERR | LLL_WARN;
+
+    if (hd_log_enabled(HD_LOG_DEBUG))
+        levels |= LLL_NOTICE;
+    lws_set_log_level(levels, lws_log_bridge);
+
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_LIBEV
+                 | LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = hd_ws_protocols;
+    info.foreign_loops = loops;
+    info.gid = (gid_t) -1;
+    info.uid = (uid_t) -1;
+    info.vhost_name = "default";
+    info.server_string = "herald";
+    info.count_threads = 1;
+    info.timeout_secs = (unsigned) (hd_w.conf->handshake_ms + 999) / 1000;
+    info.timeout_secs_ah_idle = info.timeout_secs;
+
+    hd_w.lws = lws_create_context(&info);
+    if (hd_w.lws == NULL) {
+        hd_log_error("lws_create_context() failed");
+        return -1;
+    }
+    hd_w.vhost = lws_get_vhost_by_name(hd_w.lws, "default");
+    if (hd_w.vhost == NULL) {
+        hd_log_error("lws_get_vhost_by_name() found no vhost");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+shutdown_lws(void)
+{
+    ev_io_stop(hd_w.loop, &hd_w.accept_w);
+    ev_io_stop(hd_w.loop, &hd_w.ctl_w);
+    ev_timer_stop(hd_w.loop, &hd_w.drain_w);
+    ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
+    ev_signal_stop(hd_w.loop, &hd_w.sigterm_w);
+    ev_signal_stop(hd_w.loop, &hd_w.sigint_w);
+    ev_signal_stop(hd_w.loop, &hd_w.sigquit_w);
+    ev_signal_stop(hd_w.loop, &hd_w.sighup_w);
+    ev_signal_stop(hd_w.loop, &hd_w.sigusr1_w);
+    if (hd_w.lws != NULL) {
+        /* with a foreign loop, lws tears down its watchers through the
+         * loop: let it run until lws has nothing left on it */
+        lws_context_destroy(hd_w.lws);
+        ev_run(hd_w.loop, 0);
+        hd_w.lws = NULL;
+    }
+}
+
+void
+hd_worker_main(const hd_worker_args_t *a)
+{
+    struct rlimit rl;
+    int           keep[3];
+    size_t        nkeep = 0;
+
+    memset(&hd_w, 0, sizeof(hd_w));
+    hd_w.id = a->worker_id;
+    hd_w.shm_idx = a->shm_idx;
+    hd_w.generation = a->generation;
+    hd_w.conf = a->conf;
+    hd_w.shm = a->shm;
+    hd_w.slot = hd_shm_slot(a->shm, a->shm_idx);
+    hd_w.listen_fd = a->listen_fd;
+    hd_w.ctl_fd = a->ctl_fd;
+
+    hd_log_set_role("worker", (int) a->worker_id);
+    hd_proc_title_set("herald: worker %u", a->worker_id);
+    (void) prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+
+    /* hold nothing of the master's but our own sockets and the log */
+    keep[nkeep++] = a->listen_fd;
+    keep[nkeep++] = a->ctl_fd;
+    if (hd_log_fd() >= 0)
+        keep[nkeep++] = hd_log_fd();
+    hd_proc_close_fds_except(keep, nkeep);
+
+    hd_metrics_bind(hd_w.slot);
+    hd_shm_slot_set_pid(a->shm, a->shm_idx, getpid());
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        hd_w.accept_ns_cap = (int) rl.rlim_cur;
+    else
+        hd_w.accept_ns_cap = 65536;
+    hd_w.accept_ns = hd_calloc((size_t) hd_w.accept_ns_cap, sizeof(uint64_t));
+    hd_w.wbuf = hd_malloc(LWS_PRE + HD_BATCH_MAX_BYTES);
+
+    hd_w.loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    if (hd_w.loop == NULL) {
+        hd_log_error("ev_default_loop() failed");
+        _exit(HD_EXIT_FATAL);
+    }
+
+    ev_signal_init(&hd_w.sigterm_w, signal_cb, SIGTERM);
+    ev_signal_init(&hd_w.sigint_w, signal_cb, SIGINT);
+    ev_signal_init(&hd_w.sigquit_w, signal_cb, SIGQUIT);
+    ev_signal_init(&hd_w.sighup_w, signal_cb, SIGHUP);
+    ev_signal_init(&hd_w.sigusr1_w, signal_cb, SIGUSR1);
+    ev_signal_start(hd_w.loop, &hd_w.sigterm_w);
+    ev_signal_start(hd_w.loop, &hd_w.sigint_w);
+    ev_signal_start(hd_w.loop, &hd_w.sigquit_w);
+    ev_signal_start(hd_w.loop, &hd_w.sighup_w);
+    ev_signal_start(hd_w.loop, &hd_w.sigusr1_w);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (create_lws() < 0)
+        _exit(HD_EXIT_FATAL);
+    hd_pubsub_init();
+    hd_chan_init();
+    {
+        static const hd_redis_hooks_t hooks = {
+            .sub_up = hd_chan_redis_up,
+            .sub_down = hd_chan_redis_down,
+            .message = hd_chan_dispatch,
+            .subscribed = hd_chan_confirmed,
+            .cmd_up = hd_pubsub_cmd_up,
+        };
+        hd_redis_start(&hooks);
+    }
+
+    ev_io_init(&hd_w.accept_w, accept_cb, hd_w.listen_fd, EV_READ);
+    ev_io_start(hd_w.loop, &hd_w.accept_w);
+    ev_init(&hd_w.accept_retry_w, accept_retry_cb);
+    hd_w.accept_retry_w.repeat = 0.1;
+    ev_io_init(&hd_w.ctl_w, ctl_cb, hd_w.ctl_fd, EV_READ);
+    ev_io_start(hd_w.loop, &hd_w.ctl_w);
+
+    hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);
+    send_ctl(HD_CTL_READY);
+    hd_log_info("worker started (generation %u)", a->generation);
+
+    ev_run(hd_w.loop, 0);
+
+    hd_log_info("worker exiting");
+    hd_redis_stop();
+    shutdown_lws();
+    hd_chan_shutdown();
+    ev_loop_destroy(hd_w.loop);
+    hd_free(hd_w.accept_ns);
+    hd_free(hd_w.wbuf);
+    close(hd_w.listen_fd);
+    close(hd_w.ctl_fd);
+    exit(0);
+}

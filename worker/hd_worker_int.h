@@ -1,0 +1,77 @@
+/* Worker-private state shared by the worker's files. Not for master/ or shm/. */
+#ifndef HD_WORKER_INT_H
+#define HD_WORKER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "hd_codes.h"
+#include "hd_conf.h"
+#include "hd_conn.h"
+#include "hd_shm.h"
+
+struct lws_context;
+struct lws_vhost;
+
+typedef struct hd_worker {
+    unsigned             id;
+    int                  shm_idx;
+    uint32_t             generation;
+    const hd_conf_t     *conf;
+    hd_shm_t            *shm;
+    hd_shm_slot_t       *slot;
+
+    struct ev_loop      *loop;
+    struct lws_context  *lws;
+    struct lws_vhost    *vhost;
+
+    int                  listen_fd;
+    int                  ctl_fd;
+    ev_io                accept_w;
+    ev_io                ctl_w;
+    ev_signal            sigterm_w, sigint_w, sigquit_w, sighup_w, sigusr1_w;
+    ev_timer             drain_w;
+    ev_timer             accept_retry_w;  /* after EMFILE: back off */
+
+    /* live connections, for drain and broadcast */
+    hd_conn_t           *conns;
+    uint64_t             nconns;
+    uint64_t             next_conn_id;
+
+    /* accept time per fd, for the handshake histogram */
+    uint64_t            *accept_ns;
+    int                  accept_ns_cap;
+
+    /* frame scratch buffer, LWS_PRE + HD_BATCH_MAX_BYTES */
+    unsigned char       *wbuf;
+
+    bool                 draining;
+    uint16_t             drain_code;
+    uint64_t             drain_start_ms, drain_window_ms;
+    uint64_t             drain_total;     /* conns at drain start */
+    bool                 exiting;
+} hd_worker_t;
+
+extern hd_worker_t hd_w;
+
+/* hd_ws.c: the lws protocol table and callback */
+extern const struct lws_protocols *const hd_ws_protocols;
+
+/* hd_proto.c: handle one complete inbound WebSocket message (may hold
+ * several newline-separated commands). */
+void hd_proto_handle(hd_conn_t *c, const char *buf, size_t len);
+/* after ESTABLISHED: start the connect deadline */
+void hd_proto_conn_open(hd_conn_t *c);
+/* at CLOSED: timers, pending Redis ops, subscriptions, claims */
+void hd_proto_conn_release(hd_conn_t *c);
+/* replies that channels send when Redis answers */
+void hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
+                         const char *epoch);
+void hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg);
+/* a push telling the client it missed offsets from..to on ch */
+void hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from,
+                  uint64_t to, const char *epoch);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+ * The lws protocol callback: WebSocket lifecycle, inbound message assembly
+ * and outbound flushing. HTTP requests that are not an upgrade land here
+ * too (protocols[0] serves HTTP on the vhost).
+ */
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "hd_alloc.h"
+#include "hd_api.h"
+#include "hd_log.h"
+#include "hd_metrics.h"
+#include "hd_time.h"
+#include "hd_worker_int.h"
+
+static void
+conn_link(hd_conn_t *c)
+{
+    c->prev = NULL;
+    c->next = hd_w.conns;
+    if (hd_w.conns != NULL)
+        hd_w.conns->prev = c;
+    hd_w.conns = c;
+    hd_w.nconns++;
+}
+
+static void
+conn_unlink(hd_conn_t *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else if (hd_w.conns == c)
+        hd_w.conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    hd_w.nconns--;
+}
+
+static int
+close_now(struct lws *wsi, uint16_t code, const char *reason)
+{
+    hd_conn_t *c = lws_wsi_user(wsi);
+    if (c != NULL && c->close_code == 0) {
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    }
+    lws_close_reason(wsi, (enum lws_close_status) code,
+                     (unsigned char *) reason, strlen(reason));
+    return -1;
+}
+
+/* Assemble one WebSocket message over frames and fragments, bounded. */
+static int
+on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
+{
+    bool done = lws_is_final_fragment(wsi)
+                && lws_remaining_packet_payload(wsi) == 0;
+
+    if (c->close_code != 0)
+        return 0;               /* ignore input once we decided to close */
+    if (lws_frame_is_binary(wsi))
+        return close_now(wsi, 1003, "binary frames are not supported");
+
+    hd_ctr_add(HD_C_BYTES_RECEIVED, len);
+    if (c->rx_len + len > HD_RX_MAX)
+        return close_now(wsi, HD_CLOSE_TOO_BIG, "message too big");
+
+    if (done && c->rx_len == 0) {
+        /* the common case: a whole message in one callback, no copy */
+        hd_proto_handle(c, in, len);
+    } else {
+        if (c->rx_len + len > c->rx_cap) {
+            size_t ncap = c->rx_cap ? c->rx_cap : 1024;
+            while (ncap < c->rx_len + len)
+                ncap *= 2;
+            if (ncap > HD_RX_MAX)
+                ncap = HD_RX_MAX;
+            c->rx = hd_realloc(c->rx, ncap);
+            c->rx_cap = ncap;
+        }
+        memcpy(c->rx + c->rx_len, in, len);
+        c->rx_len += len;
+        if (!done)
+            return 0;
+        hd_proto_handle(c, c->rx, c->rx_len);
+        c->rx_len = 0;
+        if (c->rx_cap > 4096) {     /* don't keep a big buffer per idle conn */
+            hd_free(c->rx);
+            c->rx_cap = 0;
+        }
+    }
+    if (c->q_len > 0 || c->close_code != 0)
+        hd_conn_want_write(c);
+    return 0;
+}
+
+static int
+on_established(struct lws *wsi, hd_conn_t *c)
+{
+    int fd = lws_get_socket_fd(wsi);
+
+    if (c->http != NULL)
+        hd_api_closed(c);       /* an HTTP request preceded the upgrade */
+    memset(c, 0, sizeof(*c));
+    c->wsi = wsi;
+    c->id = ++hd_w.next_conn_id;
+    c->established = true;
+    if (fd >= 0 && fd < hd_w.accept_ns_cap && hd_w.accept_ns[fd] != 0) {
+        c->accepted_ns = hd_w.accept_ns[fd];
+        hd_hist_observe(HD_H_HANDSHAKE, hd_mono_ns() - c->accepted_ns);
+        hd_w.accept_ns[fd] = 0;
+    }
+    lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    conn_link(c);
+    hd_gauge_add(HD_G_CONNECTIONS, 1);
+    hd_proto_conn_open(c);
+    if (hd_w.draining)
+        hd_conn_close(c, hd_w.drain_code, "server draining");
+    return 0;
+}
+
+static void
+on_closed(hd_conn_t *c)
+{
+    if (!c->established)
+        return;
+    c->established = false;
+    conn_unlink(c);
+    hd_gauge_add(HD_G_CONNECTIONS, -1);
+    hd_disconnect_inc(c->close_code ? c->close_code
+                      : c->peer_close_code ? c->peer_close_code
+                      : HD_CLOSE_ABNORMAL);
+    hd_proto_conn_release(c);
+    hd_conn_release(c);
+    c->wsi = NULL;
+    if (hd_w.draining && hd_w.nconns == 0)
+        ev_break(hd_w.loop, EVBREAK_ALL);
+}
+
+
+static int
+ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+            void *in, size_t len)
+{
+    hd_conn_t *c = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(wsi, c);
+
+    case LWS_CALLBACK_RECEIVE:
+        return on_receive(wsi, c, in, len);
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return hd_conn_flush(c, hd_w.wbuf);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (len >= 2) {
+            const unsigned char *p = in;
+            c->peer_close_code = (uint16_t) (p[0] << 8 | p[1]);
+        } else {
+            c->peer_close_code = HD_CLOSE_NORMAL;
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLOSED:
+        if (c != NULL)
+            on_closed(c);
+        return 0;
+
+    case LWS_CALLBACK_HTTP:
+        return hd_api_http(wsi, c, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return hd_api_body(wsi, c, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return hd_api_body_done(wsi, c);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return hd_api_writeable(wsi, c);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (c != NULL)
+            hd_api_closed(c);
+        break;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {
+        .name = "herald.v1",
+        .callback = ws_callback,
+        .per_session_data_size = sizeof(hd_conn_t),
+        .rx_buffer_size = 0,
+    },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+const struct lws_protocols *const hd_ws_protocols = protocols;
