@@ -37,6 +37,7 @@
 #define HD_ERR_FORBIDDEN         403    /* not permitted */
 #define HD_ERR_UNKNOWN_METHOD    404
 #define HD_ERR_CONFLICT          409    /* already connected / subscribed */
+#define HD_ERR_GONE              410    /* history epoch changed */
 #define HD_ERR_TOO_LARGE         413
 #define HD_ERR_LIMIT             429    /* rate or subscription limit */
 #define HD_ERR_INTERNAL          500

@@ -166,6 +166,8 @@ static const struct key keys[] = {
 
     K_INT("limits.subscriptions_per_connection", max_subscriptions, 1, 65535,
           "128", RELOAD_WORKER),
+    K_INT("limits.recovery_max_publications", recovery_max, 1, 100000,
+          "1000", RELOAD_WORKER),
     K_INT("batch.max_bytes", batch_max_bytes, 1024, 16777216, "65536",
           RELOAD_WORKER),
     K_INT("batch.max_messages", batch_max_messages, 1, 65536, "256",

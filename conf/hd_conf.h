@@ -72,6 +72,7 @@ typedef struct hd_conf {
     size_t   nnamespaces;
 
     int      max_subscriptions;     /* limits.subscriptions_per_connection, 128 */
+    int      recovery_max;          /* limits.recovery_max_publications, 1000 */
     int      batch_max_bytes;       /* batch.max_bytes, 65536 */
     int      batch_max_messages;    /* batch.max_messages, 256 */
     int      batch_flush_delay_ms;  /* batch.flush_delay_ms, 0 */

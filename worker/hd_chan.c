@@ -75,7 +75,8 @@ hd_chan_find(const char *key, size_t key_len)
 }
 
 hd_chan_t *
-hd_chan_get(const char *key, size_t key_len, size_t name_off)
+hd_chan_get(const char *key, size_t key_len, size_t name_off,
+            const hd_ns_t *ns)
 {
     hd_chan_t *ch = hd_chan_find(key, key_len);
 
@@ -89,6 +90,7 @@ hd_chan_get(const char *key, size_t key_len, size_t name_off)
     ch->key_len = key_len;
     ch->name = ch->key + name_off;
     ch->name_len = key_len - name_off;
+    ch->ns = ns;
     ch->hnext = T.tab[ch->hash & (T.cap - 1)];
     T.tab[ch->hash & (T.cap - 1)] = ch;
     T.n++;
@@ -121,6 +123,7 @@ drop_buffer(hd_chan_t *ch)
     for (uint32_t i = 0; i < ch->nbuf; i++)
         hd_msg_unref(ch->buf[i].msg);
     ch->nbuf = 0;
+    ch->buf_lost_upto = 0;
     if (ch->buf_cap > 64) {
         hd_free(ch->buf);
         ch->buf_cap = 0;
@@ -149,7 +152,7 @@ static void
 chan_maybe_free(hd_chan_t *ch)
 {
     if (ch->nmembers > 0 || ch->in_flush || ch->meta_inflight
-        || ch->rstate != HD_R_NONE)
+        || ch->resync_inflight || ch->rstate != HD_R_NONE)
         return;
     unlink_chan(ch);
     drop_buffer(ch);
@@ -161,8 +164,12 @@ chan_maybe_free(hd_chan_t *ch)
 
 /* ---- membership ----------------------------------------------------------- */
 
+static void start_pending(hd_chan_t *ch);
+static void fail_pending(hd_chan_t *ch, int code, const char *msg);
+
 int
-hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id)
+hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id, uint64_t since,
+             const char *recover_epoch)
 {
     hd_sub_t *s;
 
@@ -181,6 +188,11 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id)
     s->idx = ch->nmembers;
     s->state = HD_SUB_PENDING;
     s->cmd_id = cmd_id;
+    if (recover_epoch != NULL) {
+        s->recovering = true;
+        s->min_offset = since;
+        s->recover_epoch = hd_strdup(recover_epoch);
+    }
     ch->members[ch->nmembers].conn = c;
     ch->members[ch->nmembers].sub_i = c->nsubs;
     ch->nmembers++;
@@ -189,7 +201,7 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id)
     hd_gauge_add(HD_G_SUBSCRIPTIONS, 1);
 
     if (ch->rstate == HD_R_SUBSCRIBED)
-        meta_read(ch);
+        start_pending(ch);
     else
         flush_add(ch);          /* SUBSCRIBE on the next loop turn */
     return (int) (c->nsubs - 1);
@@ -204,6 +216,7 @@ hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
 
     if (s->state == HD_SUB_PENDING)
         ch->npending--;
+    hd_free(s->recover_epoch);
     /* swap-remove from the channel, fixing the moved member's back index */
     last = ch->nmembers - 1;
     if (mi != last) {
@@ -220,7 +233,7 @@ hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
     c->nsubs--;
     hd_gauge_add(HD_G_SUBSCRIPTIONS, -1);
 
-    if (ch->npending == 0)
+    if (ch->npending == 0 && !ch->resync)
         drop_buffer(ch);
     if (ch->nmembers == 0)
         flush_add(ch);          /* UNSUBSCRIBE or free, on the next turn */
@@ -311,7 +324,8 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
         ch->first_live = env.offset;
 
     m = build_push(ch, &env);
-    for (uint32_t i = 0; i < ch->nmembers; i++) {
+    /* while resyncing, live pushes wait behind what was missed */
+    for (uint32_t i = 0; i < ch->nmembers && !ch->resync; i++) {
         hd_conn_t *c = ch->members[i].conn;
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
         if (s->state == HD_SUB_ACTIVE && env.offset > s->min_offset) {
@@ -319,11 +333,16 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
             deliver(c, m);
         }
     }
-    if (ch->npending > 0) {
+    if (ch->npending > 0 || ch->resync) {
         if (ch->nbuf == BUFFER_MAX) {
+            /* bounded: whoever still needed the dropped one is told so
+             * with a gap push when it goes live (never a silent loss) */
+            ch->buf_lost_upto = ch->buf[0].offset;
             hd_msg_unref(ch->buf[0].msg);
             memmove(ch->buf, ch->buf + 1, (BUFFER_MAX - 1) * sizeof(*ch->buf));
             ch->nbuf--;
+            if (ch->resync)
+                ch->first_live = ch->buf[0].offset;
         }
         if (ch->nbuf == ch->buf_cap) {
             ch->buf_cap = ch->buf_cap ? ch->buf_cap * 2 : 16;
@@ -343,26 +362,84 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
  * known: every pending member gets its reply, then what was buffered after
  * that offset, and goes ACTIVE.
  */
+/* Make a member ACTIVE at offset and give it what was buffered after. */
+static void
+go_live(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t offset,
+        const char *epoch)
+{
+    s->state = HD_SUB_ACTIVE;
+    s->recovering = false;
+    hd_free(s->recover_epoch);
+    s->min_offset = offset;
+    ch->npending--;
+    if (ch->buf_lost_upto > s->min_offset) {
+        hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
+        s->min_offset = ch->buf_lost_upto;
+    }
+    if (!ch->resync)
+        for (uint32_t k = 0; k < ch->nbuf; k++)
+            if (ch->buf[k].offset > s->min_offset) {
+                s->min_offset = ch->buf[k].offset;
+                deliver(c, ch->buf[k].msg);
+            }
+    if (ch->npending == 0 && !ch->resync)
+        drop_buffer(ch);
+}
+
 static void
 activate_pending(hd_chan_t *ch, uint64_t offset, const char *epoch)
 {
     for (uint32_t i = 0; i < ch->nmembers && ch->npending > 0; i++) {
         hd_conn_t *c = ch->members[i].conn;
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state != HD_SUB_PENDING || s->recovering)
+            continue;
+        hd_proto_subscribed(c, s->cmd_id, offset, epoch);
+        go_live(ch, c, s, offset, epoch);
+    }
+}
+
+void
+hd_chan_activate(hd_conn_t *c, uint32_t sub_i, uint64_t offset,
+                 const char *epoch)
+{
+    hd_sub_t  *s = &c->subs[sub_i];
+    hd_chan_t *ch = s->chan;
+
+    if (offset > ch->last_offset || strcmp(ch->epoch, epoch) != 0) {
+        ch->last_offset = offset;
+        snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
+    }
+    go_live(ch, c, s, offset, epoch);
+}
+
+/* The channel is live on Redis: recovering members run their own history
+ * read; the others share one meta read. */
+static void
+start_pending(hd_chan_t *ch)
+{
+    bool plain = false, failed = false;
+
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
         if (s->state != HD_SUB_PENDING)
             continue;
-        s->state = HD_SUB_ACTIVE;
-        s->min_offset = offset;
-        ch->npending--;
-        hd_proto_subscribed(c, s->cmd_id, offset, epoch);
-        for (uint32_t k = 0; k < ch->nbuf; k++)
-            if (ch->buf[k].offset > s->min_offset) {
-                s->min_offset = ch->buf[k].offset;
-                deliver(c, ch->buf[k].msg);
-            }
+        if (!s->recovering)
+            plain = true;
+        else if (!s->recover_sent) {
+            s->recover_sent = true;
+            if (hd_proto_recover(c, ch->members[i].sub_i) < 0)
+                failed = true;
+        }
     }
-    if (ch->npending == 0)
-        drop_buffer(ch);
+    if (failed) {
+        /* the command connection is down: every pending member fails */
+        fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+        return;
+    }
+    if (plain)
+        meta_read(ch);
 }
 
 /* Pending members get an error and are removed. */
@@ -385,29 +462,115 @@ fail_pending(hd_chan_t *ch, int code, const char *msg)
     }
 }
 
+/* Deliver what was held during a resync, then stop holding. */
+static void
+resync_done(hd_chan_t *ch)
+{
+    ch->resync = false;
+    ch->first_live = 0;
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state != HD_SUB_ACTIVE)
+            continue;
+        if (ch->buf_lost_upto > s->min_offset) {
+            hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, ch->epoch);
+            s->min_offset = ch->buf_lost_upto;
+        }
+        for (uint32_t k = 0; k < ch->nbuf; k++)
+            if (ch->buf[k].offset > s->min_offset) {
+                s->min_offset = ch->buf[k].offset;
+                deliver(c, ch->buf[k].msg);
+            }
+    }
+    if (ch->npending == 0)
+        drop_buffer(ch);
+}
+
 /*
- * After the subscriber connection came back: whatever was published between
- * the loss and the new SUBSCRIBE never reached us. Tell the active members
- * which offsets they missed (from the last one delivered to the last one
- * before live delivery resumed); a changed epoch means the channel's
- * numbering restarted and everything since the loss is suspect.
+ * No history to fill the hole from: tell the active members which offsets
+ * they missed (from the last one delivered to the last one before live
+ * delivery resumed); a changed epoch means the numbering restarted.
  */
 static void
-finish_resync(hd_chan_t *ch, uint64_t offset, const char *epoch)
+resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
 {
     uint64_t to = ch->first_live ? ch->first_live - 1 : offset;
     bool     epoch_changed = ch->epoch[0] != '\0' && strcmp(ch->epoch, epoch) != 0;
 
-    ch->resync = false;
-    ch->first_live = 0;
-    if (!epoch_changed && to <= ch->resync_from)
-        return;                 /* nothing was published meanwhile */
-    for (uint32_t i = 0; i < ch->nmembers; i++) {
-        hd_conn_t *c = ch->members[i].conn;
-        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
-        if (s->state == HD_SUB_ACTIVE)
-            hd_proto_gap(c, ch, epoch_changed ? 1 : ch->resync_from + 1,
-                         to, epoch);
+    if (epoch_changed || to > ch->resync_from)
+        for (uint32_t i = 0; i < ch->nmembers; i++) {
+            hd_conn_t *c = ch->members[i].conn;
+            hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+            if (s->state != HD_SUB_ACTIVE)
+                continue;
+            if (epoch_changed)
+                s->min_offset = 0;
+            if (to > s->min_offset)
+                hd_proto_gap(c, ch, s->min_offset + 1, to, epoch);
+            if (to > s->min_offset)
+                s->min_offset = to;
+        }
+    if (epoch_changed || offset > ch->last_offset) {
+        ch->last_offset = offset;
+        snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
+    }
+    resync_done(ch);
+}
+
+#define RESYNC_MAX 10000
+
+/* After a subscriber reconnect on a channel with history: the worker fills
+ * the hole itself, in order, before any newer live push. */
+static void
+resync_cb(int err, const hd_hist_reply_t *r, void *arg)
+{
+    hd_chan_t *ch = arg;
+
+    ch->resync_inflight = false;
+    if (err != 0 || !ch->resync) {
+        /* Redis went away again: the next reconnect starts over */
+        if (ch->nmembers == 0)
+            flush_add(ch);
+        return;
+    }
+    if (r->status == 1) {
+        for (size_t i = 0; i < r->n; i++) {
+            hd_envelope_t env;
+            if (hd_envelope_decode(r->env[i], r->env_len[i], &env) < 0)
+                continue;
+            hd_msg_t *m = build_push(ch, &env);
+            for (uint32_t k = 0; k < ch->nmembers; k++) {
+                hd_conn_t *c = ch->members[k].conn;
+                hd_sub_t  *s = &c->subs[ch->members[k].sub_i];
+                if (s->state == HD_SUB_ACTIVE && env.offset > s->min_offset) {
+                    s->min_offset = env.offset;
+                    deliver(c, m);
+                }
+            }
+            hd_msg_unref(m);
+        }
+        if (r->offset > ch->last_offset)
+            ch->last_offset = r->offset;
+        resync_done(ch);
+    } else {
+        resync_gap(ch, r->offset, r->epoch);
+    }
+    if (ch->nmembers == 0)
+        flush_add(ch);
+}
+
+static void
+resync_start(hd_chan_t *ch)
+{
+    if (ch->resync_inflight)
+        return;
+    if (ch->ns != NULL && ch->ns->history_size > 0 && ch->epoch[0] != '\0') {
+        if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, ch->resync_from,
+                              ch->epoch, RESYNC_MAX, resync_cb, ch) == 0)
+            ch->resync_inflight = true;
+    } else {
+        meta_read(ch);      /* meta_cb sees ch->resync and sends the gap */
     }
 }
 
@@ -417,8 +580,8 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
     hd_chan_t *ch = arg;
 
     ch->meta_inflight = false;
-    if (err == 0 && ch->resync)
-        finish_resync(ch, offset, epoch);
+    if (err == 0 && ch->resync && !ch->resync_inflight)
+        resync_gap(ch, offset, epoch);
     if (err == 0) {
         if (offset > ch->last_offset || ch->epoch[0] == '\0'
             || strcmp(ch->epoch, epoch) != 0) {
@@ -430,7 +593,7 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
         fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
     }
     if (ch->npending > 0 && ch->rstate == HD_R_SUBSCRIBED)
-        meta_read(ch);          /* members that came while it was in flight */
+        start_pending(ch);      /* members that came while it was in flight */
     else if (ch->nmembers == 0)
         flush_add(ch);
 }
@@ -440,7 +603,7 @@ meta_read(hd_chan_t *ch)
 {
     if (ch->meta_inflight)
         return;
-    if (hd_pubsub_meta(ch->key, ch->key_len, meta_cb, ch) < 0) {
+    if (hd_pubsub_meta(ch->ns, ch->key, ch->key_len, meta_cb, ch) < 0) {
         fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
         if (ch->nmembers == 0)
             flush_add(ch);
@@ -462,8 +625,12 @@ hd_chan_confirmed(const char *key, size_t key_len, bool subscribed)
         ch->rstate = HD_R_SUBSCRIBED;
         if (ch->nmembers == 0)
             flush_add(ch);
-        else if (ch->npending > 0 || ch->resync)
-            meta_read(ch);
+        else {
+            if (ch->resync)
+                resync_start(ch);
+            if (ch->npending > 0)
+                start_pending(ch);
+        }
     } else if (!subscribed && ch->rstate == HD_R_UNSUBSCRIBING) {
         ch->rstate = HD_R_NONE;
         flush_add(ch);          /* free it, or subscribe again if someone
@@ -570,7 +737,7 @@ hd_chan_redis_up(void)
 /* Lost: Redis forgot our subscriptions. Channels go back to NONE (those
  * still wanted are subscribed again on reconnect); pending members get an
  * error; active members learn what they missed once it is back
- * (finish_resync). */
+ * (resync_start). */
 void
 hd_chan_redis_down(void)
 {

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hd_conf.h"
 #include "hd_envelope.h"
 #include "hd_msg.h"
 
@@ -47,7 +48,7 @@ typedef struct hd_chan {
     size_t           key_len;
     const char      *name;         /* client-visible name, inside key */
     size_t           name_len;
-    const char      *ns;           /* namespace options (hd_ns_t *) */
+    const hd_ns_t   *ns;           /* namespace options (worker's conf) */
 
     hd_member_t     *members;
     uint32_t         nmembers, members_cap;
@@ -56,9 +57,12 @@ typedef struct hd_chan {
     enum hd_rstate   rstate;
     bool             in_flush;     /* on the flush list */
     bool             meta_inflight;
+    bool             resync_inflight;
 
-    hd_buffered_t   *buf;          /* pushes kept while npending > 0 */
+    hd_buffered_t   *buf;          /* pushes kept while npending > 0 or
+                                      while resyncing */
     uint32_t         nbuf, buf_cap;
+    uint64_t         buf_lost_upto; /* last offset dropped from a full buffer */
 
     uint64_t         last_offset;  /* last offset seen from Redis */
     bool             resync;       /* subscriber connection was lost */
@@ -73,17 +77,29 @@ typedef struct hd_sub {
     hd_chan_t *chan;
     uint32_t   idx;            /* index in chan->members */
     uint8_t    state;
-    uint64_t   min_offset;     /* deliver pushes with offset > min_offset */
+    bool       recovering;     /* subscribe with recover: its own reply */
+    bool       recover_sent;
+    uint64_t   min_offset;     /* deliver pushes with offset > min_offset;
+                                  while recovering: the client's offset */
     int64_t    cmd_id;         /* the subscribe command awaiting its reply */
+    char      *recover_epoch;  /* the client's epoch (heap), while pending */
 } hd_sub_t;
 
 /* Find or create the channel for key (tenant-qualified). name_off is where
  * the client-visible name starts inside key. */
-hd_chan_t *hd_chan_get(const char *key, size_t key_len, size_t name_off);
+hd_chan_t *hd_chan_get(const char *key, size_t key_len, size_t name_off,
+                       const hd_ns_t *ns);
 hd_chan_t *hd_chan_find(const char *key, size_t key_len);
 
-/* Add conn as a PENDING member; returns the index into conn->subs. */
-int  hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id);
+/* Add conn as a PENDING member; returns the index into conn->subs. With
+ * recover_epoch set, the member asks to recover what it missed after
+ * since (hd_proto_recover() runs it once the channel is live). */
+int  hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id,
+                  uint64_t since, const char *recover_epoch);
+/* A recovering member got its reply (sent by the caller): make it ACTIVE at
+ * offset and deliver what was buffered after it. */
+void hd_chan_activate(struct hd_conn *conn, uint32_t sub_i, uint64_t offset,
+                      const char *epoch);
 /* Remove conn's subscription sub_i (swap-remove on both sides). */
 void hd_chan_leave(struct hd_conn *conn, uint32_t sub_i);
 /* Remove every subscription of conn (on close). */

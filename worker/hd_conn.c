@@ -10,12 +10,12 @@
 #include "hd_time.h"
 #include "hd_worker_int.h"
 
-int
-hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m)
+static int
+enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
 {
     if (c->close_code != 0)
         return 0;               /* closing: nothing more goes out */
-    if (c->q_bytes + m->len > HD_OUTQ_MAX)
+    if (!force && c->q_bytes + m->len > HD_OUTQ_MAX)
         return -ENOBUFS;
     if (c->q_len == c->q_cap) {
         uint32_t   ncap = c->q_cap ? c->q_cap * 2 : 8;
@@ -31,6 +31,18 @@ hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m)
     c->q_len++;
     c->q_bytes += m->len;
     return 0;
+}
+
+int
+hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m)
+{
+    return enqueue(c, m, false);
+}
+
+void
+hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m)
+{
+    (void) enqueue(c, m, true);
 }
 
 int

@@ -69,6 +69,8 @@ typedef struct hd_conn {
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
  * would pass HD_OUTQ_MAX: the caller closes the connection. */
 int  hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
+/* Queue m even past HD_OUTQ_MAX (a bounded reply the client asked for). */
+void hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
 /* Queue a copy of a reply string (one reference). */
 int  hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
 /* Ask lws for a writable callback; call after enqueueing. */

@@ -15,6 +15,8 @@
 
 #include "hd_alloc.h"
 #include "hd_channel.h"
+#include "hd_envelope.h"
+#include "hd_strbuf.h"
 #include "hd_jwt.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
@@ -372,15 +374,38 @@ static void
 m_subscribe(cmd_t *cmd)
 {
     hd_conn_t  *c = cmd->conn;
-    char        key[HD_KEY_MAX];
-    size_t      key_len, name_off, chan_len;
-    const char *chan;
-    hd_chan_t  *ch;
+    char           key[HD_KEY_MAX];
+    size_t         key_len, name_off, chan_len;
+    const char    *chan, *epoch = NULL;
+    hd_chan_t     *ch;
+    const hd_ns_t *ns;
+    json_t        *jrec, *joff, *jep;
+    uint64_t       since = 0;
 
     if (!may_act(cmd))
         return;
-    if (resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len) == NULL)
+    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
+    if (ns == NULL)
         return;
+    jrec = json_object_get(cmd->params, "recover");
+    if (jrec != NULL && !json_is_boolean(jrec)) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"recover\" must be a boolean");
+        return;
+    }
+    if (json_is_true(jrec)) {
+        joff = json_object_get(cmd->params, "offset");
+        jep = json_object_get(cmd->params, "epoch");
+        if (!json_is_integer(joff) || json_integer_value(joff) < 0
+            || !json_is_string(jep)
+            || !hd_epoch_valid(json_string_value(jep), json_string_length(jep))) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST, "recover needs \"offset\" (a "
+                        "non-negative integer) and \"epoch\" (from an earlier "
+                        "subscribe or push)");
+            return;
+        }
+        since = (uint64_t) json_integer_value(joff);
+        epoch = json_string_value(jep);
+    }
     if (find_sub(c, key, key_len) >= 0) {
         reply_error(cmd, HD_ERR_CONFLICT, "already subscribed");
         return;
@@ -394,8 +419,8 @@ m_subscribe(cmd_t *cmd)
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
         return;
     }
-    ch = hd_chan_get(key, key_len, name_off);
-    hd_chan_join(ch, c, cmd->id);       /* the reply comes when it is live */
+    ch = hd_chan_get(key, key_len, name_off, ns);
+    hd_chan_join(ch, c, cmd->id, since, epoch);  /* the reply comes when it is live */
 }
 
 static void
@@ -486,6 +511,183 @@ m_publish(cmd_t *cmd)
     free(text);
 }
 
+/*
+ * "publications":[{"offset":N,"data":D},...] from envelopes, keeping only
+ * offsets in (after, upto]. Returns how many were written.
+ */
+static size_t
+put_publications(hd_strbuf_t *b, const hd_hist_reply_t *r, uint64_t after,
+                 uint64_t upto)
+{
+    size_t n = 0;
+
+    hd_strbuf_puts(b, "\"publications\":[");
+    for (size_t i = 0; i < r->n; i++) {
+        hd_envelope_t env;
+        if (hd_envelope_decode(r->env[i], r->env_len[i], &env) < 0
+            || env.offset <= after || env.offset > upto)
+            continue;
+        if (n++ > 0)
+            hd_strbuf_putc(b, ',');
+        hd_strbuf_puts(b, "{\"offset\":");
+        hd_strbuf_u64(b, env.offset);
+        hd_strbuf_puts(b, ",\"data\":");
+        hd_strbuf_append(b, env.data, env.data_len);
+        hd_strbuf_putc(b, '}');
+    }
+    hd_strbuf_putc(b, ']');
+    return n;
+}
+
+static void
+reply_buf(hd_conn_t *c, hd_strbuf_t *b)
+{
+    hd_msg_t *m = hd_msg_new(b->p, b->len);
+    /* a reply is never dropped for the queue's byte cap: it is bounded by
+     * the recovery cap and the client asked for it */
+    hd_conn_enqueue_force(c, m);
+    hd_msg_unref(m);
+    hd_conn_want_write(c);
+}
+
+static int
+find_pending(hd_conn_t *c, int64_t id)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].recovering
+            && c->subs[i].cmd_id == id)
+            return (int) i;
+    return -1;
+}
+
+static void
+recover_cb(int err, const hd_hist_reply_t *r, void *arg)
+{
+    hd_op_t    *op = arg;
+    int64_t     id = op->id;
+    hd_conn_t  *c = op_done(op);
+    int         i;
+    hd_sub_t   *s;
+    hd_strbuf_t b = HD_STRBUF_INIT;
+
+    if (c == NULL || (i = find_pending(c, id)) < 0)
+        return;                 /* closed, or unsubscribed meanwhile */
+    s = &c->subs[i];
+    if (err != 0) {
+        send_error(c, true, id, err, "redis unavailable, retry");
+        hd_chan_leave(c, (uint32_t) i);
+        hd_conn_want_write(c);
+        return;
+    }
+    hd_strbuf_printf(&b, "{\"id\":%lld,\"result\":{\"recovered\":%s,"
+                     "\"offset\":%llu,\"epoch\":\"%s\"", (long long) id,
+                     r->status == 1 ? "true" : "false",
+                     (unsigned long long) r->offset, r->epoch);
+    if (r->status == 1) {
+        hd_strbuf_putc(&b, ',');
+        put_publications(&b, r, s->min_offset, r->offset);
+    }
+    hd_strbuf_puts(&b, "}}");
+    reply_buf(c, &b);
+    hd_strbuf_free(&b);
+    hd_chan_activate(c, (uint32_t) i, r->offset, r->epoch);
+}
+
+int
+hd_proto_recover(hd_conn_t *c, uint32_t sub_i)
+{
+    hd_sub_t  *s = &c->subs[sub_i];
+    hd_chan_t *ch = s->chan;
+    hd_op_t   *op = op_new(c, s->cmd_id);
+
+    if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, s->min_offset,
+                          s->recover_epoch, (unsigned) hd_w.conf->recovery_max,
+                          recover_cb, op) < 0) {
+        op_done(op);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+history_cb(int err, const hd_hist_reply_t *r, void *arg)
+{
+    hd_op_t    *op = arg;
+    int64_t     id = op->id;
+    hd_conn_t  *c = op_done(op);
+    hd_strbuf_t b = HD_STRBUF_INIT;
+
+    if (c == NULL)
+        return;
+    if (err != 0) {
+        send_error(c, true, id, err, "redis unavailable, retry");
+    } else if (r->status == -1) {
+        send_error(c, true, id, HD_ERR_GONE, "the channel's epoch changed: "
+                   "that history is gone");
+    } else {
+        hd_strbuf_printf(&b, "{\"id\":%lld,\"result\":{\"offset\":%llu,"
+                         "\"epoch\":\"%s\",", (long long) id,
+                         (unsigned long long) r->offset, r->epoch);
+        put_publications(&b, r, 0, r->offset);
+        hd_strbuf_puts(&b, "}}");
+        reply_buf(c, &b);
+        hd_strbuf_free(&b);
+    }
+    hd_conn_want_write(c);
+}
+
+static void
+m_history(cmd_t *cmd)
+{
+    char           key[HD_KEY_MAX];
+    size_t         key_len, name_off, chan_len;
+    const char    *chan, *epoch = NULL;
+    const hd_ns_t *ns;
+    json_t        *jl, *js, *joff, *jep;
+    int64_t        since = -1;
+    json_int_t     limit;
+    hd_op_t       *op;
+
+    if (!may_act(cmd))
+        return;
+    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
+    if (ns == NULL)
+        return;
+    if (ns->history_size == 0) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" keeps no history",
+                    ns->name);
+        return;
+    }
+    jl = json_object_get(cmd->params, "limit");
+    limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
+                       : json_is_integer(jl) ? json_integer_value(jl) : -1;
+    if (limit < 1 || limit > ns->history_size) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"limit\" must be an integer "
+                    "from 1 to %d", ns->history_size);
+        return;
+    }
+    js = json_object_get(cmd->params, "since");
+    if (js != NULL) {
+        joff = json_object_get(js, "offset");
+        jep = json_object_get(js, "epoch");
+        if (!json_is_object(js) || !json_is_integer(joff)
+            || json_integer_value(joff) < 0 || !json_is_string(jep)
+            || !hd_epoch_valid(json_string_value(jep), json_string_length(jep))) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST, "\"since\" must be "
+                        "{\"offset\": N, \"epoch\": \"...\"}");
+            return;
+        }
+        since = json_integer_value(joff);
+        epoch = json_string_value(jep);
+    }
+    op = op_new(cmd->conn, cmd->id);
+    if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
+                          history_cb, op) < 0) {
+        op_done(op);
+        reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+    }
+}
+
 static const struct {
     const char *name;
     method_fn   fn;
@@ -495,6 +697,7 @@ static const struct {
     { "subscribe", m_subscribe },
     { "unsubscribe", m_unsubscribe },
     { "publish", m_publish },
+    { "history", m_history },
 };
 
 static void

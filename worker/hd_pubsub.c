@@ -19,36 +19,85 @@
 #include "hd_worker_int.h"
 
 /*
- * KEYS[1] meta hash.
- * ARGV[1] pub/sub channel, ARGV[2] data, ARGV[3] epoch to use if the
- * channel has none, ARGV[4] publish time (us), ARGV[5] meta ttl (s).
- * Returns {offset, epoch}.
+ * Keys: KEYS[1] the channel's meta hash (o = offset, e = epoch), KEYS[2] its
+ * history stream. A channel's epoch names one incarnation of its numbering
+ * and history: a new one is drawn when the meta is missing (expired,
+ * flushed, Redis restarted without persistence) or when the namespace keeps
+ * history, publications were made, and the stream is gone (expired or
+ * evicted). With history on, meta and stream get the same TTL on every
+ * publish, so they go together.
+ *
+ * Common ARGV prefix of every script: [1] a fresh epoch to use if a new one
+ * is needed, [2] the TTL for the meta (s), [3] history size (0 = none).
  */
-static const char PUBLISH_LUA[] =
-    "local e = redis.call('HGET', KEYS[1], 'e')\n"
-    "if not e then\n"
-    "  e = ARGV[3]\n"
-    "  redis.call('HSET', KEYS[1], 'e', e)\n"
+#define META_LUA \
+    "local hs = tonumber(ARGV[3])\n" \
+    "local e = redis.call('HGET', KEYS[1], 'e')\n" \
+    "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n" \
+    "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) then\n" \
+    "  e = ARGV[1]\n" \
+    "  redis.call('HSET', KEYS[1], 'e', e, 'o', o)\n" \
     "end\n"
-    "local o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-    "redis.call('PUBLISH', ARGV[1], '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[4]"
-    " .. ' ' .. ARGV[2])\n"
+
+/* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
+ * ttl (s). Returns {offset, epoch}. */
+static const char PUBLISH_LUA[] =
+    META_LUA
+    "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+    "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
+    "if hs > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "redis.call('PUBLISH', ARGV[4], env)\n"
+    "return {o, e}\n";
+
+/* Returns {offset, epoch}; creates the meta (offset 0) when absent. */
+static const char GETMETA_LUA[] =
+    META_LUA
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "return {o, e}\n";
 
 /*
- * KEYS[1] meta hash. ARGV[1] epoch to use if none, ARGV[2] meta ttl (s).
- * Returns {offset, epoch}; creates the meta (offset 0) when absent.
+ * Recovery: ARGV[4] the client's last offset, [5] its epoch, [6] the cap.
+ * Returns {offset, epoch, 1, {envelopes after since}} when every
+ * publication after since is still in history, else {offset, epoch, 0}:
+ * never a partial answer.
  */
-static const char META_LUA[] =
-    "local e = redis.call('HGET', KEYS[1], 'e')\n"
-    "if not e then\n"
-    "  e = ARGV[1]\n"
-    "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"
-    "end\n"
+static const char RECOVER_LUA[] =
+    META_LUA
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "local o = redis.call('HGET', KEYS[1], 'o')\n"
-    "return {tonumber(o) or 0, e}\n";
+    "local since = tonumber(ARGV[4])\n"
+    "if e ~= ARGV[5] or since > o then return {o, e, 0} end\n"
+    "if since == o then return {o, e, 1, {}} end\n"
+    "if hs == 0 or o - since > tonumber(ARGV[6]) then return {o, e, 0} end\n"
+    "local r = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', o .. '-0')\n"
+    "if #r ~= o - since then return {o, e, 0} end\n"
+    "local out = {}\n"
+    "for i, ent in ipairs(r) do out[i] = ent[2][2] end\n"
+    "return {o, e, 1, out}\n";
+
+/*
+ * History: ARGV[4] limit, [5] since offset or -1 for "the latest", [6]
+ * since epoch. Returns {offset, epoch, 1, {envelopes}} or {offset, epoch,
+ * -1} when since's epoch is not the current one.
+ */
+static const char HISTORY_LUA[] =
+    META_LUA
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "local limit = tonumber(ARGV[4])\n"
+    "local out = {}\n"
+    "if hs == 0 then return {o, e, 1, out} end\n"
+    "if ARGV[5] == '-1' then\n"
+    "  local r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)\n"
+    "  for i = #r, 1, -1 do out[#out + 1] = r[i][2][2] end\n"
+    "else\n"
+    "  if e ~= ARGV[6] then return {o, e, -1} end\n"
+    "  local r = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[5]) + 1) .. '-0', '+', 'COUNT', limit)\n"
+    "  for i, ent in ipairs(r) do out[i] = ent[2][2] end\n"
+    "end\n"
+    "return {o, e, 1, out}\n";
 
 typedef struct script {
     const char *body;
@@ -56,11 +105,15 @@ typedef struct script {
 } script_t;
 
 static script_t s_publish = { PUBLISH_LUA, "" };
-static script_t s_meta = { META_LUA, "" };
+static script_t s_meta = { GETMETA_LUA, "" };
+static script_t s_recover = { RECOVER_LUA, "" };
+static script_t s_history = { HISTORY_LUA, "" };
+static script_t *const s_all[] = { &s_publish, &s_meta, &s_recover, &s_history };
 
 typedef struct call {
     script_t   *script;
-    hd_pub_cb  *cb;
+    hd_pub_cb  *cb;             /* publish, meta */
+    hd_hist_cb *hcb;            /* recover, history */
     void       *arg;
     int         argc;
     char      **argv;
@@ -81,8 +134,8 @@ sha1_hex(const char *s, char out[41])
 void
 hd_pubsub_init(void)
 {
-    sha1_hex(s_publish.body, s_publish.sha);
-    sha1_hex(s_meta.body, s_meta.sha);
+    for (size_t i = 0; i < sizeof(s_all) / sizeof(s_all[0]); i++)
+        sha1_hex(s_all[i]->body, s_all[i]->sha);
 }
 
 static void
@@ -101,11 +154,9 @@ load_cb(redisReply *r, const char *err, void *arg)
 void
 hd_pubsub_cmd_up(void)
 {
-    script_t *all[2] = { &s_publish, &s_meta };
-
-    for (int i = 0; i < 2; i++) {
-        const char *argv[3] = { "SCRIPT", "LOAD", all[i]->body };
-        size_t      lens[3] = { 6, 4, strlen(all[i]->body) };
+    for (size_t i = 0; i < sizeof(s_all) / sizeof(s_all[0]); i++) {
+        const char *argv[3] = { "SCRIPT", "LOAD", s_all[i]->body };
+        size_t      lens[3] = { 6, 4, strlen(s_all[i]->body) };
         (void) hd_redis_cmd(load_cb, NULL, 3, argv, lens);
     }
 }
@@ -159,6 +210,46 @@ call_free(call_t *c)
 static int call_send(call_t *c);
 
 static void
+fail(call_t *c, int err)
+{
+    if (c->hcb != NULL)
+        c->hcb(err, NULL, c->arg);
+    else
+        c->cb(err, 0, NULL, c->arg);
+}
+
+/* {offset, epoch, status, {envelopes}} -> hd_hist_reply_t */
+static int
+parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
+           size_t cap)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
+        || r->element[0]->type != REDIS_REPLY_INTEGER
+        || r->element[1]->type != REDIS_REPLY_STRING
+        || r->element[2]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    h->offset = (uint64_t) r->element[0]->integer;
+    h->epoch = r->element[1]->str;
+    h->status = (int) r->element[2]->integer;
+    h->n = 0;
+    h->env = envs;
+    h->env_len = lens;
+    if (r->elements >= 4) {
+        redisReply *a = r->element[3];
+        if (a->type != REDIS_REPLY_ARRAY || a->elements > cap)
+            return -1;
+        for (size_t i = 0; i < a->elements; i++) {
+            if (a->element[i]->type != REDIS_REPLY_STRING)
+                return -1;
+            envs[i] = a->element[i]->str;
+            lens[i] = a->element[i]->len;
+        }
+        h->n = a->elements;
+    }
+    return 0;
+}
+
+static void
 script_cb(redisReply *r, const char *err, void *arg)
 {
     call_t *c = arg;
@@ -169,17 +260,32 @@ script_cb(redisReply *r, const char *err, void *arg)
         c->retried = true;
         if (call_send(c) == 0)
             return;
-        c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
+        fail(c, HD_ERR_UNAVAILABLE);
         call_free(c);
         return;
     }
     if (r == NULL) {
-        c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
+        fail(c, HD_ERR_UNAVAILABLE);
     } else if (r->type == REDIS_REPLY_ERROR) {
         hd_log_error("redis script failed: %s", r->str);
-        c->cb(strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0
-              || strncmp(r->str, "READONLY", 8) == 0
-              ? HD_ERR_UNAVAILABLE : HD_ERR_INTERNAL, 0, NULL, c->arg);
+        fail(c, strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0
+                || strncmp(r->str, "READONLY", 8) == 0
+                || strncmp(r->str, "OOM", 3) == 0
+                ? HD_ERR_UNAVAILABLE : HD_ERR_INTERNAL);
+    } else if (c->hcb != NULL) {
+        size_t           n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
+                             ? r->element[3]->elements : 0;
+        const char     **envs = hd_calloc(n + 1, sizeof(*envs));
+        size_t          *lens = hd_calloc(n + 1, sizeof(*lens));
+        hd_hist_reply_t  h;
+        if (parse_hist(r, &h, envs, lens, n) < 0) {
+            hd_log_error("redis script returned an unexpected reply");
+            fail(c, HD_ERR_INTERNAL);
+        } else {
+            c->hcb(0, &h, c->arg);
+        }
+        free(envs);
+        free(lens);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
                || r->element[0]->type != REDIS_REPLY_INTEGER
                || r->element[1]->type != REDIS_REPLY_STRING) {
@@ -210,13 +316,15 @@ call_send(call_t *c)
 /* argv: the script's KEYS then ARGV (nkeys of them keys), copied. */
 static int
 run_script(script_t *s, bool publish, int nargs, const char **args,
-           const size_t *lens, int nkeys, hd_pub_cb *cb, void *arg)
+           const size_t *lens, int nkeys, hd_pub_cb *cb, hd_hist_cb *hcb,
+           void *arg)
 {
     call_t *c = hd_calloc(1, sizeof(*c));
     char    nk[16];
 
     c->script = s;
     c->cb = cb;
+    c->hcb = hcb;
     c->arg = arg;
     c->publish = publish;
     c->argc = 3 + nargs;
@@ -236,51 +344,107 @@ run_script(script_t *s, bool publish, int nargs, const char **args,
     return 0;
 }
 
-static size_t
-meta_key(const char *key, size_t key_len, char *buf, size_t cap)
+/*
+ * The arguments every script starts with: KEYS meta and stream, then a
+ * fresh epoch, the meta TTL and the history size. Fills args[0..4].
+ */
+typedef struct common_args {
+    char mk[HD_KEY_MAX + 16], sk[HD_KEY_MAX + 16], epoch[17], ttl[16], hs[16];
+} common_args_t;
+
+static int
+common(common_args_t *ca, const hd_ns_t *ns, const char *key, size_t key_len,
+       const char **args, size_t *lens)
 {
-    int n = snprintf(buf, cap, "{%.*s}:meta", (int) key_len, key);
-    return n < 0 || (size_t) n >= cap ? 0 : (size_t) n;
+    int n1 = snprintf(ca->mk, sizeof(ca->mk), "{%.*s}:meta", (int) key_len, key);
+    int n2 = snprintf(ca->sk, sizeof(ca->sk), "{%.*s}:hist", (int) key_len, key);
+    int hs = ns != NULL ? ns->history_size : 0;
+
+    if (n1 < 0 || (size_t) n1 >= sizeof(ca->mk) || n2 < 0
+        || (size_t) n2 >= sizeof(ca->sk))
+        return -1;
+    random_epoch(ca->epoch);
+    snprintf(ca->ttl, sizeof(ca->ttl), "%d", hs > 0 ? ns->history_ttl_s
+                                                    : hd_w.conf->channel_meta_ttl_s);
+    snprintf(ca->hs, sizeof(ca->hs), "%d", hs);
+    args[0] = ca->mk;    lens[0] = (size_t) n1;
+    args[1] = ca->sk;    lens[1] = (size_t) n2;
+    args[2] = ca->epoch; lens[2] = 16;
+    args[3] = ca->ttl;   lens[3] = strlen(ca->ttl);
+    args[4] = ca->hs;    lens[4] = strlen(ca->hs);
+    return 0;
 }
 
 int
 hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
                   const char *data, size_t data_len, hd_pub_cb *cb, void *arg)
 {
-    char        mk[HD_KEY_MAX + 16], epoch[17], now[24], ttl[16];
-    const char *args[6];
-    size_t      lens[6];
-    (void) ns;   /* history options arrive with the history feature */
+    common_args_t ca;
+    char          now[24], httl[16];
+    const char   *args[9];
+    size_t        lens[9];
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
         return -1;
-    lens[0] = meta_key(key, key_len, mk, sizeof(mk));
-    random_epoch(epoch);
     snprintf(now, sizeof(now), "%llu", (unsigned long long) (hd_wall_ns() / 1000));
-    snprintf(ttl, sizeof(ttl), "%d", hd_w.conf->channel_meta_ttl_s);
-    args[0] = mk;
-    args[1] = key;   lens[1] = key_len;
-    args[2] = data;  lens[2] = data_len;
-    args[3] = epoch; lens[3] = 16;
-    args[4] = now;   lens[4] = strlen(now);
-    args[5] = ttl;   lens[5] = strlen(ttl);
-    return run_script(&s_publish, true, 6, args, lens, 1, cb, arg);
+    snprintf(httl, sizeof(httl), "%d", ns != NULL ? ns->history_ttl_s : 0);
+    args[5] = key;  lens[5] = key_len;
+    args[6] = data; lens[6] = data_len;
+    args[7] = now;  lens[7] = strlen(now);
+    args[8] = httl; lens[8] = strlen(httl);
+    return run_script(&s_publish, true, 9, args, lens, 2, cb, NULL, arg);
 }
 
 int
-hd_pubsub_meta(const char *key, size_t key_len, hd_pub_cb *cb, void *arg)
+hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
+               hd_pub_cb *cb, void *arg)
 {
-    char        mk[HD_KEY_MAX + 16], epoch[17], ttl[16];
-    const char *args[3];
-    size_t      lens[3];
+    common_args_t ca;
+    const char   *args[5];
+    size_t        lens[5];
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
         return -1;
-    lens[0] = meta_key(key, key_len, mk, sizeof(mk));
-    random_epoch(epoch);
-    snprintf(ttl, sizeof(ttl), "%d", hd_w.conf->channel_meta_ttl_s);
-    args[0] = mk;
-    args[1] = epoch; lens[1] = 16;
-    args[2] = ttl;   lens[2] = strlen(ttl);
-    return run_script(&s_meta, false, 3, args, lens, 1, cb, arg);
+    return run_script(&s_meta, false, 5, args, lens, 2, cb, NULL, arg);
+}
+
+int
+hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
+                  uint64_t since, const char *since_epoch, unsigned cap,
+                  hd_hist_cb *cb, void *arg)
+{
+    common_args_t ca;
+    char          s1[24], s3[16];
+    const char   *args[8];
+    size_t        lens[8];
+
+    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
+        return -1;
+    snprintf(s1, sizeof(s1), "%llu", (unsigned long long) since);
+    snprintf(s3, sizeof(s3), "%u", cap);
+    args[5] = s1;          lens[5] = strlen(s1);
+    args[6] = since_epoch; lens[6] = strlen(since_epoch);
+    args[7] = s3;          lens[7] = strlen(s3);
+    return run_script(&s_recover, false, 8, args, lens, 2, NULL, cb, arg);
+}
+
+int
+hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
+                  unsigned limit, int64_t since, const char *since_epoch,
+                  hd_hist_cb *cb, void *arg)
+{
+    common_args_t ca;
+    char          s1[16], s2[24];
+    const char   *args[8];
+    size_t        lens[8];
+
+    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
+        return -1;
+    snprintf(s1, sizeof(s1), "%u", limit);
+    snprintf(s2, sizeof(s2), "%lld", (long long) since);
+    args[5] = s1;      lens[5] = strlen(s1);
+    args[6] = s2;      lens[6] = strlen(s2);
+    args[7] = since_epoch ? since_epoch : "";
+    lens[7] = strlen(args[7]);
+    return run_script(&s_history, false, 8, args, lens, 2, NULL, cb, arg);
 }

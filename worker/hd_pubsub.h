@@ -5,6 +5,8 @@
  * Keys, for a client channel C of tenant T ("" without a tenant):
  *   Redis pub/sub channel   herald|T|C
  *   channel meta (hash)     {herald|T|C}:meta    fields o (offset), e (epoch)
+ *   history (stream)        {herald|T|C}:hist    entry id <offset>-0, field d
+ *                                                = the envelope
  * The braces are a Redis Cluster hash tag: a channel's keys share a slot.
  * '|' can occur in neither tenants nor channel names, so keys of
  * different tenants can never collide.
@@ -35,7 +37,36 @@ int hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
                       hd_pub_cb *cb, void *arg);
 
 /* Read (creating when absent) a channel's current offset and epoch. */
-int hd_pubsub_meta(const char *key, size_t key_len, hd_pub_cb *cb, void *arg);
+int hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
+                   hd_pub_cb *cb, void *arg);
+
+/* A history read: the channel's current offset and epoch, a status, and
+ * envelopes (hd_envelope.h), oldest first. Valid during the callback. */
+typedef struct hd_hist_reply {
+    uint64_t      offset;
+    const char   *epoch;
+    int           status;   /* 1: ok; 0: cannot recover; -1: epoch mismatch */
+    size_t        n;
+    const char  **env;
+    const size_t *env_len;
+} hd_hist_reply_t;
+
+/* r is NULL when err != 0. */
+typedef void hd_hist_cb(int err, const hd_hist_reply_t *r, void *arg);
+
+/*
+ * Everything published after offset since in epoch since_epoch, if all of
+ * it (at most cap publications) is still in history: status 1 and the
+ * envelopes; otherwise status 0 and none (never a partial answer).
+ */
+int hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
+                      uint64_t since, const char *since_epoch, unsigned cap,
+                      hd_hist_cb *cb, void *arg);
+/* The latest limit publications (since < 0), or up to limit after since
+ * (status -1 when since_epoch is not the current epoch). */
+int hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
+                      unsigned limit, int64_t since, const char *since_epoch,
+                      hd_hist_cb *cb, void *arg);
 
 void hd_pubsub_init(void);
 /* The command connection is (again) up: load the scripts. */

@@ -28,6 +28,7 @@ typedef struct rconn {
     uint64_t            backoff_ms;
     uint64_t            connect_deadline_ms;
     bool                warned;         /* failure logged since last up */
+    bool                ever_up;
     /* FIFO of deadlines of in-flight commands (replies come in order) */
     uint64_t           *dl;
     uint32_t            dl_head, dl_len;
@@ -131,6 +132,9 @@ became_up(rconn_t *rc)
     rc->st = RC_UP;
     rc->backoff_ms = 0;
     rc->warned = false;
+    if (rc->ever_up)
+        hd_ctr_inc(HD_C_REDIS_RECONNECTS);
+    rc->ever_up = true;
     hd_log_info("redis %s connection up", rc->name);
     update_gauge();
     if (rc->is_sub) {
@@ -299,8 +303,9 @@ watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
     /* heartbeat: needs both up; a lost one means a wedged subscriber */
     if (R.sub.st == RC_UP && R.cmd.st == RC_UP) {
         uint64_t period = (uint64_t) c->redis_heartbeat_ms;
-        if (R.hb_outstanding
-            && now - R.hb_sent_ms > (uint64_t) c->redis_command_timeout_ms) {
+        uint64_t limit = 3 * period < (uint64_t) c->redis_command_timeout_ms
+                         ? 3 * period : (uint64_t) c->redis_command_timeout_ms;
+        if (R.hb_outstanding && now - R.hb_sent_ms > limit) {
             rc_kill(&R.sub, "heartbeat not received (subscriber wedged or "
                             "killed by the server)");
         } else if (!R.hb_outstanding && now - R.hb_sent_ms >= period) {

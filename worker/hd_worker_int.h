@@ -70,6 +70,9 @@ void hd_proto_conn_release(hd_conn_t *c);
 void hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
                          const char *epoch);
 void hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg);
+/* run the recovery read of conn's pending subscription sub_i; -1 when
+ * Redis is unavailable (nothing sent, the caller fails the member) */
+int  hd_proto_recover(hd_conn_t *c, uint32_t sub_i);
 /* a push telling the client it missed offsets from..to on ch */
 void hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from,
                   uint64_t to, const char *epoch);

@@ -165,6 +165,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->redis_heartbeat_ms, 700);
     ck_assert_int_eq(c->channel_meta_ttl_s, 3600);
     ck_assert_int_eq(c->max_subscriptions, 16);
+    ck_assert_int_eq(c->recovery_max, 500);
     ck_assert_int_eq(c->batch_max_bytes, 8192);
     ck_assert_int_eq(c->batch_max_messages, 32);
     ck_assert_int_eq(c->batch_flush_delay_ms, 5);

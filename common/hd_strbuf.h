@@ -1,6 +1,6 @@
 /*
  * A growable byte buffer for building text (the metrics exposition, JSON
- * bodies). Generic; lives in shm/ because the renderer is its first user.
+ * bodies, replies with many publications).
  *
  * Ownership: the buffer owns p; hd_strbuf_free() releases it and leaves an
  * empty buffer. p is always NUL-terminated (when non-NULL) so it can be
