@@ -85,7 +85,7 @@ struct key {
 };
 
 static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS, T_REDIS,
-                          T_NAMESPACES;
+                          T_NAMESPACES, T_ORIGINS;
 
 static const char *check_ip(const char *s);
 static char *display_path(const char *dparent, const char *key);
@@ -178,6 +178,39 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("heartbeat.ping_interval_ms", ping_interval_ms, 1000, 3600000,
           "25000", RELOAD_WORKER),
+
+    K_INT("heartbeat.pong_timeout_ms", pong_timeout_ms, 1000, 3600000,
+          "10000", RELOAD_WORKER),
+
+    K_INT("limits.max_connections", max_connections, 0, 16777215, "0",
+          RELOAD_WORKER),
+    K_INT("limits.connections_per_ip", conns_per_ip, 0, 16777215, "0",
+          RELOAD_WORKER),
+    K_INT("limits.connections_per_user", conns_per_user, 0, 16777215, "0",
+          RELOAD_WORKER),
+    K_INT("limits.connections_per_tenant", conns_per_tenant, 0, 16777215, "0",
+          RELOAD_WORKER),
+    K_INT("limits.message_bytes", message_bytes, 1024, 16777216, "65536",
+          RELOAD_WORKER),
+    K_INT("limits.outbound_queue_bytes", outq_bytes, 65536, 1073741824,
+          "1048576", RELOAD_WORKER),
+    K_INT("limits.commands_per_second", cmd_rate, 0, 1000000, "100",
+          RELOAD_WORKER),
+    K_INT("limits.commands_burst", cmd_burst, 1, 1000000, "200",
+          RELOAD_WORKER),
+    K_INT("limits.rate_abuse_ms", rate_abuse_ms, 100, 600000, "5000",
+          RELOAD_WORKER),
+
+    K_TYPE("security.allowed_origins", &T_ORIGINS, allowed_origins, 0, 256,
+           "[]", RELOAD_WORKER),
+    K_BOOL("security.allow_missing_origin", allow_missing_origin, "true",
+           RELOAD_WORKER),
+
+    K_BOOL("compression.enabled", compression, "false", RELOAD_WORKER),
+    K_INT("compression.window_bits", compression_window_bits, 9, 15, "10",
+          RELOAD_WORKER),
+    K_INT("compression.mem_level", compression_mem_level, 1, 9, "4",
+          RELOAD_WORKER),
 
     K_TYPE("namespaces", &T_NAMESPACES, namespaces, 0, 0,
            "{\"default\": {}}", RELOAD_WORKER),
@@ -1057,6 +1090,145 @@ hd_conf_ns(const hd_conf_t *c, const char *ns, size_t len)
     return NULL;
 }
 
+/* ---- security.allowed_origins -------------------------------------------- */
+
+/*
+ * An origin pattern: scheme://host[:port], where host may start with "*."
+ * (any subdomain, not the bare domain). Lower-case is applied on load.
+ */
+static const char *
+check_origin(const char *s)
+{
+    const char *h = strstr(s, "://");
+
+    if (h == NULL || h == s)
+        return "an origin must look like https://example.com or "
+               "https://*.example.com";
+    for (const char *p = s; p < h; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+            return "bad scheme in origin";
+    h += 3;
+    if (*h == '\0')
+        return "an origin needs a host";
+    if (strchr(h, '/') != NULL)
+        return "an origin has no path (https://example.com, not "
+               "https://example.com/)";
+    if (strchr(h, '*') != NULL && (strncmp(h, "*.", 2) != 0
+                                   || strchr(h + 2, '*') != NULL))
+        return "a wildcard is only allowed as \"*.\" at the start of the host";
+    return NULL;
+}
+
+static void
+release_origins(hd_conf_t *c, const struct key *k)
+{
+    (void) k;
+    for (size_t i = 0; i < c->nallowed_origins; i++)
+        free(c->allowed_origins[i]);
+    free(c->allowed_origins);
+    c->allowed_origins = NULL;
+    c->nallowed_origins = 0;
+}
+
+static int
+apply_origins(struct load *ld, const struct key *k, json_t *v, const char *dpath)
+{
+    size_t  i, n;
+    char  **arr;
+    int     rc = 0;
+
+    if (!json_is_array(v)) {
+        err(ld, dpath, "expected array of strings, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if ((long long) n > k->max) {
+        err(ld, dpath, "at most %lld origins", k->max);
+        return -1;
+    }
+    arr = hd_calloc(n + 1, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        json_t     *e = json_array_get(v, i);
+        char        ip[32];
+        const char *why;
+        snprintf(ip, sizeof(ip), "[%zu]", i);
+        char *ep = hd_asprintf("%s%s", dpath, ip);
+        if (!json_is_string(e)) {
+            err(ld, ep, "expected string, got %s", jtype(e));
+            rc = -1;
+        } else if ((why = check_origin(json_string_value(e))) != NULL) {
+            char *q = echo(json_string_value(e));
+            err(ld, ep, "%s, got %s", why, q);
+            free(q);
+            rc = -1;
+        } else {
+            arr[i] = hd_strdup(json_string_value(e));
+            for (char *p = arr[i]; *p; p++)
+                if (*p >= 'A' && *p <= 'Z')
+                    *p = (char) (*p - 'A' + 'a');
+        }
+        free(ep);
+    }
+    if (rc < 0) {
+        for (i = 0; i < n; i++)
+            free(arr[i]);
+        free(arr);
+        return -1;
+    }
+    release_origins(ld->c, k);
+    ld->c->allowed_origins = arr;
+    ld->c->nallowed_origins = n;
+    return 0;
+}
+
+static bool
+differs_origins(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
+{
+    (void) k;
+    if (a->nallowed_origins != b->nallowed_origins)
+        return true;
+    for (size_t i = 0; i < a->nallowed_origins; i++)
+        if (strcmp(a->allowed_origins[i], b->allowed_origins[i]) != 0)
+            return true;
+    return false;
+}
+
+bool
+hd_conf_origin_allowed(const hd_conf_t *c, const char *origin)
+{
+    char        lo[512];
+    size_t      n = strlen(origin);
+    const char *h;
+
+    if (c->nallowed_origins == 0)
+        return true;
+    if (n >= sizeof(lo))
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        lo[i] = (origin[i] >= 'A' && origin[i] <= 'Z')
+                ? (char) (origin[i] - 'A' + 'a') : origin[i];
+    for (size_t i = 0; i < c->nallowed_origins; i++) {
+        const char *pat = c->allowed_origins[i];
+        const char *ps = strstr(pat, "://");
+        if (strcmp(pat, lo) == 0)
+            return true;
+        if (ps == NULL || strncmp(ps + 3, "*.", 2) != 0)
+            continue;
+        /* same scheme, and the host ends in ".domain[:port]" with at least
+         * one label before it */
+        size_t sl = (size_t) (ps + 3 - pat);
+        if (strncmp(pat, lo, sl) != 0)
+            continue;
+        h = lo + sl;
+        const char *suffix = ps + 4;       /* ".example.com[:port]" */
+        size_t      hl = strlen(h), sfl = strlen(suffix);
+        if (hl > sfl && strcmp(h + hl - sfl, suffix) == 0
+            && strchr(h, '/') == NULL)
+            return true;
+    }
+    return false;
+}
+
 /* ---- the types --------------------------------------------------------- */
 
 static void
@@ -1087,6 +1259,8 @@ static const struct ktype T_REDIS = {
     apply_redis, differs_redis, release_redis, secrets_redis };
 static const struct ktype T_NAMESPACES = {
     apply_namespaces, differs_namespaces, release_namespaces, secrets_none };
+static const struct ktype T_ORIGINS = {
+    apply_origins, differs_origins, release_origins, secrets_none };
 
 /* ---- the walk ---------------------------------------------------------- */
 

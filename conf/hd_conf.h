@@ -78,10 +78,34 @@ typedef struct hd_conf {
     int      batch_flush_delay_ms;  /* batch.flush_delay_ms, 0 */
     int      api_max_body_bytes;    /* api.max_body_bytes, 65536 */
     int      ping_interval_ms;      /* heartbeat.ping_interval_ms, 25000 */
+    int      pong_timeout_ms;       /* heartbeat.pong_timeout_ms, 10000 */
+
+    /* limits.*: 0 = unlimited */
+    int      max_connections;       /* node-wide */
+    int      conns_per_ip;
+    int      conns_per_user;
+    int      conns_per_tenant;
+    int      message_bytes;         /* limits.message_bytes, 65536 */
+    int      outq_bytes;            /* limits.outbound_queue_bytes, 1 MiB */
+    int      cmd_rate;              /* limits.commands_per_second, 100 */
+    int      cmd_burst;             /* limits.commands_burst, 200 */
+    int      rate_abuse_ms;         /* limits.rate_abuse_ms, 5000 */
+
+    char   **allowed_origins;       /* security.allowed_origins; NULL-ended */
+    size_t   nallowed_origins;      /* 0 = any origin */
+    bool     allow_missing_origin;  /* security.allow_missing_origin, true */
+
+    bool     compression;           /* compression.enabled, false */
+    int      compression_window_bits; /* compression.window_bits, 10 */
+    int      compression_mem_level; /* compression.mem_level, 4 */
     int      channel_meta_ttl_s;    /* redis.meta_ttl_s, 86400: how long a
                                        channel's offset/epoch outlive its
                                        last publish or subscribe */
 } hd_conf_t;
+
+/* True when origin (the request's Origin header) is on
+ * security.allowed_origins (or the list is empty). */
+bool hd_conf_origin_allowed(const hd_conf_t *c, const char *origin);
 
 /* The options for namespace ns (len bytes; "" means "default"), or NULL
  * when the namespace is not configured. */

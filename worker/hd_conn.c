@@ -15,7 +15,7 @@ enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
 {
     if (c->close_code != 0)
         return 0;               /* closing: nothing more goes out */
-    if (!force && c->q_bytes + m->len > HD_OUTQ_MAX)
+    if (!force && c->q_bytes + m->len > (size_t) hd_w.conf->outq_bytes)
         return -ENOBUFS;
     if (c->q_len == c->q_cap) {
         uint32_t   ncap = c->q_cap ? c->q_cap * 2 : 8;
@@ -117,6 +117,8 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
     uint32_t       n = 0;
     uint64_t       now = 0;
     int            wrote;
+    size_t         max_bytes = (size_t) hd_w.conf->batch_max_bytes;
+    uint32_t       max_msgs = (uint32_t) hd_w.conf->batch_max_messages;
 
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
         lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
@@ -124,13 +126,26 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
                          strlen(c->close_reason));
         return -1;
     }
+    if (c->ping_due) {
+        /* a heartbeat ping goes out on its own, ahead of data */
+        /* not empty: lws 4.1 does not report an empty pong */
+        unsigned char pb[LWS_PRE + 2];
+        pb[LWS_PRE] = 'h';
+        pb[LWS_PRE + 1] = 'b';
+        c->ping_due = false;
+        if (lws_write(c->wsi, pb + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+            return -1;
+        if (c->q_len > 0)
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
     if (c->q_len == 0)
         return 0;
 
     /* a single message larger than the batch goes out alone, from a
      * buffer of its own */
     hd_msg_t *first = c->q[c->q_head];
-    if (first->len > HD_BATCH_MAX_BYTES) {
+    if (first->len > max_bytes) {
         unsigned char *big = hd_malloc(LWS_PRE + first->len);
         memcpy(big + LWS_PRE, first->data, first->len);
         wrote = lws_write(c->wsi, big + LWS_PRE, first->len, LWS_WRITE_TEXT);
@@ -138,10 +153,10 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
         n = 1;
         p = start + first->len;
     } else {
-        while (n < c->q_len && n < HD_BATCH_MAX_MSGS) {
+        while (n < c->q_len && n < max_msgs) {
             hd_msg_t *m = c->q[(c->q_head + n) % c->q_cap];
             size_t    need = m->len + (p > start ? 1 : 0);
-            if ((size_t) (p - start) + need > HD_BATCH_MAX_BYTES)
+            if ((size_t) (p - start) + need > max_bytes)
                 break;
             if (p > start)
                 *p++ = '\n';

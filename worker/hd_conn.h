@@ -2,11 +2,12 @@
  * Per-connection state of a WebSocket client (the lws per-session data).
  *
  * Inbound: fragments of one WebSocket message accumulate in rx until the
- * final fragment, bounded by HD_RX_MAX (close 1009 past it). Outbound: a
- * ring of hd_msg_t references, bounded by bytes (HD_OUTQ_MAX): past it the
+ * final fragment, bounded by limits.message_bytes (close 1009 past it).
+ * Outbound: a ring of hd_msg_t references, bounded by bytes
+ * (limits.outbound_queue_bytes): past it the
  * connection is closed with HD_CLOSE_SLOW_CONSUMER and the queue freed.
  * On writable, queued messages are coalesced into one text frame,
- * newline-separated, up to HD_BATCH_MAX_BYTES / HD_BATCH_MAX_MSGS.
+ * newline-separated, up to batch.max_bytes / batch.max_messages.
  */
 #ifndef HD_CONN_H
 #define HD_CONN_H
@@ -25,10 +26,6 @@ struct hd_jwt_claims;
 struct hd_op;
 struct hd_http;
 
-#define HD_RX_MAX            (64 * 1024)
-#define HD_OUTQ_MAX          (1024 * 1024)
-#define HD_BATCH_MAX_BYTES   (64 * 1024)
-#define HD_BATCH_MAX_MSGS    256
 
 typedef struct hd_conn {
     struct lws      *wsi;
@@ -58,6 +55,17 @@ typedef struct hd_conn {
     struct hd_op    *ops;              /* Redis commands awaiting replies */
     struct hd_http  *http;             /* an HTTP API request in progress */
 
+    /* command rate limit: token bucket */
+    double           tokens;
+    uint64_t         tokens_ms;
+    uint64_t         over_since_ms;    /* first refusal of the current streak */
+    uint64_t         last_refusal_ms;
+
+    /* heartbeat */
+    uint64_t         last_rx_ms;
+    uint64_t         ping_sent_ms;     /* 0: no ping outstanding */
+    bool             ping_due;
+
     uint16_t         close_code;       /* != 0: close requested */
     bool             close_soft;       /* send what is queued first */
     uint16_t         peer_close_code;  /* from the peer's close frame */
@@ -67,9 +75,9 @@ typedef struct hd_conn {
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
- * would pass HD_OUTQ_MAX: the caller closes the connection. */
+ * would pass limits.outbound_queue_bytes: the caller closes the connection. */
 int  hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
-/* Queue m even past HD_OUTQ_MAX (a bounded reply the client asked for). */
+/* Queue m even past the byte cap (a bounded reply the client asked for). */
 void hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
 /* Queue a copy of a reply string (one reference). */
 int  hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
@@ -84,7 +92,7 @@ void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
 void hd_conn_release(hd_conn_t *c);
 /*
  * Write what is queued as one frame (called on writable). buf has room for
- * LWS_PRE + HD_BATCH_MAX_BYTES. Returns 0, or -1 when lws must close the
+ * LWS_PRE + batch.max_bytes. Returns 0, or -1 when lws must close the
  * connection (write error or a requested close).
  */
 int  hd_conn_flush(hd_conn_t *c, unsigned char *buf);

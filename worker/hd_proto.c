@@ -700,6 +700,48 @@ static const struct {
     { "history", m_history },
 };
 
+/*
+ * Token bucket per connection: cmd_rate tokens a second, at most cmd_burst
+ * banked. A command without a token is refused (error 429). Refusals with
+ * less than a second between them form a streak (a client over the rate
+ * keeps getting refused even though a few commands pass as tokens
+ * trickle in); a streak that lasts rate_abuse_ms closes the connection
+ * with 4004. A client that slows below the rate ends its streak.
+ */
+static bool
+rate_ok(hd_conn_t *c)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    uint64_t         now;
+
+    if (conf->cmd_rate == 0)
+        return true;
+    now = hd_mono_ms();
+    if (c->tokens_ms == 0) {
+        c->tokens = conf->cmd_burst;
+        c->tokens_ms = now;
+    }
+    c->tokens += (double) (now - c->tokens_ms) * conf->cmd_rate / 1000.0;
+    if (c->tokens > conf->cmd_burst)
+        c->tokens = conf->cmd_burst;
+    c->tokens_ms = now;
+    if (c->over_since_ms != 0 && now - c->last_refusal_ms > 1000)
+        c->over_since_ms = 0;               /* the streak is over */
+    if (c->tokens >= 1.0) {
+        c->tokens -= 1.0;
+        return true;
+    }
+    c->last_refusal_ms = now;
+    if (c->over_since_ms == 0) {
+        c->over_since_ms = now;
+    } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
+        hd_log_info("closing %s: over the command rate for %d ms", c->peer,
+                    conf->rate_abuse_ms);
+        hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
+    }
+    return false;
+}
+
 static void
 handle_line(hd_conn_t *c, const char *line, size_t len)
 {
@@ -728,6 +770,14 @@ handle_line(hd_conn_t *c, const char *line, size_t len)
     }
     cmd.id = json_integer_value(jid);
     cmd.has_id = true;
+
+    if (!rate_ok(c)) {
+        if (c->close_code == 0)
+            reply_error(&cmd, HD_ERR_LIMIT, "rate limit: at most %d commands "
+                        "per second (burst %d)", hd_w.conf->cmd_rate,
+                        hd_w.conf->cmd_burst);
+        goto done;
+    }
 
     jmethod = json_object_get(root, "method");
     if (!json_is_string(jmethod)) {

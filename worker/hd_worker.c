@@ -160,6 +160,32 @@ start_drain(uint16_t code, uint64_t window_ms)
     ev_timer_start(hd_w.loop, &hd_w.drain_w);
 }
 
+/*
+ * Heartbeat, once a second over every connection: ping the ones quiet for
+ * ping_interval_ms, close as stale (4001) the ones whose ping went
+ * unanswered for pong_timeout_ms.
+ */
+static void
+heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    uint64_t         now = hd_mono_ms();
+    (void) loop; (void) w; (void) revents;
+
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (c->close_code != 0)
+            continue;
+        if (c->ping_sent_ms != 0) {
+            if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
+                hd_conn_close(c, HD_CLOSE_STALE, "no pong");
+        } else if (now - c->last_rx_ms >= (uint64_t) conf->ping_interval_ms) {
+            c->ping_sent_ms = now;
+            c->ping_due = true;
+            hd_conn_want_write(c);
+        }
+    }
+}
+
 static uint64_t
 default_drain_window(void)
 {
@@ -246,6 +272,14 @@ create_lws(void)
     info.gid = (gid_t) -1;
     info.uid = (uid_t) -1;
     info.vhost_name = "default";
+    if (hd_w.conf->compression) {
+        static const struct lws_extension exts[] = {
+            { "permessage-deflate", lws_extension_callback_pm_deflate,
+              "permessage-deflate; client_no_context_takeover" },
+            { NULL, NULL, NULL }
+        };
+        info.extensions = exts;
+    }
     info.server_string = "herald";
     info.count_threads = 1;
     info.timeout_secs = (unsigned) (hd_w.conf->handshake_ms + 999) / 1000;
@@ -271,6 +305,7 @@ shutdown_lws(void)
     ev_io_stop(hd_w.loop, &hd_w.ctl_w);
     ev_timer_stop(hd_w.loop, &hd_w.drain_w);
     ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
+    ev_timer_stop(hd_w.loop, &hd_w.heartbeat_w);
     ev_signal_stop(hd_w.loop, &hd_w.sigterm_w);
     ev_signal_stop(hd_w.loop, &hd_w.sigint_w);
     ev_signal_stop(hd_w.loop, &hd_w.sigquit_w);
@@ -321,7 +356,7 @@ hd_worker_main(const hd_worker_args_t *a)
     else
         hd_w.accept_ns_cap = 65536;
     hd_w.accept_ns = hd_calloc((size_t) hd_w.accept_ns_cap, sizeof(uint64_t));
-    hd_w.wbuf = hd_malloc(LWS_PRE + HD_BATCH_MAX_BYTES);
+    hd_w.wbuf = hd_malloc(LWS_PRE + (size_t) a->conf->batch_max_bytes);
 
     hd_w.loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (hd_w.loop == NULL) {
@@ -362,6 +397,8 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.accept_retry_w.repeat = 0.1;
     ev_io_init(&hd_w.ctl_w, ctl_cb, hd_w.ctl_fd, EV_READ);
     ev_io_start(hd_w.loop, &hd_w.ctl_w);
+    ev_timer_init(&hd_w.heartbeat_w, heartbeat_cb, 1., 1.);
+    ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
 
     hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);
     send_ctl(HD_CTL_READY);

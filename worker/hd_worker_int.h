@@ -34,6 +34,7 @@ typedef struct hd_worker {
     ev_signal            sigterm_w, sigint_w, sigquit_w, sighup_w, sigusr1_w;
     ev_timer             drain_w;
     ev_timer             accept_retry_w;  /* after EMFILE: back off */
+    ev_timer             heartbeat_w;
 
     /* live connections, for drain and broadcast */
     hd_conn_t           *conns;
@@ -44,7 +45,7 @@ typedef struct hd_worker {
     uint64_t            *accept_ns;
     int                  accept_ns_cap;
 
-    /* frame scratch buffer, LWS_PRE + HD_BATCH_MAX_BYTES */
+    /* frame scratch buffer, LWS_PRE + batch.max_bytes */
     unsigned char       *wbuf;
 
     bool                 draining;

@@ -64,7 +64,8 @@ on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
         return close_now(wsi, 1003, "binary frames are not supported");
 
     hd_ctr_add(HD_C_BYTES_RECEIVED, len);
-    if (c->rx_len + len > HD_RX_MAX)
+    c->last_rx_ms = hd_mono_ms();
+    if (c->rx_len + len > (size_t) hd_w.conf->message_bytes)
         return close_now(wsi, HD_CLOSE_TOO_BIG, "message too big");
 
     if (done && c->rx_len == 0) {
@@ -75,8 +76,8 @@ on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
             size_t ncap = c->rx_cap ? c->rx_cap : 1024;
             while (ncap < c->rx_len + len)
                 ncap *= 2;
-            if (ncap > HD_RX_MAX)
-                ncap = HD_RX_MAX;
+            if (ncap > (size_t) hd_w.conf->message_bytes)
+                ncap = (size_t) hd_w.conf->message_bytes;
             c->rx = hd_realloc(c->rx, ncap);
             c->rx_cap = ncap;
         }
@@ -113,6 +114,18 @@ on_established(struct lws *wsi, hd_conn_t *c)
         hd_w.accept_ns[fd] = 0;
     }
     lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    c->last_rx_ms = hd_mono_ms();
+    if (hd_w.conf->compression) {
+        /* bound the compressor's memory (a no-op when the client did not
+         * negotiate permessage-deflate); see docs/configuration.md */
+        char wb[8], ml[8];
+        snprintf(wb, sizeof(wb), "%d", hd_w.conf->compression_window_bits);
+        snprintf(ml, sizeof(ml), "%d", hd_w.conf->compression_mem_level);
+        (void) lws_set_extension_option(wsi, "permessage-deflate",
+                                        "client_max_window_bits", wb);
+        (void) lws_set_extension_option(wsi, "permessage-deflate",
+                                        "mem_level", ml);
+    }
     conn_link(c);
     hd_gauge_add(HD_G_CONNECTIONS, 1);
     hd_proto_conn_open(c);
@@ -140,6 +153,30 @@ on_closed(hd_conn_t *c)
 }
 
 
+/*
+ * Before the 101: the Origin allow-list. A browser page from another site
+ * gets 403 and never a WebSocket.
+ */
+static int
+filter_upgrade(struct lws *wsi)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    char             origin[512];
+    int              n;
+
+    if (conf->nallowed_origins == 0 && conf->allow_missing_origin)
+        return 0;
+    n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
+    if (n <= 0 ? conf->allow_missing_origin : hd_conf_origin_allowed(conf, origin))
+        return 0;
+    hd_reject_inc(HD_REJ_HANDSHAKE);
+    hd_log_debug("upgrade refused: origin \"%s\" not allowed",
+                 n > 0 ? origin : "(none)");
+    lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
+                           n > 0 ? "origin not allowed" : "Origin header required");
+    return 1;
+}
+
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             void *in, size_t len)
@@ -151,10 +188,19 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return on_established(wsi, c);
 
     case LWS_CALLBACK_RECEIVE:
+        c->ping_sent_ms = 0;
         return on_receive(wsi, c, in, len);
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return hd_conn_flush(c, hd_w.wbuf);
+
+    case LWS_CALLBACK_RECEIVE_PONG:
+        c->last_rx_ms = hd_mono_ms();
+        c->ping_sent_ms = 0;
+        return 0;
+
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return filter_upgrade(wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len >= 2) {

@@ -171,6 +171,30 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->batch_flush_delay_ms, 5);
     ck_assert_int_eq(c->api_max_body_bytes, 4096);
     ck_assert_int_eq(c->ping_interval_ms, 20000);
+    ck_assert_int_eq(c->pong_timeout_ms, 5000);
+    ck_assert_int_eq(c->max_connections, 50000);
+    ck_assert_int_eq(c->conns_per_ip, 100);
+    ck_assert_int_eq(c->conns_per_user, 10);
+    ck_assert_int_eq(c->conns_per_tenant, 1000);
+    ck_assert_int_eq(c->message_bytes, 32768);
+    ck_assert_int_eq(c->outq_bytes, 524288);
+    ck_assert_int_eq(c->cmd_rate, 50);
+    ck_assert_int_eq(c->cmd_burst, 80);
+    ck_assert_int_eq(c->rate_abuse_ms, 2000);
+    ck_assert_uint_eq(c->nallowed_origins, 2);
+    ck_assert(!c->allow_missing_origin);
+    ck_assert(c->compression);
+    ck_assert_int_eq(c->compression_window_bits, 11);
+    ck_assert_int_eq(c->compression_mem_level, 5);
+    ck_assert(hd_conf_origin_allowed(c, "https://app.example.com"));
+    ck_assert(hd_conf_origin_allowed(c, "https://a.b.example.com"));
+    ck_assert(hd_conf_origin_allowed(c, "HTTPS://APP.Example.com"));
+    ck_assert(!hd_conf_origin_allowed(c, "https://example.com"));
+    ck_assert(!hd_conf_origin_allowed(c, "http://app.example.com"));
+    ck_assert(!hd_conf_origin_allowed(c, "https://evilexample.com"));
+    ck_assert(!hd_conf_origin_allowed(c, "https://example.com.evil.net"));
+    ck_assert(hd_conf_origin_allowed(c, "https://exact.test:8443"));
+    ck_assert(!hd_conf_origin_allowed(c, "https://exact.test"));
     ck_assert_uint_eq(c->nnamespaces, 2);
     const hd_ns_t *chat = hd_conf_ns(c, "chat", 4);
     ck_assert_ptr_nonnull(chat);
@@ -218,6 +242,13 @@ START_TEST(test_namespaces)
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"history_size\": 10}}}",
                  "t.json: $.namespaces.a: history_size and history_ttl_s must "
                  "both be set (history on) or both be 0 (history off)");
+    expect_error("{" AUTH ", \"security\": {\"allowed_origins\": [\"x\"]}}",
+                 "t.json: $.security.allowed_origins[0]: an origin must look "
+                 "like https://example.com or https://*.example.com, got \"x\"");
+    expect_error("{" AUTH ", \"security\": {\"allowed_origins\": "
+                 "[\"https://a.*.com\"]}}",
+                 "t.json: $.security.allowed_origins[0]: a wildcard is only "
+                 "allowed as \"*.\" at the start of the host, got \"https://a.*.com\"");
     expect_error("{" AUTH ", \"namespaces\": []}",
                  "t.json: $.namespaces: expected object, got array");
     expect_error("{" AUTH ", \"redis\": {\"reconnect_min_ms\": 900,"
@@ -1033,6 +1064,11 @@ mutate(hd_conf_t *c, const struct key *k)
         c->workers += 1;
     } else if (k->type == &T_REDIS) {
         c->redis_port += 1;
+    } else if (k->type == &T_ORIGINS) {
+        c->allowed_origins = hd_realloc(c->allowed_origins,
+                                        (c->nallowed_origins + 2) * sizeof(char *));
+        c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
+        c->allowed_origins[c->nallowed_origins] = NULL;
     } else if (k->type == &T_NAMESPACES) {
         ck_assert_uint_gt(c->nnamespaces, 0);
         c->namespaces[0].history_size += 1;
