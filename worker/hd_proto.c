@@ -15,6 +15,7 @@
 
 #include "hd_alloc.h"
 #include "hd_channel.h"
+#include "hd_cmd.h"
 #include "hd_envelope.h"
 #include "hd_strbuf.h"
 #include "hd_jwt.h"
@@ -742,35 +743,21 @@ rate_ok(hd_conn_t *c)
     return false;
 }
 
-static void
-handle_line(hd_conn_t *c, const char *line, size_t len)
+static int
+handle_line(const char *line, size_t len, void *arg)
 {
-    json_error_t err;
-    json_t      *root, *jid, *jmethod, *jparams;
-    cmd_t        cmd = { .conn = c };
-    const char  *method;
-    size_t       i;
+    hd_conn_t  *c = arg;
+    hd_cmd_t    pc;
+    cmd_t       cmd = { .conn = c };
+    char        err[256];
+    int         rc;
+    size_t      i;
 
     hd_ctr_inc(HD_C_MSG_RECEIVED);
-    root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &err);
-    if (root == NULL) {
-        reply_error(&cmd, HD_ERR_BAD_REQUEST, "malformed JSON at column %d: %s",
-                    err.column, err.text);
-        return;
-    }
-    if (!json_is_object(root)) {
-        reply_error(&cmd, HD_ERR_BAD_REQUEST, "a command must be a JSON object");
-        goto done;
-    }
-    jid = json_object_get(root, "id");
-    if (!json_is_integer(jid) || json_integer_value(jid) < 0) {
-        reply_error(&cmd, HD_ERR_BAD_REQUEST,
-                    "\"id\" must be a non-negative integer");
-        goto done;
-    }
-    cmd.id = json_integer_value(jid);
-    cmd.has_id = true;
-
+    rc = hd_cmd_parse(line, len, &pc, err, sizeof(err));
+    cmd.id = pc.id;
+    cmd.has_id = pc.has_id;
+    cmd.params = pc.params;
     if (!rate_ok(c)) {
         if (c->close_code == 0)
             reply_error(&cmd, HD_ERR_LIMIT, "rate limit: at most %d commands "
@@ -778,47 +765,26 @@ handle_line(hd_conn_t *c, const char *line, size_t len)
                         hd_w.conf->cmd_burst);
         goto done;
     }
-
-    jmethod = json_object_get(root, "method");
-    if (!json_is_string(jmethod)) {
-        reply_error(&cmd, HD_ERR_BAD_REQUEST, "\"method\" must be a string");
+    if (rc != 0) {
+        reply_error(&cmd, rc, "%s", err);
         goto done;
     }
-    jparams = json_object_get(root, "params");
-    if (jparams != NULL && !json_is_object(jparams)) {
-        reply_error(&cmd, HD_ERR_BAD_REQUEST, "\"params\" must be an object");
-        goto done;
-    }
-    cmd.params = jparams;
-
-    method = json_string_value(jmethod);
     for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        if (strcmp(methods[i].name, method) == 0) {
+        if (strcmp(methods[i].name, pc.method) == 0) {
             methods[i].fn(&cmd);
             goto done;
         }
     }
-    reply_error(&cmd, HD_ERR_UNKNOWN_METHOD, "unknown method \"%.64s\"", method);
+    reply_error(&cmd, HD_ERR_UNKNOWN_METHOD, "unknown method \"%.64s\"",
+                pc.method);
 done:
-    json_decref(root);
+    hd_cmd_free(&pc);
+    /* stop at the first command that closed the connection */
+    return c->close_code != 0;
 }
 
 void
 hd_proto_handle(hd_conn_t *c, const char *buf, size_t len)
 {
-    const char *p = buf, *end = buf + len;
-
-    while (p < end && c->close_code == 0) {
-        const char *nl = memchr(p, '\n', (size_t) (end - p));
-        const char *le = nl ? nl : end;
-        const char *s = p, *e = le;
-
-        while (s < e && (*s == ' ' || *s == '\t' || *s == '\r'))
-            s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-            e--;
-        if (e > s)
-            handle_line(c, s, (size_t) (e - s));
-        p = nl ? nl + 1 : end;
-    }
+    hd_cmd_split(buf, len, handle_line, c);
 }
