@@ -26,11 +26,20 @@
 #include "hd_time.h"
 #include "hd_worker.h"
 #include "hd_worker_int.h"
+#include "hd_wsguard.h"
 
 #define ACCEPT_BATCH     64
 #define DRAIN_TICK_S     0.02
 
 hd_worker_t hd_w;
+
+/* Drain state beyond hd_w's: see HD_DRAIN_KEEP_ACCEPTING in hd_ctl.h. */
+static struct {
+    bool     keep_accepting;
+    uint64_t grace_ms;          /* exit only after this long without an accept */
+    uint64_t last_accept_ms;    /* last accept while draining */
+    bool     exit_now;          /* HD_CTL_EXIT, SIGQUIT: leave at once */
+} D;
 
 /* lws writes its own log lines; route them through ours */
 static void
@@ -83,9 +92,12 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         hd_ctr_inc(HD_C_CONN_ACCEPTED);
+        if (hd_w.draining)
+            D.last_accept_ms = hd_mono_ms();   /* keeps a draining worker on */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (fd < hd_w.accept_ns_cap)
             hd_w.accept_ns[fd] = hd_mono_ns();
+        hd_wsguard_open(fd);
         if (lws_adopt_socket_vhost(hd_w.vhost, fd) == NULL) {
             /* lws closed the fd */
             hd_reject_inc(HD_REJ_HANDSHAKE);
@@ -99,14 +111,42 @@ accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void) revents;
     ev_timer_stop(loop, w);
-    if (!hd_w.draining)
+    if (!hd_w.draining || D.keep_accepting)
         ev_io_start(loop, &hd_w.accept_w);
+}
+
+/*
+ * May a draining worker exit now? When it has no clients left and, if it
+ * keeps accepting, its listen queue has been quiet for the grace period;
+ * or when the window is over, whatever is left.
+ */
+static bool
+drain_done(uint64_t now)
+{
+    uint64_t quiet_since;
+
+    if (D.exit_now)
+        return true;
+    if (now - hd_w.drain_start_ms >= hd_w.drain_window_ms)
+        return true;
+    if (hd_w.nconns > 0)
+        return false;
+    if (!D.keep_accepting)
+        return true;
+    quiet_since = D.last_accept_ms > hd_w.drain_start_ms
+                  ? D.last_accept_ms : hd_w.drain_start_ms;
+    return now - quiet_since >= D.grace_ms;
 }
 
 /*
  * Close the clients spread over the first half of the drain window, so a
  * restart does not send every client back at the same instant; the second
  * half lets close handshakes finish. At the end of the window, go anyway.
+ *
+ * Clients accepted during the drain (KEEP_ACCEPTING, or a handshake that
+ * was under way) are closed as soon as their handshake completes
+ * (hd_ws.c), so they count as "closing" here and do not shift the pace
+ * for the clients that were there when the drain began.
  */
 static void
 drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -115,7 +155,7 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t spread = hd_w.drain_window_ms / 2, target, closing = 0;
     (void) w; (void) revents;
 
-    if (hd_w.nconns == 0 || elapsed >= hd_w.drain_window_ms) {
+    if (drain_done(now)) {
         if (hd_w.nconns > 0)
             hd_log_warn("drain window over with %llu clients left",
                         (unsigned long long) hd_w.nconns);
@@ -131,7 +171,7 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
             closing++;
             continue;
         }
-        if (hd_w.drain_total - hd_w.nconns + closing >= target)
+        if (hd_w.drain_total + closing >= target + hd_w.nconns)
             break;
         hd_conn_close(c, hd_w.drain_code,
                       hd_w.drain_code == HD_CLOSE_GOING_AWAY
@@ -140,50 +180,45 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/*
+ * Start draining: close clients with code over window_ms (see
+ * drain_tick_cb). flags and grace_ms as in HD_CTL_DRAIN. A second drain
+ * request (a shutdown during a reload's drain) keeps the first one's code
+ * and pace but may only make it end sooner.
+ */
 static void
-start_drain(uint16_t code, uint64_t window_ms)
+start_drain(uint16_t code, uint64_t window_ms, uint32_t flags,
+            uint64_t grace_ms)
 {
-    if (hd_w.draining)
+    if (hd_w.draining) {
+        uint64_t end = hd_w.drain_start_ms + hd_w.drain_window_ms;
+        uint64_t nend = hd_mono_ms() + window_ms;
+        if (nend < end)
+            hd_w.drain_window_ms = nend - hd_w.drain_start_ms;
+        if (grace_ms < D.grace_ms)
+            D.grace_ms = grace_ms;
         return;
+    }
     hd_w.draining = true;
     hd_w.drain_code = code;
     hd_w.drain_start_ms = hd_mono_ms();
     hd_w.drain_window_ms = window_ms;
     hd_w.drain_total = hd_w.nconns;
-    ev_io_stop(hd_w.loop, &hd_w.accept_w);
-    ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
+    D.keep_accepting = (flags & HD_DRAIN_KEEP_ACCEPTING) != 0;
+    D.grace_ms = grace_ms;
+    D.last_accept_ms = 0;
+    if (!D.keep_accepting) {
+        /* a replacement accepts from the same socket from now on */
+        ev_io_stop(hd_w.loop, &hd_w.accept_w);
+        ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
+    }
     hd_shm_slot_set_state(hd_w.slot, HD_SLOT_DRAINING);
-    hd_log_info("draining %llu clients with close code %u over %llu ms",
+    hd_log_info("draining %llu clients with close code %u over %llu ms%s",
                 (unsigned long long) hd_w.nconns, code,
-                (unsigned long long) window_ms);
+                (unsigned long long) window_ms,
+                D.keep_accepting ? ", still accepting" : "");
     ev_timer_init(&hd_w.drain_w, drain_tick_cb, 0., DRAIN_TICK_S);
     ev_timer_start(hd_w.loop, &hd_w.drain_w);
-}
-
-/*
- * Heartbeat, once a second over every connection: ping the ones quiet for
- * ping_interval_ms, close as stale (4001) the ones whose ping went
- * unanswered for pong_timeout_ms.
- */
-static void
-heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    const hd_conf_t *conf = hd_w.conf;
-    uint64_t         now = hd_mono_ms();
-    (void) loop; (void) w; (void) revents;
-
-    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
-        if (c->close_code != 0)
-            continue;
-        if (c->ping_sent_ms != 0) {
-            if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
-                hd_conn_close(c, HD_CLOSE_STALE, "no pong");
-        } else if (now - c->last_rx_ms >= (uint64_t) conf->ping_interval_ms) {
-            c->ping_sent_ms = now;
-            c->ping_due = true;
-            hd_conn_want_write(c);
-        }
-    }
 }
 
 static uint64_t
@@ -212,16 +247,19 @@ ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
             /* the master is gone: nobody will reap or respawn us */
             hd_log_warn("master went away; draining");
             ev_io_stop(loop, &hd_w.ctl_w);
-            start_drain(HD_CLOSE_GOING_AWAY, default_drain_window());
+            start_drain(HD_CLOSE_GOING_AWAY, default_drain_window(),
+                        HD_DRAIN_KEEP_ACCEPTING, 0);
             return;
         }
         if ((size_t) n != sizeof(m))
             continue;
         switch (m.type) {
         case HD_CTL_DRAIN:
-            start_drain((uint16_t) m.close_code, m.window_ms);
+            start_drain((uint16_t) m.close_code, m.window_ms, m.flags,
+                        m.grace_ms);
             break;
         case HD_CTL_EXIT:
+            D.exit_now = true;
             ev_break(loop, EVBREAK_ALL);
             break;
         default:
@@ -239,9 +277,11 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     case SIGINT:
         /* the master drives shutdown; a signal is the fallback path (and a
          * terminal's ^C reaches the whole process group) */
-        start_drain(HD_CLOSE_GOING_AWAY, default_drain_window());
+        start_drain(HD_CLOSE_GOING_AWAY, default_drain_window(),
+                    HD_DRAIN_KEEP_ACCEPTING, 0);
         break;
     case SIGQUIT:
+        D.exit_now = true;
         ev_break(loop, EVBREAK_ALL);
         break;
     case SIGUSR1:
@@ -259,8 +299,6 @@ create_lws(void)
     void                            *loops[1] = { hd_w.loop };
     int                              levels = LLL_ERR | LLL_WARN;
 
-    if (hd_log_enabled(HD_LOG_DEBUG))
-        levels |= LLL_NOTICE;
     lws_set_log_level(levels, lws_log_bridge);
 
     memset(&info, 0, sizeof(info));
@@ -299,8 +337,24 @@ create_lws(void)
 }
 
 static void
+stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) w; (void) revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+teardown_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void) w; (void) revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
 shutdown_lws(void)
 {
+    ev_idle idle;
+
     ev_io_stop(hd_w.loop, &hd_w.accept_w);
     ev_io_stop(hd_w.loop, &hd_w.ctl_w);
     ev_timer_stop(hd_w.loop, &hd_w.drain_w);
@@ -312,10 +366,15 @@ shutdown_lws(void)
     ev_signal_stop(hd_w.loop, &hd_w.sighup_w);
     ev_signal_stop(hd_w.loop, &hd_w.sigusr1_w);
     if (hd_w.lws != NULL) {
-        /* with a foreign loop, lws tears down its watchers through the
-         * loop: let it run until lws has nothing left on it */
+        /* with a foreign loop, lws tears its watchers down through the
+         * loop: let it run briefly; a timer bounds it, since a watcher lws
+         * leaves behind would otherwise keep ev_run() blocked for ages */
+        ev_timer stop_w;
         lws_context_destroy(hd_w.lws);
+        ev_timer_init(&stop_w, stop_cb, 0.2, 0.);
+        ev_timer_start(hd_w.loop, &stop_w);
         ev_run(hd_w.loop, 0);
+        ev_timer_stop(hd_w.loop, &stop_w);
         hd_w.lws = NULL;
     }
 }
@@ -328,6 +387,7 @@ hd_worker_main(const hd_worker_args_t *a)
     size_t        nkeep = 0;
 
     memset(&hd_w, 0, sizeof(hd_w));
+    memset(&D, 0, sizeof(D));
     hd_w.id = a->worker_id;
     hd_w.shm_idx = a->shm_idx;
     hd_w.generation = a->generation;
@@ -357,6 +417,7 @@ hd_worker_main(const hd_worker_args_t *a)
         hd_w.accept_ns_cap = 65536;
     hd_w.accept_ns = hd_calloc((size_t) hd_w.accept_ns_cap, sizeof(uint64_t));
     hd_w.wbuf = hd_malloc(LWS_PRE + (size_t) a->conf->batch_max_bytes);
+    (void) hd_wsguard_init(hd_w.accept_ns_cap);
 
     hd_w.loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (hd_w.loop == NULL) {
@@ -404,7 +465,14 @@ hd_worker_main(const hd_worker_args_t *a)
     send_ctl(HD_CTL_READY);
     hd_log_info("worker started (generation %u)", a->generation);
 
-    ev_run(hd_w.loop, 0);
+    /* The loop ends on EXIT/SIGQUIT or when a drain is done; a client's
+     * close (hd_ws.c) also breaks it when the last one goes, which is too
+     * early for a drain that must keep accepting: go round again then. */
+    for (;;) {
+        ev_run(hd_w.loop, 0);
+        if (!hd_w.draining || drain_done(hd_mono_ms()))
+            break;
+    }
 
     hd_log_info("worker exiting");
     hd_redis_stop();
@@ -413,6 +481,7 @@ hd_worker_main(const hd_worker_args_t *a)
     ev_loop_destroy(hd_w.loop);
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);
+    hd_wsguard_shutdown();
     close(hd_w.listen_fd);
     close(hd_w.ctl_fd);
     exit(0);

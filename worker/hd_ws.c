@@ -13,6 +13,7 @@
 #include "hd_metrics.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
+#include "hd_wsguard.h"
 
 static void
 conn_link(hd_conn_t *c)
@@ -60,6 +61,8 @@ on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
 
     if (c->close_code != 0)
         return 0;               /* ignore input once we decided to close */
+    if (hd_wsguard_unmasked(lws_get_socket_fd(wsi)))
+        return close_now(wsi, HD_CLOSE_PROTOCOL, "unmasked frame");
     if (lws_frame_is_binary(wsi))
         return close_now(wsi, 1003, "binary frames are not supported");
 
@@ -114,6 +117,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
         hd_w.accept_ns[fd] = 0;
     }
     lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    hd_wsguard_established(fd);
     c->last_rx_ms = hd_mono_ms();
     if (hd_w.conf->compression) {
         /* bound the compressor's memory (a no-op when the client did not

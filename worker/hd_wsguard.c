@@ -1,0 +1,180 @@
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "hd_log.h"
+#include "hd_plthook.h"
+#include "hd_wsguard.h"
+
+enum { ST_HDR0 = 0, ST_HDR1, ST_EXTLEN, ST_MASK, ST_PAYLOAD };
+
+#define F_ACTIVE      0x01    /* one of our client sockets */
+#define F_ESTAB       0x02    /* past the HTTP upgrade */
+#define F_FRAMES      0x04    /* a request's header end was seen */
+#define F_UNMASKED    0x08    /* sticky: an unmasked frame was seen */
+#define F_MASKED_CUR  0x10    /* the current frame is masked */
+
+typedef struct guard {
+    uint64_t len;       /* payload bytes left, or extended length so far */
+    uint8_t  st;
+    uint8_t  flags;
+    uint8_t  crlf;      /* progress through "\r\n\r\n" */
+    uint8_t  n;         /* extended-length or mask bytes left */
+} guard_t;
+
+static guard_t *G;
+static int      G_cap;
+static size_t   G_bytes;
+
+static void
+feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
+{
+    while (p < end && !(g->flags & F_UNMASKED)) {
+        uint8_t c;
+
+        if (g->st == ST_PAYLOAD) {
+            uint64_t left = (uint64_t) (end - p);
+            uint64_t k = g->len < left ? g->len : left;
+            p += k;
+            g->len -= k;
+            if (g->len == 0)
+                g->st = ST_HDR0;
+            continue;
+        }
+        c = *p++;
+        switch (g->st) {
+        case ST_HDR0:
+            g->st = ST_HDR1;
+            break;
+        case ST_HDR1:
+            if (!(c & 0x80)) {
+                g->flags |= F_UNMASKED;
+                return;
+            }
+            g->flags |= F_MASKED_CUR;
+            g->len = c & 0x7f;
+            if (g->len == 126 || g->len == 127) {
+                g->n = g->len == 126 ? 2 : 8;
+                g->len = 0;
+                g->st = ST_EXTLEN;
+            } else {
+                g->n = 4;
+                g->st = ST_MASK;
+            }
+            break;
+        case ST_EXTLEN:
+            g->len = g->len << 8 | c;
+            if (--g->n == 0) {
+                g->n = 4;
+                g->st = ST_MASK;
+            }
+            break;
+        case ST_MASK:
+            if (--g->n == 0)
+                g->st = g->len ? ST_PAYLOAD : ST_HDR0;
+            break;
+        }
+    }
+}
+
+/*
+ * Before the upgrade completes, the bytes are HTTP: frames start after the
+ * end of a request's headers. Every "\r\n\r\n" restarts the frame parser
+ * (the last request before the 101 is the upgrade); once established,
+ * everything is frames.
+ */
+static void
+feed(guard_t *g, const uint8_t *p, size_t n)
+{
+    static const char   end_hdr[] = "\r\n\r\n";
+    const uint8_t      *e = p + n;
+
+    if (g->flags & F_ESTAB) {
+        feed_frames(g, p, e);
+        return;
+    }
+    for (const uint8_t *q = p; q < e; q++) {
+        if (*q == (uint8_t) end_hdr[g->crlf])
+            g->crlf++;
+        else
+            g->crlf = *q == '\r' ? 1 : 0;
+        if (g->crlf == 4) {
+            g->crlf = 0;
+            g->st = ST_HDR0;
+            g->flags = (uint8_t) ((g->flags & ~F_UNMASKED) | F_FRAMES);
+            p = q + 1;
+        }
+    }
+    if (g->flags & F_FRAMES)
+        feed_frames(g, p, e);
+}
+
+static ssize_t
+guarded_recv(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t n = recv(fd, buf, len, flags);
+
+    if (n > 0 && !(flags & MSG_PEEK) && fd >= 0 && fd < G_cap
+        && (G[fd].flags & F_ACTIVE))
+        feed(&G[fd], buf, (size_t) n);
+    return n;
+}
+
+int
+hd_wsguard_init(int max_fds)
+{
+    int rc;
+
+    G_cap = max_fds;
+    G_bytes = (size_t) max_fds * sizeof(guard_t);
+    /* untouched pages cost nothing: a worker with 1M fd slots and 10k
+     * connections pays for the pages those fds fall in */
+    G = mmap(NULL, G_bytes, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (G == MAP_FAILED) {
+        G = NULL;
+        G_cap = 0;
+        return -1;
+    }
+    rc = hd_plthook("libwebsockets.so", "recv", (void *) guarded_recv);
+    if (rc < 0) {
+        hd_log_warn("cannot watch libwebsockets' reads (%s): unmasked client "
+                    "frames will not be refused", strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
+void
+hd_wsguard_shutdown(void)
+{
+    if (G != NULL)
+        munmap(G, G_bytes);
+    G = NULL;
+    G_cap = 0;
+}
+
+void
+hd_wsguard_open(int fd)
+{
+    if (fd >= 0 && fd < G_cap) {
+        memset(&G[fd], 0, sizeof(G[fd]));
+        G[fd].flags = F_ACTIVE;
+    }
+}
+
+void
+hd_wsguard_established(int fd)
+{
+    if (fd >= 0 && fd < G_cap)
+        G[fd].flags |= F_ESTAB;
+}
+
+bool
+hd_wsguard_unmasked(int fd)
+{
+    return fd >= 0 && fd < G_cap && (G[fd].flags & (F_ESTAB | F_UNMASKED))
+                                    == (F_ESTAB | F_UNMASKED);
+}

@@ -1,0 +1,28 @@
+/*
+ * A watch on the raw bytes libwebsockets reads from client sockets, for
+ * the one protocol rule lws 4.1 does not enforce: a client's frames must
+ * be masked (RFC 6455 5.1). lws's recv() calls are redirected
+ * (hd_plthook) through a wrapper that follows each client connection's
+ * frame headers; a connection that sent an unmasked frame is closed with
+ * 1002 before its payload is acted on.
+ *
+ * Cost: a state machine over frame headers only (payload bytes are skipped
+ * by length), 24 bytes of state per fd, allocated lazily by the kernel.
+ * If the hook cannot be installed the worker logs a warning and runs
+ * without the check.
+ */
+#ifndef HD_WSGUARD_H
+#define HD_WSGUARD_H
+
+#include <stdbool.h>
+
+int  hd_wsguard_init(int max_fds);
+void hd_wsguard_shutdown(void);
+/* a freshly accepted client socket */
+void hd_wsguard_open(int fd);
+/* its WebSocket handshake completed: what follows is frames */
+void hd_wsguard_established(int fd);
+/* it sent an unmasked frame */
+bool hd_wsguard_unmasked(int fd);
+
+#endif
