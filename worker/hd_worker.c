@@ -344,17 +344,8 @@ stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
-teardown_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void) w; (void) revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
-static void
 shutdown_lws(void)
 {
-    ev_idle idle;
-
     ev_io_stop(hd_w.loop, &hd_w.accept_w);
     ev_io_stop(hd_w.loop, &hd_w.ctl_w);
     ev_timer_stop(hd_w.loop, &hd_w.drain_w);
@@ -458,7 +449,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.accept_retry_w.repeat = 0.1;
     ev_io_init(&hd_w.ctl_w, ctl_cb, hd_w.ctl_fd, EV_READ);
     ev_io_start(hd_w.loop, &hd_w.ctl_w);
-    ev_timer_init(&hd_w.heartbeat_w, heartbeat_cb, 1., 1.);
+    ev_timer_init(&hd_w.heartbeat_w, hd_ws_heartbeat_cb, 1., 1.);
     ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
 
     hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);

@@ -57,6 +57,9 @@ typedef struct hd_worker {
 
 extern hd_worker_t hd_w;
 
+/* hd_ws.c: the heartbeat sweep (a 1 s repeating timer) */
+void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 /* hd_ws.c: the lws protocol table and callback */
 extern const struct lws_protocols *const hd_ws_protocols;
 

@@ -158,6 +158,37 @@ on_closed(hd_conn_t *c)
 
 
 /*
+ * Heartbeat, once a second over every connection: ping the ones quiet for
+ * heartbeat.ping_interval_ms, close as stale (4001) the ones whose ping
+ * went unanswered for heartbeat.pong_timeout_ms, and close with 1002 the
+ * ones that sent an unmasked frame without a data frame to notice it on.
+ */
+void
+hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    uint64_t         now = hd_mono_ms();
+    (void) loop; (void) w; (void) revents;
+
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (c->close_code != 0)
+            continue;
+        if (hd_wsguard_unmasked(lws_get_socket_fd(c->wsi))) {
+            hd_conn_close(c, HD_CLOSE_PROTOCOL, "unmasked frame");
+            continue;
+        }
+        if (c->ping_sent_ms != 0) {
+            if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
+                hd_conn_close(c, HD_CLOSE_STALE, "no pong");
+        } else if (now - c->last_rx_ms >= (uint64_t) conf->ping_interval_ms) {
+            c->ping_sent_ms = now;
+            c->ping_due = true;
+            hd_conn_want_write(c);
+        }
+    }
+}
+
+/*
  * Before the 101: the Origin allow-list. A browser page from another site
  * gets 403 and never a WebSocket.
  */
