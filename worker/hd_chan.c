@@ -298,6 +298,26 @@ deliver(hd_conn_t *c, hd_msg_t *m)
     hd_conn_want_write(c);
 }
 
+/*
+ * The channel's numbering restarted under live members (its state in Redis
+ * was lost: flushed, expired, Redis restarted). Whatever they had not seen
+ * of the old epoch is gone, and so is every offset of the new one before
+ * `next`: one gap push says so (from 1; `to` may be 0 when nothing of the
+ * new epoch was missed), then delivery goes on in the new numbering.
+ */
+static void
+epoch_restart(hd_chan_t *ch, uint64_t next)
+{
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state != HD_SUB_ACTIVE)
+            continue;
+        hd_proto_gap(c, ch, 1, next - 1, ch->epoch);
+        s->min_offset = next - 1;
+    }
+}
+
 void
 hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
                  size_t len)
@@ -314,14 +334,19 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
         hd_ctr_inc(HD_C_ERRORS);
         return;
     }
-    if (env.epoch_len != strlen(ch->epoch)
-        || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0) {
+    if (ch->resync) {
+        /* the resync compares against the epoch of the loss: leave it */
+        if (ch->first_live == 0)
+            ch->first_live = env.offset;
+    } else if (env.epoch_len != strlen(ch->epoch)
+               || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0) {
+        bool had = ch->epoch[0] != '\0';
         memcpy(ch->epoch, env.epoch, env.epoch_len);
         ch->epoch[env.epoch_len] = '\0';
+        if (had)
+            epoch_restart(ch, env.offset);
     }
     ch->last_offset = env.offset;
-    if (ch->resync && ch->first_live == 0)
-        ch->first_live = env.offset;
 
     m = build_push(ch, &env);
     /* while resyncing, live pushes wait behind what was missed */
@@ -496,25 +521,26 @@ static void
 resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
 {
     uint64_t to = ch->first_live ? ch->first_live - 1 : offset;
-    bool     epoch_changed = ch->epoch[0] != '\0' && strcmp(ch->epoch, epoch) != 0;
+    bool     epoch_changed = ch->resync_epoch[0] != '\0'
+                             && strcmp(ch->resync_epoch, epoch) != 0;
 
-    if (epoch_changed || to > ch->resync_from)
-        for (uint32_t i = 0; i < ch->nmembers; i++) {
-            hd_conn_t *c = ch->members[i].conn;
-            hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
-            if (s->state != HD_SUB_ACTIVE)
-                continue;
-            if (epoch_changed)
-                s->min_offset = 0;
-            if (to > s->min_offset)
-                hd_proto_gap(c, ch, s->min_offset + 1, to, epoch);
-            if (to > s->min_offset)
-                s->min_offset = to;
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state != HD_SUB_ACTIVE)
+            continue;
+        if (epoch_changed) {
+            /* the old numbering is gone: everything is suspect */
+            hd_proto_gap(c, ch, 1, to, epoch);
+            s->min_offset = to;
+        } else if (to > s->min_offset) {
+            hd_proto_gap(c, ch, s->min_offset + 1, to, epoch);
+            s->min_offset = to;
         }
-    if (epoch_changed || offset > ch->last_offset) {
-        ch->last_offset = offset;
-        snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
     }
+    if (epoch_changed || offset > ch->last_offset)
+        ch->last_offset = offset;
+    snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
     resync_done(ch);
 }
 
@@ -565,9 +591,10 @@ resync_start(hd_chan_t *ch)
 {
     if (ch->resync_inflight)
         return;
-    if (ch->ns != NULL && ch->ns->history_size > 0 && ch->epoch[0] != '\0') {
+    if (ch->ns != NULL && ch->ns->history_size > 0
+        && ch->resync_epoch[0] != '\0') {
         if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, ch->resync_from,
-                              ch->epoch, RESYNC_MAX, resync_cb, ch) == 0)
+                              ch->resync_epoch, RESYNC_MAX, resync_cb, ch) == 0)
             ch->resync_inflight = true;
     } else {
         meta_read(ch);      /* meta_cb sees ch->resync and sends the gap */
@@ -751,11 +778,31 @@ hd_chan_redis_down(void)
             if (ch->nmembers > 0 && !ch->resync) {
                 ch->resync = true;
                 ch->resync_from = ch->last_offset;
+                memcpy(ch->resync_epoch, ch->epoch, sizeof(ch->epoch));
             }
             ch->first_live = 0;
             flush_add(ch);
         }
     }
+}
+
+/*
+ * The command connection is (again) up. Resyncs and pending subscribes
+ * that could not run while it was down (the subscriber may have come back
+ * first) run now.
+ */
+void
+hd_chan_cmd_up(void)
+{
+    for (size_t i = 0; i < T.cap; i++)
+        for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext) {
+            if (ch->rstate != HD_R_SUBSCRIBED || ch->nmembers == 0)
+                continue;
+            if (ch->resync)
+                resync_start(ch);
+            if (ch->npending > 0)
+                start_pending(ch);
+        }
 }
 
 void

@@ -67,6 +67,7 @@ typedef struct hd_chan {
     uint64_t         last_offset;  /* last offset seen from Redis */
     bool             resync;       /* subscriber connection was lost */
     uint64_t         resync_from;  /* last_offset when it was lost */
+    char             resync_epoch[HD_EPOCH_MAX + 1]; /* epoch then */
     uint64_t         first_live;   /* first offset seen after it came back */
     char             epoch[HD_EPOCH_MAX + 1];
 } hd_chan_t;
@@ -112,6 +113,7 @@ void hd_chan_dispatch(const char *key, size_t key_len,
 /* Redis glue: the subscriber connection came up / went down. */
 void hd_chan_redis_up(void);
 void hd_chan_redis_down(void);
+void hd_chan_cmd_up(void);
 void hd_chan_confirmed(const char *key, size_t key_len, bool subscribed);
 
 size_t hd_chan_count(void);

@@ -24,8 +24,8 @@
  * and history: a new one is drawn when the meta is missing (expired,
  * flushed, Redis restarted without persistence) or when the namespace keeps
  * history, publications were made, and the stream is gone (expired or
- * evicted). With history on, meta and stream get the same TTL on every
- * publish, so they go together.
+ * evicted); a new epoch numbers from 1 again. With history on, meta and
+ * stream get the same TTL on every publish, so they go together.
  *
  * Common ARGV prefix of every script: [1] a fresh epoch to use if a new one
  * is needed, [2] the TTL for the meta (s), [3] history size (0 = none).
@@ -36,7 +36,8 @@
     "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n" \
     "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) then\n" \
     "  e = ARGV[1]\n" \
-    "  redis.call('HSET', KEYS[1], 'e', e, 'o', o)\n" \
+    "  o = 0\n" \
+    "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n" \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history

@@ -43,6 +43,13 @@ static struct {
 
 /* lws writes its own log lines; route them through ours */
 static void
+worker_cmd_up(void)
+{
+    hd_pubsub_cmd_up();         /* scripts first: they are pipelined ahead */
+    hd_chan_cmd_up();
+}
+
+static void
 lws_log_bridge(int level, const char *line)
 {
     enum hd_log_level l = HD_LOG_DEBUG;
@@ -438,7 +445,7 @@ hd_worker_main(const hd_worker_args_t *a)
             .sub_down = hd_chan_redis_down,
             .message = hd_chan_dispatch,
             .subscribed = hd_chan_confirmed,
-            .cmd_up = hd_pubsub_cmd_up,
+            .cmd_up = worker_cmd_up,
         };
         hd_redis_start(&hooks);
     }
@@ -453,8 +460,10 @@ hd_worker_main(const hd_worker_args_t *a)
     ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
 
     hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);
-    send_ctl(HD_CTL_READY);
+    /* logged before READY, so the log shows it before whatever the master
+     * does on READY (e.g. draining the worker this one replaces) */
     hd_log_info("worker started (generation %u)", a->generation);
+    send_ctl(HD_CTL_READY);
 
     /* The loop ends on EXIT/SIGQUIT or when a drain is done; a client's
      * close (hd_ws.c) also breaks it when the last one goes, which is too
