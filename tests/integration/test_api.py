@@ -1,0 +1,218 @@
+"""The HTTP publish API on the public port (issue 4): publish and broadcast
+reaching WebSocket subscribers on every worker, and every error status."""
+
+import asyncio
+import http.client
+import json
+
+from harness import (API_KEY, api_request, clients_on_workers, open_client,
+                     pubsub_config, redis_restart_same_port, run, token_for,
+                     wait_until)
+
+
+def is_error(body, status):
+    return (isinstance(body, dict) and isinstance(body.get("error"), dict)
+            and body["error"].get("code") == status
+            and isinstance(body["error"].get("message"), str) and body["error"]["message"])
+
+
+def test_api_publish_and_broadcast_reach_every_worker(pubsub_herald):
+    h = pubsub_herald
+
+    async def go():
+        subs = await clients_on_workers(h.url, token_for(h))
+        chans = ["chat:api1", "chat:api2", "plain-api"]
+        for s in subs.values():
+            for ch in chans:
+                assert "result" in await s.subscribe(ch)
+        st, body = api_request(h.port, "/api/publish", {"channel": "chat:api1", "data": {"text": "hi"}})
+        assert st == 200 and body == {"result": {"offset": 1}}, (st, body)
+        st, body = api_request(h.port, "/api/broadcast", {"channels": chans, "data": [1, "two"]})
+        assert st == 200 and body == {"result": {"offsets": [2, 1, 1]}}, (st, body)
+        # a broadcast may name the same channel twice: two publications
+        st, body = api_request(h.port, "/api/broadcast", {"channels": ["chat:api2", "chat:api2"], "data": None})
+        assert st == 200 and body == {"result": {"offsets": [2, 3]}}, (st, body)
+        want = {"chat:api1": [(1, {"text": "hi"}), (2, [1, "two"])],
+                "chat:api2": [(1, [1, "two"]), (2, None), (3, None)],
+                "plain-api": [(1, [1, "two"])]}
+        for slot, s in subs.items():
+            for ch, w in want.items():
+                await s.wait_pubs(ch, len(w))
+        await asyncio.gather(*(s.drain(0.3) for s in subs.values()))
+        for slot, s in subs.items():
+            for ch, w in want.items():
+                got = [(p["offset"], p["data"]) for p in s.pubs(ch)]
+                assert got == w, "worker %d, %s: %r" % (slot, ch, got)
+        for s in subs.values():
+            await s.close()
+    run(go())
+
+
+def test_api_errors(pubsub_herald):
+    """Every refused request gets its status and an error body, and
+    publishes nothing."""
+    h = pubsub_herald
+    ch = "chat:err"
+    good = {"channel": ch, "data": "bad"}
+    cases = [
+        # (what, path, body, key, method, status)
+        ("no key", "/api/publish", good, None, "POST", 401),
+        ("wrong key", "/api/publish", good, API_KEY + "x", "POST", 401),
+        ("key prefix", "/api/publish", good, API_KEY[:-1], "POST", 401),
+        ("empty key", "/api/publish", good, "", "POST", 401),
+        ("broadcast, wrong key", "/api/broadcast", {"channels": [ch], "data": 1}, "nope-nope-nope-nope", "POST", 401),
+        ("invalid JSON", "/api/publish", '{"channel": "chat:err", "data": ', API_KEY, "POST", 400),
+        ("empty body", "/api/publish", b"", API_KEY, "POST", 400),
+        ("not an object", "/api/publish", [good], API_KEY, "POST", 400),
+        ("missing channel", "/api/publish", {"data": 1}, API_KEY, "POST", 400),
+        ("channel not a string", "/api/publish", {"channel": 7, "data": 1}, API_KEY, "POST", 400),
+        ("bad channel", "/api/publish", {"channel": "chat:a b", "data": 1}, API_KEY, "POST", 400),
+        ("channel of 256 bytes", "/api/publish", {"channel": "chat:" + "n" * 251, "data": 1}, API_KEY, "POST", 400),
+        ("unknown namespace", "/api/publish", {"channel": "nope:x", "data": 1}, API_KEY, "POST", 400),
+        ("missing data", "/api/publish", {"channel": ch}, API_KEY, "POST", 400),
+        ("bad tenant", "/api/publish", {"channel": ch, "data": 1, "tenant": "a b"}, API_KEY, "POST", 400),
+        ("tenant not a string", "/api/publish", {"channel": ch, "data": 1, "tenant": 5}, API_KEY, "POST", 400),
+        ("broadcast, no channels", "/api/broadcast", {"data": 1}, API_KEY, "POST", 400),
+        ("broadcast, empty channels", "/api/broadcast", {"channels": [], "data": 1}, API_KEY, "POST", 400),
+        ("broadcast, channels a string", "/api/broadcast", {"channels": ch, "data": 1}, API_KEY, "POST", 400),
+        ("broadcast, one bad channel", "/api/broadcast", {"channels": [ch, "chat:a b"], "data": 1}, API_KEY, "POST", 400),
+        ("broadcast, one unknown namespace", "/api/broadcast", {"channels": [ch, "nope:x"], "data": 1},
+         API_KEY, "POST", 400),
+        ("broadcast, 1001 channels", "/api/broadcast", {"channels": [ch] * 1001, "data": 1}, API_KEY, "POST", 400),
+        ("broadcast, missing data", "/api/broadcast", {"channels": [ch]}, API_KEY, "POST", 400),
+        ("unknown path", "/api/publishx", good, API_KEY, "POST", 404),
+        ("unknown path /api", "/api", good, API_KEY, "POST", 404),
+        ("root", "/", good, API_KEY, "POST", 404),
+        ("GET publish", "/api/publish", None, API_KEY, "GET", 405),
+        ("GET broadcast", "/api/broadcast", None, API_KEY, "GET", 405),
+    ]
+
+    async def go():
+        c = await open_client(h.url, token_for(h))
+        assert "result" in await c.subscribe(ch)
+        problems = []
+        for what, path, body, key, method, status in cases:
+            try:
+                st, resp = api_request(h.port, path, body, key=key, method=method, timeout=5)
+            except OSError as e:
+                problems.append("%s: %s %s: no response (%r)" % (what, method, path, e))
+                continue
+            if st != status or not is_error(resp, status):
+                problems.append("%s: %s %s: expected %d with an error body, got %d %r"
+                                % (what, method, path, status, st, resp))
+        assert not problems, "\n".join(problems)
+        # nothing above was published: the next publication gets offset 1
+        st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "good"})
+        assert st == 200 and body["result"]["offset"] == 1, (st, body)
+        await c.wait_pubs(ch, 1)
+        await c.drain(0.3)
+        assert [p["data"] for p in c.pubs(ch)] == ["good"], c.pushes
+        await c.close()
+    run(go())
+
+
+def test_api_body_limit_413(make_herald):
+    h = make_herald(**pubsub_config(api={"max_body_bytes": 1024}))
+    ch = "chat:big"
+
+    def body_of(size):
+        b = {"channel": ch, "data": ""}
+        b["data"] = "x" * (size - len(json.dumps(b)))
+        out = json.dumps(b)
+        assert len(out) == size
+        return out
+
+    async def go():
+        c = await open_client(h.url, token_for(h))
+        assert "result" in await c.subscribe(ch)
+        st, resp = api_request(h.port, "/api/publish", body_of(1025))
+        assert st == 413 and is_error(resp, 413), (st, resp)
+        st, resp = api_request(h.port, "/api/publish", body_of(100 * 1024))
+        assert st == 413 and is_error(resp, 413), (st, resp)
+        # exactly at the limit is fine
+        st, resp = api_request(h.port, "/api/publish", body_of(1024))
+        assert st == 200 and resp["result"]["offset"] == 1, (st, resp)
+        pubs = await c.wait_pubs(ch, 1)
+        await c.drain(0.3)
+        assert len(c.pubs(ch)) == 1 and len(pubs[0]["data"]) > 900, c.pushes
+        await c.close()
+    run(go())
+
+
+def post_chunked(port, body, parts, timeout=5):
+    """POST /api/publish with Transfer-Encoding: chunked (no
+    Content-Length). Returns (status, body) or raises on no answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        step = max(1, len(body) // parts)
+        conn.request("POST", "/api/publish", body=iter([body[i:i + step] for i in range(0, len(body), step)]),
+                     headers={"Authorization": "apikey " + API_KEY, "Content-Type": "application/json"},
+                     encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_api_chunked_body_gets_an_answer(make_herald):
+    """A chunked body (HTTP/1.1 clients may send one) is either read (and
+    the limit enforced while reading) or refused with 411: never left
+    without an answer."""
+    h = make_herald(**pubsub_config(api={"max_body_bytes": 1024}))
+    ch = "chat:chunked"
+    small = json.dumps({"channel": ch, "data": "s"}).encode()
+    big = json.dumps({"channel": ch, "data": "x" * 4000}).encode()
+    problems = []
+    for what, body, parts, ok in (("small, one chunk", small, 1, (200, 411)),
+                                  ("small, three chunks", small, 3, (200, 411)),
+                                  ("over the limit", big, 4, (413, 411))):
+        try:
+            st, data = post_chunked(h.port, body, parts)
+            if st not in ok:
+                problems.append("%s: expected one of %r, got %d %r" % (what, ok, st, data))
+        except OSError as e:
+            problems.append("%s: no response (%r)" % (what, e))
+    assert not problems, "chunked POST /api/publish:\n" + "\n".join(problems)
+
+
+def test_api_disabled_without_key(make_herald):
+    h = make_herald(**pubsub_config(api={"key": None}))
+    st, body = api_request(h.port, "/api/publish", {"channel": "chat:x", "data": 1})
+    assert st == 404 and is_error(body, 404), (st, body)
+    st, body = api_request(h.port, "/api/publish", {"channel": "chat:x", "data": 1}, key=None)
+    assert st == 404 and is_error(body, 404), (st, body)
+
+
+def test_api_503_while_redis_down(make_herald, redis_server):
+    h = make_herald(**pubsub_config(redis={"reconnect_min_ms": 50, "reconnect_max_ms": 400}))
+    ch = "chat:api-down"
+
+    async def go():
+        subs = await clients_on_workers(h.url, token_for(h))
+        for s in subs.values():
+            assert "result" in await s.subscribe(ch)
+        st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "before"})
+        assert st == 200, (st, body)
+        redis_server.stop()
+        for _ in range(4):      # a few, to meet both workers
+            st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "down"})
+            assert st == 503 and is_error(body, 503), (st, body)
+            st, body = api_request(h.port, "/api/broadcast", {"channels": [ch, "chat:other"], "data": "down"})
+            assert st == 503 and is_error(body, 503), (st, body)
+            # nothing was published: no list, or a list of nulls
+            assert body.get("result", {"offsets": [None, None]}) == {"offsets": [None, None]}, body
+        redis_restart_same_port(redis_server)
+
+        def publish_ok():
+            st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "after"})
+            assert st in (200, 503), (st, body)
+            return st == 200
+        wait_until(publish_ok, 20, interval=0.1, what="an API publish to succeed after Redis came back")
+        for s in subs.values():
+            await s.until(lambda s=s: any(p["data"] == "after" for p in s.pubs(ch)) or s.gaps(ch), 20,
+                          "the publication after Redis came back (or a gap for it)")
+        await asyncio.gather(*(s.drain(0.3) for s in subs.values()))
+        for slot, s in subs.items():
+            assert "down" not in [p["data"] for p in s.pubs(ch)], (slot, s.pushes)
+            await s.close()
+    run(go())

@@ -1,0 +1,116 @@
+"""Reload (SIGHUP) and log reopen (SIGUSR1)."""
+
+import os
+import re
+import signal
+import time
+
+from harness import log_text_of, run, slots_seen, wait_until
+
+
+def broken_config(h):
+    """The current config as text with one comma missing: a syntax error at
+    line 5 (jansson reports 5:10)."""
+    return ('{\n'
+            '  "workers": 3,\n'
+            '  "listen": {\n'
+            '    "address": "127.0.0.1"\n'
+            '    "port": %d\n'
+            '  }\n'
+            '}\n' % h.port)
+
+
+def assert_pids_stay(h, expect, seconds):
+    """Check for `seconds` that the worker set stays exactly expect."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert h.worker_pids() == expect, (h.worker_pids(), expect)
+        time.sleep(0.05)
+
+
+def test_sighup_adds_worker(herald):
+    old = herald.worker_pids()
+    assert sorted(old) == [0, 1]
+    herald.config["workers"] = 3
+    herald.write_config()
+    herald.send_signal(signal.SIGHUP)
+    now = herald.wait_workers({0: old[0], 1: old[1], 2: None}, timeout=15,
+                              what="a third worker with slots 0 and 1 unchanged")
+    assert now[2] not in old.values()
+    # The new slot serves: 3 sockets, missing one in 80 tries ~ 3e-14.
+    assert run(slots_seen(herald.url, 80, want={0, 1, 2})) == {0, 1, 2}
+    assert herald.worker_pids() == now
+
+
+def test_sighup_unchanged_config_keeps_workers(herald):
+    old = herald.worker_pids()
+    herald.send_signal(signal.SIGHUP)
+    assert_pids_stay(herald, old, 1.5)
+    assert run(slots_seen(herald.url, 40, want={0, 1})) == {0, 1}
+
+
+def test_sighup_broken_json_keeps_running(herald):
+    old = herald.worker_pids()
+    herald.write_config(text=broken_config(herald))
+    herald.send_signal(signal.SIGHUP)
+    where = re.compile(r"%s:5:\d+" % re.escape(os.path.basename(herald.conf_path)))
+    herald.find_log(lambda l: l.get("role") == "master" and l.get("level") == "error"
+                    and where.search(log_text_of(l)),
+                    timeout=10, what="master error log with herald.json:5:COL")
+    assert herald.alive()
+    assert_pids_stay(herald, old, 1.0)
+    assert run(slots_seen(herald.url, 40, want={0, 1})) == {0, 1}
+
+    # A failed reload does not wedge reloading: fix the file, reload again.
+    herald.config["workers"] = 3
+    herald.write_config()
+    herald.send_signal(signal.SIGHUP)
+    herald.wait_workers({0: old[0], 1: old[1], 2: None}, timeout=15)
+
+
+def test_sighup_invalid_value_keeps_running(herald):
+    old = herald.worker_pids()
+    herald.config["workers"] = 0
+    herald.config["timeouts"]["shutdown_ms"] = 5   # both out of range
+    herald.write_config()
+    herald.send_signal(signal.SIGHUP)
+    herald.find_log(lambda l: l.get("role") == "master" and l.get("level") == "error"
+                    and "$.workers" in log_text_of(l),
+                    timeout=10, what="master error log naming $.workers")
+    herald.find_log(lambda l: l.get("role") == "master" and l.get("level") == "error"
+                    and "$.timeouts.shutdown_ms" in log_text_of(l),
+                    timeout=5, what="master error log naming $.timeouts.shutdown_ms")
+    assert_pids_stay(herald, old, 1.0)
+    assert run(slots_seen(herald.url, 40, want={0, 1})) == {0, 1}
+    # Restore a valid file so that teardown's shutdown timing is the old one
+    # either way.
+    herald.config["workers"] = 2
+    herald.config["timeouts"]["shutdown_ms"] = 2000
+    herald.write_config()
+
+
+def test_sighup_removes_worker(make_herald):
+    h = make_herald(workers=3)
+    old = h.worker_pids()
+    assert sorted(old) == [0, 1, 2]
+    h.config["workers"] = 2
+    h.write_config()
+    h.send_signal(signal.SIGHUP)
+    h.wait_workers({0: old[0], 1: old[1]}, timeout=15 + h.shutdown_s,
+                   what="slot 2 gone, slots 0 and 1 unchanged")
+    assert run(slots_seen(h.url, 40)) == {0, 1}
+
+
+def test_sigusr1_reopens_log(herald):
+    wait_until(lambda: os.path.exists(herald.log_path), 10, what="log file")
+    rotated = herald.log_path + ".1"
+    os.rename(herald.log_path, rotated)
+    herald.send_signal(signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(herald.log_path), 10,
+               what="a new log file after SIGUSR1")
+    # New lines go to the new file: a reload makes the master log.
+    size = os.path.getsize(herald.log_path)
+    herald.send_signal(signal.SIGHUP)
+    wait_until(lambda: os.path.getsize(herald.log_path) > size, 10,
+               what="the master to write to the reopened log")
+    assert herald.worker_pids()
