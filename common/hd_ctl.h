@@ -13,18 +13,37 @@
 
 enum hd_ctl_type {
     /* master -> worker */
-    HD_CTL_DRAIN = 1,   /* stop accepting; close every client with
-                           close_code, spread over window_ms; exit when
-                           empty or when window_ms has passed */
+    HD_CTL_DRAIN = 1,   /* close every client with close_code, spread over
+                           window_ms; exit when empty or when window_ms has
+                           passed. Stops accepting at once unless flags has
+                           HD_DRAIN_KEEP_ACCEPTING (see below). */
     HD_CTL_EXIT  = 2,   /* exit now */
     /* worker -> master */
     HD_CTL_READY = 100, /* loop running, accepting */
 };
 
+/*
+ * HD_CTL_DRAIN flags.
+ *
+ * HD_DRAIN_KEEP_ACCEPTING: nobody else will accept from this worker's
+ * listen socket (a slot retired by a scale-down, a socket replaced by a
+ * listen change, or a shutdown), and closing a listen socket resets every
+ * connection still queued on it. So the worker keeps accepting while it
+ * drains; what it accepts finishes the handshake and is closed with
+ * close_code at once. It exits only when it has no clients left AND
+ * nothing was accepted for grace_ms (the master has already steered new
+ * connections elsewhere, so the queue runs dry), or at the window's end.
+ * Without the flag (a replacement worker serves the same socket) it stops
+ * accepting at once.
+ */
+#define HD_DRAIN_KEEP_ACCEPTING  0x1u
+
 typedef struct hd_ctl_msg {
     uint32_t type;
     uint32_t close_code;   /* HD_CTL_DRAIN: 1001 shutdown, 1012 restart */
     uint32_t window_ms;    /* HD_CTL_DRAIN: drain window */
+    uint32_t flags;        /* HD_CTL_DRAIN: HD_DRAIN_* */
+    uint32_t grace_ms;     /* HD_CTL_DRAIN with KEEP_ACCEPTING: quiet time */
     uint32_t reserved;
 } hd_ctl_msg_t;
 

@@ -15,17 +15,21 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/util.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "hd_admin.h"
 #include "hd_alloc.h"
+#include "hd_limits.h"
 #include "hd_log.h"
+#include "hd_master.h"
 #include "hd_render.h"
 #include "hd_time.h"
 #include "hd_version.h"
 
 #define TOKEN_MD_LEN 32                 /* SHA-256 */
+#define STATS_TOP_TENANTS 20            /* /stats "tenants.top" rows */
 
 static struct {
     bool                 started;
@@ -106,6 +110,80 @@ static void reply_text(struct evhttp_request *req, int code,
     reply(req, code, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+/* A tenant name as a JSON string. Names come from tokens (valid UTF-8)
+ * and are cut at a character boundary; anything else is shown with '?'
+ * for each byte outside ASCII rather than dropped. */
+static json_t *name_json(const char *name)
+{
+    json_t *j = json_string(name);
+    if (j != NULL)
+        return j;
+    char safe[HD_LIMITS_NAME_MAX + 1];
+    size_t i = 0;
+    for (; name[i] != '\0' && i < HD_LIMITS_NAME_MAX; i++)
+        safe[i] = (unsigned char)name[i] < 0x80 ? name[i] : '?';
+    safe[i] = '\0';
+    return json_string(safe);
+}
+
+/*
+ * The limit tables' part of /stats: "tenants" (connections per tenant,
+ * the top STATS_TOP_TENANTS, node-wide) and "limits" (node count, what
+ * the master gave back from dead workers, table capacity and -ENOSPC
+ * events). The tables are not in the shm snapshot, so these keys are
+ * spliced into hd_render_stats()'s object, before its closing brace.
+ * Reads the tables without blocking any worker (a walk of the tenant
+ * table, 256 KiB).
+ */
+static void stats_limits(hd_strbuf_t *b)
+{
+    const hd_limits_t *l = hd_m.limits;
+    struct hd_limit_top top[STATS_TOP_TENANTS];
+    hd_limits_stats_t st;
+    size_t active = 0, n;
+
+    if (b->len < 2 || b->p[b->len - 2] != '}' || b->p[b->len - 1] != '\n')
+        return;
+    n = hd_limits_top(l, HD_LIM_TENANT, top, STATS_TOP_TENANTS, &active);
+    hd_limits_stats(l, &st);
+
+    json_t *rows = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(rows, json_pack("{s:o,s:I}",
+                              "tenant", name_json(top[i].name),
+                              "connections", (json_int_t)top[i].count));
+    json_t *j = json_pack(
+        "{s:{s:I,s:o},"
+        "s:{s:b,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I}}}",
+        "tenants",
+            "active", (json_int_t)active,
+            "top", rows,
+        "limits",
+            "enabled", l != NULL,
+            "node_connections", (json_int_t)st.node,
+            "reclaimed", (json_int_t)st.reclaimed,
+            "suspect_leaks", (json_int_t)st.suspects,
+            "table_full",
+                "ip", (json_int_t)st.full[HD_LIM_IP],
+                "user", (json_int_t)st.full[HD_LIM_USER],
+                "tenant", (json_int_t)st.full[HD_LIM_TENANT],
+            "capacity",
+                "ip", (json_int_t)st.capacity[HD_LIM_IP],
+                "user", (json_int_t)st.capacity[HD_LIM_USER],
+                "tenant", (json_int_t)st.capacity[HD_LIM_TENANT]);
+    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s == NULL || s[0] != '{' || s[1] == '}') {
+        free(s);
+        return;
+    }
+    b->len -= 2;                        /* "}\n" */
+    hd_strbuf_putc(b, ',');
+    hd_strbuf_puts(b, s + 1);           /* our keys and the closing brace */
+    hd_strbuf_putc(b, '\n');
+    free(s);
+}
+
 enum route { R_NONE, R_METRICS, R_HEALTH, R_STATS };
 
 static enum route route_of(struct evhttp_request *req)
@@ -165,6 +243,7 @@ static void handle(struct evhttp_request *req, void *arg)
     case R_STATS:
         hd_procinfo_collect(snap, &adm.proc);
         hd_render_stats(&b, snap, &adm.proc, hd_wall_sec(), HD_VERSION);
+        stats_limits(&b);
         reply(req, 200, "OK", "application/json", b.p, b.len);
         break;
     case R_NONE:

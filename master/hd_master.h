@@ -7,17 +7,33 @@
 #include <sys/types.h>
 
 #include "hd_conf.h"
+#include "hd_limits.h"
 #include "hd_shm.h"
+
+#include "hd_reuseport.h"
 
 struct event_base;
 struct event;
+
+/* The SO_REUSEPORT group of one listen address: the kernel's array of its
+ * listening members, modelled (see hd_reuseport.h) so the master can steer
+ * new connections to the sockets of running, active slots only. */
+typedef struct hd_rgroup {
+    char                  *address;
+    int                    port;
+    hd_reuseport_group_t   arr;
+    bool                   broken;      /* model unreliable: steer no more */
+    struct hd_rgroup      *next;
+} hd_rgroup_t;
 
 /* A listen socket, shared by a slot and the processes serving it. It is
  * closed when the last reference goes: only then can a retiring slot's
  * queue be dropped. */
 typedef struct hd_listener {
-    int       fd;
-    unsigned  refs;
+    int                  fd;
+    unsigned             refs;
+    hd_rgroup_t         *group;         /* NULL: not modelled */
+    struct hd_listener  *next_closing;  /* on hd_m.closing */
 } hd_listener_t;
 
 enum hd_proc_state {
@@ -36,6 +52,8 @@ typedef struct hd_proc {
     enum hd_proc_state  state;
     uint64_t            started_ms;
     hd_listener_t      *lst;
+    hd_lease_t         *lease;      /* its holdings in hd_m.limits; freed
+                                       by hd_lease_reclaim() after reap */
     struct hd_proc     *replaces;   /* drained once this one is READY */
     struct hd_proc     *next;
 } hd_proc_t;
@@ -57,12 +75,17 @@ typedef struct hd_master {
     struct event_base *base;
     hd_conf_t         *conf;
     hd_shm_t          *shm;
+    hd_limits_t       *limits;      /* connection-limit tables; NULL: off */
     uint32_t           generation;
     unsigned           nworkers;    /* active slots = conf->workers */
     hd_wslot_t         slots[HD_WORKERS_MAX];
     hd_proc_t         *procs;       /* every live worker process */
     bool               stopping;
     bool               immediate;
+    hd_rgroup_t       *groups;      /* reuseport groups with open members */
+    hd_listener_t     *closing;     /* unreferenced, close deferred while a
+                                       forked child may hold a copy */
+    bool               steer_warned;
     struct event      *kill_ev;
     int                exit_code;
 } hd_master_t;

@@ -8,6 +8,8 @@
  * the replacement during a reload) accepts from the very same socket.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,8 @@
 #include "hd_master.h"
 #include "hd_net.h"
 #include "hd_proc.h"
+#include "hd_reuseport.h"
+#include "hd_sdnotify.h"
 #include "hd_time.h"
 #include "hd_worker.h"
 
@@ -33,10 +37,54 @@
 #define STABLE_AFTER_MS          10000   /* a worker this old crashed "fresh" */
 #define CRASH_WINDOW_MS          60000
 #define CRASH_LOOP_THRESHOLD     5
+#define RETIRE_GRACE_MAX_MS      2000    /* queue quiet time, retiring slot */
 
 static void spawn(unsigned id, hd_proc_t *replaces);
+static void steer(void);
 
-/* ---- listeners ---------------------------------------------------------- */
+/* ---- listeners ----------------------------------------------------------
+ *
+ * Closing a SO_REUSEPORT listen socket resets every connection still queued
+ * on it (unless net.ipv4.tcp_migrate_req moves them). So a socket that is
+ * going away must first stop getting new connections: a classic BPF
+ * program on the group (steer()) sends new connections only to the sockets
+ * of active slots with a running worker. Its indices come from a model of
+ * the kernel's member array (hd_rgroup_t), which is exact as long as every
+ * close() of a member is the last reference to the socket: a freshly
+ * forked worker holds copies of all of them until it closes what it does
+ * not need, so closes wait while a worker is STARTING (flush_closing()).
+ */
+
+static hd_rgroup_t *
+group_for(const char *address, int port)
+{
+    hd_rgroup_t *g;
+
+    for (g = hd_m.groups; g != NULL; g = g->next)
+        if (g->port == port && strcmp(g->address, address) == 0)
+            return g;
+    g = hd_calloc(1, sizeof(*g));
+    g->address = hd_strdup(address);
+    g->port = port;
+    g->next = hd_m.groups;
+    hd_m.groups = g;
+    return g;
+}
+
+static void
+group_release(hd_rgroup_t *g)
+{
+    if (g == NULL || g->arr.n > 0)
+        return;
+    for (hd_rgroup_t **pp = &hd_m.groups; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    hd_reuseport_group_free(&g->arr);
+    free(g->address);
+    free(g);
+}
 
 static hd_listener_t *
 listener_open(const hd_conf_t *c)
@@ -55,6 +103,9 @@ listener_open(const hd_conf_t *c)
     l = hd_calloc(1, sizeof(*l));
     l->fd = fd;
     l->refs = 1;
+    l->group = group_for(c->listen_address, c->listen_port);
+    if (hd_reuseport_group_add(&l->group->arr, l) < 0)
+        l->group->broken = true;
     return l;
 }
 
@@ -65,12 +116,152 @@ listener_ref(hd_listener_t *l)
     return l;
 }
 
+/* Connections queued on a listen socket (accepted by the kernel, not yet
+ * by us), or -1 if unknown. */
+static int
+queued(int fd)
+{
+    struct tcp_info ti;
+    socklen_t       len = sizeof(ti);
+
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        return -1;
+    return (int) ti.tcpi_unacked;   /* sk_ack_backlog for a listener */
+}
+
+static void
+listener_close(hd_listener_t *l)
+{
+    int q = queued(l->fd);
+
+    if (q > 0 && !hd_m.stopping)
+        hd_log_warn("closing a retired listen socket with %d queued "
+                    "connection%s: they are reset", q, q == 1 ? "" : "s");
+    close(l->fd);
+    if (l->group != NULL) {
+        hd_reuseport_group_remove(&l->group->arr, l);
+        group_release(l->group);
+    }
+    free(l);
+}
+
+static bool
+any_starting(void)
+{
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
+        if (p->state == HD_PROC_STARTING)
+            return true;
+    return false;
+}
+
+/* Close the listeners whose close was deferred, once no forked child can
+ * still hold a copy (a worker closes what is not its own before READY). */
+static void
+flush_closing(void)
+{
+    bool closed = false;
+
+    if (any_starting())
+        return;
+    while (hd_m.closing != NULL) {
+        hd_listener_t *l = hd_m.closing;
+        hd_m.closing = l->next_closing;
+        listener_close(l);
+        closed = true;
+    }
+    if (closed)
+        steer();
+}
+
 static void
 listener_unref(hd_listener_t *l)
 {
     if (l != NULL && --l->refs == 0) {
-        close(l->fd);
-        free(l);
+        hd_listener_t **pp = &hd_m.closing;
+        while (*pp != NULL)     /* keep the order of the unrefs */
+            pp = &(*pp)->next_closing;
+        l->next_closing = NULL;
+        *pp = l;
+        flush_closing();
+    }
+}
+
+/* A slot takes new connections when it is active and a worker of it that
+ * accepts from its current socket is running. During a stop, every
+ * worker still alive accepts (and closes with 1001 what it accepts), so
+ * connections go to the slots whose worker has not exited yet. */
+static bool
+slot_serving(unsigned id)
+{
+    const hd_wslot_t *s = &hd_m.slots[id];
+
+    if (!s->active || s->fatal || s->lst == NULL)
+        return false;
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
+        if (p->worker_id == id && p->lst == s->lst
+            && (p->state == HD_PROC_RUNNING || hd_m.stopping))
+            return true;
+    return false;
+}
+
+/*
+ * Point the current listen address's group at the serving slots. Called
+ * whenever the set of serving slots or the group's members change, and
+ * always before a worker is told to drain, so a draining worker's socket
+ * gets no new connections from the moment it hears of it. With no slot
+ * serving (start-up, every worker dead), connections go to every active
+ * slot's socket, which the master keeps open: they queue for the workers
+ * to come. Never to a retiring one.
+ */
+static void
+steer(void)
+{
+    uint16_t     idx[HD_WORKERS_MAX];
+    unsigned     n = 0;
+    hd_rgroup_t *g = NULL;
+    int          fd = -1, rc;
+
+    if (hd_m.conf == NULL || hd_m.immediate)
+        return;
+    for (hd_rgroup_t *x = hd_m.groups; x != NULL; x = x->next)
+        if (x->port == hd_m.conf->listen_port
+            && strcmp(x->address, hd_m.conf->listen_address) == 0)
+            g = x;
+    if (g == NULL || g->broken)
+        return;
+    for (int pass = 0; pass < (hd_m.stopping ? 1 : 2) && n == 0; pass++) {
+        for (unsigned i = 0; i < HD_WORKERS_MAX; i++) {
+            const hd_wslot_t *s = &hd_m.slots[i];
+            int               k;
+
+            if (pass == 0 ? !slot_serving(i)
+                          : !s->active || s->fatal || s->lst == NULL)
+                continue;
+            k = hd_reuseport_group_index(&g->arr, s->lst);
+            if (s->lst->group != g || k < 0)
+                continue;
+            idx[n++] = (uint16_t) k;
+            fd = s->lst->fd;
+        }
+    }
+    if (n == 0) {
+        /* nothing of ours to steer to: leave it to the kernel's hash (at
+         * the end of a stop: keep the program, the master exits now) */
+        if (g->arr.n > 0 && !hd_m.stopping)
+            (void) hd_reuseport_unsteer(((hd_listener_t *) g->arr.sock[0])->fd);
+        return;
+    }
+    rc = hd_reuseport_steer(fd, idx, n);
+    if (rc < 0 && !hd_m.steer_warned) {
+        hd_m.steer_warned = true;
+        hd_log_warn("setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed: %s; new "
+                    "connections are not steered away from draining "
+                    "workers, so a scale-down may reset connections queued "
+                    "on a retired slot unless net.ipv4.tcp_migrate_req=1",
+                    strerror(-rc));
+    } else if (rc == 0) {
+        hd_log_debug("steering new connections to %u slot%s", n,
+                     n == 1 ? "" : "s");
     }
 }
 
@@ -92,15 +283,41 @@ ctl_send(hd_proc_t *p, uint32_t type, uint32_t code, uint32_t window_ms)
     return kill(p->pid, type == HD_CTL_EXIT ? SIGKILL : SIGTERM) == 0 ? 0 : -errno;
 }
 
+static int
+ctl_send_drain(hd_proc_t *p, uint32_t code, uint32_t window_ms,
+               uint32_t flags, uint32_t grace_ms)
+{
+    hd_ctl_msg_t m = { .type = HD_CTL_DRAIN, .close_code = code,
+                       .window_ms = window_ms, .flags = flags,
+                       .grace_ms = grace_ms };
+
+    if (p->ctl_fd >= 0
+        && send(p->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT)
+           == (ssize_t) sizeof(m))
+        return 0;
+    return ctl_send(p, HD_CTL_DRAIN, code, window_ms);
+}
+
 static uint32_t
 drain_window_ms(void)
 {
     return (uint32_t) hd_m.conf->shutdown_ms * 8 / 10;
 }
 
+/*
+ * Tell p to drain. Steering is updated first, so p's socket, if nobody
+ * else serves it, gets no new connections from now on; p then keeps
+ * accepting until that socket's queue has run dry (HD_DRAIN_KEEP_ACCEPTING)
+ * and only after p is reaped does the master close the socket. A worker
+ * whose slot goes on with the same socket (a replacement) stops accepting
+ * at once instead: its successor accepts from the same queue.
+ */
 static void
 drain(hd_proc_t *p, uint16_t code)
 {
+    const hd_wslot_t *s = &hd_m.slots[p->worker_id];
+    uint32_t          window = drain_window_ms(), flags = 0, grace = 0;
+
     if (p->state == HD_PROC_DRAINING)
         return;
     p->state = HD_PROC_DRAINING;
@@ -110,9 +327,18 @@ drain(hd_proc_t *p, uint16_t code)
         p->replaces = NULL;
         drain(older, code);
     }
-    hd_log_info("draining worker %u (pid %d) with close code %u",
-                p->worker_id, (int) p->pid, code);
-    ctl_send(p, HD_CTL_DRAIN, code, drain_window_ms());
+    steer();
+    if (hd_m.stopping) {
+        flags = HD_DRAIN_KEEP_ACCEPTING;    /* every socket closes soon */
+    } else if (!s->active || s->lst != p->lst) {
+        flags = HD_DRAIN_KEEP_ACCEPTING;
+        grace = window / 2 < RETIRE_GRACE_MAX_MS ? window / 2
+                                                 : RETIRE_GRACE_MAX_MS;
+    }
+    hd_log_info("draining worker %u (pid %d) with close code %u%s",
+                p->worker_id, (int) p->pid, code,
+                flags ? ", accepting until its queue is empty" : "");
+    ctl_send_drain(p, code, window, flags, grace);
 }
 
 static void
@@ -141,9 +367,12 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
             hd_log_debug("worker %u (pid %d) ready", p->worker_id, (int) p->pid);
             if (p->replaces != NULL) {
                 /* new first, old drained: the slot never stops accepting */
-                drain(p->replaces, 1012);
+                hd_proc_t *old = p->replaces;
                 p->replaces = NULL;
+                drain(old, 1012);
             }
+            steer();
+            flush_closing();    /* p holds only its own sockets now */
         }
     }
 }
@@ -204,6 +433,7 @@ spawn(unsigned id, hd_proc_t *replaces)
     hd_wslot_t       *s = &hd_m.slots[id];
     hd_worker_args_t  args;
     hd_proc_t        *p;
+    hd_lease_t       *lease = NULL;
     sigset_t          old;
     int               sv[2], idx, rc;
     pid_t             pid;
@@ -219,6 +449,23 @@ spawn(unsigned id, hd_proc_t *replaces)
         hd_shm_slot_retire(hd_m.shm, idx, 0);
         goto retry;
     }
+    if (hd_m.limits != NULL) {
+        /* where the worker records what it holds in the limit tables, one
+         * entry per possible fd: after its death the master gives its
+         * share back from there (hd_lease_reclaim() in hd_sup_reap()) */
+        struct rlimit rl;
+        unsigned      nfds = HD_LEASE_FDS_MAX;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < nfds)
+            nfds = (unsigned) rl.rlim_cur;
+        lease = hd_lease_create(nfds);
+        if (lease == NULL) {
+            close(sv[0]);
+            close(sv[1]);
+            hd_shm_slot_retire(hd_m.shm, idx, 0);
+            goto retry;
+        }
+    }
 
     hd_proc_block_all(&old);
     pid = fork();
@@ -233,6 +480,8 @@ spawn(unsigned id, hd_proc_t *replaces)
         args.ctl_fd = sv[1];
         args.conf = hd_m.conf;
         args.shm = hd_m.shm;
+        args.limits = hd_m.limits;
+        args.lease = lease;
         hd_worker_main(&args);
     }
     rc = errno;
@@ -242,8 +491,11 @@ spawn(unsigned id, hd_proc_t *replaces)
         hd_log_error("fork() failed: %s", strerror(rc));
         close(sv[0]);
         hd_shm_slot_retire(hd_m.shm, idx, 0);
+        hd_lease_reclaim(hd_m.limits, lease);   /* empty: just unmaps */
         goto retry;
     }
+    /* workers forked later must not inherit this worker's lease */
+    hd_lease_dontfork(lease);
 
     p = hd_calloc(1, sizeof(*p));
     p->pid = pid;
@@ -254,6 +506,7 @@ spawn(unsigned id, hd_proc_t *replaces)
     p->state = HD_PROC_STARTING;
     p->started_ms = hd_mono_ms();
     p->lst = listener_ref(s->lst);
+    p->lease = lease;
     p->replaces = replaces;
     p->ctl_ev = event_new(hd_m.base, sv[0], EV_READ | EV_PERSIST, ctl_cb, p);
     event_add(p->ctl_ev, NULL);
@@ -344,6 +597,10 @@ hd_sup_reap(void)
         double cpu = (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
                    + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
         hd_shm_slot_retire(hd_m.shm, p->shm_idx, cpu);
+        /* give back the limit-table counts it still held (none after a
+         * clean exit; all of its connections' after a crash or kill -9) */
+        hd_lease_reclaim(hd_m.limits, p->lease);
+        p->lease = NULL;
 
         planned = p->state == HD_PROC_DRAINING || hd_m.stopping;
         describe_status(status, how, sizeof(how));
@@ -368,6 +625,10 @@ hd_sup_reap(void)
         }
         proc_free(p);
     }
+    /* a dead worker's slot takes no new connections until its successor
+     * is READY: its queue waits for the successor, others take the rest */
+    steer();
+    flush_closing();
 
     if (hd_m.stopping && hd_m.procs == NULL)
         event_base_loopbreak(hd_m.base);
@@ -443,6 +704,8 @@ hd_sup_reload(void)
 
     if (hd_m.stopping)
         return;
+    /* systemd shows "reloading" until the READY=1 on every way out */
+    hd_sdnotify_reloading();
     hd_log_info("reloading %s", hd_m.conf->path);
     if (hd_conf_load(hd_m.conf->path, &nc, &errs) < 0) {
         for (i = 0; i < errs.n; i++)
@@ -451,6 +714,7 @@ hd_sup_reload(void)
                      "(%zu error%s)", errs.n, errs.n == 1 ? "" : "s");
         hd_conf_errors_free(&errs);
         hd_shm_note_reload(hd_m.shm, false, hd_m.generation);
+        hd_sdnotify_ready("running; last reload failed, see the log");
         return;
     }
 
@@ -469,6 +733,7 @@ hd_sup_reload(void)
                     listener_unref(nls[k]);
                 hd_conf_free(nc);
                 hd_shm_note_reload(hd_m.shm, false, hd_m.generation);
+                hd_sdnotify_ready("running; last reload failed, see the log");
                 return;
             }
         }
@@ -500,10 +765,15 @@ hd_sup_reload(void)
         }
         spawn(i, NULL);
     }
+    /* all of them out of the steering before the first one hears of it */
+    for (i = newn; i < oldn; i++)
+        hd_m.slots[i].active = false;
     for (i = newn; i < oldn; i++)
         retire_slot(i);
     for (i = 0; i < newn; i++)
         listener_unref(nls[i]);   /* slots and processes hold their refs */
+
+    steer();
 
     hd_shm_set_workers_expected(hd_m.shm, newn);
     hd_shm_note_reload(hd_m.shm, true, hd_m.generation);
@@ -511,6 +781,7 @@ hd_sup_reload(void)
         hd_log_error("reload: admin server could not be reconfigured");
     hd_log_info("reload done: generation %u, %u workers%s", hd_m.generation,
                 newn, worker_changed ? ", workers replaced" : "");
+    hd_sdnotify_ready("running");
 }
 
 static void
@@ -530,6 +801,8 @@ hd_sup_shutdown(bool immediate)
     if (hd_m.stopping && !immediate && !hd_m.immediate) {
         immediate = true;       /* a second SIGTERM/SIGINT */
     }
+    if (!hd_m.stopping)
+        hd_sdnotify_stopping();
     for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
         if (hd_m.slots[i].respawn_ev != NULL)
             evtimer_del(hd_m.slots[i].respawn_ev);
@@ -587,4 +860,10 @@ hd_sup_close_listeners(void)
     if (hd_m.kill_ev != NULL)
         event_free(hd_m.kill_ev);
     hd_m.kill_ev = NULL;
+    /* at exit nothing can be forked any more: close what still waits */
+    while (hd_m.closing != NULL) {
+        hd_listener_t *l = hd_m.closing;
+        hd_m.closing = l->next_closing;
+        listener_close(l);
+    }
 }

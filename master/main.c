@@ -19,6 +19,7 @@
 #include "hd_log.h"
 #include "hd_master.h"
 #include "hd_proc.h"
+#include "hd_sdnotify.h"
 #include "hd_version.h"
 
 hd_master_t hd_m;
@@ -121,6 +122,12 @@ main(int argc, char **argv)
                      strerror(-rc));
         return 1;
     }
+    rc = hd_limits_create(&hd_m.limits);
+    if (rc < 0) {
+        hd_log_error("cannot create the connection-limit tables: %s",
+                     strerror(-rc));
+        return 1;
+    }
 
     /* libevent turns signals into loop events (a self-pipe underneath),
      * so none of our code runs in a signal handler */
@@ -153,6 +160,9 @@ main(int argc, char **argv)
                 "on %s:%d", HD_VERSION, hd_m.conf->workers,
                 hd_m.conf->listen_address, hd_m.conf->listen_port,
                 hd_m.conf->admin_address, hd_m.conf->admin_port);
+    /* systemd (Type=notify): the listen sockets are open, so connections
+     * queue from here on even while the workers are still starting */
+    hd_sdnotify_ready("running");
 
     event_base_dispatch(hd_m.base);
 
@@ -163,6 +173,7 @@ main(int argc, char **argv)
         event_free(sev[i]);
     event_base_free(hd_m.base);
     hd_shm_destroy(hd_m.shm);
+    hd_limits_destroy(hd_m.limits);
     hd_conf_free(hd_m.conf);
     return hd_m.exit_code;
 }

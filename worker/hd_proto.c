@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <libwebsockets.h>
 
+#include "hd_admit.h"
 #include "hd_alloc.h"
 #include "hd_channel.h"
 #include "hd_cmd.h"
@@ -344,6 +346,17 @@ m_connect(cmd_t *cmd)
         }
         c->claims = hd_malloc(sizeof(*c->claims));
         *c->claims = claims;
+    }
+    if (c->claims != NULL) {
+        const char *what = NULL;
+        if (hd_admit_connect(lws_get_socket_fd(c->wsi), c->claims->sub,
+                             c->claims->tenant, &what) < 0) {
+            reply_error(cmd, HD_ERR_LIMIT, "limit reached: %s", what);
+            hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT, "connection limit");
+            hd_jwt_claims_free(c->claims);
+            hd_free(c->claims);
+            return;
+        }
     }
     c->connected = true;
     /* the connect deadline becomes the token's expiry */

@@ -25,6 +25,7 @@
 #include "hd_redis.h"
 #include "hd_time.h"
 #include "hd_worker.h"
+#include "hd_admit.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
 
@@ -98,6 +99,8 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             hd_log_error("accept4() failed: %s", strerror(errno));
             return;
         }
+        if (hd_admit_accept(fd, (struct sockaddr *) &ss) < 0)
+            continue;                   /* over a limit: 503 sent, closed */
         hd_ctr_inc(HD_C_CONN_ACCEPTED);
         if (hd_w.draining)
             D.last_accept_ms = hd_mono_ms();   /* keeps a draining worker on */
@@ -105,10 +108,14 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < hd_w.accept_ns_cap)
             hd_w.accept_ns[fd] = hd_mono_ns();
         hd_wsguard_open(fd);
-        if (lws_adopt_socket_vhost(hd_w.vhost, fd) == NULL) {
+        struct lws *wsi = lws_adopt_socket_vhost(hd_w.vhost, fd);
+        if (wsi == NULL) {
             /* lws closed the fd */
+            hd_admit_failed(fd);
             hd_reject_inc(HD_REJ_HANDSHAKE);
             hd_log_warn("lws_adopt_socket_vhost() failed");
+        } else {
+            hd_admit_adopted(wsi, fd);
         }
     }
 }
@@ -416,6 +423,12 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.accept_ns = hd_calloc((size_t) hd_w.accept_ns_cap, sizeof(uint64_t));
     hd_w.wbuf = hd_malloc(LWS_PRE + (size_t) a->conf->batch_max_bytes);
     (void) hd_wsguard_init(hd_w.accept_ns_cap);
+    hd_w.limits = a->limits;
+    hd_w.lease = a->lease;
+    if (hd_admit_init(hd_w.accept_ns_cap) < 0) {
+        hd_log_error("cannot map the admission table");
+        _exit(HD_EXIT_FATAL);
+    }
 
     hd_w.loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (hd_w.loop == NULL) {
@@ -482,6 +495,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);
     hd_wsguard_shutdown();
+    hd_admit_shutdown();
     close(hd_w.listen_fd);
     close(hd_w.ctl_fd);
     exit(0);

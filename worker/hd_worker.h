@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "hd_conf.h"
+#include "hd_limits.h"
 #include "hd_shm.h"
 
 typedef struct hd_worker_args {
@@ -19,6 +20,8 @@ typedef struct hd_worker_args {
     int               ctl_fd;       /* worker end of the control socketpair */
     const hd_conf_t  *conf;         /* inherited through fork, never freed */
     hd_shm_t         *shm;
+    hd_limits_t      *limits;       /* node-wide limit tables (NULL: off) */
+    hd_lease_t       *lease;        /* this worker's own lease in them */
 } hd_worker_args_t;
 
 /*

@@ -22,6 +22,8 @@ typedef struct hd_worker {
     const hd_conf_t     *conf;
     hd_shm_t            *shm;
     hd_shm_slot_t       *slot;
+    struct hd_limits    *limits;      /* NULL: connection limits off */
+    struct hd_lease     *lease;
 
     struct ev_loop      *loop;
     struct lws_context  *lws;

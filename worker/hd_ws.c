@@ -7,6 +7,7 @@
 
 #include <libwebsockets.h>
 
+#include "hd_admit.h"
 #include "hd_alloc.h"
 #include "hd_api.h"
 #include "hd_log.h"
@@ -259,6 +260,10 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return hd_api_body_done(wsi, c);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return hd_api_writeable(wsi, c);
+    case LWS_CALLBACK_WSI_DESTROY:
+        hd_admit_destroyed(wsi);
+        break;
+
     case LWS_CALLBACK_CLOSED_HTTP:
         if (c != NULL)
             hd_api_closed(c);
