@@ -56,7 +56,8 @@ void hd_shm_slot_set_pid(hd_shm_t *shm, int idx, pid_t pid);
 /*
  * Master, after waitpid() reaped the slot's process: fold its counters and
  * histograms into the retired totals, drop its gauges and free the slot.
- * Also returns its share of the node-wide limit tables. cpu_seconds is
+ * (The process's share of the connection-limit tables is given back by
+ * hd_lease_reclaim(), shm/hd_limits.h.) cpu_seconds is
  * the process's user+system CPU time from wait4()'s rusage, folded into
  * herald_process_cpu_seconds_total so that counter never goes down.
  */

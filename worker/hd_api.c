@@ -140,8 +140,11 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
         return respond_error(h, 401, "missing or wrong API key "
                              "(Authorization: apikey <key>)");
     }
-    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0
-        && strtoull(cl, NULL, 10) > (unsigned long long) hd_w.conf->api_max_body_bytes)
+    /* lws 4.1 does not finish chunked request bodies on this path: ask
+     * for a length instead of leaving the client waiting */
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return respond_error(h, 411, "Content-Length required");
+    if (strtoull(cl, NULL, 10) > (unsigned long long) hd_w.conf->api_max_body_bytes)
         return respond_error(h, 413, "body too large");
     h->route = strcmp(uri, "/api/publish") == 0 ? R_PUBLISH : R_BROADCAST;
     return 0;                   /* the body follows */
@@ -153,7 +156,7 @@ hd_api_body(struct lws *wsi, hd_conn_t *c, const void *in, size_t len)
     hd_http_t *h = http_state(c, wsi);
     size_t     max = (size_t) hd_w.conf->api_max_body_bytes;
 
-    if (h->route == R_NONE || h->too_big)
+    if (h->route == R_NONE || h->too_big || len == 0)
         return 0;
     if (h->body_len + len > max) {
         h->too_big = true;      /* keep reading, answer at completion */
@@ -263,6 +266,11 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         return respond_error(h, 400, "\"data\" is required");
     }
     if (h->route == R_PUBLISH) {
+        if (!json_is_string(json_object_get(root, "channel"))) {
+            json_decref(root);
+            return respond_error(h, 400, "\"channel\" must be a valid "
+                                 "channel name");
+        }
         chans = json_array();
         json_array_append(chans, json_object_get(root, "channel"));
     } else {
@@ -294,7 +302,8 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         }
         nl = hd_channel_namespace(json_string_value(jc), json_string_length(jc),
                                   &has_ns);
-        nss[i] = hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
+        nss[i] = has_ns && nl == 0 ? NULL
+                 : hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
         if (nss[i] == NULL) {
             free(nss);
             json_decref(chans);

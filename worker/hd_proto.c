@@ -264,13 +264,15 @@ resolve_channel(cmd_t *cmd, char *key, size_t *key_len, size_t *name_off,
         return NULL;
     }
     nslen = hd_channel_namespace(*chan, *chan_len, &has_ns);
-    ns = hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
+    /* ":x" has an (empty) namespace, which no config can name */
+    ns = has_ns && nslen == 0 ? NULL
+                              : hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
     if (ns == NULL) {
         reply_error(cmd, HD_ERR_FORBIDDEN, "unknown namespace \"%.*s\"",
                     (int) (has_ns ? nslen : 7), has_ns ? *chan : "default");
         return NULL;
     }
-    if (!c->connected && !ns->anonymous) {
+    if ((!c->connected || c->anonymous) && !ns->anonymous) {
         reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" does not allow "
                     "anonymous clients", ns->name);
         return NULL;

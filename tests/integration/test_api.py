@@ -69,6 +69,7 @@ def test_api_errors(pubsub_herald):
         ("bad channel", "/api/publish", {"channel": "chat:a b", "data": 1}, API_KEY, "POST", 400),
         ("channel of 256 bytes", "/api/publish", {"channel": "chat:" + "n" * 251, "data": 1}, API_KEY, "POST", 400),
         ("unknown namespace", "/api/publish", {"channel": "nope:x", "data": 1}, API_KEY, "POST", 400),
+        ("namespace \"\" (\":x\")", "/api/publish", {"channel": ":x", "data": 1}, API_KEY, "POST", 400),
         ("missing data", "/api/publish", {"channel": ch}, API_KEY, "POST", 400),
         ("bad tenant", "/api/publish", {"channel": ch, "data": 1, "tenant": "a b"}, API_KEY, "POST", 400),
         ("tenant not a string", "/api/publish", {"channel": ch, "data": 1, "tenant": 5}, API_KEY, "POST", 400),
