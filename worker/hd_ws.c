@@ -40,17 +40,20 @@ conn_unlink(hd_conn_t *c)
     hd_w.nconns--;
 }
 
+/*
+ * Refuse what the client sent. The close frame goes out on the next
+ * writable callback and lws then waits for the client's close while still
+ * reading (and we ignore) what it keeps sending: closing at once would
+ * leave its data unread, the kernel would answer with a reset, and the
+ * client would likely never see the close code.
+ */
 static int
-close_now(struct lws *wsi, uint16_t code, const char *reason)
+refuse_input(hd_conn_t *c, uint16_t code, const char *reason)
 {
-    hd_conn_t *c = lws_wsi_user(wsi);
-    if (c != NULL && c->close_code == 0) {
-        c->close_code = code;
-        snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    }
-    lws_close_reason(wsi, (enum lws_close_status) code,
-                     (unsigned char *) reason, strlen(reason));
-    return -1;
+    hd_free(c->rx);
+    c->rx_len = c->rx_cap = 0;
+    hd_conn_close(c, code, reason);
+    return 0;
 }
 
 /* Assemble one WebSocket message over frames and fragments, bounded. */
@@ -63,14 +66,14 @@ on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
     if (c->close_code != 0)
         return 0;               /* ignore input once we decided to close */
     if (hd_wsguard_unmasked(lws_get_socket_fd(wsi)))
-        return close_now(wsi, HD_CLOSE_PROTOCOL, "unmasked frame");
+        return refuse_input(c, HD_CLOSE_PROTOCOL, "unmasked frame");
     if (lws_frame_is_binary(wsi))
-        return close_now(wsi, 1003, "binary frames are not supported");
+        return refuse_input(c, 1003, "binary frames are not supported");
 
     hd_ctr_add(HD_C_BYTES_RECEIVED, len);
     c->last_rx_ms = hd_mono_ms();
     if (c->rx_len + len > (size_t) hd_w.conf->message_bytes)
-        return close_now(wsi, HD_CLOSE_TOO_BIG, "message too big");
+        return refuse_input(c, HD_CLOSE_TOO_BIG, "message too big");
 
     if (done && c->rx_len == 0) {
         /* the common case: a whole message in one callback, no copy */
@@ -190,6 +193,28 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
+ * What lws 4.1 lets through: the key must be the base64 of 16 bytes (24
+ * characters, "==" at the end) and the version 13, as RFC 6455 4.2.1 says.
+ */
+static bool
+handshake_valid(struct lws *wsi)
+{
+    char key[64], ver[16];
+    int  n = lws_hdr_copy(wsi, key, sizeof(key), WSI_TOKEN_KEY);
+
+    if (n != 24 || key[22] != '=' || key[23] != '=')
+        return false;
+    for (int i = 0; i < 22; i++)
+        if (!((key[i] >= 'A' && key[i] <= 'Z') || (key[i] >= 'a' && key[i] <= 'z')
+              || (key[i] >= '0' && key[i] <= '9') || key[i] == '+'
+              || key[i] == '/'))
+            return false;
+    if (lws_hdr_copy(wsi, ver, sizeof(ver), WSI_TOKEN_VERSION) <= 0)
+        return false;
+    return strcmp(ver, "13") == 0;
+}
+
+/*
  * Before the 101: the Origin allow-list. A browser page from another site
  * gets 403 and never a WebSocket.
  */
@@ -200,6 +225,13 @@ filter_upgrade(struct lws *wsi)
     char             origin[512];
     int              n;
 
+    if (!handshake_valid(wsi)) {
+        hd_reject_inc(HD_REJ_HANDSHAKE);
+        lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                               "bad Sec-WebSocket-Key or Sec-WebSocket-Version "
+                               "(only 13 is spoken)");
+        return 1;
+    }
     if (conf->nallowed_origins == 0 && conf->allow_missing_origin)
         return 0;
     n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
@@ -239,6 +271,13 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return filter_upgrade(wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (len == 1) {
+            /* a close body is empty or holds a 2-byte code (RFC 6455 5.5.1) */
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+                             (unsigned char *) "bad close frame", 15);
+            c->close_code = HD_CLOSE_PROTOCOL;
+            return -1;
+        }
         if (len >= 2) {
             const unsigned char *p = in;
             c->peer_close_code = (uint16_t) (p[0] << 8 | p[1]);
