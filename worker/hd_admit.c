@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <libwebsockets.h>
+
 #include "hd_admit.h"
 #include "hd_alloc.h"
 #include "hd_limits.h"
@@ -25,6 +27,22 @@ static slot_t  *M;
 static size_t   M_cap;          /* power of two, >= 2 x max fds */
 static size_t   M_bytes;
 static uint64_t full_warned_ms;
+
+/*
+ * Handshake deadlines, in accept order (so in deadline order): a
+ * connection still without a complete upgrade or HTTP request when its
+ * deadline passes is killed, whatever it trickles (slowloris). An entry is
+ * stale when the fd's accept stamp changed (done, or fd reused).
+ */
+typedef struct pend {
+    struct lws *wsi;
+    int         fd;
+    uint64_t    stamp;          /* hd_w.accept_ns[fd] at accept */
+} pend_t;
+
+static pend_t  *P;
+static size_t   P_head, P_len, P_cap;
+static ev_timer hs_w;
 
 static size_t
 h(const struct lws *w)
@@ -52,11 +70,71 @@ hd_admit_init(int max_fds)
 }
 
 void
+hd_admit_request(int fd)
+{
+    if (fd >= 0 && fd < hd_w.accept_ns_cap)
+        hd_w.accept_ns[fd] = 0;
+}
+
+void
 hd_admit_shutdown(void)
 {
+    if (hd_w.loop != NULL)
+        ev_timer_stop(hd_w.loop, &hs_w);
     if (M != NULL)
         munmap(M, M_bytes);
     M = NULL;
+    hd_free(P);
+    P_cap = P_len = P_head = 0;
+}
+
+static void
+hs_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    uint64_t now = hd_mono_ns();
+    uint64_t limit = (uint64_t) hd_w.conf->handshake_ms * 1000000ull;
+    (void) loop; (void) w; (void) revents;
+
+    while (P_len > 0) {
+        pend_t *e = &P[P_head];
+        if (e->fd < hd_w.accept_ns_cap && hd_w.accept_ns[e->fd] == e->stamp) {
+            if (now - e->stamp < limit)
+                break;                  /* the oldest pending is still in time */
+            /* counted as a failed handshake when lws destroys it; closed
+             * right here (not inside any lws callback for it), since an
+             * async kill waits for lws' next timer pass on a quiet loop */
+            struct lws *wsi = e->wsi;
+            P_head = (P_head + 1) % P_cap;
+            P_len--;
+            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_SYNC);
+            continue;
+        }
+        P_head = (P_head + 1) % P_cap;
+        P_len--;
+    }
+}
+
+static void
+pend_push(struct lws *wsi, int fd)
+{
+    if (fd >= hd_w.accept_ns_cap || hd_w.accept_ns[fd] == 0)
+        return;
+    if (P_len == P_cap) {
+        size_t  ncap = P_cap ? P_cap * 2 : 256;
+        pend_t *np = hd_malloc(ncap * sizeof(*np));
+        for (size_t i = 0; i < P_len; i++)
+            np[i] = P[(P_head + i) % P_cap];
+        free(P);
+        P = np;
+        P_cap = ncap;
+        P_head = 0;
+    }
+    P[(P_head + P_len) % P_cap] = (pend_t) { wsi, fd, hd_w.accept_ns[fd] };
+    P_len++;
+    if (!ev_is_active(&hs_w)) {
+        ev_timer_init(&hs_w, hs_cb, 0.1, 0.1);
+        ev_timer_start(hd_w.loop, &hs_w);
+    }
 }
 
 void
@@ -64,7 +142,8 @@ hd_admit_adopted(struct lws *wsi, int fd)
 {
     size_t i;
 
-    if (M == NULL || hd_w.limits == NULL)
+    pend_push(wsi, fd);
+    if (M == NULL)
         return;
     for (i = h(wsi) & (M_cap - 1);; i = (i + 1) & (M_cap - 1))
         if (M[i].wsi == NULL || M[i].wsi == TOMB || M[i].wsi == wsi) {
@@ -79,11 +158,20 @@ hd_admit_destroyed(struct lws *wsi)
 {
     size_t i;
 
-    if (M == NULL || hd_w.limits == NULL)
+    if (M == NULL)
         return;
     for (i = h(wsi) & (M_cap - 1); M[i].wsi != NULL; i = (i + 1) & (M_cap - 1))
         if (M[i].wsi == wsi) {
-            hd_limits_release_fd(hd_w.limits, hd_w.lease, M[i].fd);
+            int fd = M[i].fd;
+            if (fd < hd_w.accept_ns_cap && hd_w.accept_ns[fd] != 0) {
+                /* never upgraded nor made a request: garbage, oversized or
+                 * bad headers, refused upgrade, timeout, or a client that
+                 * gave up */
+                hd_reject_inc(HD_REJ_HANDSHAKE);
+                hd_w.accept_ns[fd] = 0;
+            }
+            if (hd_w.limits != NULL)
+                hd_limits_release_fd(hd_w.limits, hd_w.lease, fd);
             M[i].wsi = TOMB;
             return;
         }

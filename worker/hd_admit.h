@@ -22,6 +22,8 @@ void hd_admit_shutdown(void);
 int  hd_admit_accept(int fd, const struct sockaddr *peer);
 /* lws adopted fd as wsi: remember the pair for hd_admit_destroyed(). */
 void hd_admit_adopted(struct lws *wsi, int fd);
+/* an HTTP request (not an upgrade) arrived complete: no handshake deadline */
+void hd_admit_request(int fd);
 /* lws_adopt failed and closed fd itself */
 void hd_admit_failed(int fd);
 /* LWS_CALLBACK_WSI_DESTROY: give back what the wsi's fd held. */

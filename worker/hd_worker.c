@@ -491,11 +491,11 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_redis_stop();
     shutdown_lws();
     hd_chan_shutdown();
+    hd_admit_shutdown();
     ev_loop_destroy(hd_w.loop);
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);
     hd_wsguard_shutdown();
-    hd_admit_shutdown();
     close(hd_w.listen_fd);
     close(hd_w.ctl_fd);
     exit(0);

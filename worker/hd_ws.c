@@ -226,7 +226,6 @@ filter_upgrade(struct lws *wsi)
     int              n;
 
     if (!handshake_valid(wsi)) {
-        hd_reject_inc(HD_REJ_HANDSHAKE);
         lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
                                "bad Sec-WebSocket-Key or Sec-WebSocket-Version "
                                "(only 13 is spoken)");
@@ -237,7 +236,6 @@ filter_upgrade(struct lws *wsi)
     n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
     if (n <= 0 ? conf->allow_missing_origin : hd_conf_origin_allowed(conf, origin))
         return 0;
-    hd_reject_inc(HD_REJ_HANDSHAKE);
     hd_log_debug("upgrade refused: origin \"%s\" not allowed",
                  n > 0 ? origin : "(none)");
     lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
@@ -292,6 +290,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
 
     case LWS_CALLBACK_HTTP:
+        hd_admit_request(lws_get_socket_fd(wsi));
         return hd_api_http(wsi, c, in);
     case LWS_CALLBACK_HTTP_BODY:
         return hd_api_body(wsi, c, in, len);
