@@ -1,6 +1,10 @@
 #include <errno.h>
+#include <unistd.h>
+#include <stddef.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libwebsockets.h>
 
@@ -103,11 +107,119 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
 void
 hd_conn_release(hd_conn_t *c)
 {
+    if (c->linger_fd > 0) {
+        close(c->linger_fd);
+        c->linger_fd = 0;
+    }
     drop_queue(c);
     hd_free(c->q);
     c->q_cap = 0;
     hd_free(c->rx);
     c->rx_len = c->rx_cap = 0;
+}
+
+/*
+ * Lingering close (as nginx's lingering_close): when herald closes a
+ * connection, lws shuts down and closes its socket right after the close
+ * frame, and at once if more data frames follow it. Closing with unread
+ * data, or receiving data after the close, makes the kernel send a reset,
+ * and a client still sending then usually loses the close frame and sees
+ * 1006. So a duplicate of the socket is kept open for a moment, reading
+ * and dropping what still comes, until the client closes its side.
+ */
+#define LINGER_MAX      1024
+#define LINGER_SECONDS  2.0
+
+typedef struct hd_linger {
+    ev_io         io;
+    ev_timer      tm;
+    struct hd_linger *next, *prev;
+} hd_linger_t;
+
+static hd_linger_t *lingering;
+static unsigned  nlingering;
+
+static void
+linger_end(hd_linger_t *l)
+{
+    ev_io_stop(hd_w.loop, &l->io);
+    ev_timer_stop(hd_w.loop, &l->tm);
+    close(l->io.fd);
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else
+        lingering = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    nlingering--;
+    free(l);
+}
+
+static void
+linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    char buf[4096];
+    (void) loop; (void) revents;
+
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        linger_end((hd_linger_t *) w);        /* EOF or error: done */
+        return;
+    }
+}
+
+static void
+linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop; (void) revents;
+    linger_end((hd_linger_t *) ((char *) w - offsetof(hd_linger_t, tm)));
+}
+
+/* Before the close frame: keep a duplicate of the socket (not read yet:
+ * lws still owns the socket until it closes it). */
+static void
+linger_prepare(hd_conn_t *c)
+{
+    int fd = lws_get_socket_fd(c->wsi);
+
+    if (fd < 0 || c->linger_fd > 0 || nlingering >= LINGER_MAX)
+        return;
+    c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (c->linger_fd < 0)
+        c->linger_fd = 0;
+}
+
+/* After lws closed its fd: read and drop until the client closes. */
+void
+hd_conn_linger(hd_conn_t *c)
+{
+    int          dfd = c->linger_fd;
+    hd_linger_t *l;
+
+    c->linger_fd = 0;
+    if (dfd <= 0)
+        return;
+    l = hd_calloc(1, sizeof(*l));
+    ev_io_init(&l->io, linger_read_cb, dfd, EV_READ);
+    ev_io_start(hd_w.loop, &l->io);
+    ev_timer_init(&l->tm, linger_timer_cb, LINGER_SECONDS, 0.);
+    ev_timer_start(hd_w.loop, &l->tm);
+    l->next = lingering;
+    if (lingering != NULL)
+        lingering->prev = l;
+    lingering = l;
+    nlingering++;
+}
+
+void
+hd_conn_linger_shutdown(void)
+{
+    while (lingering != NULL)
+        linger_end(lingering);
 }
 
 int
@@ -121,6 +233,7 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
     uint32_t       max_msgs = (uint32_t) hd_w.conf->batch_max_messages;
 
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
+        linger_prepare(c);
         lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
                          (unsigned char *) c->close_reason,
                          strlen(c->close_reason));

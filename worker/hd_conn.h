@@ -68,6 +68,7 @@ typedef struct hd_conn {
 
     uint16_t         close_code;       /* != 0: close requested */
     bool             close_soft;       /* send what is queued first */
+    int              linger_fd;        /* > 0: a dup kept for a lingering close */
     uint16_t         peer_close_code;  /* from the peer's close frame */
     bool             established;
     char             close_reason[64];
@@ -88,6 +89,11 @@ void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);
 /* Like hd_conn_close(), but what is already queued (an error reply) is
  * sent before the close frame. */
 void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
+/* At LWS_CALLBACK_CLOSED: start the lingering close prepared when the
+ * close frame was queued (see hd_conn.c). */
+void hd_conn_linger(hd_conn_t *c);
+/* Close what is still lingering (worker exit). */
+void hd_conn_linger_shutdown(void);
 /* Free everything the connection holds (at LWS_CALLBACK_CLOSED). */
 void hd_conn_release(hd_conn_t *c);
 /*

@@ -491,6 +491,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_redis_stop();
     shutdown_lws();
     hd_chan_shutdown();
+    hd_conn_linger_shutdown();
     hd_admit_shutdown();
     ev_loop_destroy(hd_w.loop);
     hd_free(hd_w.accept_ns);

@@ -4,6 +4,7 @@
  * too (protocols[0] serves HTTP on the vhost).
  */
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libwebsockets.h>
 
@@ -41,11 +42,8 @@ conn_unlink(hd_conn_t *c)
 }
 
 /*
- * Refuse what the client sent. The close frame goes out on the next
- * writable callback and lws then waits for the client's close while still
- * reading (and we ignore) what it keeps sending: closing at once would
- * leave its data unread, the kernel would answer with a reset, and the
- * client would likely never see the close code.
+ * Refuse what the client sent: the close frame goes out on the next
+ * writable callback (hd_conn_flush, which drains what is unread first).
  */
 static int
 refuse_input(hd_conn_t *c, uint16_t code, const char *reason)
@@ -145,6 +143,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
 static void
 on_closed(hd_conn_t *c)
 {
+    hd_conn_linger(c);
     if (!c->established)
         return;
     c->established = false;
