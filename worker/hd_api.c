@@ -123,8 +123,18 @@ authorized(struct lws *wsi)
 int
 hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
 {
-    hd_http_t *h = http_state(c, wsi);
+    hd_http_t *h;
     char       cl[32];
+
+    if (c->http != NULL && (c->http->route != R_NONE || c->http->req != NULL
+                            || c->http->resp != NULL)) {
+        /* a pipelined request while the previous one is unanswered: not
+         * supported (one request at a time per connection, as browsers and
+         * HTTP libraries do); close rather than mix up two requests */
+        hd_log_debug("closing an HTTP connection that pipelined requests");
+        return -1;
+    }
+    h = http_state(c, wsi);
 
     h->wsi = wsi;
     if (hd_w.conf->api_key == NULL
