@@ -283,6 +283,17 @@ test_build() {
         record "$dir" unit FAIL
     fi
 
+    if [ "$dir" = build ]; then
+        # the load generator at a tiny size: counts (nothing missing or
+        # duplicated), not speed; once, in the normal build
+        say "[$dir] benchmark smoke"
+        if meson test -C "$dir" --suite bench-smoke --print-errorlogs; then
+            record "$dir" bench-smoke PASS
+        else
+            record "$dir" bench-smoke FAIL
+        fi
+    fi
+
     say "[$dir] integration tests"
     local rc=0
     env "${env[@]}" HERALD_BIN="$ROOT/$dir/master/herald" PYTHONDONTWRITEBYTECODE=1 \
