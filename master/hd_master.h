@@ -48,6 +48,7 @@ typedef struct hd_proc {
     int                 shm_idx;
     int                 ctl_fd;
     struct event       *ctl_ev;
+    struct event       *drain_kill_ev;  /* SIGKILL past a reload drain */
     uint32_t            generation;
     enum hd_proc_state  state;
     uint64_t            started_ms;

@@ -38,6 +38,7 @@
 #define CRASH_WINDOW_MS          60000
 #define CRASH_LOOP_THRESHOLD     5
 #define RETIRE_GRACE_MAX_MS      2000    /* queue quiet time, retiring slot */
+#define DRAIN_KILL_GRACE_MS      3000    /* past a reload drain's window */
 
 static void spawn(unsigned id, hd_proc_t *replaces);
 static void steer(void);
@@ -298,6 +299,18 @@ ctl_send_drain(hd_proc_t *p, uint32_t code, uint32_t window_ms,
     return ctl_send(p, HD_CTL_DRAIN, code, window_ms);
 }
 
+static void
+drain_kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hd_proc_t *p = arg;
+    (void) fd; (void) what;
+
+    hd_log_warn("worker %u (pid %d) still running %d ms after its drain "
+                "window; killing it", p->worker_id, (int) p->pid,
+                DRAIN_KILL_GRACE_MS);
+    kill(p->pid, SIGKILL);
+}
+
 static uint32_t
 drain_window_ms(void)
 {
@@ -339,6 +352,15 @@ drain(hd_proc_t *p, uint16_t code)
                 p->worker_id, (int) p->pid, code,
                 flags ? ", accepting until its queue is empty" : "");
     ctl_send_drain(p, code, window, flags, grace);
+    if (!hd_m.stopping && p->drain_kill_ev == NULL) {
+        /* a drained worker that outlives its window (stuck, or a bug)
+         * must not linger for ever: the stop path has its own deadline */
+        struct timeval tv = { (time_t) ((window + DRAIN_KILL_GRACE_MS) / 1000),
+                              (suseconds_t) ((window + DRAIN_KILL_GRACE_MS)
+                                             % 1000) * 1000 };
+        p->drain_kill_ev = evtimer_new(hd_m.base, drain_kill_cb, p);
+        evtimer_add(p->drain_kill_ev, &tv);
+    }
 }
 
 static void
@@ -394,6 +416,8 @@ proc_free(hd_proc_t *p)
 {
     if (p->ctl_ev != NULL)
         event_free(p->ctl_ev);
+    if (p->drain_kill_ev != NULL)
+        event_free(p->drain_kill_ev);
     if (p->ctl_fd >= 0)
         close(p->ctl_fd);
     listener_unref(p->lst);

@@ -79,8 +79,10 @@ hd_admit_request(int fd)
 void
 hd_admit_shutdown(void)
 {
-    if (hd_w.loop != NULL)
+    if (hd_w.loop != NULL && ev_is_active(&hs_w)) {
+        ev_ref(hd_w.loop);
         ev_timer_stop(hd_w.loop, &hs_w);
+    }
     if (M != NULL)
         munmap(M, M_bytes);
     M = NULL;
@@ -134,6 +136,7 @@ pend_push(struct lws *wsi, int fd)
     if (!ev_is_active(&hs_w)) {
         ev_timer_init(&hs_w, hs_cb, 0.1, 0.1);
         ev_timer_start(hd_w.loop, &hs_w);
+        ev_unref(hd_w.loop);    /* a sweep never keeps the loop alive */
     }
 }
 

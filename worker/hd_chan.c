@@ -812,12 +812,14 @@ hd_chan_init(void)
     grow();
     ev_prepare_init(&T.flush_w, flush_cb);
     ev_prepare_start(hd_w.loop, &T.flush_w);
+    ev_unref(hd_w.loop);        /* bookkeeping: never keeps the loop alive */
     ev_idle_init(&T.idle_w, idle_cb);
 }
 
 void
 hd_chan_shutdown(void)
 {
+    ev_ref(hd_w.loop);
     ev_prepare_stop(hd_w.loop, &T.flush_w);
     ev_idle_stop(hd_w.loop, &T.idle_w);
     for (size_t i = 0; i < T.cap; i++) {
