@@ -60,3 +60,18 @@ hd_channel_namespace(const char *name, size_t len, bool *has_ns)
         *has_ns = colon != NULL;
     return colon != NULL ? (size_t) (colon - name) : 0;
 }
+
+bool
+hd_tenant_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > HD_TENANT_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z')
+              || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.'
+              || ch == '-'))
+            return false;
+    }
+    return true;
+}

@@ -33,7 +33,6 @@
 
 #define SIG_LEN     32                      /* HMAC-SHA256 */
 #define SUB_MAX     255
-#define TENANT_MAX  64
 #define PART_MAX    HD_B64URL_DECMAX(HD_JWT_MAX_LEN)
 
 /* base64url: {"alg":"HS256","typ":"JWT"} */
@@ -238,23 +237,6 @@ to_seconds(const json_t *v, bool round_up)
     return t;
 }
 
-static bool
-tenant_valid(const char *s, size_t len)
-{
-    size_t i;
-
-    if (len == 0 || len > TENANT_MAX)
-        return false;
-    for (i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char) s[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z')
-              || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.'
-              || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* An allow-list entry: a channel name, or one followed by a single '*'. */
 static bool
 channel_entry_valid(const char *s, size_t len)
@@ -334,7 +316,7 @@ load_claims(const json_t *p, int64_t now, int64_t leeway,
         return HD_JWT_ECLAIMS;
     if (tenant != NULL
         && (!json_is_string(tenant)
-            || !tenant_valid(json_string_value(tenant),
+            || !hd_tenant_valid(json_string_value(tenant),
                              json_string_length(tenant))))
         return HD_JWT_ECLAIMS;
     if (channels != NULL && load_channels(channels, c) != HD_JWT_OK)

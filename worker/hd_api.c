@@ -92,19 +92,6 @@ respond_error(hd_http_t *h, int status, const char *msg)
 }
 
 static bool
-tenant_valid(const char *s, size_t n)
-{
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
-              || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '.'
-              || s[i] == '-'))
-            return false;
-    return true;
-}
-
-static bool
 authorized(struct lws *wsi)
 {
     const char *key = hd_w.conf->api_key;
@@ -262,7 +249,7 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     }
     jt = json_object_get(root, "tenant");
     if (jt != NULL) {
-        if (!json_is_string(jt) || !tenant_valid(json_string_value(jt),
+        if (!json_is_string(jt) || !hd_tenant_valid(json_string_value(jt),
                                                  json_string_length(jt))) {
             json_decref(root);
             return respond_error(h, 400, "\"tenant\" must match "
