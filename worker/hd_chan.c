@@ -295,7 +295,7 @@ deliver(hd_conn_t *c, hd_msg_t *m)
                       "slow consumer: outbound queue full");
         return;
     }
-    hd_conn_want_write(c);
+    hd_conn_want_push(c);
 }
 
 /*

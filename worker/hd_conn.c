@@ -10,6 +10,7 @@
 
 #include "hd_alloc.h"
 #include "hd_conn.h"
+#include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
@@ -60,12 +61,6 @@ hd_conn_reply(hd_conn_t *c, const char *s, size_t len)
     return rc;
 }
 
-void
-hd_conn_want_write(hd_conn_t *c)
-{
-    if (c->wsi != NULL)
-        lws_callback_on_writable(c->wsi);
-}
 
 static void
 drop_queue(hd_conn_t *c)
@@ -78,11 +73,50 @@ drop_queue(hd_conn_t *c)
     c->q_bytes = 0;
 }
 
+/*
+ * A close frame waits for a writable socket like any other write, and a
+ * client that stopped reading (a slow consumer, its socket buffers full)
+ * would keep the connection forever: the heartbeat sweep drops it without
+ * the frame after HD_CLOSE_SEND_MS (hd_conn_close_overdue()).
+ */
+static void
+close_deadline(hd_conn_t *c)
+{
+    c->close_ms = hd_mono_ms();
+}
+
+void
+hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    int           fd;
+
+    if (c->close_code == 0 || now_ms - c->close_ms < HD_CLOSE_SEND_MS)
+        return;
+    /*
+     * lws itself would wait on: asked to close, it first flushes what it
+     * holds of a frame, and that is what the socket does not take. Shut
+     * the socket down under it instead: lws sees the end of the stream
+     * and a write error, and closes for good; with a zero linger the
+     * close resets the connection and the kernel frees its send buffer
+     * at once rather than keep retrying a peer that does not read.
+     */
+    fd = lws_get_socket_fd(c->wsi);
+    if (fd < 0 || c->close_forced)
+        return;
+    c->close_forced = true;
+    hd_log_debug("conn %llu: close frame not taken in %d ms, dropping",
+                 (unsigned long long) c->id, HD_CLOSE_SEND_MS);
+    (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    (void) shutdown(fd, SHUT_RDWR);
+}
+
 void
 hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
 {
     if (c->close_code != 0)
         return;
+    close_deadline(c);
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s",
              reason ? reason : "");
@@ -97,6 +131,7 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
 {
     if (c->close_code != 0)
         return;
+    close_deadline(c);
     c->close_code = code;
     c->close_soft = true;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s",
@@ -107,6 +142,7 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
 void
 hd_conn_release(hd_conn_t *c)
 {
+    hd_conn_unschedule(c);
     if (c->linger_fd > 0) {
         close(c->linger_fd);
         c->linger_fd = 0;
@@ -222,49 +258,151 @@ hd_conn_linger_shutdown(void)
         linger_end(lingering);
 }
 
-int
-hd_conn_flush(hd_conn_t *c, unsigned char *buf)
+/*
+ * Writing.
+ *
+ * A connection with something to send goes on the ready list, and just
+ * before the loop waits for events again (an ev_prepare watcher) every
+ * connection on it is written to directly: queued messages become frames
+ * and go to the socket at once. Waiting for lws' writable callback
+ * instead costs two epoll_ctl() calls and one more event per connection
+ * per message - more than a third of a worker's time in a fan-out with
+ * one message per frame. Only what the socket cannot take waits for
+ * writable: lws keeps the part of a frame the kernel refused and asks for
+ * the callback itself, and hd_conn_flush() goes on from there.
+ *
+ * Whatever has to come from the writable callback still does: a close
+ * (returning -1 there is how lws closes), a heartbeat ping, and every
+ * write on a connection with permessage-deflate, whose compressor may
+ * hold output for the next callback.
+ *
+ * batch.flush_delay_ms > 0 puts a connection that gets a push on the
+ * delayed list instead, due that long after; the delay is the same for
+ * all, so the list is in due order and one timer serves it. A reply, a
+ * close or a ping moves the connection to the ready list at once (taking
+ * its pushes along).
+ */
+enum { HD_W_IDLE = 0, HD_W_READY, HD_W_DELAYED };
+
+/* frames written to one connection per turn of the loop: bounds the time
+ * one connection with a deep queue takes from the others */
+#define FRAMES_PER_TURN  16
+
+typedef struct {
+    hd_conn_t *head, *tail;
+} wlist_t;
+
+static wlist_t    ready, delayed;
+static ev_prepare write_w;
+static ev_timer   delay_w;
+
+static void
+wlist_push(wlist_t *l, hd_conn_t *c)
 {
-    unsigned char *p = buf + LWS_PRE, *start = p;
+    c->wnext = NULL;
+    c->wprev = l->tail;
+    if (l->tail != NULL)
+        l->tail->wnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void
+wlist_remove(wlist_t *l, hd_conn_t *c)
+{
+    if (c->wprev != NULL)
+        c->wprev->wnext = c->wnext;
+    else
+        l->head = c->wnext;
+    if (c->wnext != NULL)
+        c->wnext->wprev = c->wprev;
+    else
+        l->tail = c->wprev;
+    c->wnext = c->wprev = NULL;
+}
+
+void
+hd_conn_unschedule(hd_conn_t *c)
+{
+    if (c->wstate == HD_W_READY)
+        wlist_remove(&ready, c);
+    else if (c->wstate == HD_W_DELAYED)
+        wlist_remove(&delayed, c);
+    c->wstate = HD_W_IDLE;
+}
+
+void
+hd_conn_want_write(hd_conn_t *c)
+{
+    if (c->wsi == NULL || c->wstate == HD_W_READY)
+        return;
+    if (!c->established) {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    hd_conn_unschedule(c);
+    c->wstate = HD_W_READY;
+    wlist_push(&ready, c);
+}
+
+void
+hd_conn_want_push(hd_conn_t *c)
+{
+    int delay_ms = hd_w.conf->batch_flush_delay_ms;
+
+    if (delay_ms <= 0 || !c->established) {
+        hd_conn_want_write(c);
+        return;
+    }
+    if (c->wstate != HD_W_IDLE)
+        return;                 /* already due, as soon or sooner */
+    c->wstate = HD_W_DELAYED;
+    c->wdue = ev_now(hd_w.loop) + delay_ms / 1000.;
+    wlist_push(&delayed, c);
+    if (!ev_is_active(&delay_w)) {
+        ev_timer_set(&delay_w, delay_ms / 1000., 0.);
+        ev_timer_start(hd_w.loop, &delay_w);
+    }
+}
+
+static void
+delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    double now = ev_now(loop);
+    (void) revents;
+
+    /* (1 ms of slack: libev may wake a little before the due time) */
+    while (delayed.head != NULL && delayed.head->wdue <= now + 0.001)
+        hd_conn_want_write(delayed.head);
+    if (delayed.head != NULL) {
+        ev_timer_set(w, delayed.head->wdue - now, 0.);
+        ev_timer_start(loop, w);
+    }
+}
+
+/* One frame of what is queued: everything that fits batch.max_bytes and
+ * batch.max_messages, or a single message larger than the batch alone.
+ * Returns 0, or -1 when the write failed (the connection is done). */
+static int
+write_frame(hd_conn_t *c)
+{
+    unsigned char *p = hd_w.wbuf + LWS_PRE, *start = p;
     uint32_t       n = 0;
     uint64_t       now = 0;
+    size_t         len;
     int            wrote;
     size_t         max_bytes = (size_t) hd_w.conf->batch_max_bytes;
     uint32_t       max_msgs = (uint32_t) hd_w.conf->batch_max_messages;
+    hd_msg_t      *first = c->q[c->q_head];
 
-    if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
-        linger_prepare(c);
-        lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
-                         (unsigned char *) c->close_reason,
-                         strlen(c->close_reason));
-        return -1;
-    }
-    if (c->ping_due) {
-        /* a heartbeat ping goes out on its own, ahead of data */
-        /* not empty: lws 4.1 does not report an empty pong */
-        unsigned char pb[LWS_PRE + 2];
-        pb[LWS_PRE] = 'h';
-        pb[LWS_PRE + 1] = 'b';
-        c->ping_due = false;
-        if (lws_write(c->wsi, pb + LWS_PRE, 2, LWS_WRITE_PING) < 0)
-            return -1;
-        if (c->q_len > 0)
-            lws_callback_on_writable(c->wsi);
-        return 0;
-    }
-    if (c->q_len == 0)
-        return 0;
-
-    /* a single message larger than the batch goes out alone, from a
-     * buffer of its own */
-    hd_msg_t *first = c->q[c->q_head];
     if (first->len > max_bytes) {
         unsigned char *big = hd_malloc(LWS_PRE + first->len);
         memcpy(big + LWS_PRE, first->data, first->len);
         wrote = lws_write(c->wsi, big + LWS_PRE, first->len, LWS_WRITE_TEXT);
         free(big);
         n = 1;
-        p = start + first->len;
+        len = first->len;
     } else {
         while (n < c->q_len && n < max_msgs) {
             hd_msg_t *m = c->q[(c->q_head + n) % c->q_cap];
@@ -277,7 +415,8 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
             p += m->len;
             n++;
         }
-        wrote = lws_write(c->wsi, start, (size_t) (p - start), LWS_WRITE_TEXT);
+        len = (size_t) (p - start);
+        wrote = lws_write(c->wsi, start, len, LWS_WRITE_TEXT);
     }
 
     for (uint32_t i = 0; i < n; i++) {
@@ -295,8 +434,116 @@ hd_conn_flush(hd_conn_t *c, unsigned char *buf)
     }
     if (wrote < 0)
         return -1;
-    hd_ctr_add(HD_C_BYTES_SENT, (uint64_t) (p - start));
-    if (c->q_len > 0 || c->close_code != 0)
+    hd_ctr_add(HD_C_BYTES_SENT, (uint64_t) len);
+    return 0;
+}
+
+/* Frames while the socket takes them whole; lws keeps a partial one and
+ * asks for writable itself. */
+static int
+write_frames(hd_conn_t *c)
+{
+    for (unsigned f = 0; f < FRAMES_PER_TURN && c->q_len > 0; f++) {
+        if (write_frame(c) < 0)
+            return -1;
+        if (lws_partial_buffered(c->wsi))
+            return 0;
+    }
+    if (c->q_len > 0)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+static void
+write_now(hd_conn_t *c)
+{
+    if (c->close_code != 0 || c->ping_due || c->deflate
+        || c->peer_close_code != 0 || lws_partial_buffered(c->wsi)) {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    if (c->q_len > 0 && write_frames(c) < 0) {
+        /* the socket is gone: close it now (this is not inside an lws
+         * callback, and an async kill would wait for lws' next timer
+         * pass); the peer sees no close frame anyway */
+        c->close_code = HD_CLOSE_ABNORMAL;
+        drop_queue(c);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT,
+                        LWS_TO_KILL_SYNC);
+    }
+}
+
+static void
+write_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    hd_conn_t *c;
+    (void) loop; (void) w; (void) revents;
+
+    while ((c = ready.head) != NULL) {
+        wlist_remove(&ready, c);
+        c->wstate = HD_W_IDLE;
+        write_now(c);
+    }
+}
+
+void
+hd_conn_io_init(void)
+{
+    ev_prepare_init(&write_w, write_cb);
+    ev_prepare_start(hd_w.loop, &write_w);
+    ev_unref(hd_w.loop);        /* never keeps the loop alive by itself */
+    ev_init(&delay_w, delay_cb);
+}
+
+void
+hd_conn_io_shutdown(void)
+{
+    ev_ref(hd_w.loop);
+    ev_prepare_stop(hd_w.loop, &write_w);
+    ev_timer_stop(hd_w.loop, &delay_w);
+    while (ready.head != NULL)
+        hd_conn_unschedule(ready.head);
+    while (delayed.head != NULL)
+        hd_conn_unschedule(delayed.head);
+}
+
+int
+hd_conn_flush(hd_conn_t *c)
+{
+    if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
+        linger_prepare(c);
+        lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
+                         (unsigned char *) c->close_reason,
+                         strlen(c->close_reason));
+        return -1;
+    }
+    if (c->ping_due) {
+        /* a heartbeat ping goes out on its own, ahead of data */
+        /* not empty: lws 4.1 does not report an empty pong */
+        unsigned char pb[LWS_PRE + 2];
+        pb[LWS_PRE] = 'h';
+        pb[LWS_PRE + 1] = 'b';
+        c->ping_due = false;
+        if (lws_write(c->wsi, pb + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+            return -1;
+        if (c->q_len > 0 || c->close_code != 0)
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
+    if (c->q_len == 0)
+        return 0;
+    if (c->deflate) {
+        /* one frame per callback: the compressor may keep part of it for
+         * the next one */
+        if (write_frame(c) < 0)
+            return -1;
+        if (c->q_len > 0 || c->close_code != 0)
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
+    if (write_frames(c) < 0)
+        return -1;
+    if (c->close_code != 0)
         lws_callback_on_writable(c->wsi);
     return 0;
 }

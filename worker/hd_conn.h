@@ -6,8 +6,10 @@
  * Outbound: a ring of hd_msg_t references, bounded by bytes
  * (limits.outbound_queue_bytes): past it the
  * connection is closed with HD_CLOSE_SLOW_CONSUMER and the queue freed.
- * On writable, queued messages are coalesced into one text frame,
- * newline-separated, up to batch.max_bytes / batch.max_messages.
+ * Queued messages are coalesced into text frames, newline-separated, up
+ * to batch.max_bytes / batch.max_messages each, and written before the
+ * loop next waits; only a socket that cannot take them waits for
+ * writable (see hd_conn.c).
  */
 #ifndef HD_CONN_H
 #define HD_CONN_H
@@ -67,10 +69,16 @@ typedef struct hd_conn {
     bool             ping_due;
 
     uint16_t         close_code;       /* != 0: close requested */
+    uint64_t         close_ms;         /* when (monotonic) */
+    bool             close_forced;     /* socket shut down under lws */
     bool             close_soft;       /* send what is queued first */
     int              linger_fd;        /* > 0: a dup kept for a lingering close */
     uint16_t         peer_close_code;  /* from the peer's close frame */
     bool             established;
+    bool             deflate;          /* permessage-deflate negotiated */
+    uint8_t          wstate;           /* write scheduling, see hd_conn.c */
+    struct hd_conn  *wnext, *wprev;    /* on the ready or the delayed list */
+    double           wdue;             /* delayed: ev_now() to flush at */
     char             close_reason[64];
     char             peer[48];         /* remote address, text */
 } hd_conn_t;
@@ -82,13 +90,27 @@ int  hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
 void hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
 /* Queue a copy of a reply string (one reference). */
 int  hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
-/* Ask lws for a writable callback; call after enqueueing. */
+/* Have what is queued written before the loop next waits (call after
+ * enqueueing a reply, or to get a close or ping out). */
 void hd_conn_want_write(hd_conn_t *c);
+/* Like hd_conn_want_write() for a push: batch.flush_delay_ms above 0
+ * holds the write that long after the first push queued. */
+void hd_conn_want_push(hd_conn_t *c);
+/* Take c off the write lists (before its memory goes). */
+void hd_conn_unschedule(hd_conn_t *c);
+/* Write scheduling watchers, started and stopped with the worker loop. */
+void hd_conn_io_init(void);
+void hd_conn_io_shutdown(void);
 /* Request a close with code and reason; happens on the next writable. */
 void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);
 /* Like hd_conn_close(), but what is already queued (an error reply) is
  * sent before the close frame. */
 void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
+/* A requested close whose frame the socket did not take within
+ * HD_CLOSE_SEND_MS: drop the connection without it (lws closes it on
+ * its next look at the socket). */
+#define HD_CLOSE_SEND_MS  2000
+void hd_conn_close_check(hd_conn_t *c, uint64_t now_ms);
 /* At LWS_CALLBACK_CLOSED: start the lingering close prepared when the
  * close frame was queued (see hd_conn.c). */
 void hd_conn_linger(hd_conn_t *c);
@@ -97,10 +119,9 @@ void hd_conn_linger_shutdown(void);
 /* Free everything the connection holds (at LWS_CALLBACK_CLOSED). */
 void hd_conn_release(hd_conn_t *c);
 /*
- * Write what is queued as one frame (called on writable). buf has room for
- * LWS_PRE + batch.max_bytes. Returns 0, or -1 when lws must close the
- * connection (write error or a requested close).
+ * On writable: a due ping, a requested close, or what is queued. Returns 0, or -1 when lws must close
+ * the connection (write error or a requested close).
  */
-int  hd_conn_flush(hd_conn_t *c, unsigned char *buf);
+int  hd_conn_flush(hd_conn_t *c);
 
 #endif

@@ -461,6 +461,7 @@ hd_worker_main(const hd_worker_args_t *a)
         _exit(HD_EXIT_FATAL);
     hd_pubsub_init();
     hd_chan_init();
+    hd_conn_io_init();
     {
         static const hd_redis_hooks_t hooks = {
             .sub_up = hd_chan_redis_up,
@@ -498,6 +499,7 @@ hd_worker_main(const hd_worker_args_t *a)
 
     hd_log_info("worker exiting");
     hd_redis_stop();
+    hd_conn_io_shutdown();
     shutdown_lws();
     hd_chan_shutdown();
     hd_conn_linger_shutdown();

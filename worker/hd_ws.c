@@ -127,8 +127,9 @@ on_established(struct lws *wsi, hd_conn_t *c)
         char wb[8], ml[8];
         snprintf(wb, sizeof(wb), "%d", hd_w.conf->compression_window_bits);
         snprintf(ml, sizeof(ml), "%d", hd_w.conf->compression_mem_level);
-        (void) lws_set_extension_option(wsi, "permessage-deflate",
-                                        "client_max_window_bits", wb);
+        /* -1: not negotiated on this connection */
+        c->deflate = lws_set_extension_option(wsi, "permessage-deflate",
+                                              "client_max_window_bits", wb) != -1;
         (void) lws_set_extension_option(wsi, "permessage-deflate",
                                         "mem_level", ml);
     }
@@ -174,8 +175,10 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) loop; (void) w; (void) revents;
 
     for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
-        if (c->close_code != 0)
+        if (c->close_code != 0) {
+            hd_conn_close_check(c, now);
             continue;
+        }
         if (hd_wsguard_unmasked(lws_get_socket_fd(c->wsi))) {
             hd_conn_close(c, HD_CLOSE_PROTOCOL, "unmasked frame");
             continue;
@@ -257,7 +260,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return on_receive(wsi, c, in, len);
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return hd_conn_flush(c, hd_w.wbuf);
+        return hd_conn_flush(c);
 
     case LWS_CALLBACK_RECEIVE_PONG:
         c->last_rx_ms = hd_mono_ms();
@@ -318,6 +321,12 @@ static const struct lws_protocols protocols[] = {
         .callback = ws_callback,
         .per_session_data_size = sizeof(hd_conn_t),
         .rx_buffer_size = 0,
+        /* Without it lws hands the kernel at most 4 KB (its service
+         * buffer) per write and copies the rest of a frame aside for
+         * later writable callbacks: a 64 KB batch took 16 of them. Frames
+         * are bounded by herald (batch.max_bytes, or one message); the
+         * kernel's send buffer decides how much of one goes at once. */
+        .tx_packet_size = 1u << 30,
     },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
