@@ -19,13 +19,13 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "hd_alloc.h"
 #include "hd_conf.h"
+#include "hd_conf_int.h"
 #include "hd_log.h"
 
 /* A config file is a few hundred bytes; anything past this is a mistake. */
@@ -33,62 +33,9 @@
 /* Longest value echoed back in an error message. */
 #define ECHO_MAX         40
 
-/*
- * What a reload must do when a key changes. Every row must pick one (a row
- * left at RELOAD_UNSET fails the unit tests), so a new key cannot silently
- * escape hd_conf_worker_changed().
- */
-enum reload {
-    RELOAD_UNSET = 0,
-    RELOAD_MASTER,      /* the master applies it in place */
-    RELOAD_WORKER,      /* workers read it at start: replace workers */
-    RELOAD_LISTEN,      /* listen sockets reopened and workers replaced */
-};
-
-#define F_SECRET    0x1u    /* never echoed; registered with the logger */
-
-struct key;
-struct load;
-
-/*
- * A kind of value. apply() validates v and stores it into ld->c (freeing
- * whatever the field held), or reports errors and returns -1. differs()
- * compares the field(s) of two loaded configs. release() frees what apply()
- * allocated. secrets() registers secret values with the logger.
- */
-struct ktype {
-    int  (*apply)(struct load *ld, const struct key *k, json_t *v,
-                  const char *dpath);
-    bool (*differs)(const hd_conf_t *a, const hd_conf_t *b,
-                    const struct key *k);
-    void (*release)(hd_conf_t *c, const struct key *k);
-    void (*secrets)(const hd_conf_t *c, const struct key *k);
-};
-
-/*
- * One row per leaf key. path is dotted ("listen.port"); every proper prefix
- * of a path is an object section. min/max bound integers, or the byte
- * length of strings. def is the default as JSON text, run through the same
- * apply() as a value from the file (so a bad default fails the tests);
- * NULL means "optional, no default" (the field stays NULL).
- */
-struct key {
-    const char          *path;
-    const struct ktype  *type;
-    long long            min, max;
-    const char          *def;
-    size_t               off;
-    enum reload          reload;
-    unsigned             flags;
-    const char *const   *names;     /* enum values, index = stored int */
-    const char        *(*check)(const char *s);  /* extra string check */
-};
-
-static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS, T_REDIS,
-                          T_NAMESPACES, T_ORIGINS;
+static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 
 static const char *check_ip(const char *s);
-static char *display_path(const char *dparent, const char *key);
 
 static const char *const log_levels[]  = { "error", "warn", "info", "debug",
                                            NULL };
@@ -131,7 +78,7 @@ static const struct key keys[] = {
     K_STR("admin.token", admin_token, 16, 1024, NULL,
           RELOAD_MASTER, F_SECRET, NULL),
 
-    K_TYPE("redis.url", &T_REDIS, redis_url, 1, 4096,
+    K_TYPE("redis.url", &hd_conf_type_redis, redis_url, 1, 4096,
            "\"redis://127.0.0.1:6379\"", RELOAD_WORKER),
     K_INT("redis.connect_timeout_ms", redis_connect_timeout_ms, 10, 60000,
           "2000", RELOAD_WORKER),
@@ -201,7 +148,7 @@ static const struct key keys[] = {
     K_INT("limits.rate_abuse_ms", rate_abuse_ms, 100, 600000, "5000",
           RELOAD_WORKER),
 
-    K_TYPE("security.allowed_origins", &T_ORIGINS, allowed_origins, 0, 256,
+    K_TYPE("security.allowed_origins", &hd_conf_type_origins, allowed_origins, 0, 256,
            "[]", RELOAD_WORKER),
     K_BOOL("security.allow_missing_origin", allow_missing_origin, "true",
            RELOAD_WORKER),
@@ -212,7 +159,7 @@ static const struct key keys[] = {
     K_INT("compression.mem_level", compression_mem_level, 1, 9, "4",
           RELOAD_WORKER),
 
-    K_TYPE("namespaces", &T_NAMESPACES, namespaces, 0, 0,
+    K_TYPE("namespaces", &hd_conf_type_namespaces, namespaces, 0, 0,
            "{\"default\": {}}", RELOAD_WORKER),
 };
 
@@ -221,18 +168,6 @@ static const struct key keys[] = {
 enum { ST_MISSING = 0, ST_OK, ST_BAD };
 
 /* State of one load pass. */
-struct load {
-    const char       *name;     /* file name for messages */
-    hd_conf_t        *c;
-    hd_conf_errors_t *errs;     /* may be NULL: count only */
-    size_t            nerr;
-    unsigned char     state[NKEYS];
-};
-
-#define FIELD(c, k, T)   ((T *) (void *) ((char *) (c) + (k)->off))
-#define CFIELD(c, k, T)  ((const T *) (const void *) \
-                          ((const char *) (c) + (k)->off))
-
 /* ---- errors ------------------------------------------------------------ */
 
 void
@@ -279,12 +214,8 @@ vfmt(const char *fmt, va_list ap)
 }
 
 /* Report "NAME: DPATH: message". dpath is a display path ("$.listen.port"). */
-static void
-err(struct load *ld, const char *dpath, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-err(struct load *ld, const char *dpath, const char *fmt, ...)
+void
+hd_conf_err(struct load *ld, const char *dpath, const char *fmt, ...)
 {
     va_list ap;
     char   *msg;
@@ -303,8 +234,8 @@ err(struct load *ld, const char *dpath, const char *fmt, ...)
  * Quote a user-supplied string for an error message: escaped, truncated,
  * never raw control bytes. Never call this on a secret.
  */
-static char *
-echo(const char *s)
+char *
+hd_conf_echo(const char *s)
 {
     size_t len = strlen(s), j = 0;
     char  *o = hd_malloc(ECHO_MAX * 4 + 8);
@@ -330,8 +261,8 @@ echo(const char *s)
     return o;
 }
 
-static const char *
-jtype(const json_t *v)
+const char *
+hd_conf_jtype(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:  return "object";
@@ -354,12 +285,12 @@ apply_int(struct load *ld, const struct key *k, json_t *v, const char *dpath)
     json_int_t n;
 
     if (!json_is_integer(v)) {
-        err(ld, dpath, "expected integer, got %s", jtype(v));
+        hd_conf_err(ld, dpath, "expected integer, got %s", hd_conf_jtype(v));
         return -1;
     }
     n = json_integer_value(v);
     if (n < k->min || n > k->max) {
-        err(ld, dpath, "must be between %lld and %lld, got %lld",
+        hd_conf_err(ld, dpath, "must be between %lld and %lld, got %lld",
             k->min, k->max, (long long) n);
         return -1;
     }
@@ -377,7 +308,7 @@ static int
 apply_bool(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 {
     if (!json_is_boolean(v)) {
-        err(ld, dpath, "expected boolean, got %s", jtype(v));
+        hd_conf_err(ld, dpath, "expected boolean, got %s", hd_conf_jtype(v));
         return -1;
     }
     *FIELD(ld->c, k, bool) = json_is_true(v);
@@ -419,28 +350,28 @@ apply_str(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         return 0;
     }
     if (!json_is_string(v)) {
-        err(ld, dpath, "expected string, got %s", jtype(v));
+        hd_conf_err(ld, dpath, "expected string, got %s", hd_conf_jtype(v));
         return -1;
     }
     s = json_string_value(v);
     len = json_string_length(v);
     if ((long long) len < k->min) {
         if (k->min == 1)
-            err(ld, dpath, "must not be empty");
+            hd_conf_err(ld, dpath, "must not be empty");
         else
-            err(ld, dpath, "must be at least %lld bytes long", k->min);
+            hd_conf_err(ld, dpath, "must be at least %lld bytes long", k->min);
         return -1;
     }
     if ((long long) len > k->max) {
-        err(ld, dpath, "must be at most %lld bytes long", k->max);
+        hd_conf_err(ld, dpath, "must be at most %lld bytes long", k->max);
         return -1;
     }
     if (k->check != NULL && (why = k->check(s)) != NULL) {
         if (k->flags & F_SECRET) {
-            err(ld, dpath, "%s", why);
+            hd_conf_err(ld, dpath, "%s", why);
         } else {
-            char *q = echo(s);
-            err(ld, dpath, "%s, got %s", why, q);
+            char *q = hd_conf_echo(s);
+            hd_conf_err(ld, dpath, "%s, got %s", why, q);
             free(q);
         }
         return -1;
@@ -450,8 +381,8 @@ apply_str(struct load *ld, const struct key *k, json_t *v, const char *dpath)
     return 0;
 }
 
-static bool
-str_differs(const char *a, const char *b)
+bool
+hd_conf_str_differs(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)
         return a != b;
@@ -461,7 +392,7 @@ str_differs(const char *a, const char *b)
 static bool
 differs_str(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
 {
-    return str_differs(*CFIELD(a, k, char *), *CFIELD(b, k, char *));
+    return hd_conf_str_differs(*CFIELD(a, k, char *), *CFIELD(b, k, char *));
 }
 
 static void
@@ -507,11 +438,11 @@ apply_enum(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         list = n;
     }
     if (json_is_string(v)) {
-        q = echo(json_string_value(v));
-        err(ld, dpath, "must be one of %s; got %s", list, q);
+        q = hd_conf_echo(json_string_value(v));
+        hd_conf_err(ld, dpath, "must be one of %s; got %s", list, q);
         free(q);
     } else {
-        err(ld, dpath, "expected string (one of %s), got %s", list, jtype(v));
+        hd_conf_err(ld, dpath, "expected string (one of %s), got %s", list, hd_conf_jtype(v));
     }
     free(list);
     return -1;
@@ -540,7 +471,7 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
     if (json_is_integer(v)) {
         json_int_t w = json_integer_value(v);
         if (w < k->min || w > k->max) {
-            err(ld, dpath, "must be \"auto\" or between %lld and %lld, "
+            hd_conf_err(ld, dpath, "must be \"auto\" or between %lld and %lld, "
                 "got %lld", k->min, k->max, (long long) w);
             return -1;
         }
@@ -549,12 +480,12 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
         return 0;
     }
     if (json_is_string(v)) {
-        char *q = echo(json_string_value(v));
-        err(ld, dpath, "must be \"auto\" or an integer between %lld and %lld, "
+        char *q = hd_conf_echo(json_string_value(v));
+        hd_conf_err(ld, dpath, "must be \"auto\" or an integer between %lld and %lld, "
             "got %s", k->min, k->max, q);
         free(q);
     } else {
-        err(ld, dpath, "expected \"auto\" or integer, got %s", jtype(v));
+        hd_conf_err(ld, dpath, "expected \"auto\" or integer, got %s", hd_conf_jtype(v));
     }
     return -1;
 }
@@ -579,656 +510,6 @@ hd_conf_online_cpus(void)
     return (int) n;
 }
 
-/* ---- redis.url --------------------------------------------------------- */
-
-struct redis_url {
-    char       *host;           /* tcp only, without brackets */
-    int         port;
-    char       *unix_path;
-    char       *password;       /* percent-decoded; NULL if none */
-    int         db;
-    const char *pw_raw;         /* password as written in the URL */
-    size_t      pw_raw_len;
-};
-
-static void
-redis_url_clear(struct redis_url *u)
-{
-    hd_free(u->host);
-    hd_free(u->unix_path);
-    if (u->password != NULL)
-        explicit_bzero(u->password, strlen(u->password));
-    hd_free(u->password);
-}
-
-/* Parse n bytes of decimal digits into 0..max. */
-static int
-parse_num(const char *s, size_t n, long max, long *out)
-{
-    long long v = 0;
-
-    if (n == 0 || n > 10)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v > max)
-        return -1;
-    *out = (long) v;
-    return 0;
-}
-
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode s[0..n) into a fresh string, or NULL if malformed/NUL. */
-static char *
-pct_decode(const char *s, size_t n)
-{
-    char   *d = hd_malloc(n + 1);
-    size_t  j = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            d[j++] = s[i];
-            continue;
-        }
-        if (i + 2 >= n)
-            goto fail;
-        int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-            goto fail;
-        d[j++] = (char) (hi << 4 | lo);
-        i += 2;
-    }
-    d[j] = '\0';
-    return d;
-fail:
-    free(d);
-    return NULL;
-}
-
-/* The db part of a path: "" or "/" is 0, "/N" is N. */
-static const char *
-parse_db(const char *s, size_t n, int *db)
-{
-    long v;
-
-    if (n == 0) {
-        *db = 0;
-        return NULL;
-    }
-    if (parse_num(s, n, INT_MAX, &v) < 0)
-        return "database must be an integer between 0 and 2147483647";
-    *db = (int) v;
-    return NULL;
-}
-
-/*
- * redis://[[user]:password@]host[:port][/db] and unix:///path[?db=N].
- * Following redis-cli, "redis://word@host" takes word as the password and
- * a user before ':' is accepted and ignored (herald authenticates the
- * default user). The password is percent-decoded.
- *
- * Returns NULL and fills u, or a static message saying what is wrong;
- * messages never quote any part of the URL, which may hold a password.
- */
-static const char *
-parse_redis_url(const char *url, struct redis_url *u)
-{
-    const char *s, *auth_end, *at, *hp, *colon, *p, *why;
-    long        v;
-
-    memset(u, 0, sizeof(*u));
-
-    if (strncasecmp(url, "unix://", 7) == 0) {
-        s = url + 7;
-        size_t plen = strcspn(s, "?");
-        if (s[0] != '/')
-            return "unix:// needs an absolute socket path, "
-                   "e.g. unix:///run/redis/redis.sock";
-        if (plen < 2)
-            return "unix socket path is empty";
-        if (plen >= sizeof(((struct sockaddr_un *) 0)->sun_path))
-            return "unix socket path is too long (at most 107 bytes)";
-        u->db = 0;
-        if (s[plen] == '?') {
-            p = s + plen + 1;
-            if (strncmp(p, "db=", 3) != 0)
-                return "unknown query parameter (only ?db=N is supported)";
-            /* parse_db() takes "" as 0, but "?db=" is a mistake */
-            if (p[3] == '\0' || parse_db(p + 3, strlen(p + 3), &u->db))
-                return "database must be an integer between 0 and "
-                       "2147483647";
-        }
-        u->unix_path = hd_strndup(s, plen);
-        u->port = 0;
-        return NULL;
-    }
-
-    if (strncasecmp(url, "rediss://", 9) == 0)
-        return "TLS (rediss://) is not supported";
-    if (strncasecmp(url, "redis://", 8) != 0)
-        return "must start with redis:// or unix://";
-
-    s = url + 8;
-    auth_end = s + strcspn(s, "/?#");
-    if (*auth_end == '?' || *auth_end == '#')
-        return "query strings and fragments are not supported "
-               "(give the database as /N)";
-
-    /* userinfo: the last '@' before the path, so an unescaped '@' in a
-     * password still parses */
-    at = NULL;
-    for (p = s; p < auth_end; p++)
-        if (*p == '@')
-            at = p;
-    if (at == NULL && strchr(auth_end, '@') != NULL)
-        return "'@' after the host: percent-encode '/', '?' and '#' "
-               "in the password";
-    hp = s;
-    if (at != NULL) {
-        const char *pw = memchr(s, ':', (size_t) (at - s));
-        pw = pw != NULL ? pw + 1 : s;
-        if (at > pw) {
-            u->password = pct_decode(pw, (size_t) (at - pw));
-            if (u->password == NULL)
-                return "bad percent-escape in the password";
-            u->pw_raw = pw;
-            u->pw_raw_len = (size_t) (at - pw);
-        }
-        hp = at + 1;
-    }
-
-    if (hp == auth_end) {
-        why = "missing host";
-        goto fail;
-    }
-    if (*hp == '[') {
-        const char *rb = memchr(hp, ']', (size_t) (auth_end - hp));
-        unsigned char a6[sizeof(struct in6_addr)];
-        if (rb == NULL) {
-            why = "unterminated '[' in the host";
-            goto fail;
-        }
-        u->host = hd_strndup(hp + 1, (size_t) (rb - hp - 1));
-        if (inet_pton(AF_INET6, u->host, a6) != 1) {
-            why = "the host in brackets is not an IPv6 address";
-            goto fail;
-        }
-        colon = rb + 1;
-        if (colon != auth_end && *colon != ':') {
-            why = "unexpected character after ']'";
-            goto fail;
-        }
-    } else {
-        colon = memchr(hp, ':', (size_t) (auth_end - hp));
-        const char *hend = colon != NULL ? colon : auth_end;
-        if (colon != NULL && memchr(colon + 1, ':',
-                                    (size_t) (auth_end - colon - 1))) {
-            why = "an IPv6 host must be in brackets, "
-                  "e.g. redis://[::1]:6379";
-            goto fail;
-        }
-        if (hend == hp) {
-            why = "missing host";
-            goto fail;
-        }
-        for (p = hp; p < hend; p++) {
-            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-                  || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
-                  || *p == '_')) {
-                why = "bad character in the host";
-                goto fail;
-            }
-        }
-        if (hend - hp > 253) {
-            why = "host name is too long";
-            goto fail;
-        }
-        u->host = hd_strndup(hp, (size_t) (hend - hp));
-        if (colon == NULL)
-            colon = auth_end;
-    }
-
-    u->port = 6379;
-    if (colon != auth_end) {
-        if (parse_num(colon + 1, (size_t) (auth_end - colon - 1), 65535, &v)
-            < 0 || v == 0) {
-            why = "port must be an integer between 1 and 65535";
-            goto fail;
-        }
-        u->port = (int) v;
-    }
-
-    if (*auth_end == '/') {
-        p = auth_end + 1;
-        if (strpbrk(p, "?#") != NULL) {
-            why = "query strings and fragments are not supported "
-                  "(give the database as /N)";
-            goto fail;
-        }
-        if ((why = parse_db(p, strlen(p), &u->db)) != NULL)
-            goto fail;
-    }
-    return NULL;
-
-fail:
-    redis_url_clear(u);
-    return why;
-}
-
-static void
-release_redis(hd_conf_t *c, const struct key *k)
-{
-    struct redis_url u = {
-        .host = c->redis_host, .unix_path = c->redis_unix_path,
-        .password = c->redis_password,
-    };
-
-    (void) k;
-    redis_url_clear(&u);
-    c->redis_host = c->redis_unix_path = c->redis_password = NULL;
-    hd_free(c->redis_url);
-}
-
-static int
-apply_redis(struct load *ld, const struct key *k, json_t *v, const char *dpath)
-{
-    struct redis_url u;
-    const char      *why;
-    hd_conf_t       *c = ld->c;
-
-    if (!json_is_string(v)) {
-        err(ld, dpath, "expected string, got %s", jtype(v));
-        return -1;
-    }
-    if ((long long) json_string_length(v) > k->max) {
-        err(ld, dpath, "must be at most %lld bytes long", k->max);
-        return -1;
-    }
-    if ((why = parse_redis_url(json_string_value(v), &u)) != NULL) {
-        err(ld, dpath, "invalid Redis URL: %s", why);
-        return -1;
-    }
-    release_redis(c, k);
-    c->redis_url = hd_strdup(json_string_value(v));
-    c->redis_host = u.host;
-    c->redis_port = u.port;
-    c->redis_unix_path = u.unix_path;
-    c->redis_password = u.password;
-    c->redis_db = u.db;
-    return 0;
-}
-
-/* Compare what a worker connects with, not the spelling of the URL. */
-static bool
-differs_redis(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
-{
-    (void) k;
-    return str_differs(a->redis_host, b->redis_host)
-        || a->redis_port != b->redis_port
-        || str_differs(a->redis_unix_path, b->redis_unix_path)
-        || str_differs(a->redis_password, b->redis_password)
-        || a->redis_db != b->redis_db;
-}
-
-/* Both the decoded password and its spelling in the URL are secrets. */
-static void
-secrets_redis(const hd_conf_t *c, const struct key *k)
-{
-    struct redis_url u;
-
-    (void) k;
-    if (c->redis_password != NULL)
-        hd_log_add_secret(c->redis_password);
-    if (c->redis_url == NULL || parse_redis_url(c->redis_url, &u) != NULL)
-        return;
-    if (u.pw_raw != NULL) {
-        char *raw = hd_strndup(u.pw_raw, u.pw_raw_len);
-        hd_log_add_secret(raw);
-        explicit_bzero(raw, u.pw_raw_len);
-        free(raw);
-    }
-    redis_url_clear(&u);
-}
-
-/* ---- namespaces ---------------------------------------------------------- */
-
-#define NS_NAME_MAX 64
-
-static const char *
-check_ns_name(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > NS_NAME_MAX)
-        return "a namespace name must be 1..64 bytes";
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
-              || (*s >= '0' && *s <= '9') || strchr("_.@-", *s) != NULL))
-            return "a namespace name may only hold [A-Za-z0-9_.@-]";
-    return NULL;
-}
-
-static void
-free_ns_array(hd_ns_t *ns, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(ns[i].name);
-    free(ns);
-}
-
-static void
-release_namespaces(hd_conf_t *c, const struct key *k)
-{
-    (void) k;
-    free_ns_array(c->namespaces, c->nnamespaces);
-    c->namespaces = NULL;
-    c->nnamespaces = 0;
-}
-
-static int
-ns_cmp(const void *a, const void *b)
-{
-    return strcmp(((const hd_ns_t *) a)->name, ((const hd_ns_t *) b)->name);
-}
-
-/* One namespace's options object; every bad field is reported. */
-static int
-apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
-{
-    static const struct { const char *name; bool is_bool; long long max; } F[] = {
-        { "publish", true, 0 },
-        { "anonymous", true, 0 },
-        { "history_size", false, 1000000 },
-        { "history_ttl_s", false, 31536000 },
-    };
-    const char *fname;
-    json_t     *v;
-    int         rc = 0;
-
-    if (!json_is_object(opts)) {
-        err(ld, dpath, "expected object, got %s", jtype(opts));
-        return -1;
-    }
-    json_object_foreach(opts, fname, v) {
-        char  *fp = display_path(dpath, fname);
-        size_t i;
-
-        for (i = 0; i < sizeof(F) / sizeof(F[0]); i++)
-            if (strcmp(F[i].name, fname) == 0)
-                break;
-        if (i == sizeof(F) / sizeof(F[0])) {
-            err(ld, fp, "unknown key (expected publish, anonymous, "
-                "history_size or history_ttl_s)");
-            rc = -1;
-        } else if (F[i].is_bool) {
-            if (!json_is_boolean(v)) {
-                err(ld, fp, "expected boolean, got %s", jtype(v));
-                rc = -1;
-            } else if (i == 0) {
-                ns->publish = json_is_true(v);
-            } else {
-                ns->anonymous = json_is_true(v);
-            }
-        } else {
-            if (!json_is_integer(v)) {
-                err(ld, fp, "expected integer, got %s", jtype(v));
-                rc = -1;
-            } else if (json_integer_value(v) < 0
-                       || json_integer_value(v) > F[i].max) {
-                err(ld, fp, "must be between 0 and %lld, got %lld", F[i].max,
-                    (long long) json_integer_value(v));
-                rc = -1;
-            } else if (i == 2) {
-                ns->history_size = (int) json_integer_value(v);
-            } else {
-                ns->history_ttl_s = (int) json_integer_value(v);
-            }
-        }
-        free(fp);
-    }
-    if (rc == 0 && (ns->history_size > 0) != (ns->history_ttl_s > 0)) {
-        err(ld, dpath, "history_size and history_ttl_s must both be set "
-            "(history on) or both be 0 (history off)");
-        rc = -1;
-    }
-    return rc;
-}
-
-static int
-apply_namespaces(struct load *ld, const struct key *k, json_t *v,
-                 const char *dpath)
-{
-    const char *name, *why;
-    json_t     *opts;
-    hd_ns_t    *arr;
-    size_t      n = 0;
-    int         rc = 0;
-
-    if (!json_is_object(v)) {
-        err(ld, dpath, "expected object, got %s", jtype(v));
-        return -1;
-    }
-    arr = hd_calloc(json_object_size(v) + 1, sizeof(*arr));
-    json_object_foreach(v, name, opts) {
-        char *np = display_path(dpath, name);
-        if ((why = check_ns_name(name)) != NULL) {
-            char *q = echo(name);
-            err(ld, np, "%s, got %s", why, q);
-            free(q);
-            rc = -1;
-        } else {
-            arr[n].name = hd_strdup(name);
-            if (apply_one_ns(ld, &arr[n], opts, np) < 0)
-                rc = -1;
-            n++;
-        }
-        free(np);
-    }
-    if (rc < 0) {
-        free_ns_array(arr, n);
-        return -1;
-    }
-    qsort(arr, n, sizeof(*arr), ns_cmp);
-    release_namespaces(ld->c, k);
-    ld->c->namespaces = arr;
-    ld->c->nnamespaces = n;
-    return 0;
-}
-
-static bool
-differs_namespaces(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
-{
-    (void) k;
-    if (a->nnamespaces != b->nnamespaces)
-        return true;
-    for (size_t i = 0; i < a->nnamespaces; i++) {
-        const hd_ns_t *x = &a->namespaces[i], *y = &b->namespaces[i];
-        if (strcmp(x->name, y->name) != 0 || x->publish != y->publish
-            || x->anonymous != y->anonymous
-            || x->history_size != y->history_size
-            || x->history_ttl_s != y->history_ttl_s)
-            return true;
-    }
-    return false;
-}
-
-const hd_ns_t *
-hd_conf_ns(const hd_conf_t *c, const char *ns, size_t len)
-{
-    size_t lo = 0, hi = c->nnamespaces;
-
-    if (len == 0) {
-        ns = "default";
-        len = 7;
-    }
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int    r = strncmp(c->namespaces[mid].name, ns, len);
-        if (r == 0 && c->namespaces[mid].name[len] != '\0')
-            r = 1;
-        if (r == 0)
-            return &c->namespaces[mid];
-        if (r < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/* ---- security.allowed_origins -------------------------------------------- */
-
-/*
- * An origin pattern: scheme://host[:port], where host may start with "*."
- * (any subdomain, not the bare domain). Lower-case is applied on load.
- */
-static const char *
-check_origin(const char *s)
-{
-    const char *h = strstr(s, "://");
-
-    if (h == NULL || h == s)
-        return "an origin must look like https://example.com or "
-               "https://*.example.com";
-    for (const char *p = s; p < h; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-            return "bad scheme in origin";
-    h += 3;
-    if (*h == '\0')
-        return "an origin needs a host";
-    if (strchr(h, '/') != NULL)
-        return "an origin has no path (https://example.com, not "
-               "https://example.com/)";
-    if (strchr(h, '*') != NULL && (strncmp(h, "*.", 2) != 0
-                                   || strchr(h + 2, '*') != NULL))
-        return "a wildcard is only allowed as \"*.\" at the start of the host";
-    return NULL;
-}
-
-static void
-release_origins(hd_conf_t *c, const struct key *k)
-{
-    (void) k;
-    for (size_t i = 0; i < c->nallowed_origins; i++)
-        free(c->allowed_origins[i]);
-    free(c->allowed_origins);
-    c->allowed_origins = NULL;
-    c->nallowed_origins = 0;
-}
-
-static int
-apply_origins(struct load *ld, const struct key *k, json_t *v, const char *dpath)
-{
-    size_t  i, n;
-    char  **arr;
-    int     rc = 0;
-
-    if (!json_is_array(v)) {
-        err(ld, dpath, "expected array of strings, got %s", jtype(v));
-        return -1;
-    }
-    n = json_array_size(v);
-    if ((long long) n > k->max) {
-        err(ld, dpath, "at most %lld origins", k->max);
-        return -1;
-    }
-    arr = hd_calloc(n + 1, sizeof(char *));
-    for (i = 0; i < n; i++) {
-        json_t     *e = json_array_get(v, i);
-        char        ip[32];
-        const char *why;
-        snprintf(ip, sizeof(ip), "[%zu]", i);
-        char *ep = hd_asprintf("%s%s", dpath, ip);
-        if (!json_is_string(e)) {
-            err(ld, ep, "expected string, got %s", jtype(e));
-            rc = -1;
-        } else if ((why = check_origin(json_string_value(e))) != NULL) {
-            char *q = echo(json_string_value(e));
-            err(ld, ep, "%s, got %s", why, q);
-            free(q);
-            rc = -1;
-        } else {
-            arr[i] = hd_strdup(json_string_value(e));
-            for (char *p = arr[i]; *p; p++)
-                if (*p >= 'A' && *p <= 'Z')
-                    *p = (char) (*p - 'A' + 'a');
-        }
-        free(ep);
-    }
-    if (rc < 0) {
-        for (i = 0; i < n; i++)
-            free(arr[i]);
-        free(arr);
-        return -1;
-    }
-    release_origins(ld->c, k);
-    ld->c->allowed_origins = arr;
-    ld->c->nallowed_origins = n;
-    return 0;
-}
-
-static bool
-differs_origins(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
-{
-    (void) k;
-    if (a->nallowed_origins != b->nallowed_origins)
-        return true;
-    for (size_t i = 0; i < a->nallowed_origins; i++)
-        if (strcmp(a->allowed_origins[i], b->allowed_origins[i]) != 0)
-            return true;
-    return false;
-}
-
-bool
-hd_conf_origin_allowed(const hd_conf_t *c, const char *origin)
-{
-    char        lo[512];
-    size_t      n = strlen(origin);
-    const char *h;
-
-    if (c->nallowed_origins == 0)
-        return true;
-    if (n >= sizeof(lo))
-        return false;
-    for (size_t i = 0; i <= n; i++)
-        lo[i] = (origin[i] >= 'A' && origin[i] <= 'Z')
-                ? (char) (origin[i] - 'A' + 'a') : origin[i];
-    for (size_t i = 0; i < c->nallowed_origins; i++) {
-        const char *pat = c->allowed_origins[i];
-        const char *ps = strstr(pat, "://");
-        if (strcmp(pat, lo) == 0)
-            return true;
-        if (ps == NULL || strncmp(ps + 3, "*.", 2) != 0)
-            continue;
-        /* same scheme, and the host ends in ".domain[:port]" with at least
-         * one label before it */
-        size_t sl = (size_t) (ps + 3 - pat);
-        if (strncmp(pat, lo, sl) != 0)
-            continue;
-        h = lo + sl;
-        const char *suffix = ps + 4;       /* ".example.com[:port]" */
-        size_t      hl = strlen(h), sfl = strlen(suffix);
-        if (hl > sfl && strcmp(h + hl - sfl, suffix) == 0
-            && strchr(h, '/') == NULL)
-            return true;
-    }
-    return false;
-}
-
 /* ---- the types --------------------------------------------------------- */
 
 static void
@@ -1238,29 +519,23 @@ release_none(hd_conf_t *c, const struct key *k)
     (void) k;
 }
 
-static void
-secrets_none(const hd_conf_t *c, const struct key *k)
+void
+hd_conf_secrets_none(const hd_conf_t *c, const struct key *k)
 {
     (void) c;
     (void) k;
 }
 
 static const struct ktype T_INT = {
-    apply_int, differs_int, release_none, secrets_none };
+    apply_int, differs_int, release_none, hd_conf_secrets_none };
 static const struct ktype T_BOOL = {
-    apply_bool, differs_bool, release_none, secrets_none };
+    apply_bool, differs_bool, release_none, hd_conf_secrets_none };
 static const struct ktype T_STR = {
     apply_str, differs_str, release_str, secrets_str };
 static const struct ktype T_ENUM = {
-    apply_enum, differs_int, release_none, secrets_none };
+    apply_enum, differs_int, release_none, hd_conf_secrets_none };
 static const struct ktype T_WORKERS = {
-    apply_workers, differs_workers, release_none, secrets_none };
-static const struct ktype T_REDIS = {
-    apply_redis, differs_redis, release_redis, secrets_redis };
-static const struct ktype T_NAMESPACES = {
-    apply_namespaces, differs_namespaces, release_namespaces, secrets_none };
-static const struct ktype T_ORIGINS = {
-    apply_origins, differs_origins, release_origins, secrets_none };
+    apply_workers, differs_workers, release_none, hd_conf_secrets_none };
 
 /* ---- the walk ---------------------------------------------------------- */
 
@@ -1309,14 +584,14 @@ plain_key(const char *k)
 }
 
 /* "$.listen" + "port" -> "$.listen.port"; odd keys as $.listen["a.b"]. */
-static char *
-display_path(const char *dparent, const char *key)
+char *
+hd_conf_display_path(const char *dparent, const char *key)
 {
     char *q, *d;
 
     if (plain_key(key))
         return hd_asprintf("%s.%s", dparent, key);
-    q = echo(key);
+    q = hd_conf_echo(key);
     d = hd_asprintf("%s[%s]", dparent, q);
     free(q);
     return d;
@@ -1392,7 +667,7 @@ walk(struct load *ld, json_t *obj, const char *mparent, const char *dparent)
     json_t     *v;
 
     json_object_foreach(obj, name, v) {
-        char *dpath = display_path(dparent, name);
+        char *dpath = hd_conf_display_path(dparent, name);
         char *mpath = NULL;
         int   i = -1;
 
@@ -1409,15 +684,15 @@ walk(struct load *ld, json_t *obj, const char *mparent, const char *dparent)
             if (json_is_object(v)) {
                 walk(ld, v, mpath, dpath);
             } else {
-                err(ld, dpath, "expected object, got %s", jtype(v));
+                hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(v));
                 mark_section(ld, mpath, ST_BAD);
             }
         } else {
             char *hint = suggest(mparent, name);
             if (hint != NULL)
-                err(ld, dpath, "unknown key (did you mean \"%s\"?)", hint);
+                hd_conf_err(ld, dpath, "unknown key (did you mean \"%s\"?)", hint);
             else
-                err(ld, dpath, "unknown key");
+                hd_conf_err(ld, dpath, "unknown key");
             free(hint);
         }
         free(mpath);
@@ -1439,9 +714,9 @@ defaults(struct load *ld)
         dpath = hd_asprintf("$.%s", keys[i].path);
         v = json_loads(keys[i].def, JSON_DECODE_ANY, &jerr);
         if (v == NULL)
-            err(ld, dpath, "bad built-in default: %s", jerr.text);
+            hd_conf_err(ld, dpath, "bad built-in default: %s", jerr.text);
         else if (keys[i].type->apply(ld, &keys[i], v, dpath) < 0)
-            err(ld, dpath, "(the error above is in the built-in default)");
+            hd_conf_err(ld, dpath, "(the error above is in the built-in default)");
         json_decref(v);
         free(dpath);
     }
@@ -1458,7 +733,7 @@ cross_checks(struct load *ld)
         return;
     if (ld->state[secret] != ST_BAD && ld->state[anon] != ST_BAD
         && ld->c->auth_hmac_secret == NULL && !ld->c->auth_allow_anonymous)
-        err(ld, "$.auth.hmac_secret",
+        hd_conf_err(ld, "$.auth.hmac_secret",
             "required unless auth.allow_anonymous is true");
 
     int rmin = key_index("redis.reconnect_min_ms");
@@ -1466,7 +741,7 @@ cross_checks(struct load *ld)
     if (rmin >= 0 && rmax >= 0 && ld->state[rmin] != ST_BAD
         && ld->state[rmax] != ST_BAD
         && ld->c->redis_reconnect_min_ms > ld->c->redis_reconnect_max_ms)
-        err(ld, "$.redis.reconnect_min_ms",
+        hd_conf_err(ld, "$.redis.reconnect_min_ms",
             "must not be greater than redis.reconnect_max_ms (%d)",
             ld->c->redis_reconnect_max_ms);
 }
@@ -1531,12 +806,15 @@ int
 hd_conf_load_string(const char *name, const char *json, size_t len,
                     hd_conf_t **out, hd_conf_errors_t *errs)
 {
-    struct load  ld;
-    json_error_t jerr;
-    json_t      *root = NULL;
+    struct load   ld;
+    unsigned char state[NKEYS];
+    json_error_t  jerr;
+    json_t       *root = NULL;
 
     *out = NULL;
     memset(&ld, 0, sizeof(ld));
+    memset(state, 0, sizeof(state));
+    ld.state = state;
     ld.name = name != NULL ? name : "<string>";
     ld.errs = errs;
     ld.c = hd_calloc(1, sizeof(*ld.c));
@@ -1555,7 +833,7 @@ hd_conf_load_string(const char *name, const char *json, size_t len,
         goto fail;
     }
     if (!json_is_object(root)) {
-        err(&ld, "$", "top level must be an object, got %s", jtype(root));
+        hd_conf_err(&ld, "$", "top level must be an object, got %s", hd_conf_jtype(root));
         goto fail;
     }
 

@@ -4,7 +4,7 @@
  *
  * Build (the lead wires it into meson under -Dfuzz=true):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Icommon -Iconf tests/fuzz/fuzz_conf.c conf/hd_conf.c \
+ *     -Icommon -Iconf tests/fuzz/fuzz_conf.c conf/hd_conf*.c \
  *     common/hd_alloc.c common/hd_log.c -ljansson -lcrypto -o fuzz_conf
  *   ./fuzz_conf -max_total_time=60 tests/fuzz/seeds/conf
  */

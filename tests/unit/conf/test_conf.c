@@ -1062,14 +1062,14 @@ mutate(hd_conf_t *c, const struct key *k)
         *f = n;
     } else if (k->type == &T_WORKERS) {
         c->workers += 1;
-    } else if (k->type == &T_REDIS) {
+    } else if (k->type == &hd_conf_type_redis) {
         c->redis_port += 1;
-    } else if (k->type == &T_ORIGINS) {
+    } else if (k->type == &hd_conf_type_origins) {
         c->allowed_origins = hd_realloc(c->allowed_origins,
                                         (c->nallowed_origins + 2) * sizeof(char *));
         c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
         c->allowed_origins[c->nallowed_origins] = NULL;
-    } else if (k->type == &T_NAMESPACES) {
+    } else if (k->type == &hd_conf_type_namespaces) {
         ck_assert_uint_gt(c->nnamespaces, 0);
         c->namespaces[0].history_size += 1;
     } else {
