@@ -26,6 +26,7 @@ typedef struct hd_http {
     char           *body;
     size_t          body_len, body_cap;
     bool            too_big;
+    bool            body_done;      /* BODY_COMPLETION seen */
     /* response */
     int             status;
     char           *resp;
@@ -234,6 +235,14 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     size_t         n;
     pubreq_t      *r;
 
+    if (h->body_done) {
+        /* lws 4.1 signals the completion again, in a loop, while more
+         * requests sit pipelined behind this one: acting on it published
+         * the body again each time. One request at a time: close. */
+        hd_log_debug("closing an HTTP connection that pipelined requests");
+        return -1;
+    }
+    h->body_done = true;
     if (h->route == R_NONE)
         return 0;
     if (h->too_big)

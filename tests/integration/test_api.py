@@ -217,3 +217,54 @@ def test_api_503_while_redis_down(make_herald, redis_server):
             assert "down" not in [p["data"] for p in s.pubs(ch)], (slot, s.pushes)
             await s.close()
     run(go())
+
+
+def test_api_pipelined_requests_close_the_connection(make_herald):
+    """Two requests sent back to back on one keep-alive connection (HTTP
+    pipelining) once crashed the worker. herald answers at most the first,
+    then closes the connection (docs/protocol.md); the worker lives on,
+    and whatever was acknowledged reaches the subscriber, once."""
+    import socket
+    h = make_herald(**pubsub_config(workers=1))
+    ch = "chat:pipelined"
+    pids = h.worker_pids()
+
+    def request(i):
+        body = json.dumps({"channel": ch, "data": {"i": i}}).encode()
+        return (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Authorization: apikey " + API_KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    async def go():
+        sub = await open_client(h.url, token_for(h, sub="s"))
+        assert "result" in await sub.subscribe(ch)
+        for attempt in range(3):
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            s.sendall(request(2 * attempt) + request(2 * attempt + 1))
+            got = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except socket.timeout:
+                raise AssertionError("the pipelining connection was neither answered "
+                                     "nor closed in 10 s: %r" % got) from None
+            finally:
+                s.close()
+            text = got.decode("utf-8", "replace")
+            statuses = [line for line in text.split("\r\n") if line.startswith("HTTP/1.1 ")]
+            assert len(statuses) <= 1, "answered a pipelined request: %r" % text
+            assert all(st.startswith("HTTP/1.1 200") for st in statuses), text
+        # the worker is the same process, and serves the next request
+        assert h.worker_pids() == pids, "a worker died on pipelined requests"
+        st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "after"})
+        assert st == 200, (st, body)
+        last = body["result"]["offset"]
+        await sub.until(lambda: any(p["data"] == "after" for p in sub.pubs(ch)), 10, "the last publish")
+        offs = [p["offset"] for p in sub.pubs(ch)]
+        assert offs == list(range(1, last + 1)), offs
+        await sub.close()
+    run(go())
