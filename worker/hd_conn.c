@@ -271,6 +271,13 @@ hd_conn_linger_shutdown(void)
  * writable: lws keeps the part of a frame the kernel refused and asks for
  * the callback itself, and hd_conn_flush() goes on from there.
  *
+ * A turn of the loop writes at most FRAMES_PER_TURN frames, and one
+ * connection at most FRAMES_PER_CONN before it goes to the back of the
+ * list: a fan-out backlog (10,000 subscribers, a few messages each) must
+ * not keep the loop from Redis, new connections and timers for long - the
+ * Redis heartbeat gives up after 1.5 s. While connections are left over,
+ * an idle watcher keeps the loop from blocking.
+ *
  * Whatever has to come from the writable callback still does: a close
  * (returning -1 there is how lws closes), a heartbeat ping, and every
  * write on a connection with permessage-deflate, whose compressor may
@@ -284,9 +291,9 @@ hd_conn_linger_shutdown(void)
  */
 enum { HD_W_IDLE = 0, HD_W_READY, HD_W_DELAYED };
 
-/* frames written to one connection per turn of the loop: bounds the time
- * one connection with a deep queue takes from the others */
-#define FRAMES_PER_TURN  16
+/* at ~5 us a frame, a turn of the loop spends at most ~10 ms writing */
+#define FRAMES_PER_CONN  4
+#define FRAMES_PER_TURN  2048
 
 typedef struct {
     hd_conn_t *head, *tail;
@@ -294,6 +301,7 @@ typedef struct {
 
 static wlist_t    ready, delayed;
 static ev_prepare write_w;
+static ev_idle    more_w;       /* active while ready outlives a turn */
 static ev_timer   delay_w;
 
 static void
@@ -438,52 +446,84 @@ write_frame(hd_conn_t *c)
     return 0;
 }
 
-/* Frames while the socket takes them whole; lws keeps a partial one and
- * asks for writable itself. */
+/* Up to max frames, while the socket takes them whole (lws keeps a
+ * partial one and asks for writable itself). Returns the frames written,
+ * or -1 when a write failed. */
 static int
-write_frames(hd_conn_t *c)
+write_frames(hd_conn_t *c, unsigned max)
 {
-    for (unsigned f = 0; f < FRAMES_PER_TURN && c->q_len > 0; f++) {
+    unsigned f = 0;
+
+    while (f < max && c->q_len > 0) {
         if (write_frame(c) < 0)
             return -1;
+        f++;
         if (lws_partial_buffered(c->wsi))
-            return 0;
+            break;
     }
-    if (c->q_len > 0)
-        lws_callback_on_writable(c->wsi);
-    return 0;
+    return (int) f;
 }
 
+/* What is still queued goes on a later turn - directly, while the socket
+ * takes it. */
 static void
-write_now(hd_conn_t *c)
+write_rest(hd_conn_t *c)
 {
+    if (c->q_len > 0 && !lws_partial_buffered(c->wsi))
+        hd_conn_want_write(c);
+}
+
+/* Returns the work done, in frames. */
+static unsigned
+write_now(hd_conn_t *c, unsigned budget)
+{
+    int n;
+
     if (c->close_code != 0 || c->ping_due || c->deflate
         || c->peer_close_code != 0 || lws_partial_buffered(c->wsi)) {
         lws_callback_on_writable(c->wsi);
-        return;
+        return 1;
     }
-    if (c->q_len > 0 && write_frames(c) < 0) {
+    if (c->q_len == 0)
+        return 0;
+    n = write_frames(c, budget < FRAMES_PER_CONN ? budget : FRAMES_PER_CONN);
+    if (n < 0) {
         /* the socket is gone: close it now (this is not inside an lws
          * callback, and an async kill would wait for lws' next timer
-         * pass); the peer sees no close frame anyway */
+         * pass); the peer sees no close frame anyway. c is freed. */
         c->close_code = HD_CLOSE_ABNORMAL;
         drop_queue(c);
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT,
                         LWS_TO_KILL_SYNC);
+        return 1;
     }
+    write_rest(c);
+    return (unsigned) n;
 }
 
 static void
 write_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
+    unsigned   budget = FRAMES_PER_TURN, n;
     hd_conn_t *c;
-    (void) loop; (void) w; (void) revents;
+    (void) w; (void) revents;
 
-    while ((c = ready.head) != NULL) {
+    while (budget > 0 && (c = ready.head) != NULL) {
         wlist_remove(&ready, c);
         c->wstate = HD_W_IDLE;
-        write_now(c);
+        n = write_now(c, budget);
+        budget -= n < budget ? n : budget;
     }
+    if (ready.head != NULL && !ev_is_active(&more_w))
+        ev_idle_start(loop, &more_w);
+    else if (ready.head == NULL && ev_is_active(&more_w))
+        ev_idle_stop(loop, &more_w);
+}
+
+static void
+more_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void) loop; (void) w; (void) revents;  /* write_cb does the work */
 }
 
 void
@@ -492,6 +532,7 @@ hd_conn_io_init(void)
     ev_prepare_init(&write_w, write_cb);
     ev_prepare_start(hd_w.loop, &write_w);
     ev_unref(hd_w.loop);        /* never keeps the loop alive by itself */
+    ev_idle_init(&more_w, more_cb);
     ev_init(&delay_w, delay_cb);
 }
 
@@ -500,6 +541,7 @@ hd_conn_io_shutdown(void)
 {
     ev_ref(hd_w.loop);
     ev_prepare_stop(hd_w.loop, &write_w);
+    ev_idle_stop(hd_w.loop, &more_w);
     ev_timer_stop(hd_w.loop, &delay_w);
     while (ready.head != NULL)
         hd_conn_unschedule(ready.head);
@@ -541,8 +583,9 @@ hd_conn_flush(hd_conn_t *c)
             lws_callback_on_writable(c->wsi);
         return 0;
     }
-    if (write_frames(c) < 0)
+    if (write_frames(c, FRAMES_PER_CONN) < 0)
         return -1;
+    write_rest(c);
     if (c->close_code != 0)
         lws_callback_on_writable(c->wsi);
     return 0;
