@@ -279,7 +279,8 @@ hd_conn_linger_shutdown(void)
  * an idle watcher keeps the loop from blocking.
  *
  * Whatever has to come from the writable callback still does: a close
- * (returning -1 there is how lws closes), a heartbeat ping, and every
+ * (returning -1 there is how lws closes; and once lws or the peer started
+ * one, nothing is written directly), a heartbeat ping, and every
  * write on a connection with permessage-deflate, whose compressor may
  * hold output for the next callback.
  *
@@ -479,8 +480,11 @@ write_now(hd_conn_t *c, unsigned budget)
 {
     int n;
 
+    /* (a close length: lws itself started a close - 1007, 1002 - or the
+     * peer's close frame came in; no data may follow the close frame) */
     if (c->close_code != 0 || c->ping_due || c->deflate
-        || c->peer_close_code != 0 || lws_partial_buffered(c->wsi)) {
+        || c->peer_close_code != 0 || lws_get_close_length(c->wsi) != 0
+        || lws_partial_buffered(c->wsi)) {
         lws_callback_on_writable(c->wsi);
         return 1;
     }

@@ -361,6 +361,36 @@ def test_message_bytes_small_1009(make_herald):
         "close codes (1006: closed without a close frame): %r" % codes
 
 
+def test_long_message_in_pieces_delivered_intact(make_herald):
+    """A message longer than the buffer lws reads frames into (1 KB) comes
+    to herald in pieces: one 40 KB frame, and the same as 7 fragments, are
+    each assembled into one publish and reach the subscriber intact."""
+    h = make_herald(**pubsub_config(workers=1, limits={"commands_per_second": 0}))
+    ch = "chat:long"
+
+    async def go():
+        tok = token_for(h, sub="l")
+        sub = await open_client(h.url, tok)
+        assert "result" in await sub.subscribe(ch)
+        pub = await open_client(h.url, tok)
+        datas = [{"n": n, "text": "".join(chr(0x41 + (i * 7 + n) % 26) for i in range(40000))}
+                 for n in range(2)]
+        # one frame
+        msg = json.dumps({"id": 100, "method": "publish", "params": {"channel": ch, "data": datas[0]}})
+        await pub.ws.send(msg)
+        assert "result" in await pub.reply(100)
+        # seven fragments of one message
+        msg = json.dumps({"id": 101, "method": "publish", "params": {"channel": ch, "data": datas[1]}})
+        step = len(msg) // 7 + 1
+        await pub.ws.send([msg[i:i + step] for i in range(0, len(msg), step)])
+        assert "result" in await pub.reply(101)
+        got = await sub.wait_pubs(ch, 2)
+        assert [p["data"] for p in got] == datas
+        await sub.close()
+        await pub.close()
+    run(go())
+
+
 # ==========================================================================
 # heartbeat and connect timeout
 
