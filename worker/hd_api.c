@@ -125,6 +125,8 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     h = http_state(c, wsi);
 
     h->wsi = wsi;
+    h->body_done = h->too_big = false;  /* a new request */
+    h->body_len = 0;
     if (hd_w.conf->api_key == NULL
         || (strcmp(uri, "/api/publish") != 0 && strcmp(uri, "/api/broadcast") != 0))
         return respond_error(h, 404, hd_w.conf->api_key == NULL

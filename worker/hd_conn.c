@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+
+#include <linux/sockios.h>
 
 #include <libwebsockets.h>
 
@@ -76,22 +79,42 @@ drop_queue(hd_conn_t *c)
 /*
  * A close frame waits for a writable socket like any other write, and a
  * client that stopped reading (a slow consumer, its socket buffers full)
- * would keep the connection forever: the heartbeat sweep drops it without
- * the frame after HD_CLOSE_SEND_MS (hd_conn_close_overdue()).
+ * would keep the connection forever. The heartbeat sweep
+ * (hd_conn_close_check()) drops it without the frame once the close has
+ * waited HD_CLOSE_SEND_MS with the socket making no progress: its unsent
+ * bytes (SIOCOUTQ) unchanged. A client still reading, slowly, a long
+ * reply queued before the close keeps its connection until it is done;
+ * once the close frame is handed to lws, lws' own close timeouts rule.
  */
 static void
 close_deadline(hd_conn_t *c)
 {
+    int fd = c->wsi != NULL ? lws_get_socket_fd(c->wsi) : -1;
+
     c->close_ms = hd_mono_ms();
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &c->close_outq) != 0)
+        c->close_outq = -1;
 }
 
 void
 hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
 {
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-    int           fd;
+    int           fd, outq = -1;
 
-    if (c->close_code == 0 || now_ms - c->close_ms < HD_CLOSE_SEND_MS)
+    if (c->close_code == 0 || c->close_sent || c->close_forced)
+        return;
+    fd = lws_get_socket_fd(c->wsi);
+    if (fd < 0)
+        return;
+    if (c->close_ms == 0)
+        c->close_ms = now_ms;   /* a path that set close_code directly */
+    if (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq != c->close_outq) {
+        c->close_outq = outq;   /* the peer took something: progress */
+        c->close_ms = now_ms;
+        return;
+    }
+    if (now_ms - c->close_ms < HD_CLOSE_SEND_MS)
         return;
     /*
      * lws itself would wait on: asked to close, it first flushes what it
@@ -101,9 +124,6 @@ hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
      * close resets the connection and the kernel frees its send buffer
      * at once rather than keep retrying a peer that does not read.
      */
-    fd = lws_get_socket_fd(c->wsi);
-    if (fd < 0 || c->close_forced)
-        return;
     c->close_forced = true;
     hd_log_debug("conn %llu: close frame not taken in %d ms, dropping",
                  (unsigned long long) c->id, HD_CLOSE_SEND_MS);
@@ -367,7 +387,8 @@ hd_conn_want_push(hd_conn_t *c)
     if (c->wstate != HD_W_IDLE)
         return;                 /* already due, as soon or sooner */
     c->wstate = HD_W_DELAYED;
-    c->wdue = ev_now(hd_w.loop) + delay_ms / 1000.;
+    /* monotonic: a step of the wall clock must not hold pushes */
+    c->wdue = hd_mono_ms() + (uint64_t) delay_ms;
     wlist_push(&delayed, c);
     if (!ev_is_active(&delay_w)) {
         ev_timer_set(&delay_w, delay_ms / 1000., 0.);
@@ -378,14 +399,17 @@ hd_conn_want_push(hd_conn_t *c)
 static void
 delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    double now = ev_now(loop);
+    uint64_t   now = hd_mono_ms();
+    hd_conn_t *c;
     (void) revents;
 
     /* (1 ms of slack: libev may wake a little before the due time) */
-    while (delayed.head != NULL && delayed.head->wdue <= now + 0.001)
-        hd_conn_want_write(delayed.head);
+    while ((c = delayed.head) != NULL && c->wdue <= now + 1) {
+        hd_conn_unschedule(c);
+        hd_conn_want_write(c);
+    }
     if (delayed.head != NULL) {
-        ev_timer_set(w, delayed.head->wdue - now, 0.);
+        ev_timer_set(w, (double) (delayed.head->wdue - now) / 1000., 0.);
         ev_timer_start(loop, w);
     }
 }
@@ -557,6 +581,7 @@ int
 hd_conn_flush(hd_conn_t *c)
 {
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
+        c->close_sent = true;   /* lws sends the frame and closes */
         linger_prepare(c);
         lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
                          (unsigned char *) c->close_reason,

@@ -70,7 +70,9 @@ typedef struct hd_conn {
 
     uint16_t         close_code;       /* != 0: close requested */
     uint64_t         close_ms;         /* when (monotonic) */
+    bool             close_sent;       /* the close frame is lws' now */
     bool             close_forced;     /* socket shut down under lws */
+    int              close_outq;       /* unsent bytes at the last sweep */
     bool             close_soft;       /* send what is queued first */
     int              linger_fd;        /* > 0: a dup kept for a lingering close */
     uint16_t         peer_close_code;  /* from the peer's close frame */
@@ -78,7 +80,7 @@ typedef struct hd_conn {
     bool             deflate;          /* permessage-deflate negotiated */
     uint8_t          wstate;           /* write scheduling, see hd_conn.c */
     struct hd_conn  *wnext, *wprev;    /* on the ready or the delayed list */
-    double           wdue;             /* delayed: ev_now() to flush at */
+    uint64_t         wdue;             /* delayed: hd_mono_ms() to flush at */
     char             close_reason[64];
     char             peer[48];         /* remote address, text */
 } hd_conn_t;
@@ -107,8 +109,9 @@ void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);
  * sent before the close frame. */
 void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
 /* A requested close whose frame the socket did not take within
- * HD_CLOSE_SEND_MS: drop the connection without it (lws closes it on
- * its next look at the socket). */
+ * HD_CLOSE_SEND_MS, with no progress meanwhile: drop the connection
+ * without it (lws closes it on its next look at the socket). Called once
+ * a second for every closing connection. */
 #define HD_CLOSE_SEND_MS  2000
 void hd_conn_close_check(hd_conn_t *c, uint64_t now_ms);
 /* At LWS_CALLBACK_CLOSED: start the lingering close prepared when the
