@@ -64,7 +64,6 @@ hd_conn_reply(hd_conn_t *c, const char *s, size_t len)
     return rc;
 }
 
-
 static void
 drop_queue(hd_conn_t *c)
 {
