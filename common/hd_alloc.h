@@ -17,6 +17,10 @@ char *hd_strndup(const char *s, size_t n);
 /* printf into a fresh heap string; caller frees. */
 char *hd_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-#define hd_free(p) do { free(p); (p) = NULL; } while (0)
+#define hd_free(p)  \
+    do {            \
+        free(p);    \
+        (p) = NULL; \
+    } while (0)
 
 #endif

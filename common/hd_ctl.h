@@ -9,15 +9,15 @@
 
 /* Exit status a worker uses for "fatal, do not respawn" (bad config that
  * passed validation but cannot work, e.g. lws context creation failed). */
-#define HD_EXIT_FATAL  78   /* EX_CONFIG */
+#define HD_EXIT_FATAL 78 /* EX_CONFIG */
 
 enum hd_ctl_type {
     /* master -> worker */
-    HD_CTL_DRAIN = 1,   /* close every client with close_code, spread over
+    HD_CTL_DRAIN = 1, /* close every client with close_code, spread over
                            window_ms; exit when empty or when window_ms has
                            passed. Stops accepting at once unless flags has
                            HD_DRAIN_KEEP_ACCEPTING (see below). */
-    HD_CTL_EXIT  = 2,   /* exit now */
+    HD_CTL_EXIT = 2,  /* exit now */
     /* worker -> master */
     HD_CTL_READY = 100, /* loop running, accepting */
 };
@@ -36,14 +36,14 @@ enum hd_ctl_type {
  * Without the flag (a replacement worker serves the same socket) it stops
  * accepting at once.
  */
-#define HD_DRAIN_KEEP_ACCEPTING  0x1u
+#define HD_DRAIN_KEEP_ACCEPTING 0x1u
 
 typedef struct hd_ctl_msg {
     uint32_t type;
-    uint32_t close_code;   /* HD_CTL_DRAIN: 1001 shutdown, 1012 restart */
-    uint32_t window_ms;    /* HD_CTL_DRAIN: drain window */
-    uint32_t flags;        /* HD_CTL_DRAIN: HD_DRAIN_* */
-    uint32_t grace_ms;     /* HD_CTL_DRAIN with KEEP_ACCEPTING: quiet time */
+    uint32_t close_code; /* HD_CTL_DRAIN: 1001 shutdown, 1012 restart */
+    uint32_t window_ms;  /* HD_CTL_DRAIN: drain window */
+    uint32_t flags;      /* HD_CTL_DRAIN: HD_DRAIN_* */
+    uint32_t grace_ms;   /* HD_CTL_DRAIN with KEEP_ACCEPTING: quiet time */
     uint32_t reserved;
 } hd_ctl_msg_t;
 

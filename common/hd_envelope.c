@@ -11,11 +11,11 @@ parse_u64(const char **pp, const char *end, uint64_t *out)
     if (p >= end || *p < '0' || *p > '9')
         return -1;
     if (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')
-        return -1;                      /* no leading zeros */
+        return -1; /* no leading zeros */
     for (; p < end && *p >= '0' && *p <= '9'; p++) {
         unsigned d = (unsigned) (*p - '0');
         if (v > (UINT64_MAX - d) / 10)
-            return -1;                  /* overflow */
+            return -1; /* overflow */
         v = v * 10 + d;
     }
     *pp = p;

@@ -21,9 +21,9 @@
 typedef struct hd_envelope {
     uint64_t    offset;
     uint64_t    pub_us;
-    const char *epoch;      /* points into the input, not NUL-terminated */
+    const char *epoch; /* points into the input, not NUL-terminated */
     size_t      epoch_len;
-    const char *data;       /* points into the input */
+    const char *data; /* points into the input */
     size_t      data_len;
 } hd_envelope_t;
 

@@ -31,9 +31,9 @@
 #include "hd_channel.h"
 #include "hd_jwt.h"
 
-#define SIG_LEN     32                      /* HMAC-SHA256 */
-#define SUB_MAX     255
-#define PART_MAX    HD_B64URL_DECMAX(HD_JWT_MAX_LEN)
+#define SIG_LEN  32 /* HMAC-SHA256 */
+#define SUB_MAX  255
+#define PART_MAX HD_B64URL_DECMAX(HD_JWT_MAX_LEN)
 
 /* base64url: {"alg":"HS256","typ":"JWT"} */
 static const char hs256_header[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
@@ -51,14 +51,13 @@ static const unsigned char b64_dec[256] = {
     D('G', 6),  D('H', 7),  D('I', 8),  D('J', 9),  D('K', 10), D('L', 11),
     D('M', 12), D('N', 13), D('O', 14), D('P', 15), D('Q', 16), D('R', 17),
     D('S', 18), D('T', 19), D('U', 20), D('V', 21), D('W', 22), D('X', 23),
-    D('Y', 24), D('Z', 25),
-    D('a', 26), D('b', 27), D('c', 28), D('d', 29), D('e', 30), D('f', 31),
-    D('g', 32), D('h', 33), D('i', 34), D('j', 35), D('k', 36), D('l', 37),
-    D('m', 38), D('n', 39), D('o', 40), D('p', 41), D('q', 42), D('r', 43),
-    D('s', 44), D('t', 45), D('u', 46), D('v', 47), D('w', 48), D('x', 49),
-    D('y', 50), D('z', 51),
-    D('0', 52), D('1', 53), D('2', 54), D('3', 55), D('4', 56), D('5', 57),
-    D('6', 58), D('7', 59), D('8', 60), D('9', 61), D('-', 62), D('_', 63),
+    D('Y', 24), D('Z', 25), D('a', 26), D('b', 27), D('c', 28), D('d', 29),
+    D('e', 30), D('f', 31), D('g', 32), D('h', 33), D('i', 34), D('j', 35),
+    D('k', 36), D('l', 37), D('m', 38), D('n', 39), D('o', 40), D('p', 41),
+    D('q', 42), D('r', 43), D('s', 44), D('t', 45), D('u', 46), D('v', 47),
+    D('w', 48), D('x', 49), D('y', 50), D('z', 51), D('0', 52), D('1', 53),
+    D('2', 54), D('3', 55), D('4', 56), D('5', 57), D('6', 58), D('7', 59),
+    D('8', 60), D('9', 61), D('-', 62), D('_', 63),
 };
 #undef D
 
@@ -66,8 +65,8 @@ long
 hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
 {
     const unsigned char *s = (const unsigned char *) in;
-    size_t   i, o = 0, need;
-    uint32_t a, b, c, d;
+    size_t               i, o = 0, need;
+    uint32_t             a, b, c, d;
 
     if (len % 4 == 1)
         return -1;
@@ -159,8 +158,8 @@ mac(const void *secret, size_t secret_len, const void *data, size_t len,
         return -1;
     if (secret_len == 0)
         secret = &empty;
-    if (HMAC(EVP_sha256(), secret, (int) secret_len, data, len, out, &n)
-            == NULL || n != SIG_LEN)
+    if (HMAC(EVP_sha256(), secret, (int) secret_len, data, len, out, &n) == NULL
+        || n != SIG_LEN)
         return -1;
     return 0;
 }
@@ -193,8 +192,9 @@ check_header(const json_t *h)
     if (!json_is_string(alg) || json_string_length(alg) != 5
         || memcmp(json_string_value(alg), "HS256", 5) != 0)
         return HD_JWT_EALG;
-    if (typ != NULL && (!json_is_string(typ) || json_string_length(typ) != 3
-                        || strcasecmp(json_string_value(typ), "JWT") != 0))
+    if (typ != NULL
+        && (!json_is_string(typ) || json_string_length(typ) != 3
+            || strcasecmp(json_string_value(typ), "JWT") != 0))
         return HD_JWT_EALG;
     /* we understand no extension, so any crit must be refused (7515 4.1.11) */
     if (json_object_get(h, "crit") != NULL)
@@ -229,7 +229,7 @@ to_seconds(const json_t *v, bool round_up)
         return INT64_MAX;
     if (d <= -9223372036854775807.0)
         return INT64_MIN;
-    t = (int64_t) d;                /* truncates toward zero */
+    t = (int64_t) d; /* truncates toward zero */
     if (!round_up && (double) t > d)
         t--;
     else if (round_up && (double) t < d)
@@ -254,8 +254,8 @@ channel_entry_valid(const char *s, size_t len)
 static int
 load_channels(const json_t *arr, hd_jwt_claims_t *c)
 {
-    size_t  i, n, bytes = 0;
-    char  **v, *p;
+    size_t i, n, bytes = 0;
+    char **v, *p;
 
     if (!json_is_array(arr))
         return HD_JWT_ECLAIMS;
@@ -291,8 +291,7 @@ load_channels(const json_t *arr, hd_jwt_claims_t *c)
  * *c. On error *c may be partly filled; the caller frees it.
  */
 static int
-load_claims(const json_t *p, int64_t now, int64_t leeway,
-            hd_jwt_claims_t *c)
+load_claims(const json_t *p, int64_t now, int64_t leeway, hd_jwt_claims_t *c)
 {
     const json_t *exp = json_object_get(p, "exp");
     const json_t *nbf = json_object_get(p, "nbf");
@@ -317,7 +316,7 @@ load_claims(const json_t *p, int64_t now, int64_t leeway,
     if (tenant != NULL
         && (!json_is_string(tenant)
             || !hd_tenant_valid(json_string_value(tenant),
-                             json_string_length(tenant))))
+                                json_string_length(tenant))))
         return HD_JWT_ECLAIMS;
     if (channels != NULL && load_channels(channels, c) != HD_JWT_OK)
         return HD_JWT_ECLAIMS;
@@ -334,19 +333,19 @@ load_claims(const json_t *p, int64_t now, int64_t leeway,
  * NULL when only the verdict matters.
  */
 int
-hd_jwt_verify(const char *token, size_t len,
-              const void *secret, size_t secret_len,
-              int64_t now, int64_t leeway_s, hd_jwt_claims_t *out)
+hd_jwt_verify(const char *token, size_t len, const void *secret,
+              size_t secret_len, int64_t now, int64_t leeway_s,
+              hd_jwt_claims_t *out)
 {
-    uint8_t         buf[PART_MAX];
-    uint8_t         want[SIG_LEN];
-    const char     *d1, *d2, *sig;
-    size_t          hlen, plen, slen;
-    long            n;
-    json_t         *hdr = NULL, *pl = NULL;
-    hd_jwt_claims_t tmp;
+    uint8_t          buf[PART_MAX];
+    uint8_t          want[SIG_LEN];
+    const char      *d1, *d2, *sig;
+    size_t           hlen, plen, slen;
+    long             n;
+    json_t          *hdr = NULL, *pl = NULL;
+    hd_jwt_claims_t  tmp;
     hd_jwt_claims_t *c = out != NULL ? out : &tmp;
-    int             rc;
+    int              rc;
 
     memset(c, 0, sizeof(*c));
     if (leeway_s < 0)
@@ -421,7 +420,7 @@ hd_jwt_claims_free(hd_jwt_claims_t *c)
         return;
     free(c->sub);
     free(c->tenant);
-    free(c->channels);          /* strings live in the same block */
+    free(c->channels); /* strings live in the same block */
     memset(c, 0, sizeof(*c));
 }
 
@@ -429,13 +428,20 @@ const char *
 hd_jwt_strerror(int rc)
 {
     switch (rc) {
-    case HD_JWT_OK:         return "ok";
-    case HD_JWT_EMALFORMED: return "malformed token";
-    case HD_JWT_EALG:       return "unsupported token algorithm or type";
-    case HD_JWT_ESIGNATURE: return "bad token signature";
-    case HD_JWT_EEXPIRED:   return "token expired";
-    case HD_JWT_ENOEXP:     return "token has no exp";
-    case HD_JWT_ECLAIMS:    return "invalid token claims";
+    case HD_JWT_OK:
+        return "ok";
+    case HD_JWT_EMALFORMED:
+        return "malformed token";
+    case HD_JWT_EALG:
+        return "unsupported token algorithm or type";
+    case HD_JWT_ESIGNATURE:
+        return "bad token signature";
+    case HD_JWT_EEXPIRED:
+        return "token expired";
+    case HD_JWT_ENOEXP:
+        return "token has no exp";
+    case HD_JWT_ECLAIMS:
+        return "invalid token claims";
     }
     return "unknown token error";
 }

@@ -13,21 +13,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HD_JWT_MAX_LEN       8192   /* longer tokens are malformed */
-#define HD_JWT_MAX_CHANNELS  256
+#define HD_JWT_MAX_LEN        8192 /* longer tokens are malformed */
+#define HD_JWT_MAX_CHANNELS   256
 /* The header is parsed before the signature is checked, so its size is
  * what an unauthenticated client controls: keep it small (an HS256 header
  * with kid is well under 200 bytes). Longer is EMALFORMED. */
-#define HD_JWT_MAX_HEADER_LEN 512   /* base64url characters */
+#define HD_JWT_MAX_HEADER_LEN 512 /* base64url characters */
 
 enum hd_jwt_result {
-    HD_JWT_OK          = 0,
-    HD_JWT_EMALFORMED  = -1,  /* not three base64url parts, bad JSON, types */
-    HD_JWT_EALG        = -2,  /* alg missing, not HS256, or typ not JWT */
-    HD_JWT_ESIGNATURE  = -3,
-    HD_JWT_EEXPIRED    = -4,  /* now >= exp + leeway */
-    HD_JWT_ENOEXP      = -5,  /* exp missing */
-    HD_JWT_ECLAIMS     = -6,  /* sub missing/empty/too long, bad tenant,
+    HD_JWT_OK = 0,
+    HD_JWT_EMALFORMED = -1, /* not three base64url parts, bad JSON, types */
+    HD_JWT_EALG = -2,       /* alg missing, not HS256, or typ not JWT */
+    HD_JWT_ESIGNATURE = -3,
+    HD_JWT_EEXPIRED = -4, /* now >= exp + leeway */
+    HD_JWT_ENOEXP = -5,   /* exp missing */
+    HD_JWT_ECLAIMS = -6,  /* sub missing/empty/too long, bad tenant,
                                  bad channels, nbf in the future */
 };
 /*
@@ -43,14 +43,14 @@ enum hd_jwt_result {
  */
 
 typedef struct hd_jwt_claims {
-    char    *sub;          /* required, 1..255 bytes */
-    char    *tenant;       /* optional; NULL if absent; [A-Za-z0-9_.-]{1,64} */
-    int64_t  exp;          /* seconds since the epoch */
-    char   **channels;     /* optional allow-list; NULL if absent, non-NULL
+    char   *sub;       /* required, 1..255 bytes */
+    char   *tenant;    /* optional; NULL if absent; [A-Za-z0-9_.-]{1,64} */
+    int64_t exp;       /* seconds since the epoch */
+    char  **channels;  /* optional allow-list; NULL if absent, non-NULL
                               and NULL-terminated when present (even if
                               empty: then nothing is allowed); one block
                               with the strings, freed as a whole */
-    size_t   nchannels;    /* entries ending in '*' are prefixes */
+    size_t  nchannels; /* entries ending in '*' are prefixes */
 } hd_jwt_claims_t;
 
 /*
@@ -58,18 +58,18 @@ typedef struct hd_jwt_claims {
  * now (seconds). On HD_JWT_OK fills *out; otherwise *out is zeroed.
  * leeway_s is allowed clock skew for exp/nbf (0 is fine).
  */
-int  hd_jwt_verify(const char *token, size_t len,
-                   const void *secret, size_t secret_len,
-                   int64_t now, int64_t leeway_s, hd_jwt_claims_t *out);
-void hd_jwt_claims_free(hd_jwt_claims_t *c);
+int         hd_jwt_verify(const char *token, size_t len, const void *secret,
+                          size_t secret_len, int64_t now, int64_t leeway_s,
+                          hd_jwt_claims_t *out);
+void        hd_jwt_claims_free(hd_jwt_claims_t *c);
 const char *hd_jwt_strerror(int rc);
 
 /* True if channel (the name the client used) is allowed by the claims'
  * channels list (exact match, or prefix match for entries ending in '*');
  * always true when the list is absent, false when c is NULL. Does not
  * validate the name itself: call hd_channel_valid() first. */
-int  hd_jwt_channel_allowed(const hd_jwt_claims_t *c, const char *channel,
-                            size_t len);
+int hd_jwt_channel_allowed(const hd_jwt_claims_t *c, const char *channel,
+                           size_t len);
 
 /*
  * Sign claims_json (a JSON object text) as HS256. Returns a heap string
@@ -89,9 +89,9 @@ char *hd_jwt_sign(const char *claims_json, const void *secret,
  * encode: like snprintf: returns the encoded length (without the NUL)
  * whatever cap is, and writes out plus a NUL only when cap > that length.
  */
-#define HD_B64URL_ENCLEN(n)  (((n) / 3) * 4 + ((n) % 3 ? (n) % 3 + 1 : 0))
-#define HD_B64URL_DECMAX(n)  (((n) / 4) * 3 + ((n) % 4 ? (n) % 4 - 1 : 0))
-long  hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap);
+#define HD_B64URL_ENCLEN(n) (((n) / 3) * 4 + ((n) % 3 ? (n) % 3 + 1 : 0))
+#define HD_B64URL_DECMAX(n) (((n) / 4) * 3 + ((n) % 4 ? (n) % 4 - 1 : 0))
+long   hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 size_t hd_b64url_encode(const uint8_t *in, size_t len, char *out, size_t cap);
 
 #endif

@@ -22,38 +22,38 @@
 #include "hd_alloc.h"
 #include "hd_log.h"
 
-#define KV_MAX        32
-#define ROLE_MAX      16
-#define CAP_MIN       32
-#define REDACTED      "[redacted]"
-#define OPEN_FLAGS    (O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
-#define OPEN_MODE     0640
+#define KV_MAX     32
+#define ROLE_MAX   16
+#define CAP_MIN    32
+#define REDACTED   "[redacted]"
+#define OPEN_FLAGS (O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
+#define OPEN_MODE  0640
 
 /* Ends of a cut line. The reserve keeps room for them at all times. */
-#define JSON_CUT      ",\"truncated\":true}\n"
-#define TEXT_CUT      " [truncated]\n"
+#define JSON_CUT     ",\"truncated\":true}\n"
+#define TEXT_CUT     " [truncated]\n"
 /* closing quote of a cut msg + the marker */
-#define JSON_RESERVE  (1 + sizeof(JSON_CUT) - 1)
-#define TEXT_RESERVE  (sizeof(TEXT_CUT) - 1)
+#define JSON_RESERVE (1 + sizeof(JSON_CUT) - 1)
+#define TEXT_RESERVE (sizeof(TEXT_CUT) - 1)
 
 struct secret {
-    char   *s;
-    size_t  len;
+    char  *s;
+    size_t len;
 };
 
 static struct {
-    enum hd_log_level   level;
-    enum hd_log_format  fmt;        /* as configured */
-    enum hd_log_format  effective;  /* AUTO until resolved against fd */
-    int                 fd;
-    char               *path;       /* NULL: stderr, not ours to close */
-    char                role[ROLE_MAX];
-    int                 slot;
+    enum hd_log_level  level;
+    enum hd_log_format fmt;       /* as configured */
+    enum hd_log_format effective; /* AUTO until resolved against fd */
+    int                fd;
+    char              *path; /* NULL: stderr, not ours to close */
+    char               role[ROLE_MAX];
+    int                slot;
 
-    struct secret      *secrets;
-    size_t              nsecrets;
-    size_t              secrets_cap;
-    bool                first[256]; /* first bytes of secrets, fast skip */
+    struct secret *secrets;
+    size_t         nsecrets;
+    size_t         secrets_cap;
+    bool           first[256]; /* first bytes of secrets, fast skip */
 } lg = {
     .level = HD_LOG_INFO,
     .fmt = HD_LOG_FMT_AUTO,
@@ -116,7 +116,7 @@ enum hd_log_format
 hd_log_effective_format(void)
 {
     if (lg.effective == HD_LOG_FMT_AUTO) {
-        int saved = errno;  /* isatty() sets ENOTTY */
+        int saved = errno; /* isatty() sets ENOTTY */
         if (lg.fmt != HD_LOG_FMT_AUTO)
             lg.effective = lg.fmt;
         else
@@ -206,7 +206,9 @@ hd_log_set_role(const char *role, int slot)
     snprintf(lg.role, sizeof(lg.role), "%s", role ? role : "");
     for (char *p = lg.role; *p != '\0'; p++) {
         if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                   "0123456789-_.", *p) == NULL)
+                   "0123456789-_.",
+                   *p)
+            == NULL)
             *p = '_';
     }
     lg.slot = slot < 0 ? -1 : slot;
@@ -221,7 +223,8 @@ hd_log_add_secret(const char *secret)
         return;
     size_t len = strlen(secret);
     for (size_t i = 0; i < lg.nsecrets; i++) {
-        if (lg.secrets[i].len == len && memcmp(lg.secrets[i].s, secret, len) == 0)
+        if (lg.secrets[i].len == len
+            && memcmp(lg.secrets[i].s, secret, len) == 0)
             return;
     }
     if (lg.nsecrets == lg.secrets_cap) {
@@ -266,14 +269,14 @@ redact(const char *src, size_t n, bool src_cut, char *dst, size_t cap,
     *dst_cut = false;
     while (i < n) {
         const char *rep = NULL;
-        size_t rep_len = 1, skip = 1;
+        size_t      rep_len = 1, skip = 1;
 
         if (lg.first[(unsigned char) src[i]]) {
             size_t best = 0;
-            bool tail = false;
+            bool   tail = false;
             for (size_t k = 0; k < lg.nsecrets; k++) {
                 const struct secret *s = &lg.secrets[k];
-                size_t left = n - i;
+                size_t               left = n - i;
                 if (s->len <= left) {
                     if (s->len > best && memcmp(src + i, s->s, s->len) == 0)
                         best = s->len;
@@ -315,7 +318,7 @@ redact(const char *src, size_t n, bool src_cut, char *dst, size_t cap,
 struct str {
     const char *p;
     size_t      n;
-    bool        cut;    /* p is not all of the original */
+    bool        cut; /* p is not all of the original */
 };
 
 static struct str
@@ -339,10 +342,10 @@ clean(const char *s, size_t n, bool cut, char *scratch, size_t cap)
  * writes into the reserve kept above lim for the line's ending.
  */
 struct out {
-    char   *p;
-    size_t  len;
-    size_t  lim;
-    bool    full;
+    char  *p;
+    size_t len;
+    size_t lim;
+    bool   full;
 };
 
 static bool
@@ -378,7 +381,7 @@ static size_t
 utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
+    size_t        len;
 
     if (c < 0x80)
         return 1;
@@ -428,7 +431,7 @@ static bool
 json_str(struct out *o, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *) s;
-    size_t i = 0;
+    size_t               i = 0;
 
     while (i < n) {
         size_t j = i;
@@ -448,18 +451,32 @@ json_str(struct out *o, const char *s, size_t n)
         }
 
         unsigned char c = u[i];
-        char esc[8];
-        size_t k = 1;
-        bool ok;
+        char          esc[8];
+        size_t        k = 1;
+        bool          ok;
 
         switch (c) {
-        case '"':  ok = put(o, "\\\"", 2); break;
-        case '\\': ok = put(o, "\\\\", 2); break;
-        case '\n': ok = put(o, "\\n", 2); break;
-        case '\r': ok = put(o, "\\r", 2); break;
-        case '\t': ok = put(o, "\\t", 2); break;
-        case '\b': ok = put(o, "\\b", 2); break;
-        case '\f': ok = put(o, "\\f", 2); break;
+        case '"':
+            ok = put(o, "\\\"", 2);
+            break;
+        case '\\':
+            ok = put(o, "\\\\", 2);
+            break;
+        case '\n':
+            ok = put(o, "\\n", 2);
+            break;
+        case '\r':
+            ok = put(o, "\\r", 2);
+            break;
+        case '\t':
+            ok = put(o, "\\t", 2);
+            break;
+        case '\b':
+            ok = put(o, "\\b", 2);
+            break;
+        case '\f':
+            ok = put(o, "\\f", 2);
+            break;
         default:
             if (c < 0x80) {
                 /* other controls and DEL */
@@ -490,13 +507,13 @@ static bool
 text_str(struct out *o, const char *s, size_t n, bool quoted)
 {
     const unsigned char *u = (const unsigned char *) s;
-    size_t i = 0;
+    size_t               i = 0;
 
     while (i < n) {
         unsigned char c = u[i];
-        char esc[8];
-        size_t k = 1;
-        bool ok;
+        char          esc[8];
+        size_t        k = 1;
+        bool          ok;
 
         if (plain(c, quoted)) {
             ok = put(o, u + i, 1);
@@ -561,7 +578,7 @@ static void
 timestamp(char *buf, size_t cap)
 {
     struct timespec ts;
-    struct tm tm;
+    struct tm       tm;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
@@ -581,12 +598,12 @@ timestamp(char *buf, size_t cap)
  * Returns the length; buf is NUL-terminated.
  */
 static size_t
-build(char *buf, size_t cap, bool json, enum hd_log_level level,
-      const char *ts, const char *msg, size_t msglen, bool msg_cut,
-      const char *const *kv, bool tight, char scratch[HD_LOG_LINE_MAX])
+build(char *buf, size_t cap, bool json, enum hd_log_level level, const char *ts,
+      const char *msg, size_t msglen, bool msg_cut, const char *const *kv,
+      bool tight, char scratch[HD_LOG_LINE_MAX])
 {
-    char head[160];
-    bool cut = msg_cut;
+    char       head[160];
+    bool       cut = msg_cut;
     struct out o;
     struct str s;
 
@@ -604,11 +621,11 @@ build(char *buf, size_t cap, bool json, enum hd_log_level level,
         /* header: time, level, pid, role, worker; role is ours, plain */
         int n = snprintf(head, sizeof(head),
                          "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%ld,"
-                         "\"role\":\"%s\"", ts, level_names[level],
-                         (long) getpid(), lg.role);
+                         "\"role\":\"%s\"",
+                         ts, level_names[level], (long) getpid(), lg.role);
         if (n > 0 && (size_t) n < sizeof(head) && lg.slot >= 0)
-            n += snprintf(head + n, sizeof(head) - (size_t) n,
-                          ",\"worker\":%d", lg.slot);
+            n += snprintf(head + n, sizeof(head) - (size_t) n, ",\"worker\":%d",
+                          lg.slot);
         if (n < 0 || (size_t) n >= sizeof(head) || !put(&o, head, (size_t) n)) {
             o.len = 0;
             o.full = false;
@@ -629,7 +646,7 @@ build(char *buf, size_t cap, bool json, enum hd_log_level level,
             if (!put(&o, "\"", 1)) {
                 if (tight)
                     return AGAIN;
-                app(&o, "\"");     /* the reserve has room for it */
+                app(&o, "\""); /* the reserve has room for it */
                 cut = true;
             }
             nfields++;
@@ -665,7 +682,7 @@ build(char *buf, size_t cap, bool json, enum hd_log_level level,
         if (cut && tight)
             return AGAIN;
         if (cut)
-            app(&o, nfields ? JSON_CUT : &JSON_CUT[1]);  /* no comma after "{" */
+            app(&o, nfields ? JSON_CUT : &JSON_CUT[1]); /* no comma after "{" */
         else
             app(&o, "}\n");
     } else {
@@ -686,7 +703,7 @@ build(char *buf, size_t cap, bool json, enum hd_log_level level,
 
         for (size_t i = 0; kv != NULL && kv[i] != NULL && !o.full; i += 2) {
             const char *val = kv[i + 1] ? kv[i + 1] : "(null)";
-            size_t mark = o.len;
+            size_t      mark = o.len;
             put(&o, " ", 1);
             s = clean(kv[i], strlen(kv[i]), false, scratch, HD_LOG_LINE_MAX);
             cut |= s.cut;
@@ -723,9 +740,9 @@ static size_t
 format(char *buf, size_t cap, enum hd_log_format fmt, enum hd_log_level level,
        const char *msg, size_t msglen, bool msg_cut, const char *const *kv)
 {
-    char scratch[HD_LOG_LINE_MAX];
-    char ts[40];
-    bool json = fmt != HD_LOG_FMT_TEXT;
+    char   scratch[HD_LOG_LINE_MAX];
+    char   ts[40];
+    bool   json = fmt != HD_LOG_FMT_TEXT;
     size_t n = AGAIN;
 
     if (cap < CAP_MIN) {
@@ -787,9 +804,9 @@ static void
 emit(enum hd_log_level level, const char *msg, size_t msglen, bool msg_cut,
      const char *const *kv)
 {
-    char line[HD_LOG_LINE_MAX];
-    size_t n = format(line, sizeof(line), hd_log_effective_format(), level,
-                      msg, msglen, msg_cut, kv);
+    char   line[HD_LOG_LINE_MAX];
+    size_t n = format(line, sizeof(line), hd_log_effective_format(), level, msg,
+                      msglen, msg_cut, kv);
     write_line(line, n);
 }
 
@@ -799,10 +816,10 @@ hd_vlog(enum hd_log_level level, const char *fmt, va_list ap)
     if (!hd_log_enabled(level))
         return;
 
-    int saved = errno;
-    char msg[HD_LOG_LINE_MAX];
+    int    saved = errno;
+    char   msg[HD_LOG_LINE_MAX];
     size_t len;
-    bool cut = false;
+    bool   cut = false;
 
     /* errno is still the caller's here, so %m works */
     int n = vsnprintf(msg, sizeof(msg), fmt ? fmt : "(null)", ap);
@@ -837,8 +854,8 @@ void
 hd_log_kv(enum hd_log_level level, const char *msg, ...)
 {
     const char *kv[2 * KV_MAX + 1];
-    size_t n = 0;
-    va_list ap;
+    size_t      n = 0;
+    va_list     ap;
 
     if (!hd_log_enabled(level))
         return;
@@ -871,7 +888,7 @@ hd_log_write_raw(enum hd_log_level level, const char *component,
     if (!hd_log_enabled(level) || line == NULL)
         return;
 
-    int saved = errno;
+    int    saved = errno;
     size_t n = strlen(line);
     /* libraries end lines with "\n" (lws) or not (hiredis): normalize */
     while (n > 0 && strchr(" \t\r\n\v\f", line[n - 1]) != NULL)

@@ -26,8 +26,8 @@
 
 enum hd_log_level {
     HD_LOG_ERROR = 0,
-    HD_LOG_WARN  = 1,
-    HD_LOG_INFO  = 2,
+    HD_LOG_WARN = 1,
+    HD_LOG_INFO = 2,
     HD_LOG_DEBUG = 3,
 };
 
@@ -38,8 +38,8 @@ enum hd_log_format {
 };
 
 /* Parse "error|warn|info|debug" / "auto|json|text". Return 0 or -1. */
-int hd_log_level_parse(const char *s, enum hd_log_level *out);
-int hd_log_format_parse(const char *s, enum hd_log_format *out);
+int         hd_log_level_parse(const char *s, enum hd_log_level *out);
+int         hd_log_format_parse(const char *s, enum hd_log_format *out);
 const char *hd_log_level_name(enum hd_log_level l);
 
 /*
@@ -66,7 +66,7 @@ int hd_log_fd(void);
 void hd_log_set_role(const char *role, int slot);
 /* The format actually in effect (auto resolved). */
 enum hd_log_format hd_log_effective_format(void);
-int hd_log_enabled(enum hd_log_level level);
+int                hd_log_enabled(enum hd_log_level level);
 
 /*
  * Secrets: copied; empty strings and duplicates ignored; no count limit
@@ -118,9 +118,12 @@ size_t hd_log_format_line(char *buf, size_t cap, enum hd_log_format fmt,
                           const char *const *kv);
 
 #define hd_log_error(...) hd_log(HD_LOG_ERROR, __VA_ARGS__)
-#define hd_log_warn(...)  hd_log(HD_LOG_WARN,  __VA_ARGS__)
-#define hd_log_info(...)  hd_log(HD_LOG_INFO,  __VA_ARGS__)
-#define hd_log_debug(...) \
-    do { if (hd_log_enabled(HD_LOG_DEBUG)) hd_log(HD_LOG_DEBUG, __VA_ARGS__); } while (0)
+#define hd_log_warn(...)  hd_log(HD_LOG_WARN, __VA_ARGS__)
+#define hd_log_info(...)  hd_log(HD_LOG_INFO, __VA_ARGS__)
+#define hd_log_debug(...)                      \
+    do {                                       \
+        if (hd_log_enabled(HD_LOG_DEBUG))      \
+            hd_log(HD_LOG_DEBUG, __VA_ARGS__); \
+    } while (0)
 
 #endif

@@ -38,13 +38,15 @@ hd_net_listen(const char *addr, int port, int backlog, bool reuseport,
     if (what == NULL)
         what = &dummy;
     memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *) &ss)->sin_addr) == 1) {
+    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *) &ss)->sin_addr)
+        == 1) {
         struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t) port);
         slen = sizeof(*sin);
     } else if (inet_pton(AF_INET6, addr,
-                         &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1) {
+                         &((struct sockaddr_in6 *) &ss)->sin6_addr)
+               == 1) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons((uint16_t) port);
@@ -91,10 +93,10 @@ hd_net_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
     buf[0] = '\0';
     if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr,
-                  buf, (socklen_t) len);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf,
+                  (socklen_t) len);
     else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr,
-                  buf, (socklen_t) len);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf,
+                  (socklen_t) len);
     return buf;
 }

@@ -10,13 +10,13 @@
 #include "hd_plthook.h"
 
 #if defined(__x86_64__)
-# define SLOT_JUMP  R_X86_64_JUMP_SLOT
-# define SLOT_GLOB  R_X86_64_GLOB_DAT
+#define SLOT_JUMP R_X86_64_JUMP_SLOT
+#define SLOT_GLOB R_X86_64_GLOB_DAT
 #elif defined(__aarch64__)
-# define SLOT_JUMP  R_AARCH64_JUMP_SLOT
-# define SLOT_GLOB  R_AARCH64_GLOB_DAT
+#define SLOT_JUMP R_AARCH64_JUMP_SLOT
+#define SLOT_GLOB R_AARCH64_GLOB_DAT
 #else
-# error "hd_plthook: add this architecture's JUMP_SLOT/GLOB_DAT types"
+#error "hd_plthook: add this architecture's JUMP_SLOT/GLOB_DAT types"
 #endif
 
 /* dl_iterate_phdr cannot give the link_map; walk r_debug's list instead */
@@ -43,11 +43,11 @@ page_prot(uintptr_t addr)
         return -1;
     while (fgets(line, sizeof(line), f) != NULL) {
         unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3
-            && addr >= lo && addr < hi) {
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && addr >= lo
+            && addr < hi) {
             prot = (perms[0] == 'r' ? PROT_READ : 0)
-                 | (perms[1] == 'w' ? PROT_WRITE : 0)
-                 | (perms[2] == 'x' ? PROT_EXEC : 0);
+                | (perms[1] == 'w' ? PROT_WRITE : 0)
+                | (perms[2] == 'x' ? PROT_EXEC : 0);
             break;
         }
     }
@@ -80,32 +80,45 @@ int
 hd_plthook(const char *lib_substr, const char *symbol, void *fn)
 {
     struct link_map *lm = find_map(lib_substr);
-    const ElfW(Dyn) *d;
+    const ElfW(Dyn) * d;
     const ElfW(Sym) *symtab = NULL;
-    const char      *strtab = NULL;
+    const char *strtab = NULL;
     const ElfW(Rela) *jmprel = NULL, *rela = NULL;
-    size_t           jmpsz = 0, relasz = 0;
-    int              n = 0, rc;
+    size_t jmpsz = 0, relasz = 0;
+    int    n = 0, rc;
 
     if (lm == NULL)
         return -ENOENT;
     for (d = (const ElfW(Dyn) *) lm->l_ld; d->d_tag != DT_NULL; d++) {
         switch (d->d_tag) {
-        case DT_SYMTAB:   symtab = (const ElfW(Sym) *) d->d_un.d_ptr; break;
-        case DT_STRTAB:   strtab = (const char *) d->d_un.d_ptr; break;
-        case DT_JMPREL:   jmprel = (const ElfW(Rela) *) d->d_un.d_ptr; break;
-        case DT_PLTRELSZ: jmpsz = d->d_un.d_val; break;
-        case DT_RELA:     rela = (const ElfW(Rela) *) d->d_un.d_ptr; break;
-        case DT_RELASZ:   relasz = d->d_un.d_val; break;
-        default:          break;
+        case DT_SYMTAB:
+            symtab = (const ElfW(Sym) *) d->d_un.d_ptr;
+            break;
+        case DT_STRTAB:
+            strtab = (const char *) d->d_un.d_ptr;
+            break;
+        case DT_JMPREL:
+            jmprel = (const ElfW(Rela) *) d->d_un.d_ptr;
+            break;
+        case DT_PLTRELSZ:
+            jmpsz = d->d_un.d_val;
+            break;
+        case DT_RELA:
+            rela = (const ElfW(Rela) *) d->d_un.d_ptr;
+            break;
+        case DT_RELASZ:
+            relasz = d->d_un.d_val;
+            break;
+        default:
+            break;
         }
     }
     if (symtab == NULL || strtab == NULL)
         return -ENOENT;
 
     /* PLT slots (JUMP_SLOT) and, for -fno-plt builds, GLOB_DAT slots */
-    const ElfW(Rela) *tabs[2] = { jmprel, rela };
-    size_t            szs[2] = { jmpsz, relasz };
+    const ElfW(Rela) * tabs[2] = { jmprel, rela };
+    size_t szs[2] = { jmpsz, relasz };
     for (int t = 0; t < 2; t++) {
         if (tabs[t] == NULL)
             continue;

@@ -13,8 +13,8 @@
 
 extern char **environ;
 
-static char  *title_start;   /* argv[0] */
-static size_t title_cap;     /* contiguous bytes argv+environ strings span */
+static char  *title_start; /* argv[0] */
+static size_t title_cap;   /* contiguous bytes argv+environ strings span */
 
 /*
  * The nginx trick: argv strings and then environ strings are contiguous in
@@ -66,7 +66,7 @@ hd_proc_title_set(const char *fmt, ...)
         memcpy(title_start, buf, n);
         memset(title_start + n, 0, title_cap - n);
     }
-    (void) prctl(PR_SET_NAME, buf, 0, 0, 0);  /* comm: first 15 bytes */
+    (void) prctl(PR_SET_NAME, buf, 0, 0, 0); /* comm: first 15 bytes */
 }
 
 void
@@ -141,8 +141,9 @@ hd_proc_close_fds_except(const int *keep, size_t nkeep)
 int
 hd_proc_ctl_pair(int sv[2])
 {
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                   0, sv) < 0)
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                   sv)
+        < 0)
         return -errno;
     return 0;
 }

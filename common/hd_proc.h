@@ -13,7 +13,8 @@
 /* Call once at the top of main(), before anything reads environ. */
 void hd_proc_title_init(int argc, char **argv);
 /* Set /proc/PID/cmdline (and comm, truncated) to the formatted title. */
-void hd_proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hd_proc_title_set(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 /* Block every signal, saving the old mask (around fork). */
 void hd_proc_block_all(sigset_t *old);
@@ -22,9 +23,9 @@ void hd_proc_restore_mask(const sigset_t *old);
 void hd_proc_reset_signals(void);
 
 /* Close every fd >= 3 not listed in keep[0..nkeep). Returns 0 or -errno. */
-int  hd_proc_close_fds_except(const int *keep, size_t nkeep);
+int hd_proc_close_fds_except(const int *keep, size_t nkeep);
 
 /* A SOCK_SEQPACKET socketpair, both ends non-blocking and close-on-exec. */
-int  hd_proc_ctl_pair(int sv[2]);
+int hd_proc_ctl_pair(int sv[2]);
 
 #endif

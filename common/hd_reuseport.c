@@ -17,13 +17,13 @@
 #include "hd_reuseport.h"
 
 #ifndef SO_ATTACH_REUSEPORT_CBPF
-#define SO_ATTACH_REUSEPORT_CBPF  51
+#define SO_ATTACH_REUSEPORT_CBPF 51
 #endif
 #ifndef SO_DETACH_REUSEPORT_BPF
-#define SO_DETACH_REUSEPORT_BPF   68
+#define SO_DETACH_REUSEPORT_BPF 68
 #endif
 
-#define NET(off)  ((uint32_t) (SKF_NET_OFF + (off)))
+#define NET(off) ((uint32_t) (SKF_NET_OFF + (off)))
 
 /*
  * The program runs with skb->data past the TCP header (run_bpf_filter()
@@ -50,37 +50,48 @@ hd_reuseport_steer(int fd, const uint16_t *idx, unsigned n)
 
     code = hd_calloc(20 + 2 * (size_t) n, sizeof(*code));
     /* A = IP version */
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NET(0));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+                                                NET(0));
     code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 4);
-    code[len++] = (struct sock_filter) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 8, 0);
+    code[len++] = (struct sock_filter) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 8,
+                                                0);
     /* IPv4: X = IHL * 4, X = the TCP source port right after the header,
      * A = the source address */
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NET(0));
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x0f);
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_B | BPF_ABS,
+                                                NET(0));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_AND | BPF_K,
+                                                0x0f);
     code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_LSH | BPF_K, 2);
     code[len++] = (struct sock_filter) BPF_STMT(BPF_MISC | BPF_TAX, 0);
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_H | BPF_IND, NET(0));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_H | BPF_IND,
+                                                NET(0));
     code[len++] = (struct sock_filter) BPF_STMT(BPF_MISC | BPF_TAX, 0);
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NET(12));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                NET(12));
     code[len++] = (struct sock_filter) BPF_JUMP(BPF_JMP | BPF_JA, 3, 0, 0);
     /* IPv6: the fixed header is 40 bytes (a SYN with extension headers
      * hashes on whatever is there: still a valid pick); A = the low 32
      * bits of the source address */
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_H | BPF_ABS, NET(40));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_H | BPF_ABS,
+                                                NET(40));
     code[len++] = (struct sock_filter) BPF_STMT(BPF_MISC | BPF_TAX, 0);
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NET(20));
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                NET(20));
     /* mix: connect() hands out even ports first (odd ones are left for
      * bind()), so the raw port modulo an even n would pick one socket */
     code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0);
-    code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 0x9e3779b1u);
+    code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_MUL | BPF_K,
+                                                0x9e3779b1u);
     code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16);
     code[len++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n);
     if (identity) {
         code[len++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_A, 0);
     } else {
         for (unsigned i = 0; i < n; i++) {
-            code[len++] = (struct sock_filter) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, i, 0, 1);
-            code[len++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_K, idx[i]);
+            code[len++] = (struct sock_filter) BPF_JUMP(
+                BPF_JMP | BPF_JEQ | BPF_K, i, 0, 1);
+            code[len++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_K,
+                                                        idx[i]);
         }
         code[len++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_K, idx[0]);
     }
@@ -88,7 +99,8 @@ hd_reuseport_steer(int fd, const uint16_t *idx, unsigned n)
     prog.len = (unsigned short) len;
     prog.filter = code;
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
-                   sizeof(prog)) < 0)
+                   sizeof(prog))
+        < 0)
         rc = -errno;
     free(code);
     return rc;
@@ -99,8 +111,8 @@ hd_reuseport_unsteer(int fd)
 {
     int one = 1;
 
-    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &one,
-                   sizeof(one)) < 0)
+    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &one, sizeof(one))
+        < 0)
         return -errno;
     return 0;
 }

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Most sockets a program can steer to (bounded by the program size). */
-#define HD_REUSEPORT_MAX  1024
+#define HD_REUSEPORT_MAX 1024
 
 /*
  * Attach to fd's group a program that picks, for each new connection,
@@ -42,18 +42,17 @@ int hd_reuseport_unsteer(int fd);
  * (the caller's listener objects); the array holds at most cap of them.
  */
 typedef struct hd_reuseport_group {
-    void     **sock;
-    unsigned   n, cap;
+    void   **sock;
+    unsigned n, cap;
 } hd_reuseport_group_t;
 
 /* listen() added a member: it goes at the end. 0, or -ENOSPC. */
-int  hd_reuseport_group_add(hd_reuseport_group_t *g, void *member);
+int hd_reuseport_group_add(hd_reuseport_group_t *g, void *member);
 /* The last reference to a member was closed: the last member moves into
  * its place. Unknown members are ignored. */
 void hd_reuseport_group_remove(hd_reuseport_group_t *g, void *member);
 /* The member's index, or -1. */
-int  hd_reuseport_group_index(const hd_reuseport_group_t *g,
-                              const void *member);
+int hd_reuseport_group_index(const hd_reuseport_group_t *g, const void *member);
 void hd_reuseport_group_free(hd_reuseport_group_t *g);
 
 #endif

@@ -29,7 +29,7 @@ notify_addr(const char *name, struct sockaddr_un *sa)
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
     if (strncmp(name, "vsock:", 6) == 0)
-        return -EAFNOSUPPORT;           /* VM guests; not ours to support */
+        return -EAFNOSUPPORT; /* VM guests; not ours to support */
     if (name[0] != '/' && name[0] != '@')
         return -EINVAL;
     if (len > sizeof(sa->sun_path))
@@ -44,7 +44,7 @@ notify_addr(const char *name, struct sockaddr_un *sa)
         return (int) (offsetof(struct sockaddr_un, sun_path) + len);
     }
     if (len == sizeof(sa->sun_path))
-        return -EINVAL;                 /* no room for the terminating NUL */
+        return -EINVAL; /* no room for the terminating NUL */
     return (int) (offsetof(struct sockaddr_un, sun_path) + len + 1);
 }
 

@@ -14,16 +14,19 @@
 #include <stdint.h>
 
 typedef struct hd_strbuf {
-    char   *p;
-    size_t  len;
-    size_t  cap;
+    char  *p;
+    size_t len;
+    size_t cap;
 } hd_strbuf_t;
 
-#define HD_STRBUF_INIT { NULL, 0, 0 }
+#define HD_STRBUF_INIT \
+    {                  \
+        NULL, 0, 0     \
+    }
 
 void hd_strbuf_init(hd_strbuf_t *b, size_t hint);
 void hd_strbuf_free(hd_strbuf_t *b);
-void hd_strbuf_reset(hd_strbuf_t *b);             /* len = 0, keeps memory */
+void hd_strbuf_reset(hd_strbuf_t *b); /* len = 0, keeps memory */
 /* Make room for n more bytes (plus the NUL). */
 void hd_strbuf_reserve(hd_strbuf_t *b, size_t n);
 void hd_strbuf_append(hd_strbuf_t *b, const void *data, size_t n);

@@ -7,7 +7,7 @@
 
 uint64_t hd_mono_ns(void);
 uint64_t hd_mono_ms(void);
-uint64_t hd_wall_ns(void);   /* CLOCK_REALTIME, ns since the epoch */
+uint64_t hd_wall_ns(void); /* CLOCK_REALTIME, ns since the epoch */
 double   hd_wall_sec(void);
 
 #endif

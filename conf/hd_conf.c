@@ -29,54 +29,66 @@
 #include "hd_log.h"
 
 /* A config file is a few hundred bytes; anything past this is a mistake. */
-#define CONF_MAX_BYTES   (1024 * 1024)
+#define CONF_MAX_BYTES (1024 * 1024)
 /* Longest value echoed back in an error message. */
-#define ECHO_MAX         40
+#define ECHO_MAX       40
 
 static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 
 static const char *check_ip(const char *s);
 
-static const char *const log_levels[]  = { "error", "warn", "info", "debug",
-                                           NULL };
+static const char *const log_levels[] = { "error", "warn", "info", "debug",
+                                          NULL };
 static const char *const log_formats[] = { "auto", "json", "text", NULL };
 
 /* the enum rows store the index into the names array */
 _Static_assert(HD_LOG_ERROR == 0 && HD_LOG_WARN == 1 && HD_LOG_INFO == 2
-               && HD_LOG_DEBUG == 3, "log_levels[] order");
+                   && HD_LOG_DEBUG == 3,
+               "log_levels[] order");
 _Static_assert(HD_LOG_FMT_AUTO == 0 && HD_LOG_FMT_JSON == 1
-               && HD_LOG_FMT_TEXT == 2, "log_formats[] order");
+                   && HD_LOG_FMT_TEXT == 2,
+               "log_formats[] order");
 
 /*
  * Row builders, one per type. Bounds: integers are min..max inclusive;
  * strings are min..max bytes long. def is JSON text or NULL.
  */
-#define OFF(f)  offsetof(hd_conf_t, f)
-#define K_INT(p, f, lo, hi, def, rl) \
-    { p, &T_INT, lo, hi, def, OFF(f), rl, 0, NULL, NULL }
-#define K_BOOL(p, f, def, rl) \
-    { p, &T_BOOL, 0, 0, def, OFF(f), rl, 0, NULL, NULL }
-#define K_STR(p, f, lo, hi, def, rl, flags, check) \
-    { p, &T_STR, lo, hi, def, OFF(f), rl, flags, NULL, check }
-#define K_ENUM(p, f, names, def, rl) \
-    { p, &T_ENUM, 0, 0, def, OFF(f), rl, 0, names, NULL }
-#define K_TYPE(p, type, f, lo, hi, def, rl) \
-    { p, type, lo, hi, def, OFF(f), rl, 0, NULL, NULL }
+#define OFF(f) offsetof(hd_conf_t, f)
+#define K_INT(p, f, lo, hi, def, rl)                      \
+    {                                                     \
+        p, &T_INT, lo, hi, def, OFF(f), rl, 0, NULL, NULL \
+    }
+#define K_BOOL(p, f, def, rl)                            \
+    {                                                    \
+        p, &T_BOOL, 0, 0, def, OFF(f), rl, 0, NULL, NULL \
+    }
+#define K_STR(p, f, lo, hi, def, rl, flags, check)             \
+    {                                                          \
+        p, &T_STR, lo, hi, def, OFF(f), rl, flags, NULL, check \
+    }
+#define K_ENUM(p, f, names, def, rl)                      \
+    {                                                     \
+        p, &T_ENUM, 0, 0, def, OFF(f), rl, 0, names, NULL \
+    }
+#define K_TYPE(p, type, f, lo, hi, def, rl)             \
+    {                                                   \
+        p, type, lo, hi, def, OFF(f), rl, 0, NULL, NULL \
+    }
 
 static const struct key keys[] = {
     K_TYPE("workers", &T_WORKERS, workers, 1, HD_WORKERS_MAX, "\"auto\"",
            RELOAD_MASTER),
 
-    K_STR("listen.address", listen_address, 1, 64, "\"0.0.0.0\"",
-          RELOAD_LISTEN, 0, check_ip),
+    K_STR("listen.address", listen_address, 1, 64, "\"0.0.0.0\"", RELOAD_LISTEN,
+          0, check_ip),
     K_INT("listen.port", listen_port, 1, 65535, "8080", RELOAD_LISTEN),
     K_INT("listen.backlog", listen_backlog, 1, 65535, "4096", RELOAD_LISTEN),
 
-    K_STR("admin.address", admin_address, 1, 64, "\"127.0.0.1\"",
-          RELOAD_MASTER, 0, check_ip),
+    K_STR("admin.address", admin_address, 1, 64, "\"127.0.0.1\"", RELOAD_MASTER,
+          0, check_ip),
     K_INT("admin.port", admin_port, 0, 65535, "9090", RELOAD_MASTER),
-    K_STR("admin.token", admin_token, 16, 1024, NULL,
-          RELOAD_MASTER, F_SECRET, NULL),
+    K_STR("admin.token", admin_token, 16, 1024, NULL, RELOAD_MASTER, F_SECRET,
+          NULL),
 
     K_TYPE("redis.url", &hd_conf_type_redis, redis_url, 1, 4096,
            "\"redis://127.0.0.1:6379\"", RELOAD_WORKER),
@@ -84,17 +96,17 @@ static const struct key keys[] = {
           "2000", RELOAD_WORKER),
     K_INT("redis.command_timeout_ms", redis_command_timeout_ms, 10, 60000,
           "2000", RELOAD_WORKER),
-    K_INT("redis.reconnect_min_ms", redis_reconnect_min_ms, 1, 60000,
-          "100", RELOAD_WORKER),
-    K_INT("redis.reconnect_max_ms", redis_reconnect_max_ms, 1, 600000,
-          "5000", RELOAD_WORKER),
+    K_INT("redis.reconnect_min_ms", redis_reconnect_min_ms, 1, 60000, "100",
+          RELOAD_WORKER),
+    K_INT("redis.reconnect_max_ms", redis_reconnect_max_ms, 1, 600000, "5000",
+          RELOAD_WORKER),
     K_INT("redis.heartbeat_ms", redis_heartbeat_ms, 50, 60000, "500",
           RELOAD_WORKER),
     K_INT("redis.meta_ttl_s", channel_meta_ttl_s, 60, 31536000, "86400",
           RELOAD_WORKER),
 
-    K_STR("auth.hmac_secret", auth_hmac_secret, 32, 4096, NULL,
-          RELOAD_WORKER, F_SECRET, NULL),
+    K_STR("auth.hmac_secret", auth_hmac_secret, 32, 4096, NULL, RELOAD_WORKER,
+          F_SECRET, NULL),
     K_BOOL("auth.allow_anonymous", auth_allow_anonymous, "false",
            RELOAD_WORKER),
 
@@ -113,8 +125,8 @@ static const struct key keys[] = {
 
     K_INT("limits.subscriptions_per_connection", max_subscriptions, 1, 65535,
           "128", RELOAD_WORKER),
-    K_INT("limits.recovery_max_publications", recovery_max, 1, 100000,
-          "1000", RELOAD_WORKER),
+    K_INT("limits.recovery_max_publications", recovery_max, 1, 100000, "1000",
+          RELOAD_WORKER),
     K_INT("batch.max_bytes", batch_max_bytes, 1024, 16777216, "65536",
           RELOAD_WORKER),
     K_INT("batch.max_messages", batch_max_messages, 1, 65536, "256",
@@ -126,8 +138,8 @@ static const struct key keys[] = {
     K_INT("heartbeat.ping_interval_ms", ping_interval_ms, 1000, 3600000,
           "25000", RELOAD_WORKER),
 
-    K_INT("heartbeat.pong_timeout_ms", pong_timeout_ms, 1000, 3600000,
-          "10000", RELOAD_WORKER),
+    K_INT("heartbeat.pong_timeout_ms", pong_timeout_ms, 1000, 3600000, "10000",
+          RELOAD_WORKER),
 
     K_INT("limits.max_connections", max_connections, 0, 16777215, "0",
           RELOAD_WORKER),
@@ -143,13 +155,12 @@ static const struct key keys[] = {
           "1048576", RELOAD_WORKER),
     K_INT("limits.commands_per_second", cmd_rate, 0, 1000000, "100",
           RELOAD_WORKER),
-    K_INT("limits.commands_burst", cmd_burst, 1, 1000000, "200",
-          RELOAD_WORKER),
+    K_INT("limits.commands_burst", cmd_burst, 1, 1000000, "200", RELOAD_WORKER),
     K_INT("limits.rate_abuse_ms", rate_abuse_ms, 100, 600000, "5000",
           RELOAD_WORKER),
 
-    K_TYPE("security.allowed_origins", &hd_conf_type_origins, allowed_origins, 0, 256,
-           "[]", RELOAD_WORKER),
+    K_TYPE("security.allowed_origins", &hd_conf_type_origins, allowed_origins,
+           0, 256, "[]", RELOAD_WORKER),
     K_BOOL("security.allow_missing_origin", allow_missing_origin, "true",
            RELOAD_WORKER),
 
@@ -163,9 +174,13 @@ static const struct key keys[] = {
            "{\"default\": {}}", RELOAD_WORKER),
 };
 
-#define NKEYS  (sizeof(keys) / sizeof(keys[0]))
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-enum { ST_MISSING = 0, ST_OK, ST_BAD };
+enum {
+    ST_MISSING = 0,
+    ST_OK,
+    ST_BAD
+};
 
 /* State of one load pass. */
 /* ---- errors ------------------------------------------------------------ */
@@ -265,14 +280,21 @@ const char *
 hd_conf_jtype(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT:  return "object";
-    case JSON_ARRAY:   return "array";
-    case JSON_STRING:  return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL:    return "real";
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "real";
     case JSON_TRUE:
-    case JSON_FALSE:   return "boolean";
-    case JSON_NULL:    return "null";
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "unknown";
 }
@@ -291,7 +313,7 @@ apply_int(struct load *ld, const struct key *k, json_t *v, const char *dpath)
     n = json_integer_value(v);
     if (n < k->min || n > k->max) {
         hd_conf_err(ld, dpath, "must be between %lld and %lld, got %lld",
-            k->min, k->max, (long long) n);
+                    k->min, k->max, (long long) n);
         return -1;
     }
     *FIELD(ld->c, k, int) = (int) n;
@@ -419,8 +441,8 @@ check_ip(const char *s)
 static int
 apply_enum(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 {
-    char   *list, *q;
-    size_t  i;
+    char  *list, *q;
+    size_t i;
 
     if (json_is_string(v)) {
         for (i = 0; k->names[i] != NULL; i++) {
@@ -442,7 +464,8 @@ apply_enum(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         hd_conf_err(ld, dpath, "must be one of %s; got %s", list, q);
         free(q);
     } else {
-        hd_conf_err(ld, dpath, "expected string (one of %s), got %s", list, hd_conf_jtype(v));
+        hd_conf_err(ld, dpath, "expected string (one of %s), got %s", list,
+                    hd_conf_jtype(v));
     }
     free(list);
     return -1;
@@ -471,8 +494,10 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
     if (json_is_integer(v)) {
         json_int_t w = json_integer_value(v);
         if (w < k->min || w > k->max) {
-            hd_conf_err(ld, dpath, "must be \"auto\" or between %lld and %lld, "
-                "got %lld", k->min, k->max, (long long) w);
+            hd_conf_err(ld, dpath,
+                        "must be \"auto\" or between %lld and %lld, "
+                        "got %lld",
+                        k->min, k->max, (long long) w);
             return -1;
         }
         ld->c->workers = (int) w;
@@ -481,11 +506,14 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
     }
     if (json_is_string(v)) {
         char *q = hd_conf_echo(json_string_value(v));
-        hd_conf_err(ld, dpath, "must be \"auto\" or an integer between %lld and %lld, "
-            "got %s", k->min, k->max, q);
+        hd_conf_err(ld, dpath,
+                    "must be \"auto\" or an integer between %lld and %lld, "
+                    "got %s",
+                    k->min, k->max, q);
         free(q);
     } else {
-        hd_conf_err(ld, dpath, "expected \"auto\" or integer, got %s", hd_conf_jtype(v));
+        hd_conf_err(ld, dpath, "expected \"auto\" or integer, got %s",
+                    hd_conf_jtype(v));
     }
     return -1;
 }
@@ -526,16 +554,16 @@ hd_conf_secrets_none(const hd_conf_t *c, const struct key *k)
     (void) k;
 }
 
-static const struct ktype T_INT = {
-    apply_int, differs_int, release_none, hd_conf_secrets_none };
-static const struct ktype T_BOOL = {
-    apply_bool, differs_bool, release_none, hd_conf_secrets_none };
-static const struct ktype T_STR = {
-    apply_str, differs_str, release_str, secrets_str };
-static const struct ktype T_ENUM = {
-    apply_enum, differs_int, release_none, hd_conf_secrets_none };
-static const struct ktype T_WORKERS = {
-    apply_workers, differs_workers, release_none, hd_conf_secrets_none };
+static const struct ktype T_INT = { apply_int, differs_int, release_none,
+                                    hd_conf_secrets_none };
+static const struct ktype T_BOOL = { apply_bool, differs_bool, release_none,
+                                     hd_conf_secrets_none };
+static const struct ktype T_STR = { apply_str, differs_str, release_str,
+                                    secrets_str };
+static const struct ktype T_ENUM = { apply_enum, differs_int, release_none,
+                                     hd_conf_secrets_none };
+static const struct ktype T_WORKERS = { apply_workers, differs_workers,
+                                        release_none, hd_conf_secrets_none };
 
 /* ---- the walk ---------------------------------------------------------- */
 
@@ -666,7 +694,8 @@ walk(struct load *ld, json_t *obj, const char *mparent, const char *dparent)
     const char *name;
     json_t     *v;
 
-    json_object_foreach(obj, name, v) {
+    json_object_foreach(obj, name, v)
+    {
         char *dpath = hd_conf_display_path(dparent, name);
         char *mpath = NULL;
         int   i = -1;
@@ -679,18 +708,21 @@ walk(struct load *ld, json_t *obj, const char *mparent, const char *dparent)
         }
         if (i >= 0) {
             ld->state[i] = keys[i].type->apply(ld, &keys[i], v, dpath) == 0
-                         ? ST_OK : ST_BAD;
+                ? ST_OK
+                : ST_BAD;
         } else if (mpath != NULL && is_section(mpath)) {
             if (json_is_object(v)) {
                 walk(ld, v, mpath, dpath);
             } else {
-                hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(v));
+                hd_conf_err(ld, dpath, "expected object, got %s",
+                            hd_conf_jtype(v));
                 mark_section(ld, mpath, ST_BAD);
             }
         } else {
             char *hint = suggest(mparent, name);
             if (hint != NULL)
-                hd_conf_err(ld, dpath, "unknown key (did you mean \"%s\"?)", hint);
+                hd_conf_err(ld, dpath, "unknown key (did you mean \"%s\"?)",
+                            hint);
             else
                 hd_conf_err(ld, dpath, "unknown key");
             free(hint);
@@ -716,7 +748,8 @@ defaults(struct load *ld)
         if (v == NULL)
             hd_conf_err(ld, dpath, "bad built-in default: %s", jerr.text);
         else if (keys[i].type->apply(ld, &keys[i], v, dpath) < 0)
-            hd_conf_err(ld, dpath, "(the error above is in the built-in default)");
+            hd_conf_err(ld, dpath,
+                        "(the error above is in the built-in default)");
         json_decref(v);
         free(dpath);
     }
@@ -729,12 +762,12 @@ cross_checks(struct load *ld)
     int secret = key_index("auth.hmac_secret");
     int anon = key_index("auth.allow_anonymous");
 
-    if (secret < 0 || anon < 0)     /* renamed rows: the unit tests fail */
+    if (secret < 0 || anon < 0) /* renamed rows: the unit tests fail */
         return;
     if (ld->state[secret] != ST_BAD && ld->state[anon] != ST_BAD
         && ld->c->auth_hmac_secret == NULL && !ld->c->auth_allow_anonymous)
         hd_conf_err(ld, "$.auth.hmac_secret",
-            "required unless auth.allow_anonymous is true");
+                    "required unless auth.allow_anonymous is true");
 
     int rmin = key_index("redis.reconnect_min_ms");
     int rmax = key_index("redis.reconnect_max_ms");
@@ -742,8 +775,8 @@ cross_checks(struct load *ld)
         && ld->state[rmax] != ST_BAD
         && ld->c->redis_reconnect_min_ms > ld->c->redis_reconnect_max_ms)
         hd_conf_err(ld, "$.redis.reconnect_min_ms",
-            "must not be greater than redis.reconnect_max_ms (%d)",
-            ld->c->redis_reconnect_max_ms);
+                    "must not be greater than redis.reconnect_max_ms (%d)",
+                    ld->c->redis_reconnect_max_ms);
 }
 
 /* A token safe to quote: punctuation, a short number, or a misspelt literal. */
@@ -825,15 +858,17 @@ hd_conf_load_string(const char *name, const char *json, size_t len,
         char *t = syntax_text(&jerr);
         ld.nerr++;
         if (jerr.line >= 0)
-            errs_push(errs, hd_asprintf("%s:%d:%d: %s", ld.name, jerr.line,
-                                        jerr.column, t));
+            errs_push(errs,
+                      hd_asprintf("%s:%d:%d: %s", ld.name, jerr.line,
+                                  jerr.column, t));
         else
             errs_push(errs, hd_asprintf("%s: %s", ld.name, t));
         free(t);
         goto fail;
     }
     if (!json_is_object(root)) {
-        hd_conf_err(&ld, "$", "top level must be an object, got %s", hd_conf_jtype(root));
+        hd_conf_err(&ld, "$", "top level must be an object, got %s",
+                    hd_conf_jtype(root));
         goto fail;
     }
 
@@ -857,9 +892,9 @@ fail:
 static int
 read_file(const char *path, char **buf, size_t *len)
 {
-    size_t  cap = 4096, n = 0;
-    char   *b = NULL;
-    int     fd, rc;
+    size_t cap = 4096, n = 0;
+    char  *b = NULL;
+    int    fd, rc;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -900,19 +935,19 @@ fail:
 int
 hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs)
 {
-    char   *buf = NULL;
-    size_t  len = 0;
-    int     rc;
+    char  *buf = NULL;
+    size_t len = 0;
+    int    rc;
 
     *out = NULL;
     rc = read_file(path, &buf, &len);
     if (rc < 0) {
-        errs_push(errs, hd_asprintf("%s: cannot read: %s", path,
-                                    strerror(-rc)));
+        errs_push(errs,
+                  hd_asprintf("%s: cannot read: %s", path, strerror(-rc)));
         return -1;
     }
     rc = hd_conf_load_string(path, buf, len, out, errs);
-    explicit_bzero(buf, len);   /* it held the secrets */
+    explicit_bzero(buf, len); /* it held the secrets */
     free(buf);
     return rc;
 }
@@ -940,8 +975,7 @@ bool
 hd_conf_worker_changed(const hd_conf_t *a, const hd_conf_t *b)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        if ((keys[i].reload == RELOAD_WORKER
-             || keys[i].reload == RELOAD_LISTEN)
+        if ((keys[i].reload == RELOAD_WORKER || keys[i].reload == RELOAD_LISTEN)
             && keys[i].type->differs(a, b, &keys[i]))
             return true;
     return false;

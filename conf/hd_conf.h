@@ -13,92 +13,92 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HD_CONF_DEFAULT_PATH  "conf/herald.json"
-#define HD_WORKERS_MAX        256
+#define HD_CONF_DEFAULT_PATH "conf/herald.json"
+#define HD_WORKERS_MAX       256
 
 /* Per-namespace options: namespaces.<name> in the file. Channels without a
  * ':' belong to the namespace named "default". */
 typedef struct hd_ns {
-    char    *name;
-    bool     publish;           /* clients may publish (default false) */
-    bool     anonymous;         /* anonymous clients may subscribe */
-    int      history_size;      /* publications kept; 0 = no history */
-    int      history_ttl_s;     /* seconds history is kept after the last
+    char *name;
+    bool  publish;       /* clients may publish (default false) */
+    bool  anonymous;     /* anonymous clients may subscribe */
+    int   history_size;  /* publications kept; 0 = no history */
+    int   history_ttl_s; /* seconds history is kept after the last
                                    publish; 0 = no history */
 } hd_ns_t;
 
 typedef struct hd_conf {
-    char    *path;              /* file it was loaded from */
+    char *path; /* file it was loaded from */
 
-    int      workers;           /* resolved: >= 1 (auto -> online CPUs) */
-    bool     workers_auto;      /* "auto" was given */
+    int  workers;      /* resolved: >= 1 (auto -> online CPUs) */
+    bool workers_auto; /* "auto" was given */
 
-    char    *listen_address;    /* default "0.0.0.0" */
-    int      listen_port;       /* default 8080 */
-    int      listen_backlog;    /* default 4096, 1..65535 */
+    char *listen_address; /* default "0.0.0.0" */
+    int   listen_port;    /* default 8080 */
+    int   listen_backlog; /* default 4096, 1..65535 */
 
-    char    *admin_address;     /* default "127.0.0.1" */
-    int      admin_port;        /* default 9090; 0 disables the admin server */
-    char    *admin_token;       /* NULL = no auth */
+    char *admin_address; /* default "127.0.0.1" */
+    int   admin_port;    /* default 9090; 0 disables the admin server */
+    char *admin_token;   /* NULL = no auth */
 
-    char    *redis_url;         /* default "redis://127.0.0.1:6379" */
+    char *redis_url; /* default "redis://127.0.0.1:6379" */
     /* parsed from redis_url */
-    char    *redis_host;        /* NULL for unix sockets */
-    int      redis_port;
-    char    *redis_unix_path;   /* NULL for tcp */
-    char    *redis_password;    /* NULL if none */
-    int      redis_db;          /* default 0 */
-    int      redis_connect_timeout_ms;  /* redis.connect_timeout_ms, 2000 */
-    int      redis_command_timeout_ms;  /* redis.command_timeout_ms, 2000 */
-    int      redis_reconnect_min_ms;    /* redis.reconnect_min_ms, 100 */
-    int      redis_reconnect_max_ms;    /* redis.reconnect_max_ms, 5000 */
-    int      redis_heartbeat_ms;        /* redis.heartbeat_ms, 500 */
+    char *redis_host; /* NULL for unix sockets */
+    int   redis_port;
+    char *redis_unix_path;          /* NULL for tcp */
+    char *redis_password;           /* NULL if none */
+    int   redis_db;                 /* default 0 */
+    int   redis_connect_timeout_ms; /* redis.connect_timeout_ms, 2000 */
+    int   redis_command_timeout_ms; /* redis.command_timeout_ms, 2000 */
+    int   redis_reconnect_min_ms;   /* redis.reconnect_min_ms, 100 */
+    int   redis_reconnect_max_ms;   /* redis.reconnect_max_ms, 5000 */
+    int   redis_heartbeat_ms;       /* redis.heartbeat_ms, 500 */
 
-    char    *auth_hmac_secret;  /* NULL = none (only valid with anonymous) */
-    bool     auth_allow_anonymous;  /* default false */
+    char *auth_hmac_secret;     /* NULL = none (only valid with anonymous) */
+    bool  auth_allow_anonymous; /* default false */
 
-    char    *api_key;           /* NULL = HTTP API disabled */
+    char *api_key; /* NULL = HTTP API disabled */
 
-    int      log_level;         /* enum hd_log_level, default info */
-    int      log_format;        /* enum hd_log_format, default auto */
-    char    *log_file;          /* NULL = stderr */
+    int   log_level;  /* enum hd_log_level, default info */
+    int   log_format; /* enum hd_log_format, default auto */
+    char *log_file;   /* NULL = stderr */
 
-    int      shutdown_ms;       /* timeouts.shutdown_ms, default 10000 */
-    int      connect_ms;        /* timeouts.connect_ms, default 10000: time
+    int shutdown_ms;  /* timeouts.shutdown_ms, default 10000 */
+    int connect_ms;   /* timeouts.connect_ms, default 10000: time
                                    to send "connect" after the upgrade */
-    int      handshake_ms;      /* timeouts.handshake_ms, default 5000 */
+    int handshake_ms; /* timeouts.handshake_ms, default 5000 */
 
-    hd_ns_t *namespaces;        /* namespaces.*; sorted by name */
+    hd_ns_t *namespaces; /* namespaces.*; sorted by name */
     size_t   nnamespaces;
 
-    int      max_subscriptions;     /* limits.subscriptions_per_connection, 128 */
-    int      recovery_max;          /* limits.recovery_max_publications, 1000 */
-    int      batch_max_bytes;       /* batch.max_bytes, 65536 */
-    int      batch_max_messages;    /* batch.max_messages, 256 */
-    int      batch_flush_delay_ms;  /* batch.flush_delay_ms, 0 */
-    int      api_max_body_bytes;    /* api.max_body_bytes, 65536 */
-    int      ping_interval_ms;      /* heartbeat.ping_interval_ms, 25000 */
-    int      pong_timeout_ms;       /* heartbeat.pong_timeout_ms, 10000 */
+    int max_subscriptions;    /* limits.subscriptions_per_connection, 128 */
+    int recovery_max;         /* limits.recovery_max_publications, 1000 */
+    int batch_max_bytes;      /* batch.max_bytes, 65536 */
+    int batch_max_messages;   /* batch.max_messages, 256 */
+    int batch_flush_delay_ms; /* batch.flush_delay_ms, 0 */
+    int api_max_body_bytes;   /* api.max_body_bytes, 65536 */
+    int ping_interval_ms;     /* heartbeat.ping_interval_ms, 25000 */
+    int pong_timeout_ms;      /* heartbeat.pong_timeout_ms, 10000 */
 
     /* limits.*: 0 = unlimited */
-    int      max_connections;       /* node-wide */
-    int      conns_per_ip;
-    int      conns_per_user;
-    int      conns_per_tenant;
-    int      message_bytes;         /* limits.message_bytes, 65536 */
-    int      outq_bytes;            /* limits.outbound_queue_bytes, 1 MiB */
-    int      cmd_rate;              /* limits.commands_per_second, 100 */
-    int      cmd_burst;             /* limits.commands_burst, 200 */
-    int      rate_abuse_ms;         /* limits.rate_abuse_ms, 5000 */
+    int max_connections; /* node-wide */
+    int conns_per_ip;
+    int conns_per_user;
+    int conns_per_tenant;
+    int message_bytes; /* limits.message_bytes, 65536 */
+    int outq_bytes;    /* limits.outbound_queue_bytes, 1 MiB */
+    int cmd_rate;      /* limits.commands_per_second, 100 */
+    int cmd_burst;     /* limits.commands_burst, 200 */
+    int rate_abuse_ms; /* limits.rate_abuse_ms, 5000 */
 
-    char   **allowed_origins;       /* security.allowed_origins; NULL-ended */
-    size_t   nallowed_origins;      /* 0 = any origin */
-    bool     allow_missing_origin;  /* security.allow_missing_origin, true */
+    char **allowed_origins;      /* security.allowed_origins; NULL-ended */
+    size_t nallowed_origins;     /* 0 = any origin */
+    bool   allow_missing_origin; /* security.allow_missing_origin, true */
 
-    bool     compression;           /* compression.enabled, false */
-    int      compression_window_bits; /* compression.window_bits, 10 */
-    int      compression_mem_level; /* compression.mem_level, 4 */
-    int      channel_meta_ttl_s;    /* redis.meta_ttl_s, 86400: how long a
+    bool compression;             /* compression.enabled, false */
+    int  compression_window_bits; /* compression.window_bits, 10 */
+    int  compression_mem_level;   /* compression.mem_level, 4 */
+    int  channel_meta_ttl_s;      /* redis.meta_ttl_s, 86400: how long a
                                        channel's offset/epoch outlive its
                                        last publish or subscribe */
 } hd_conf_t;
@@ -118,9 +118,9 @@ const hd_ns_t *hd_conf_ns(const hd_conf_t *c, const char *ns, size_t len);
  * messages are then dropped).
  */
 typedef struct hd_conf_errors {
-    char   **msg;
-    size_t   n;
-    size_t   cap;
+    char **msg;
+    size_t n;
+    size_t cap;
 } hd_conf_errors_t;
 
 void hd_conf_errors_free(hd_conf_errors_t *e);
@@ -133,7 +133,7 @@ void hd_conf_errors_free(hd_conf_errors_t *e);
  * with the logger here: call hd_conf_register_secrets() once it is
  * accepted.
  */
-int  hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs);
+int hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs);
 /* Load from a string (tests, fuzzing); name is used in messages. */
 int  hd_conf_load_string(const char *name, const char *json, size_t len,
                          hd_conf_t **out, hd_conf_errors_t *errs);
@@ -153,6 +153,6 @@ bool hd_conf_worker_changed(const hd_conf_t *a, const hd_conf_t *b);
 bool hd_conf_listen_changed(const hd_conf_t *a, const hd_conf_t *b);
 
 /* The number of online CPUs, >= 1 (used for "auto"). */
-int  hd_conf_online_cpus(void);
+int hd_conf_online_cpus(void);
 
 #endif

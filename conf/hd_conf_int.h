@@ -22,12 +22,12 @@
  */
 enum reload {
     RELOAD_UNSET = 0,
-    RELOAD_MASTER,      /* the master applies it in place */
-    RELOAD_WORKER,      /* workers read it at start: replace workers */
-    RELOAD_LISTEN,      /* listen sockets reopened and workers replaced */
+    RELOAD_MASTER, /* the master applies it in place */
+    RELOAD_WORKER, /* workers read it at start: replace workers */
+    RELOAD_LISTEN, /* listen sockets reopened and workers replaced */
 };
 
-#define F_SECRET    0x1u    /* never echoed; registered with the logger */
+#define F_SECRET 0x1u /* never echoed; registered with the logger */
 
 struct key;
 struct load;
@@ -39,8 +39,8 @@ struct load;
  * allocated. secrets() registers secret values with the logger.
  */
 struct ktype {
-    int  (*apply)(struct load *ld, const struct key *k, json_t *v,
-                  const char *dpath);
+    int (*apply)(struct load *ld, const struct key *k, json_t *v,
+                 const char *dpath);
     bool (*differs)(const hd_conf_t *a, const hd_conf_t *b,
                     const struct key *k);
     void (*release)(hd_conf_t *c, const struct key *k);
@@ -55,28 +55,28 @@ struct ktype {
  * NULL means "optional, no default" (the field stays NULL).
  */
 struct key {
-    const char          *path;
-    const struct ktype  *type;
-    long long            min, max;
-    const char          *def;
-    size_t               off;
-    enum reload          reload;
-    unsigned             flags;
-    const char *const   *names;     /* enum values, index = stored int */
-    const char        *(*check)(const char *s);  /* extra string check */
+    const char         *path;
+    const struct ktype *type;
+    long long           min, max;
+    const char         *def;
+    size_t              off;
+    enum reload         reload;
+    unsigned            flags;
+    const char *const  *names;           /* enum values, index = stored int */
+    const char *(*check)(const char *s); /* extra string check */
 };
 
 struct load {
-    const char       *name;     /* file name for messages */
+    const char       *name; /* file name for messages */
     hd_conf_t        *c;
-    hd_conf_errors_t *errs;     /* may be NULL: count only */
+    hd_conf_errors_t *errs; /* may be NULL: count only */
     size_t            nerr;
-    unsigned char    *state;    /* per key: ST_* (hd_conf.c) */
+    unsigned char    *state; /* per key: ST_* (hd_conf.c) */
 };
 
-#define FIELD(c, k, T)   ((T *) (void *) ((char *) (c) + (k)->off))
-#define CFIELD(c, k, T)  ((const T *) (const void *) \
-                          ((const char *) (c) + (k)->off))
+#define FIELD(c, k, T) ((T *) (void *) ((char *) (c) + (k)->off))
+#define CFIELD(c, k, T) \
+    ((const T *) (const void *) ((const char *) (c) + (k)->off))
 
 /* Report "NAME: DPATH: message" (counted; kept when ld->errs is set). */
 void hd_conf_err(struct load *ld, const char *dpath, const char *fmt, ...)
@@ -95,8 +95,8 @@ char *hd_conf_display_path(const char *dparent, const char *key);
 void hd_conf_secrets_none(const hd_conf_t *c, const struct key *k);
 
 /* the value types with files of their own */
-extern const struct ktype hd_conf_type_redis;       /* hd_conf_redis.c */
-extern const struct ktype hd_conf_type_namespaces;  /* hd_conf_ns.c */
-extern const struct ktype hd_conf_type_origins;     /* hd_conf_ns.c */
+extern const struct ktype hd_conf_type_redis;      /* hd_conf_redis.c */
+extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */
+extern const struct ktype hd_conf_type_origins;    /* hd_conf_ns.c */
 
 #endif

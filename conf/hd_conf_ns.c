@@ -57,7 +57,11 @@ ns_cmp(const void *a, const void *b)
 static int
 apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
 {
-    static const struct { const char *name; bool is_bool; long long max; } F[] = {
+    static const struct {
+        const char *name;
+        bool        is_bool;
+        long long   max;
+    } F[] = {
         { "publish", true, 0 },
         { "anonymous", true, 0 },
         { "history_size", false, 1000000 },
@@ -71,7 +75,8 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(opts));
         return -1;
     }
-    json_object_foreach(opts, fname, v) {
+    json_object_foreach(opts, fname, v)
+    {
         char  *fp = hd_conf_display_path(dpath, fname);
         size_t i;
 
@@ -79,12 +84,14 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
             if (strcmp(F[i].name, fname) == 0)
                 break;
         if (i == sizeof(F) / sizeof(F[0])) {
-            hd_conf_err(ld, fp, "unknown key (expected publish, anonymous, "
-                "history_size or history_ttl_s)");
+            hd_conf_err(ld, fp,
+                        "unknown key (expected publish, anonymous, "
+                        "history_size or history_ttl_s)");
             rc = -1;
         } else if (F[i].is_bool) {
             if (!json_is_boolean(v)) {
-                hd_conf_err(ld, fp, "expected boolean, got %s", hd_conf_jtype(v));
+                hd_conf_err(ld, fp, "expected boolean, got %s",
+                            hd_conf_jtype(v));
                 rc = -1;
             } else if (i == 0) {
                 ns->publish = json_is_true(v);
@@ -93,12 +100,13 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
             }
         } else {
             if (!json_is_integer(v)) {
-                hd_conf_err(ld, fp, "expected integer, got %s", hd_conf_jtype(v));
+                hd_conf_err(ld, fp, "expected integer, got %s",
+                            hd_conf_jtype(v));
                 rc = -1;
             } else if (json_integer_value(v) < 0
                        || json_integer_value(v) > F[i].max) {
-                hd_conf_err(ld, fp, "must be between 0 and %lld, got %lld", F[i].max,
-                    (long long) json_integer_value(v));
+                hd_conf_err(ld, fp, "must be between 0 and %lld, got %lld",
+                            F[i].max, (long long) json_integer_value(v));
                 rc = -1;
             } else if (i == 2) {
                 ns->history_size = (int) json_integer_value(v);
@@ -109,8 +117,9 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         free(fp);
     }
     if (rc == 0 && (ns->history_size > 0) != (ns->history_ttl_s > 0)) {
-        hd_conf_err(ld, dpath, "history_size and history_ttl_s must both be set "
-            "(history on) or both be 0 (history off)");
+        hd_conf_err(ld, dpath,
+                    "history_size and history_ttl_s must both be set "
+                    "(history on) or both be 0 (history off)");
         rc = -1;
     }
     return rc;
@@ -131,7 +140,8 @@ apply_namespaces(struct load *ld, const struct key *k, json_t *v,
         return -1;
     }
     arr = hd_calloc(json_object_size(v) + 1, sizeof(*arr));
-    json_object_foreach(v, name, opts) {
+    json_object_foreach(v, name, opts)
+    {
         char *np = hd_conf_display_path(dpath, name);
         if ((why = check_ns_name(name)) != NULL) {
             char *q = hd_conf_echo(name);
@@ -221,8 +231,8 @@ check_origin(const char *s)
     if (strchr(h, '/') != NULL)
         return "an origin has no path (https://example.com, not "
                "https://example.com/)";
-    if (strchr(h, '*') != NULL && (strncmp(h, "*.", 2) != 0
-                                   || strchr(h + 2, '*') != NULL))
+    if (strchr(h, '*') != NULL
+        && (strncmp(h, "*.", 2) != 0 || strchr(h + 2, '*') != NULL))
         return "a wildcard is only allowed as \"*.\" at the start of the host";
     return NULL;
 }
@@ -239,14 +249,16 @@ release_origins(hd_conf_t *c, const struct key *k)
 }
 
 static int
-apply_origins(struct load *ld, const struct key *k, json_t *v, const char *dpath)
+apply_origins(struct load *ld, const struct key *k, json_t *v,
+              const char *dpath)
 {
-    size_t  i, n;
-    char  **arr;
-    int     rc = 0;
+    size_t i, n;
+    char **arr;
+    int    rc = 0;
 
     if (!json_is_array(v)) {
-        hd_conf_err(ld, dpath, "expected array of strings, got %s", hd_conf_jtype(v));
+        hd_conf_err(ld, dpath, "expected array of strings, got %s",
+                    hd_conf_jtype(v));
         return -1;
     }
     n = json_array_size(v);
@@ -314,7 +326,8 @@ hd_conf_origin_allowed(const hd_conf_t *c, const char *origin)
         return false;
     for (size_t i = 0; i <= n; i++)
         lo[i] = (origin[i] >= 'A' && origin[i] <= 'Z')
-                ? (char) (origin[i] - 'A' + 'a') : origin[i];
+            ? (char) (origin[i] - 'A' + 'a')
+            : origin[i];
     for (size_t i = 0; i < c->nallowed_origins; i++) {
         const char *pat = c->allowed_origins[i];
         const char *ps = strstr(pat, "://");
@@ -328,7 +341,7 @@ hd_conf_origin_allowed(const hd_conf_t *c, const char *origin)
         if (strncmp(pat, lo, sl) != 0)
             continue;
         h = lo + sl;
-        const char *suffix = ps + 4;       /* ".example.com[:port]" */
+        const char *suffix = ps + 4; /* ".example.com[:port]" */
         size_t      hl = strlen(h), sfl = strlen(suffix);
         if (hl > sfl && strcmp(h + hl - sfl, suffix) == 0
             && strchr(h, '/') == NULL)
@@ -337,8 +350,10 @@ hd_conf_origin_allowed(const hd_conf_t *c, const char *origin)
     return false;
 }
 
-const struct ktype hd_conf_type_namespaces = {
-    apply_namespaces, differs_namespaces, release_namespaces,
-    hd_conf_secrets_none };
-const struct ktype hd_conf_type_origins = {
-    apply_origins, differs_origins, release_origins, hd_conf_secrets_none };
+const struct ktype hd_conf_type_namespaces = { apply_namespaces,
+                                               differs_namespaces,
+                                               release_namespaces,
+                                               hd_conf_secrets_none };
+const struct ktype hd_conf_type_origins = { apply_origins, differs_origins,
+                                            release_origins,
+                                            hd_conf_secrets_none };

@@ -21,12 +21,12 @@
 /* ---- redis.url --------------------------------------------------------- */
 
 struct redis_url {
-    char       *host;           /* tcp only, without brackets */
+    char       *host; /* tcp only, without brackets */
     int         port;
     char       *unix_path;
-    char       *password;       /* percent-decoded; NULL if none */
+    char       *password; /* percent-decoded; NULL if none */
     int         db;
-    const char *pw_raw;         /* password as written in the URL */
+    const char *pw_raw; /* password as written in the URL */
     size_t      pw_raw_len;
 };
 
@@ -75,8 +75,8 @@ hexval(char ch)
 static char *
 pct_decode(const char *s, size_t n)
 {
-    char   *d = hd_malloc(n + 1);
-    size_t  j = 0;
+    char  *d = hd_malloc(n + 1);
+    size_t j = 0;
 
     for (size_t i = 0; i < n; i++) {
         if (s[i] != '%') {
@@ -195,7 +195,7 @@ parse_redis_url(const char *url, struct redis_url *u)
         goto fail;
     }
     if (*hp == '[') {
-        const char *rb = memchr(hp, ']', (size_t) (auth_end - hp));
+        const char   *rb = memchr(hp, ']', (size_t) (auth_end - hp));
         unsigned char a6[sizeof(struct in6_addr)];
         if (rb == NULL) {
             why = "unterminated '[' in the host";
@@ -214,8 +214,8 @@ parse_redis_url(const char *url, struct redis_url *u)
     } else {
         colon = memchr(hp, ':', (size_t) (auth_end - hp));
         const char *hend = colon != NULL ? colon : auth_end;
-        if (colon != NULL && memchr(colon + 1, ':',
-                                    (size_t) (auth_end - colon - 1))) {
+        if (colon != NULL
+            && memchr(colon + 1, ':', (size_t) (auth_end - colon - 1))) {
             why = "an IPv6 host must be in brackets, "
                   "e.g. redis://[::1]:6379";
             goto fail;
@@ -243,8 +243,8 @@ parse_redis_url(const char *url, struct redis_url *u)
 
     u->port = 6379;
     if (colon != auth_end) {
-        if (parse_num(colon + 1, (size_t) (auth_end - colon - 1), 65535, &v)
-            < 0 || v == 0) {
+        if (parse_num(colon + 1, (size_t) (auth_end - colon - 1), 65535, &v) < 0
+            || v == 0) {
             why = "port must be an integer between 1 and 65535";
             goto fail;
         }
@@ -272,7 +272,8 @@ static void
 release_redis(hd_conf_t *c, const struct key *k)
 {
     struct redis_url u = {
-        .host = c->redis_host, .unix_path = c->redis_unix_path,
+        .host = c->redis_host,
+        .unix_path = c->redis_unix_path,
         .password = c->redis_password,
     };
 
@@ -343,5 +344,5 @@ secrets_redis(const hd_conf_t *c, const struct key *k)
     redis_url_clear(&u);
 }
 
-const struct ktype hd_conf_type_redis = {
-    apply_redis, differs_redis, release_redis, secrets_redis };
+const struct ktype hd_conf_type_redis = { apply_redis, differs_redis,
+                                          release_redis, secrets_redis };

@@ -32,7 +32,7 @@ PACKAGES=(
     libevent-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev
     libhiredis-dev libjansson-dev libssl-dev check
     redis-server python3-pytest python3-websockets prometheus
-    libclang-rt-14-dev
+    libclang-rt-14-dev clang-format
     nginx haproxy systemd openssl python3-yaml
 )
 
@@ -275,6 +275,18 @@ test_build() {
         return 0
     fi
     record "$dir" compile PASS
+
+    if [ "$dir" = build ]; then
+        # house style (.clang-format): unformatted code fails the run;
+        # `ninja -C build clang-format` fixes it
+        say "[$dir] format check"
+        if ninja -C "$dir" clang-format-check >/dev/null 2>&1; then
+            record "$dir" format PASS
+        else
+            ninja -C "$dir" clang-format-check 2>&1 | grep -E '^(---|\+\+\+)' | head -20 || true
+            record "$dir" format "FAIL (run: ninja -C build clang-format)"
+        fi
+    fi
 
     say "[$dir] unit tests"
     if env "${env[@]}" meson test -C "$dir" --suite unit --print-errorlogs; then

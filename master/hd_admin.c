@@ -28,21 +28,21 @@
 #include "hd_time.h"
 #include "hd_version.h"
 
-#define TOKEN_MD_LEN 32                 /* SHA-256 */
-#define STATS_TOP_TENANTS 20            /* /stats "tenants.top" rows */
+#define TOKEN_MD_LEN      32 /* SHA-256 */
+#define STATS_TOP_TENANTS 20 /* /stats "tenants.top" rows */
 
 static struct {
-    bool                 started;
-    struct event_base   *base;
-    hd_shm_t            *shm;
-    struct evhttp       *http;
-    struct evhttp_bound_socket *sock;   /* NULL: not listening */
-    char                *address;       /* of sock */
-    int                  port;          /* of sock, 0 = off */
-    bool                 token_set;
-    unsigned char        token_md[TOKEN_MD_LEN];
-    struct event        *tick;
-    hd_render_proc_t     proc;          /* scratch, 20 KB: keep off the stack */
+    bool                        started;
+    struct event_base          *base;
+    hd_shm_t                   *shm;
+    struct evhttp              *http;
+    struct evhttp_bound_socket *sock;    /* NULL: not listening */
+    char                       *address; /* of sock */
+    int                         port;    /* of sock, 0 = off */
+    bool                        token_set;
+    unsigned char               token_md[TOKEN_MD_LEN];
+    struct event               *tick;
+    hd_render_proc_t            proc; /* scratch, 20 KB: keep off the stack */
 } adm;
 
 /*
@@ -51,7 +51,8 @@ static struct {
  * its length: both sides are always 32 bytes, and hashing the presented
  * value costs time in its own length only, which the client knows.
  */
-static int sha256(const void *data, size_t len, unsigned char md[TOKEN_MD_LEN])
+static int
+sha256(const void *data, size_t len, unsigned char md[TOKEN_MD_LEN])
 {
     unsigned int n = 0;
     if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1
@@ -60,7 +61,8 @@ static int sha256(const void *data, size_t len, unsigned char md[TOKEN_MD_LEN])
     return 0;
 }
 
-static void set_token(const char *token)
+static void
+set_token(const char *token)
 {
     adm.token_set = false;
     OPENSSL_cleanse(adm.token_md, sizeof(adm.token_md));
@@ -74,7 +76,8 @@ static void set_token(const char *token)
     adm.token_set = true;
 }
 
-static bool authorized(struct evhttp_request *req)
+static bool
+authorized(struct evhttp_request *req)
 {
     if (!adm.token_set)
         return true;
@@ -91,8 +94,9 @@ static bool authorized(struct evhttp_request *req)
     return CRYPTO_memcmp(md, adm.token_md, TOKEN_MD_LEN) == 0;
 }
 
-static void reply(struct evhttp_request *req, int code, const char *reason,
-                  const char *ctype, const char *body, size_t len)
+static void
+reply(struct evhttp_request *req, int code, const char *reason,
+      const char *ctype, const char *body, size_t len)
 {
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
     evhttp_add_header(oh, "Content-Type", ctype);
@@ -104,8 +108,9 @@ static void reply(struct evhttp_request *req, int code, const char *reason,
     evhttp_send_reply(req, code, reason, NULL);
 }
 
-static void reply_text(struct evhttp_request *req, int code,
-                       const char *reason, const char *text)
+static void
+reply_text(struct evhttp_request *req, int code, const char *reason,
+           const char *text)
 {
     reply(req, code, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
@@ -113,15 +118,16 @@ static void reply_text(struct evhttp_request *req, int code,
 /* A tenant name as a JSON string. Names come from tokens (valid UTF-8)
  * and are cut at a character boundary; anything else is shown with '?'
  * for each byte outside ASCII rather than dropped. */
-static json_t *name_json(const char *name)
+static json_t *
+name_json(const char *name)
 {
     json_t *j = json_string(name);
     if (j != NULL)
         return j;
-    char safe[HD_LIMITS_NAME_MAX + 1];
+    char   safe[HD_LIMITS_NAME_MAX + 1];
     size_t i = 0;
     for (; name[i] != '\0' && i < HD_LIMITS_NAME_MAX; i++)
-        safe[i] = (unsigned char)name[i] < 0x80 ? name[i] : '?';
+        safe[i] = (unsigned char) name[i] < 0x80 ? name[i] : '?';
     safe[i] = '\0';
     return json_string(safe);
 }
@@ -135,12 +141,13 @@ static json_t *name_json(const char *name)
  * Reads the tables without blocking any worker (a walk of the tenant
  * table, 256 KiB).
  */
-static void stats_limits(hd_strbuf_t *b)
+static void
+stats_limits(hd_strbuf_t *b)
 {
-    const hd_limits_t *l = hd_m.limits;
+    const hd_limits_t  *l = hd_m.limits;
     struct hd_limit_top top[STATS_TOP_TENANTS];
-    hd_limits_stats_t st;
-    size_t active = 0, n;
+    hd_limits_stats_t   st;
+    size_t              active = 0, n;
 
     if (b->len < 2 || b->p[b->len - 2] != '}' || b->p[b->len - 1] != '\n')
         return;
@@ -149,47 +156,48 @@ static void stats_limits(hd_strbuf_t *b)
 
     json_t *rows = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(rows, json_pack("{s:o,s:I}",
-                              "tenant", name_json(top[i].name),
-                              "connections", (json_int_t)top[i].count));
+        json_array_append_new(rows,
+                              json_pack("{s:o,s:I}", "tenant",
+                                        name_json(top[i].name), "connections",
+                                        (json_int_t) top[i].count));
     json_t *j = json_pack(
         "{s:{s:I,s:o},"
         "s:{s:b,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I}}}",
-        "tenants",
-            "active", (json_int_t)active,
-            "top", rows,
-        "limits",
-            "enabled", l != NULL,
-            "node_connections", (json_int_t)st.node,
-            "reclaimed", (json_int_t)st.reclaimed,
-            "suspect_leaks", (json_int_t)st.suspects,
-            "table_full",
-                "ip", (json_int_t)st.full[HD_LIM_IP],
-                "user", (json_int_t)st.full[HD_LIM_USER],
-                "tenant", (json_int_t)st.full[HD_LIM_TENANT],
-            "capacity",
-                "ip", (json_int_t)st.capacity[HD_LIM_IP],
-                "user", (json_int_t)st.capacity[HD_LIM_USER],
-                "tenant", (json_int_t)st.capacity[HD_LIM_TENANT]);
+        "tenants", "active", (json_int_t) active, "top", rows, "limits",
+        "enabled", l != NULL, "node_connections", (json_int_t) st.node,
+        "reclaimed", (json_int_t) st.reclaimed, "suspect_leaks",
+        (json_int_t) st.suspects, "table_full", "ip",
+        (json_int_t) st.full[HD_LIM_IP], "user",
+        (json_int_t) st.full[HD_LIM_USER], "tenant",
+        (json_int_t) st.full[HD_LIM_TENANT], "capacity", "ip",
+        (json_int_t) st.capacity[HD_LIM_IP], "user",
+        (json_int_t) st.capacity[HD_LIM_USER], "tenant",
+        (json_int_t) st.capacity[HD_LIM_TENANT]);
     char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (s == NULL || s[0] != '{' || s[1] == '}') {
         free(s);
         return;
     }
-    b->len -= 2;                        /* "}\n" */
+    b->len -= 2; /* "}\n" */
     hd_strbuf_putc(b, ',');
-    hd_strbuf_puts(b, s + 1);           /* our keys and the closing brace */
+    hd_strbuf_puts(b, s + 1); /* our keys and the closing brace */
     hd_strbuf_putc(b, '\n');
     free(s);
 }
 
-enum route { R_NONE, R_METRICS, R_HEALTH, R_STATS };
+enum route {
+    R_NONE,
+    R_METRICS,
+    R_HEALTH,
+    R_STATS
+};
 
-static enum route route_of(struct evhttp_request *req)
+static enum route
+route_of(struct evhttp_request *req)
 {
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
-    const char *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
+    const char              *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
     if (path == NULL)
         return R_NONE;
     if (strcmp(path, "/metrics") == 0)
@@ -201,9 +209,10 @@ static enum route route_of(struct evhttp_request *req)
     return R_NONE;
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+static void
+handle(struct evhttp_request *req, void *arg)
 {
-    (void)arg;
+    (void) arg;
     if (!authorized(req)) {
         evhttp_add_header(evhttp_request_get_output_headers(req),
                           "WWW-Authenticate", "Bearer realm=\"herald\"");
@@ -217,15 +226,15 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req),
-                          "Allow", "GET, HEAD");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                          "GET, HEAD");
         reply_text(req, 405, "Method Not Allowed", "method not allowed\n");
         return;
     }
 
     hd_shm_snapshot_t *snap = hd_malloc(sizeof(*snap));
-    hd_strbuf_t b = HD_STRBUF_INIT;
-    int code = 200;
+    hd_strbuf_t        b = HD_STRBUF_INIT;
+    int                code = 200;
 
     hd_shm_sample(adm.shm);
     hd_shm_snapshot_take(adm.shm, snap);
@@ -254,22 +263,23 @@ static void handle(struct evhttp_request *req, void *arg)
     free(snap);
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
+    (void) fd;
+    (void) what;
+    (void) arg;
     hd_shm_sample(adm.shm);
 }
 
 /* Bind address:port on adm.http. Returns the handle, or NULL with errno
  * set (and logged when loud). */
-static struct evhttp_bound_socket *bind_admin(const char *address, int port,
-                                              bool loud)
+static struct evhttp_bound_socket *
+bind_admin(const char *address, int port, bool loud)
 {
     errno = 0;
-    struct evhttp_bound_socket *s =
-        evhttp_bind_socket_with_handle(adm.http, address, (ev_uint16_t)port);
+    struct evhttp_bound_socket *s = evhttp_bind_socket_with_handle(
+        adm.http, address, (ev_uint16_t) port);
     if (s == NULL) {
         int err = errno ? errno : EADDRNOTAVAIL;
         if (loud)
@@ -280,7 +290,8 @@ static struct evhttp_bound_socket *bind_admin(const char *address, int port,
     return s;
 }
 
-static void unbind_admin(void)
+static void
+unbind_admin(void)
 {
     if (adm.sock != NULL)
         evhttp_del_accept_socket(adm.http, adm.sock);
@@ -289,8 +300,8 @@ static void unbind_admin(void)
     adm.port = 0;
 }
 
-int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
-                   hd_shm_t *shm)
+int
+hd_admin_start(struct event_base *base, const hd_conf_t *conf, hd_shm_t *shm)
 {
     if (adm.started)
         return -EALREADY;
@@ -302,10 +313,11 @@ int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
         return -ENOMEM;
     }
     /* let every method reach handle() so it can answer 405 with Allow */
-    evhttp_set_allowed_methods(adm.http,
+    evhttp_set_allowed_methods(
+        adm.http,
         EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT
-        | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE
-        | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+            | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE
+            | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(adm.http, handle, NULL);
     evhttp_set_timeout(adm.http, 10);
     evhttp_set_max_headers_size(adm.http, 16384);
@@ -335,7 +347,8 @@ int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
     return 0;
 }
 
-int hd_admin_reconfigure(const hd_conf_t *conf)
+int
+hd_admin_reconfigure(const hd_conf_t *conf)
 {
     if (!adm.started)
         return -EINVAL;
@@ -353,14 +366,14 @@ int hd_admin_reconfigure(const hd_conf_t *conf)
     bool may_overlap = adm.sock != NULL && adm.port == conf->admin_port;
     struct evhttp_bound_socket *s = bind_admin(conf->admin_address,
                                                conf->admin_port, !may_overlap);
-    int err = errno;
+    int                         err = errno;
     if (s == NULL && may_overlap && err != EADDRINUSE)
-        hd_log_error("admin: bind() to %s:%d failed: %s",
-                     conf->admin_address, conf->admin_port, strerror(err));
+        hd_log_error("admin: bind() to %s:%d failed: %s", conf->admin_address,
+                     conf->admin_port, strerror(err));
     if (s == NULL && err == EADDRINUSE && may_overlap) {
         /* e.g. 0.0.0.0:9090 -> 127.0.0.1:9090: cannot overlap */
         char *old = hd_strdup(adm.address);
-        int oldport = adm.port;
+        int   oldport = adm.port;
         unbind_admin();
         s = bind_admin(conf->admin_address, conf->admin_port, true);
         err = errno;
@@ -386,7 +399,8 @@ int hd_admin_reconfigure(const hd_conf_t *conf)
     return 0;
 }
 
-void hd_admin_stop(void)
+void
+hd_admin_stop(void)
 {
     if (!adm.started)
         return;
@@ -394,7 +408,7 @@ void hd_admin_stop(void)
         event_free(adm.tick);
     adm.tick = NULL;
     if (adm.http != NULL)
-        evhttp_free(adm.http);      /* closes the bound sockets too */
+        evhttp_free(adm.http); /* closes the bound sockets too */
     adm.http = NULL;
     adm.sock = NULL;
     hd_free(adm.address);

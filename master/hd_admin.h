@@ -28,8 +28,8 @@ struct event_base;
  * the 1 s timer that samples the node-wide connection peak. Returns 0 or
  * -errno (bind failed, or already started).
  */
-int  hd_admin_start(struct event_base *base, const hd_conf_t *conf,
-                    hd_shm_t *shm);
+int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
+                   hd_shm_t *shm);
 
 /*
  * On reload: take the new token at once; if the address or port changed,
@@ -38,7 +38,7 @@ int  hd_admin_start(struct event_base *base, const hd_conf_t *conf,
  * new bind fails). Port 0 turns the server off. Returns 0 or -errno, in
  * which case the server keeps its previous address when it could.
  */
-int  hd_admin_reconfigure(const hd_conf_t *conf);
+int hd_admin_reconfigure(const hd_conf_t *conf);
 
 /* Close the socket and the timer; idempotent. */
 void hd_admin_stop(void);

@@ -10,8 +10,7 @@
 #include "hd_args.h"
 #include "hd_conf.h"
 
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
+static int fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -51,7 +50,7 @@ parse_long(const char *arg, int argc, char *const argv[], int *i,
 {
     const char *name = arg + 2;
     const char *eq = strchr(name, '=');
-    size_t len = eq ? (size_t) (eq - name) : strlen(name);
+    size_t      len = eq ? (size_t) (eq - name) : strlen(name);
 
 #define IS(s) (len == sizeof(s) - 1 && memcmp(name, s, len) == 0)
     if (IS("config")) {
@@ -74,8 +73,8 @@ parse_long(const char *arg, int argc, char *const argv[], int *i,
     if (flag == NULL)
         return fail(err, errlen, "unknown option '--%.*s'", (int) len, name);
     if (eq != NULL)
-        return fail(err, errlen, "option '--%.*s' takes no value",
-                    (int) len, name);
+        return fail(err, errlen, "option '--%.*s' takes no value", (int) len,
+                    name);
     *flag = true;
     return 0;
 }
@@ -102,8 +101,10 @@ parse_short(const char *arg, int argc, char *const argv[], int *i,
             break;
         case 'c': {
             if (p != arg + 1)
-                return fail(err, errlen, "option '-c' cannot be combined "
-                            "with other options in '%s'", arg);
+                return fail(err, errlen,
+                            "option '-c' cannot be combined "
+                            "with other options in '%s'",
+                            arg);
             const char *v = p[1] != '\0' ? p + 1 : next_value(argc, argv, i);
             if (v == NULL)
                 return fail(err, errlen, "option '-c' needs a file name");
@@ -122,8 +123,8 @@ parse_short(const char *arg, int argc, char *const argv[], int *i,
 }
 
 int
-hd_args_parse(int argc, char *const argv[], hd_args_t *out,
-              char *err, size_t errlen)
+hd_args_parse(int argc, char *const argv[], hd_args_t *out, char *err,
+              size_t errlen)
 {
     bool options_done = false;
 
@@ -136,7 +137,7 @@ hd_args_parse(int argc, char *const argv[], hd_args_t *out,
 
     for (int i = 1; i < argc && argv != NULL && argv[i] != NULL; i++) {
         const char *arg = argv[i];
-        int rc;
+        int         rc;
 
         if (options_done || arg[0] != '-' || arg[1] == '\0')
             return fail(err, errlen, "unexpected argument '%s'", arg);
@@ -160,23 +161,23 @@ hd_args_usage(FILE *f, const char *prog)
     if (prog == NULL || prog[0] == '\0')
         prog = "herald";
     fprintf(f,
-        "Usage: %s [-c FILE] [-t] [-V] [-h]\n"
-        "\n"
-        "herald: WebSocket pub/sub gateway.\n"
-        "\n"
-        "Options:\n"
-        "  -c, --config FILE  configuration file (default: %s)\n"
-        "  -t, --test         check the configuration file and exit\n"
-        "  -V, --version      print the version and exit\n"
-        "  -h, --help         print this help and exit\n"
-        "\n"
-        "Signals (to the master process):\n"
-        "  SIGHUP             reload the configuration; on error keep the"
-        " old one\n"
-        "  SIGTERM, SIGINT    graceful stop: drain clients, exit by"
-        " shutdown_timeout\n"
-        "  second SIGTERM or SIGINT, SIGQUIT\n"
-        "                     stop at once\n"
-        "  SIGUSR1            reopen the log file\n",
-        prog, HD_CONF_DEFAULT_PATH);
+            "Usage: %s [-c FILE] [-t] [-V] [-h]\n"
+            "\n"
+            "herald: WebSocket pub/sub gateway.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE  configuration file (default: %s)\n"
+            "  -t, --test         check the configuration file and exit\n"
+            "  -V, --version      print the version and exit\n"
+            "  -h, --help         print this help and exit\n"
+            "\n"
+            "Signals (to the master process):\n"
+            "  SIGHUP             reload the configuration; on error keep the"
+            " old one\n"
+            "  SIGTERM, SIGINT    graceful stop: drain clients, exit by"
+            " shutdown_timeout\n"
+            "  second SIGTERM or SIGINT, SIGQUIT\n"
+            "                     stop at once\n"
+            "  SIGUSR1            reopen the log file\n",
+            prog, HD_CONF_DEFAULT_PATH);
 }

@@ -7,11 +7,11 @@
 #include <stdio.h>
 
 typedef struct hd_args {
-    const char *conf_path;   /* -c FILE, --config FILE, --config=FILE;
+    const char *conf_path; /* -c FILE, --config FILE, --config=FILE;
                                 default HD_CONF_DEFAULT_PATH */
-    bool        test_only;   /* -t, --test: check the config and exit */
-    bool        version;     /* -V, --version */
-    bool        help;        /* -h, --help */
+    bool        test_only; /* -t, --test: check the config and exit */
+    bool        version;   /* -V, --version */
+    bool        help;      /* -h, --help */
 } hd_args_t;
 
 /*
@@ -21,8 +21,8 @@ typedef struct hd_args {
  * Short options may be combined where they take no value ("-tc FILE" is
  * not supported; "-t -c FILE" is).
  */
-int  hd_args_parse(int argc, char *const argv[], hd_args_t *out,
-                   char *err, size_t errlen);
+int  hd_args_parse(int argc, char *const argv[], hd_args_t *out, char *err,
+                   size_t errlen);
 void hd_args_usage(FILE *f, const char *prog);
 
 #endif

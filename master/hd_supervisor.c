@@ -32,13 +32,13 @@
 #include "hd_time.h"
 #include "hd_worker.h"
 
-#define RESPAWN_BACKOFF_MIN_MS   100
-#define RESPAWN_BACKOFF_MAX_MS   10000
-#define STABLE_AFTER_MS          10000   /* a worker this old crashed "fresh" */
-#define CRASH_WINDOW_MS          60000
-#define CRASH_LOOP_THRESHOLD     5
-#define RETIRE_GRACE_MAX_MS      2000    /* queue quiet time, retiring slot */
-#define DRAIN_KILL_GRACE_MS      3000    /* past a reload drain's window */
+#define RESPAWN_BACKOFF_MIN_MS 100
+#define RESPAWN_BACKOFF_MAX_MS 10000
+#define STABLE_AFTER_MS        10000 /* a worker this old crashed "fresh" */
+#define CRASH_WINDOW_MS        60000
+#define CRASH_LOOP_THRESHOLD   5
+#define RETIRE_GRACE_MAX_MS    2000 /* queue quiet time, retiring slot */
+#define DRAIN_KILL_GRACE_MS    3000 /* past a reload drain's window */
 
 static void spawn(unsigned id, hd_proc_t *replaces);
 static void steer(void);
@@ -127,7 +127,7 @@ queued(int fd)
 
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
         return -1;
-    return (int) ti.tcpi_unacked;   /* sk_ack_backlog for a listener */
+    return (int) ti.tcpi_unacked; /* sk_ack_backlog for a listener */
 }
 
 static void
@@ -137,7 +137,8 @@ listener_close(hd_listener_t *l)
 
     if (q > 0 && !hd_m.stopping)
         hd_log_warn("closing a retired listen socket with %d queued "
-                    "connection%s: they are reset", q, q == 1 ? "" : "s");
+                    "connection%s: they are reset",
+                    q, q == 1 ? "" : "s");
     close(l->fd);
     if (l->group != NULL) {
         hd_reuseport_group_remove(&l->group->arr, l);
@@ -179,7 +180,7 @@ listener_unref(hd_listener_t *l)
 {
     if (l != NULL && --l->refs == 0) {
         hd_listener_t **pp = &hd_m.closing;
-        while (*pp != NULL)     /* keep the order of the unrefs */
+        while (*pp != NULL) /* keep the order of the unrefs */
             pp = &(*pp)->next_closing;
         l->next_closing = NULL;
         *pp = l;
@@ -271,30 +272,35 @@ steer(void)
 static int
 ctl_send(hd_proc_t *p, uint32_t type, uint32_t code, uint32_t window_ms)
 {
-    hd_ctl_msg_t m = { .type = type, .close_code = code, .window_ms = window_ms };
+    hd_ctl_msg_t m = { .type = type,
+                       .close_code = code,
+                       .window_ms = window_ms };
 
     if (p->ctl_fd >= 0
         && send(p->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT)
-           == (ssize_t) sizeof(m))
+            == (ssize_t) sizeof(m))
         return 0;
     /* the socket is full or gone: signals are the fallback */
     hd_log_warn("control message to worker %u (pid %d) failed: %s; "
-                "falling back to a signal", p->worker_id, (int) p->pid,
-                strerror(errno));
-    return kill(p->pid, type == HD_CTL_EXIT ? SIGKILL : SIGTERM) == 0 ? 0 : -errno;
+                "falling back to a signal",
+                p->worker_id, (int) p->pid, strerror(errno));
+    return kill(p->pid, type == HD_CTL_EXIT ? SIGKILL : SIGTERM) == 0 ? 0
+                                                                      : -errno;
 }
 
 static int
-ctl_send_drain(hd_proc_t *p, uint32_t code, uint32_t window_ms,
-               uint32_t flags, uint32_t grace_ms)
+ctl_send_drain(hd_proc_t *p, uint32_t code, uint32_t window_ms, uint32_t flags,
+               uint32_t grace_ms)
 {
-    hd_ctl_msg_t m = { .type = HD_CTL_DRAIN, .close_code = code,
-                       .window_ms = window_ms, .flags = flags,
+    hd_ctl_msg_t m = { .type = HD_CTL_DRAIN,
+                       .close_code = code,
+                       .window_ms = window_ms,
+                       .flags = flags,
                        .grace_ms = grace_ms };
 
     if (p->ctl_fd >= 0
         && send(p->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT)
-           == (ssize_t) sizeof(m))
+            == (ssize_t) sizeof(m))
         return 0;
     return ctl_send(p, HD_CTL_DRAIN, code, window_ms);
 }
@@ -303,11 +309,12 @@ static void
 drain_kill_cb(evutil_socket_t fd, short what, void *arg)
 {
     hd_proc_t *p = arg;
-    (void) fd; (void) what;
+    (void) fd;
+    (void) what;
 
     hd_log_warn("worker %u (pid %d) still running %d ms after its drain "
-                "window; killing it", p->worker_id, (int) p->pid,
-                DRAIN_KILL_GRACE_MS);
+                "window; killing it",
+                p->worker_id, (int) p->pid, DRAIN_KILL_GRACE_MS);
     kill(p->pid, SIGKILL);
 }
 
@@ -342,7 +349,7 @@ drain(hd_proc_t *p, uint16_t code)
     }
     steer();
     if (hd_m.stopping) {
-        flags = HD_DRAIN_KEEP_ACCEPTING;    /* every socket closes soon */
+        flags = HD_DRAIN_KEEP_ACCEPTING; /* every socket closes soon */
     } else if (!s->active || s->lst != p->lst) {
         flags = HD_DRAIN_KEEP_ACCEPTING;
         grace = window / 2 < RETIRE_GRACE_MAX_MS ? window / 2
@@ -355,9 +362,10 @@ drain(hd_proc_t *p, uint16_t code)
     if (!hd_m.stopping && p->drain_kill_ev == NULL) {
         /* a drained worker that outlives its window (stuck, or a bug)
          * must not linger for ever: the stop path has its own deadline */
-        struct timeval tv = { (time_t) ((window + DRAIN_KILL_GRACE_MS) / 1000),
-                              (suseconds_t) ((window + DRAIN_KILL_GRACE_MS)
-                                             % 1000) * 1000 };
+        struct timeval tv = {
+            (time_t) ((window + DRAIN_KILL_GRACE_MS) / 1000),
+            (suseconds_t) ((window + DRAIN_KILL_GRACE_MS) % 1000) * 1000
+        };
         p->drain_kill_ev = evtimer_new(hd_m.base, drain_kill_cb, p);
         evtimer_add(p->drain_kill_ev, &tv);
     }
@@ -386,7 +394,8 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         if (m.type == HD_CTL_READY && p->state == HD_PROC_STARTING) {
             p->state = HD_PROC_RUNNING;
-            hd_log_debug("worker %u (pid %d) ready", p->worker_id, (int) p->pid);
+            hd_log_debug("worker %u (pid %d) ready", p->worker_id,
+                         (int) p->pid);
             if (p->replaces != NULL) {
                 /* new first, old drained: the slot never stops accepting */
                 hd_proc_t *old = p->replaces;
@@ -394,7 +403,7 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
                 drain(old, 1012);
             }
             steer();
-            flush_closing();    /* p holds only its own sockets now */
+            flush_closing(); /* p holds only its own sockets now */
         }
     }
 }
@@ -435,7 +444,8 @@ static void
 respawn_cb(evutil_socket_t fd, short what, void *arg)
 {
     unsigned id = (unsigned) (uintptr_t) arg;
-    (void) fd; (void) what;
+    (void) fd;
+    (void) what;
 
     hd_wslot_t *s = &hd_m.slots[id];
 
@@ -454,13 +464,13 @@ respawn_cb(evutil_socket_t fd, short what, void *arg)
 static void
 spawn(unsigned id, hd_proc_t *replaces)
 {
-    hd_wslot_t       *s = &hd_m.slots[id];
-    hd_worker_args_t  args;
-    hd_proc_t        *p;
-    hd_lease_t       *lease = NULL;
-    sigset_t          old;
-    int               sv[2], idx, rc;
-    pid_t             pid;
+    hd_wslot_t      *s = &hd_m.slots[id];
+    hd_worker_args_t args;
+    hd_proc_t       *p;
+    hd_lease_t      *lease = NULL;
+    sigset_t         old;
+    int              sv[2], idx, rc;
+    pid_t            pid;
 
     idx = hd_shm_slot_acquire(hd_m.shm, id, hd_m.generation);
     if (idx < 0) {
@@ -515,7 +525,7 @@ spawn(unsigned id, hd_proc_t *replaces)
         hd_log_error("fork() failed: %s", strerror(rc));
         close(sv[0]);
         hd_shm_slot_retire(hd_m.shm, idx, 0);
-        hd_lease_reclaim(hd_m.limits, lease);   /* empty: just unmaps */
+        hd_lease_reclaim(hd_m.limits, lease); /* empty: just unmaps */
         goto retry;
     }
     /* workers forked later must not inherit this worker's lease */
@@ -543,7 +553,8 @@ spawn(unsigned id, hd_proc_t *replaces)
 
 retry:
     if (s->respawn_ev == NULL)
-        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb, (void *) (uintptr_t) id);
+        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb,
+                                    (void *) (uintptr_t) id);
     {
         struct timeval tv = { 1, 0 };
         evtimer_add(s->respawn_ev, &tv);
@@ -553,8 +564,8 @@ retry:
 static void
 schedule_respawn(unsigned id, hd_proc_t *dead, int status)
 {
-    hd_wslot_t *s = &hd_m.slots[id];
-    uint64_t    now = hd_mono_ms(), lived = now - dead->started_ms;
+    hd_wslot_t    *s = &hd_m.slots[id];
+    uint64_t       now = hd_mono_ms(), lived = now - dead->started_ms;
     struct timeval tv;
 
     if (WIFEXITED(status) && WEXITSTATUS(status) == HD_EXIT_FATAL) {
@@ -573,11 +584,13 @@ schedule_respawn(unsigned id, hd_proc_t *dead, int status)
     s->crashes++;
     if (s->crashes >= CRASH_LOOP_THRESHOLD)
         hd_log_error("worker %u is crash-looping: %u exits in %d s; next "
-                     "start in %llu ms", id, s->crashes, CRASH_WINDOW_MS / 1000,
+                     "start in %llu ms",
+                     id, s->crashes, CRASH_WINDOW_MS / 1000,
                      (unsigned long long) s->backoff_ms);
 
     if (s->respawn_ev == NULL)
-        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb, (void *) (uintptr_t) id);
+        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb,
+                                    (void *) (uintptr_t) id);
     tv.tv_sec = (time_t) (s->backoff_ms / 1000);
     tv.tv_usec = (suseconds_t) (s->backoff_ms % 1000) * 1000;
     evtimer_add(s->respawn_ev, &tv);
@@ -619,7 +632,7 @@ hd_sup_reap(void)
             continue;
 
         double cpu = (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
-                   + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+            + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
         hd_shm_slot_retire(hd_m.shm, p->shm_idx, cpu);
         /* give back the limit-table counts it still held (none after a
          * clean exit; all of its connections' after a crash or kill -9) */
@@ -714,7 +727,7 @@ replace_slot(unsigned id, hd_listener_t *nl)
     s->cur = NULL;
     spawn(id, old);
     if (s->cur == NULL && old != NULL)
-        s->cur = old;            /* fork failed: keep the old one */
+        s->cur = old; /* fork failed: keep the old one */
 }
 
 void
@@ -735,7 +748,8 @@ hd_sup_reload(void)
         for (i = 0; i < errs.n; i++)
             hd_log_error("reload failed: %s", errs.msg[i]);
         hd_log_error("reload failed: keeping the running configuration "
-                     "(%zu error%s)", errs.n, errs.n == 1 ? "" : "s");
+                     "(%zu error%s)",
+                     errs.n, errs.n == 1 ? "" : "s");
         hd_conf_errors_free(&errs);
         hd_shm_note_reload(hd_m.shm, false, hd_m.generation);
         hd_sdnotify_ready("running; last reload failed, see the log");
@@ -795,7 +809,7 @@ hd_sup_reload(void)
     for (i = newn; i < oldn; i++)
         retire_slot(i);
     for (i = 0; i < newn; i++)
-        listener_unref(nls[i]);   /* slots and processes hold their refs */
+        listener_unref(nls[i]); /* slots and processes hold their refs */
 
     steer();
 
@@ -811,7 +825,9 @@ hd_sup_reload(void)
 static void
 kill_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void) fd; (void) what; (void) arg;
+    (void) fd;
+    (void) what;
+    (void) arg;
     for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
         hd_log_warn("worker %u (pid %d) did not exit in time; killing it",
                     p->worker_id, (int) p->pid);
@@ -823,7 +839,7 @@ void
 hd_sup_shutdown(bool immediate)
 {
     if (hd_m.stopping && !immediate && !hd_m.immediate) {
-        immediate = true;       /* a second SIGTERM/SIGINT */
+        immediate = true; /* a second SIGTERM/SIGINT */
     }
     if (!hd_m.stopping)
         hd_sdnotify_stopping();
@@ -844,7 +860,7 @@ hd_sup_shutdown(bool immediate)
         hd_log_info("graceful stop: draining workers (up to %d ms)",
                     hd_m.conf->shutdown_ms);
         for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
-            p->state = HD_PROC_RUNNING;    /* re-drain even a draining one */
+            p->state = HD_PROC_RUNNING; /* re-drain even a draining one */
             p->replaces = NULL;
             drain(p, 1001);
         }

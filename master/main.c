@@ -27,7 +27,8 @@ hd_master_t hd_m;
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-    (void) what; (void) arg;
+    (void) what;
+    (void) arg;
 
     switch (sig) {
     case SIGCHLD:
@@ -63,14 +64,15 @@ print_errors(const hd_conf_errors_t *errs)
 int
 main(int argc, char **argv)
 {
-    static const int  sigs[] = { SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1 };
-    struct event     *sev[sizeof(sigs) / sizeof(sigs[0])];
-    hd_args_t         args;
-    hd_conf_errors_t  errs = { 0 };
-    char              err[256];
-    char             *conf_path;
-    int               rc;
-    size_t            i;
+    static const int sigs[] = { SIGCHLD, SIGHUP,  SIGTERM,
+                                SIGINT,  SIGQUIT, SIGUSR1 };
+    struct event    *sev[sizeof(sigs) / sizeof(sigs[0])];
+    hd_args_t        args;
+    hd_conf_errors_t errs = { 0 };
+    char             err[256];
+    char            *conf_path;
+    int              rc;
+    size_t           i;
 
     if (hd_args_parse(argc, argv, &args, err, sizeof(err)) < 0) {
         fprintf(stderr, "herald: %s\n", err);
@@ -157,9 +159,10 @@ main(int argc, char **argv)
         return 1;
     }
     hd_log_info("herald %s started: %d workers, listening on %s:%d, admin "
-                "on %s:%d", HD_VERSION, hd_m.conf->workers,
-                hd_m.conf->listen_address, hd_m.conf->listen_port,
-                hd_m.conf->admin_address, hd_m.conf->admin_port);
+                "on %s:%d",
+                HD_VERSION, hd_m.conf->workers, hd_m.conf->listen_address,
+                hd_m.conf->listen_port, hd_m.conf->admin_address,
+                hd_m.conf->admin_port);
     /* systemd (Type=notify): the listen sockets are open, so connections
      * queue from here on even while the workers are still starting */
     hd_sdnotify_ready("running");

@@ -109,33 +109,33 @@
 #define REL memory_order_release
 #define SEQ memory_order_seq_cst
 
-#define LIMITS_MAGIC    0x484c494du     /* "HLIM" */
-#define LIMITS_VERSION  1u
-#define LEASE_MAGIC     0x484c5345u     /* "HLSE" */
+#define LIMITS_MAGIC   0x484c494du /* "HLIM" */
+#define LIMITS_VERSION 1u
+#define LEASE_MAGIC    0x484c5345u /* "HLSE" */
 
-#define BUCKET      8u                  /* entries per bucket: one line */
-#define PROBES      (2 * BUCKET)
-#define ROUNDS_MAX  100                 /* verify conflicts before giving up */
+#define BUCKET     8u /* entries per bucket: one line */
+#define PROBES     (2 * BUCKET)
+#define ROUNDS_MAX 100 /* verify conflicts before giving up */
 
-#define W_TAG(w)     ((w) >> 24)
-#define W_CNT(w)     ((uint32_t)((w) & HD_LIMITS_COUNT_MAX))
-#define W_MK(t, c)   (((uint64_t)(t) << 24) | (uint64_t)(c))
+#define W_TAG(w)   ((w) >> 24)
+#define W_CNT(w)   ((uint32_t) ((w) &HD_LIMITS_COUNT_MAX))
+#define W_MK(t, c) (((uint64_t) (t) << 24) | (uint64_t) (c))
 
 /* lease record: 21 bits (entry index + 1) per kind, bit 63 = node */
-#define FIELD_BITS   21
-#define FIELD_MASK   ((1ull << FIELD_BITS) - 1)
-#define REC_NODE     (1ull << 63)
-#define KIND_NODE    3u                 /* in-flight kind of the node count */
+#define FIELD_BITS 21
+#define FIELD_MASK ((1ull << FIELD_BITS) - 1)
+#define REC_NODE   (1ull << 63)
+#define KIND_NODE  3u /* in-flight kind of the node count */
 
 /* in-flight word: valid, op, kind, entry + 1, fd */
-#define IF_VALID     (1ull << 63)
-#define IF_RELEASE   (1ull << 62)
-#define IF_KIND(w)   ((unsigned)((w) >> 56) & 3u)
-#define IF_ENTRY(w)  ((uint32_t)((w) >> 24) & (uint32_t)FIELD_MASK)
-#define IF_FD(w)     ((int)((w) & 0xffffffu))
+#define IF_VALID    (1ull << 63)
+#define IF_RELEASE  (1ull << 62)
+#define IF_KIND(w)  ((unsigned) ((w) >> 56) & 3u)
+#define IF_ENTRY(w) ((uint32_t) ((w) >> 24) & (uint32_t) FIELD_MASK)
+#define IF_FD(w)    ((int) ((w) &0xffffffu))
 
 struct lim_name {
-    _Atomic uint64_t stamp;             /* tag << 24 | seq; 0 while written */
+    _Atomic uint64_t stamp; /* tag << 24 | seq; 0 while written */
     _Atomic uint64_t w[HD_LIMITS_NAME_MAX / 8];
 };
 
@@ -159,57 +159,75 @@ struct hd_limits {
 };
 
 struct hd_lease {
-    uint32_t magic;
-    uint32_t max_fds;
-    size_t   size;                      /* of the mapping */
+    uint32_t         magic;
+    uint32_t         max_fds;
+    size_t           size; /* of the mapping */
     _Atomic uint64_t inflight;
-    _Atomic uint32_t hiwat;             /* highest fd recorded + 1 */
+    _Atomic uint32_t hiwat; /* highest fd recorded + 1 */
     _Alignas(64) _Atomic uint64_t rec[];
 };
 
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "64-bit atomics");
 _Static_assert(HD_LIMITS_IP_ENTRIES <= (1u << 20)
-               && HD_LIMITS_USER_ENTRIES <= (1u << 20)
-               && HD_LIMITS_TENANT_ENTRIES <= (1u << 20),
+                   && HD_LIMITS_USER_ENTRIES <= (1u << 20)
+                   && HD_LIMITS_TENANT_ENTRIES <= (1u << 20),
                "entry index + 1 must fit a 21-bit lease field");
-_Static_assert((HD_LIMITS_IP_ENTRIES & (HD_LIMITS_IP_ENTRIES - 1)) == 0
-               && (HD_LIMITS_USER_ENTRIES & (HD_LIMITS_USER_ENTRIES - 1)) == 0
-               && (HD_LIMITS_TENANT_ENTRIES & (HD_LIMITS_TENANT_ENTRIES - 1)) == 0,
-               "table sizes are powers of two");
+_Static_assert(
+    (HD_LIMITS_IP_ENTRIES & (HD_LIMITS_IP_ENTRIES - 1)) == 0
+        && (HD_LIMITS_USER_ENTRIES & (HD_LIMITS_USER_ENTRIES - 1)) == 0
+        && (HD_LIMITS_TENANT_ENTRIES & (HD_LIMITS_TENANT_ENTRIES - 1)) == 0,
+    "table sizes are powers of two");
 _Static_assert(HD_LIMITS_TENANT_ENTRIES >= 2 * BUCKET, "two buckets at least");
 _Static_assert(offsetof(struct hd_limits, ip) % 64 == 0, "buckets on lines");
 _Static_assert(offsetof(struct hd_limits, user) % 64 == 0, "buckets on lines");
-_Static_assert(offsetof(struct hd_limits, tenant) % 64 == 0, "buckets on lines");
+_Static_assert(offsetof(struct hd_limits, tenant) % 64 == 0,
+               "buckets on lines");
 _Static_assert(offsetof(struct hd_limits, node) % 64 == 0, "node line");
 _Static_assert(offsetof(struct hd_lease, rec) == 64, "lease header is a line");
 _Static_assert(HD_LIMITS_NAME_MAX % 8 == 0, "name in whole words");
 _Static_assert(HD_LEASE_FDS_MAX <= (1u << 24), "fd fits the in-flight word");
 
 static const uint32_t kind_entries[HD_LIM__KINDS] = {
-    HD_LIMITS_IP_ENTRIES, HD_LIMITS_USER_ENTRIES, HD_LIMITS_TENANT_ENTRIES,
+    HD_LIMITS_IP_ENTRIES,
+    HD_LIMITS_USER_ENTRIES,
+    HD_LIMITS_TENANT_ENTRIES,
 };
 
-const char *hd_limit_kind_name(enum hd_limit_kind k)
+const char *
+hd_limit_kind_name(enum hd_limit_kind k)
 {
     static const char *const names[HD_LIM__KINDS] = { "ip", "user", "tenant" };
-    return (unsigned)k < HD_LIM__KINDS ? names[k] : "node";
+    return (unsigned) k < HD_LIM__KINDS ? names[k] : "node";
 }
 
 /* ---- hashing ---- */
 
-static inline uint64_t rotl(uint64_t x, int b)
+static inline uint64_t
+rotl(uint64_t x, int b)
 {
     return (x << b) | (x >> (64 - b));
 }
 
-#define SIPROUND do {                                               \
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);   \
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                      \
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                      \
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);   \
+#define SIPROUND           \
+    do {                   \
+        v0 += v1;          \
+        v1 = rotl(v1, 13); \
+        v1 ^= v0;          \
+        v0 = rotl(v0, 32); \
+        v2 += v3;          \
+        v3 = rotl(v3, 16); \
+        v3 ^= v2;          \
+        v0 += v3;          \
+        v3 = rotl(v3, 21); \
+        v3 ^= v0;          \
+        v2 += v1;          \
+        v1 = rotl(v1, 17); \
+        v1 ^= v2;          \
+        v2 = rotl(v2, 32); \
     } while (0)
 
-static inline uint64_t le64(const unsigned char *p)
+static inline uint64_t
+le64(const unsigned char *p)
 {
     uint64_t v;
     memcpy(&v, p, 8);
@@ -222,15 +240,16 @@ static inline uint64_t le64(const unsigned char *p)
 /* SipHash-c-d (Aumasson and Bernstein), 64-bit output. Production uses
  * 1-3 (as Rust's and CPython's hash tables do); the unit test checks 2-4
  * against the reference vectors. */
-static uint64_t siphash(const uint64_t k[2], const void *data, size_t len,
-                        int crounds, int drounds)
+static uint64_t
+siphash(const uint64_t k[2], const void *data, size_t len, int crounds,
+        int drounds)
 {
-    uint64_t v0 = 0x736f6d6570736575ull ^ k[0];
-    uint64_t v1 = 0x646f72616e646f6dull ^ k[1];
-    uint64_t v2 = 0x6c7967656e657261ull ^ k[0];
-    uint64_t v3 = 0x7465646279746573ull ^ k[1];
+    uint64_t             v0 = 0x736f6d6570736575ull ^ k[0];
+    uint64_t             v1 = 0x646f72616e646f6dull ^ k[1];
+    uint64_t             v2 = 0x6c7967656e657261ull ^ k[0];
+    uint64_t             v3 = 0x7465646279746573ull ^ k[1];
     const unsigned char *p = data;
-    size_t full = len & ~(size_t)7;
+    size_t               full = len & ~(size_t) 7;
 
     for (size_t i = 0; i < full; i += 8) {
         uint64_t m = le64(p + i);
@@ -239,9 +258,9 @@ static uint64_t siphash(const uint64_t k[2], const void *data, size_t len,
             SIPROUND;
         v0 ^= m;
     }
-    uint64_t b = (uint64_t)len << 56;
+    uint64_t b = (uint64_t) len << 56;
     for (size_t i = 0; i < (len & 7); i++)
-        b |= (uint64_t)p[full + i] << (8 * i);
+        b |= (uint64_t) p[full + i] << (8 * i);
     v3 ^= b;
     for (int r = 0; r < crounds; r++)
         SIPROUND;
@@ -258,48 +277,55 @@ struct probe {
     uint32_t base[2];
 };
 
-static void probe_of(const hd_limits_t *l, enum hd_limit_kind k,
-                     const void *key, size_t len, struct probe *pr)
+static void
+probe_of(const hd_limits_t *l, enum hd_limit_kind k, const void *key,
+         size_t len, struct probe *pr)
 {
     uint64_t h = siphash(l->seed, key, len, 1, 3);
     uint32_t mask = kind_entries[k] / BUCKET - 1;
-    uint32_t b1 = (uint32_t)h & mask;
-    uint32_t b2 = (uint32_t)(h >> 16) & mask;
+    uint32_t b1 = (uint32_t) h & mask;
+    uint32_t b2 = (uint32_t) (h >> 16) & mask;
     if (b2 == b1)
-        b2 = b1 ^ 1;                    /* always two distinct buckets */
-    pr->tag = h >> 24;                  /* 40 bits */
+        b2 = b1 ^ 1;   /* always two distinct buckets */
+    pr->tag = h >> 24; /* 40 bits */
     if (pr->tag == 0)
-        pr->tag = 1;                    /* 0 marks a never-used entry */
+        pr->tag = 1; /* 0 marks a never-used entry */
     pr->base[0] = b1 * BUCKET;
     pr->base[1] = b2 * BUCKET;
 }
 
-static inline uint32_t probe_pos(const struct probe *pr, unsigned i)
+static inline uint32_t
+probe_pos(const struct probe *pr, unsigned i)
 {
     return pr->base[i / BUCKET] + i % BUCKET;
 }
 
-static _Atomic uint64_t *table(hd_limits_t *l, enum hd_limit_kind k)
+static _Atomic uint64_t *
+table(hd_limits_t *l, enum hd_limit_kind k)
 {
     switch (k) {
-    case HD_LIM_IP:     return l->ip;
-    case HD_LIM_USER:   return l->user;
-    default:            return l->tenant;
+    case HD_LIM_IP:
+        return l->ip;
+    case HD_LIM_USER:
+        return l->user;
+    default:
+        return l->tenant;
     }
 }
 
-static const _Atomic uint64_t *ctable(const hd_limits_t *l,
-                                      enum hd_limit_kind k)
+static const _Atomic uint64_t *
+ctable(const hd_limits_t *l, enum hd_limit_kind k)
 {
-    return table((hd_limits_t *)l, k);
+    return table((hd_limits_t *) l, k);
 }
 
 /* ---- create / destroy ---- */
 
-static int fill_seed(uint64_t seed[2])
+static int
+fill_seed(uint64_t seed[2])
 {
     ssize_t n = getrandom(seed, 2 * sizeof(uint64_t), 0);
-    if (n == (ssize_t)(2 * sizeof(uint64_t)))
+    if (n == (ssize_t) (2 * sizeof(uint64_t)))
         return 0;
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -307,10 +333,11 @@ static int fill_seed(uint64_t seed[2])
     n = read(fd, seed, 2 * sizeof(uint64_t));
     int err = errno;
     close(fd);
-    return n == (ssize_t)(2 * sizeof(uint64_t)) ? 0 : -(err ? err : EIO);
+    return n == (ssize_t) (2 * sizeof(uint64_t)) ? 0 : -(err ? err : EIO);
 }
 
-int hd_limits_create(hd_limits_t **out)
+int
+hd_limits_create(hd_limits_t **out)
 {
     *out = NULL;
     /* NORESERVE: most of the tables stay untouched on a small node */
@@ -323,7 +350,7 @@ int hd_limits_create(hd_limits_t **out)
         return -err;
     }
     hd_limits_t *l = p;
-    int rc = fill_seed(l->seed);
+    int          rc = fill_seed(l->seed);
     if (rc < 0) {
         hd_log_error("getrandom() failed: %s", strerror(-rc));
         munmap(p, sizeof(struct hd_limits));
@@ -333,12 +360,13 @@ int hd_limits_create(hd_limits_t **out)
     l->version = LIMITS_VERSION;
     for (unsigned k = 0; k < HD_LIM__KINDS; k++)
         l->entries[k] = kind_entries[k];
-    l->total_size = (uint32_t)sizeof(struct hd_limits);
+    l->total_size = (uint32_t) sizeof(struct hd_limits);
     *out = l;
     return 0;
 }
 
-void hd_limits_destroy(hd_limits_t *l)
+void
+hd_limits_destroy(hd_limits_t *l)
 {
     if (l != NULL)
         munmap(l, sizeof(struct hd_limits));
@@ -346,21 +374,22 @@ void hd_limits_destroy(hd_limits_t *l)
 
 /* ---- leases ---- */
 
-hd_lease_t *hd_lease_create(unsigned max_fds)
+hd_lease_t *
+hd_lease_create(unsigned max_fds)
 {
     if (max_fds == 0)
         max_fds = 1;
     if (max_fds > HD_LEASE_FDS_MAX)
         max_fds = HD_LEASE_FDS_MAX;
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pg = (size_t) sysconf(_SC_PAGESIZE);
     size_t size = offsetof(struct hd_lease, rec)
-                + (size_t)max_fds * sizeof(_Atomic uint64_t);
+        + (size_t) max_fds * sizeof(_Atomic uint64_t);
     size = (size + pg - 1) / pg * pg;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-        hd_log_error("mmap() of %zu bytes for a worker lease failed: %s",
-                     size, strerror(errno));
+        hd_log_error("mmap() of %zu bytes for a worker lease failed: %s", size,
+                     strerror(errno));
         return NULL;
     }
     hd_lease_t *ls = p;
@@ -370,7 +399,8 @@ hd_lease_t *hd_lease_create(unsigned max_fds)
     return ls;
 }
 
-int hd_lease_dontfork(hd_lease_t *ls)
+int
+hd_lease_dontfork(hd_lease_t *ls)
 {
     if (ls == NULL)
         return 0;
@@ -385,59 +415,65 @@ int hd_lease_dontfork(hd_lease_t *ls)
     return 0;
 }
 
-static inline uint32_t rec_field(uint64_t r, unsigned k)
+static inline uint32_t
+rec_field(uint64_t r, unsigned k)
 {
-    return (uint32_t)((r >> (k * FIELD_BITS)) & FIELD_MASK);
+    return (uint32_t) ((r >> (k * FIELD_BITS)) & FIELD_MASK);
 }
 
-static inline uint64_t rec_get(const hd_lease_t *ls, int fd)
+static inline uint64_t
+rec_get(const hd_lease_t *ls, int fd)
 {
     return atomic_load_explicit(&ls->rec[fd], RLX);
 }
 
 /* Single writer (the lease's worker): plain read-modify-write, with a
  * release store so it is not moved before the in-flight store above it. */
-static inline void rec_put(hd_lease_t *ls, int fd, uint64_t v)
+static inline void
+rec_put(hd_lease_t *ls, int fd, uint64_t v)
 {
     atomic_store_explicit(&ls->rec[fd], v, REL);
 }
 
-static inline void inflight_set(hd_lease_t *ls, int fd, unsigned kind,
-                                uint32_t idx, bool release)
+static inline void
+inflight_set(hd_lease_t *ls, int fd, unsigned kind, uint32_t idx, bool release)
 {
-    uint64_t w = IF_VALID | (release ? IF_RELEASE : 0)
-               | ((uint64_t)kind << 56)
-               | ((uint64_t)(idx + 1) << 24) | (uint64_t)fd;
+    uint64_t w = IF_VALID | (release ? IF_RELEASE : 0) | ((uint64_t) kind << 56)
+        | ((uint64_t) (idx + 1) << 24) | (uint64_t) fd;
     atomic_store_explicit(&ls->inflight, w, REL);
 }
 
-static inline void inflight_clear(hd_lease_t *ls)
+static inline void
+inflight_clear(hd_lease_t *ls)
 {
     atomic_store_explicit(&ls->inflight, 0, REL);
 }
 
 /* Checks shared by every worker entry point. */
-static int fd_check(const hd_lease_t *ls, int fd)
+static int
+fd_check(const hd_lease_t *ls, int fd)
 {
     if (ls == NULL)
         return -EINVAL;
-    if (fd < 0 || (unsigned)fd >= ls->max_fds)
+    if (fd < 0 || (unsigned) fd >= ls->max_fds)
         return -EBADF;
     return 0;
 }
 
 /* Before anything of fd is written: the master scans up to hiwat. */
-static inline void hiwat_raise(hd_lease_t *ls, int fd)
+static inline void
+hiwat_raise(hd_lease_t *ls, int fd)
 {
-    if ((uint32_t)fd >= atomic_load_explicit(&ls->hiwat, RLX))
-        atomic_store_explicit(&ls->hiwat, (uint32_t)fd + 1, REL);
+    if ((uint32_t) fd >= atomic_load_explicit(&ls->hiwat, RLX))
+        atomic_store_explicit(&ls->hiwat, (uint32_t) fd + 1, REL);
 }
 
 /* ---- tenant names ---- */
 
 /* Longest prefix of at most max bytes that does not split a UTF-8
  * sequence. */
-static size_t utf8_cut(const unsigned char *p, size_t len, size_t max)
+static size_t
+utf8_cut(const unsigned char *p, size_t len, size_t max)
 {
     if (len <= max)
         return len;
@@ -453,16 +489,17 @@ static size_t utf8_cut(const unsigned char *p, size_t len, size_t max)
  * keeps a copy only if the stamp was the same non-zero value, with the
  * entry's tag, before and after it. Names are only for /stats.
  */
-static void name_write(hd_limits_t *l, uint32_t idx, uint64_t tag,
-                       const void *key, size_t len)
+static void
+name_write(hd_limits_t *l, uint32_t idx, uint64_t tag, const void *key,
+           size_t len)
 {
-    static uint32_t seq;
+    static uint32_t  seq;
     struct lim_name *n = &l->name[idx];
-    uint64_t buf[HD_LIMITS_NAME_MAX / 8] = { 0 };
-    size_t m = utf8_cut(key, len, HD_LIMITS_NAME_MAX);
+    uint64_t         buf[HD_LIMITS_NAME_MAX / 8] = { 0 };
+    size_t           m = utf8_cut(key, len, HD_LIMITS_NAME_MAX);
 
     if (seq == 0)
-        seq = (uint32_t)getpid() * 2654435761u;
+        seq = (uint32_t) getpid() * 2654435761u;
     seq++;
     memcpy(buf, key, m);
     atomic_store_explicit(&n->stamp, 0, RLX);
@@ -472,17 +509,18 @@ static void name_write(hd_limits_t *l, uint32_t idx, uint64_t tag,
     atomic_store_explicit(&n->stamp, (tag << 24) | (seq & 0xffffffu), REL);
 }
 
-static void name_read(const hd_limits_t *l, uint32_t idx, uint64_t tag,
-                      char out[HD_LIMITS_NAME_MAX + 1])
+static void
+name_read(const hd_limits_t *l, uint32_t idx, uint64_t tag,
+          char out[HD_LIMITS_NAME_MAX + 1])
 {
     const struct lim_name *n = &l->name[idx];
-    uint64_t buf[HD_LIMITS_NAME_MAX / 8];
+    uint64_t               buf[HD_LIMITS_NAME_MAX / 8];
 
     out[0] = '\0';
     for (int attempt = 0; attempt < 4; attempt++) {
         uint64_t s1 = atomic_load_explicit(&n->stamp, ACQ);
         if (s1 == 0)
-            continue;                   /* being written */
+            continue; /* being written */
         if ((s1 >> 24) != tag)
             return;
         for (unsigned i = 0; i < HD_LIMITS_NAME_MAX / 8; i++)
@@ -499,8 +537,8 @@ static void name_read(const hd_limits_t *l, uint32_t idx, uint64_t tag,
 /* ---- acquire / release ---- */
 
 /* Any entry of pr's buckets other than skip with pr's tag and a count? */
-static bool other_live(const _Atomic uint64_t *t, const struct probe *pr,
-                       unsigned skip)
+static bool
+other_live(const _Atomic uint64_t *t, const struct probe *pr, unsigned skip)
 {
     for (unsigned i = 0; i < PROBES; i++) {
         if (i == skip)
@@ -515,50 +553,53 @@ static bool other_live(const _Atomic uint64_t *t, const struct probe *pr,
 
 /* Give back fd's count on entry idx of kind k (the caller checked that
  * the record holds it). */
-static void put_key(hd_limits_t *l, hd_lease_t *ls, int fd,
-                    enum hd_limit_kind k, uint32_t idx)
+static void
+put_key(hd_limits_t *l, hd_lease_t *ls, int fd, enum hd_limit_kind k,
+        uint32_t idx)
 {
     uint64_t r = rec_get(ls, fd);
-    inflight_set(ls, fd, (unsigned)k, idx, true);
+    inflight_set(ls, fd, (unsigned) k, idx, true);
     rec_put(ls, fd, r & ~(FIELD_MASK << (k * FIELD_BITS)));
     /* we hold a count, so this never borrows into the tag */
     atomic_fetch_sub_explicit(&table(l, k)[idx], 1, SEQ);
     inflight_clear(ls);
 }
 
-static void backoff(unsigned round)
+static void
+backoff(unsigned round)
 {
     if (round < 4) {
         for (unsigned i = 0; i < 16u << round; i++)
-            atomic_signal_fence(SEQ);   /* a short spin, not optimized out */
+            atomic_signal_fence(SEQ); /* a short spin, not optimized out */
     } else {
         sched_yield();
     }
 }
 
-int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
-                      enum hd_limit_kind k, const void *key, size_t len,
-                      uint32_t limit)
+int
+hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd, enum hd_limit_kind k,
+                  const void *key, size_t len, uint32_t limit)
 {
     if (l == NULL)
         return 0;
-    if ((unsigned)k >= HD_LIM__KINDS)
+    if ((unsigned) k >= HD_LIM__KINDS)
         return -EINVAL;
     int rc = fd_check(ls, fd);
     if (rc < 0)
         return rc;
-    if (rec_field(rec_get(ls, fd), (unsigned)k) != 0)
+    if (rec_field(rec_get(ls, fd), (unsigned) k) != 0)
         return -EEXIST;
     hiwat_raise(ls, fd);
 
     _Atomic uint64_t *t = table(l, k);
-    uint32_t lim = limit == 0 || limit > HD_LIMITS_COUNT_MAX
-                 ? HD_LIMITS_COUNT_MAX : limit;
-    struct probe pr;
+    uint32_t          lim = limit == 0 || limit > HD_LIMITS_COUNT_MAX
+                 ? HD_LIMITS_COUNT_MAX
+                 : limit;
+    struct probe      pr;
     probe_of(l, k, key, len, &pr);
 
     for (unsigned round = 0; round < ROUNDS_MAX; round++) {
-        int live = -1, tomb = -1, fr[2] = { -1, -1 };
+        int      live = -1, tomb = -1, fr[2] = { -1, -1 };
         unsigned used[2] = { 0, 0 };
 
         /* 1. choose (relaxed: only the CAS and the verify must be exact).
@@ -566,16 +607,16 @@ int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
          * every step wait for the last one's store. */
         for (unsigned b = 0; b < 2 && live < 0; b++) {
             const _Atomic uint64_t *bk = &t[pr.base[b]];
-            unsigned u = 0;
-            int f = -1;
+            unsigned                u = 0;
+            int                     f = -1;
             for (unsigned j = 0; j < BUCKET; j++) {
                 uint64_t x = atomic_load_explicit(&bk[j], RLX);
-                bool held = W_CNT(x) != 0;
-                int i = (int)(b * BUCKET + j);
+                bool     held = W_CNT(x) != 0;
+                int      i = (int) (b * BUCKET + j);
                 u += held;
                 if (W_TAG(x) == pr.tag) {
                     if (held) {
-                        live = i;       /* the first live one: done */
+                        live = i; /* the first live one: done */
                         break;
                     }
                     if (tomb < 0)
@@ -599,10 +640,10 @@ int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
         }
 
         /* 2. CAS, recording the intent first and the holding right after */
-        uint32_t idx = probe_pos(&pr, (unsigned)e);
+        uint32_t idx = probe_pos(&pr, (unsigned) e);
         uint64_t old = atomic_load_explicit(&t[idx], RLX), nw;
-        bool claimed = false;
-        inflight_set(ls, fd, (unsigned)k, idx, false);
+        bool     claimed = false;
+        inflight_set(ls, fd, (unsigned) k, idx, false);
         for (;;) {
             if (W_TAG(old) == pr.tag) {
                 if (W_CNT(old) >= lim) {
@@ -612,14 +653,14 @@ int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
                 nw = old + 1;
                 claimed = false;
             } else if (W_CNT(old) == 0) {
-                nw = W_MK(pr.tag, 1);   /* a free entry: claim it */
+                nw = W_MK(pr.tag, 1); /* a free entry: claim it */
                 claimed = true;
             } else {
-                nw = 0;                 /* taken by another key: rescan */
+                nw = 0; /* taken by another key: rescan */
                 break;
             }
-            if (atomic_compare_exchange_weak_explicit(&t[idx], &old, nw,
-                                                      SEQ, RLX))
+            if (atomic_compare_exchange_weak_explicit(&t[idx], &old, nw, SEQ,
+                                                      RLX))
                 break;
         }
         if (nw == 0) {
@@ -627,27 +668,27 @@ int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
             continue;
         }
         /* 3. the kill window is from the CAS above to this store */
-        rec_put(ls, fd, rec_get(ls, fd)
-                        | ((uint64_t)(idx + 1) << (k * FIELD_BITS)));
+        rec_put(ls, fd,
+                rec_get(ls, fd) | ((uint64_t) (idx + 1) << (k * FIELD_BITS)));
         inflight_clear(ls);
 
         if (k == HD_LIM_TENANT
             && (claimed
                 || (atomic_load_explicit(&l->name[idx].stamp, RLX) >> 24)
-                   != pr.tag))
+                    != pr.tag))
             name_write(l, idx, pr.tag, key, len);
 
         /* 4. verify: no other live entry of this key */
-        if (!other_live(t, &pr, (unsigned)e))
+        if (!other_live(t, &pr, (unsigned) e))
             return 0;
         put_key(l, ls, fd, k, idx);
         backoff(round);
     }
-    return -EDQUOT;                     /* did not settle: fail closed */
+    return -EDQUOT; /* did not settle: fail closed */
 }
 
-int hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd,
-                           uint32_t limit)
+int
+hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd, uint32_t limit)
 {
     if (l == NULL)
         return 0;
@@ -666,24 +707,25 @@ int hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd,
             inflight_clear(ls);
             return -EDQUOT;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&l->node, &v, v + 1,
-                                                    SEQ, RLX));
+    } while (
+        !atomic_compare_exchange_weak_explicit(&l->node, &v, v + 1, SEQ, RLX));
     rec_put(ls, fd, r | REC_NODE);
     inflight_clear(ls);
     return 0;
 }
 
-void hd_limits_release(hd_limits_t *l, hd_lease_t *ls, int fd,
-                       enum hd_limit_kind k)
+void
+hd_limits_release(hd_limits_t *l, hd_lease_t *ls, int fd, enum hd_limit_kind k)
 {
-    if (l == NULL || (unsigned)k >= HD_LIM__KINDS || fd_check(ls, fd) < 0)
+    if (l == NULL || (unsigned) k >= HD_LIM__KINDS || fd_check(ls, fd) < 0)
         return;
-    uint32_t f = rec_field(rec_get(ls, fd), (unsigned)k);
+    uint32_t f = rec_field(rec_get(ls, fd), (unsigned) k);
     if (f != 0)
         put_key(l, ls, fd, k, f - 1);
 }
 
-void hd_limits_release_fd(hd_limits_t *l, hd_lease_t *ls, int fd)
+void
+hd_limits_release_fd(hd_limits_t *l, hd_lease_t *ls, int fd)
 {
     if (l == NULL || fd_check(ls, fd) < 0)
         return;
@@ -693,7 +735,7 @@ void hd_limits_release_fd(hd_limits_t *l, hd_lease_t *ls, int fd)
     for (unsigned k = 0; k < HD_LIM__KINDS; k++) {
         uint32_t f = rec_field(r, k);
         if (f != 0)
-            put_key(l, ls, fd, (enum hd_limit_kind)k, f - 1);
+            put_key(l, ls, fd, (enum hd_limit_kind) k, f - 1);
     }
     if (r & REC_NODE) {
         inflight_set(ls, fd, KIND_NODE, 0, true);
@@ -703,21 +745,23 @@ void hd_limits_release_fd(hd_limits_t *l, hd_lease_t *ls, int fd)
     }
 }
 
-bool hd_limits_holds(const hd_lease_t *ls, int fd, enum hd_limit_kind k)
+bool
+hd_limits_holds(const hd_lease_t *ls, int fd, enum hd_limit_kind k)
 {
     if (fd_check(ls, fd) < 0)
         return false;
     uint64_t r = rec_get(ls, fd);
-    if ((unsigned)k >= HD_LIM__KINDS)
+    if ((unsigned) k >= HD_LIM__KINDS)
         return (r & REC_NODE) != 0;
-    return rec_field(r, (unsigned)k) != 0;
+    return rec_field(r, (unsigned) k) != 0;
 }
 
 /* ---- reclaim (master) ---- */
 
 /* Decrement one count the dead worker held; false if there was none
  * (cannot happen unless the lease and the table disagree). */
-static bool give_back(_Atomic uint64_t *w)
+static bool
+give_back(_Atomic uint64_t *w)
 {
     uint64_t v = atomic_load_explicit(w, RLX);
     do {
@@ -727,7 +771,8 @@ static bool give_back(_Atomic uint64_t *w)
     return true;
 }
 
-static bool give_back_node(_Atomic uint64_t *n)
+static bool
+give_back_node(_Atomic uint64_t *n)
 {
     uint64_t v = atomic_load_explicit(n, RLX);
     do {
@@ -737,7 +782,8 @@ static bool give_back_node(_Atomic uint64_t *n)
     return true;
 }
 
-void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
+void
+hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
 {
     if (ls == NULL)
         return;
@@ -751,7 +797,7 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
         if (hi > ls->max_fds)
             hi = ls->max_fds;
         for (uint32_t fd = 0; fd < hi; fd++) {
-            uint64_t r = rec_get(ls, (int)fd);
+            uint64_t r = rec_get(ls, (int) fd);
             if (r == 0)
                 continue;
             for (unsigned k = 0; k < HD_LIM__KINDS; k++) {
@@ -759,7 +805,7 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
                 if (f == 0)
                     continue;
                 if (f - 1 < kind_entries[k]
-                    && give_back(&table(l, (enum hd_limit_kind)k)[f - 1]))
+                    && give_back(&table(l, (enum hd_limit_kind) k)[f - 1]))
                     back++;
                 else
                     bad++;
@@ -773,7 +819,8 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
         }
         if (bad > 0)
             hd_log_error("limits: a dead worker's lease held %llu counts the "
-                         "tables did not have", (unsigned long long)bad);
+                         "tables did not have",
+                         (unsigned long long) bad);
 
         /* The worker died inside an update? Then whether that one count
          * landed is unknown: leave it (never give back a count twice). */
@@ -781,10 +828,10 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
         if (inf & IF_VALID) {
             unsigned kind = IF_KIND(inf);
             uint32_t ent = IF_ENTRY(inf);
-            int fd = IF_FD(inf);
-            uint64_t r = (unsigned)fd < ls->max_fds ? rec_get(ls, fd) : 0;
-            bool recorded = kind == KIND_NODE ? (r & REC_NODE) != 0
-                                              : rec_field(r, kind) == ent;
+            int      fd = IF_FD(inf);
+            uint64_t r = (unsigned) fd < ls->max_fds ? rec_get(ls, fd) : 0;
+            bool     recorded = kind == KIND_NODE ? (r & REC_NODE) != 0
+                                                  : rec_field(r, kind) == ent;
             /* recorded: the acquire's CAS landed and the record says so,
              * or the release had not cleared it yet: both given back
              * above, exactly */
@@ -794,30 +841,33 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *ls)
                             "(entry %u); that key may keep one connection "
                             "too many until restart",
                             inf & IF_RELEASE ? "releasing" : "taking",
-                            kind == KIND_NODE ? "node"
-                                : hd_limit_kind_name((enum hd_limit_kind)kind),
+                            kind == KIND_NODE
+                                ? "node"
+                                : hd_limit_kind_name((enum hd_limit_kind) kind),
                             ent - 1);
             }
         }
         atomic_fetch_add_explicit(&l->reclaimed, back, RLX);
         if (back > 0)
             hd_log_info("limits: returned %llu connection counts held by a "
-                        "dead worker", (unsigned long long)back);
+                        "dead worker",
+                        (unsigned long long) back);
     }
     munmap(ls, ls->size);
 }
 
 /* ---- reads ---- */
 
-uint32_t hd_limits_count(const hd_limits_t *l, enum hd_limit_kind k,
-                         const void *key, size_t len)
+uint32_t
+hd_limits_count(const hd_limits_t *l, enum hd_limit_kind k, const void *key,
+                size_t len)
 {
-    if (l == NULL || (unsigned)k >= HD_LIM__KINDS)
+    if (l == NULL || (unsigned) k >= HD_LIM__KINDS)
         return 0;
     struct probe pr;
     probe_of(l, k, key, len, &pr);
     const _Atomic uint64_t *t = ctable(l, k);
-    uint32_t sum = 0;
+    uint32_t                sum = 0;
     for (unsigned i = 0; i < PROBES; i++) {
         uint64_t x = atomic_load_explicit(&t[probe_pos(&pr, i)], RLX);
         if (W_TAG(x) == pr.tag)
@@ -826,7 +876,8 @@ uint32_t hd_limits_count(const hd_limits_t *l, enum hd_limit_kind k,
     return sum;
 }
 
-uint64_t hd_limits_node_count(const hd_limits_t *l)
+uint64_t
+hd_limits_node_count(const hd_limits_t *l)
 {
     return l != NULL ? atomic_load_explicit(&l->node, RLX) : 0;
 }
@@ -838,13 +889,15 @@ struct top_row {
     char     name[HD_LIMITS_NAME_MAX + 1];
 };
 
-static int by_tag(const void *a, const void *b)
+static int
+by_tag(const void *a, const void *b)
 {
     const struct top_row *x = a, *y = b;
     return x->tag < y->tag ? -1 : x->tag > y->tag;
 }
 
-static int by_count(const void *a, const void *b)
+static int
+by_count(const void *a, const void *b)
 {
     const struct top_row *x = a, *y = b;
     if (x->count != y->count)
@@ -852,16 +905,17 @@ static int by_count(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-size_t hd_limits_top(const hd_limits_t *l, enum hd_limit_kind k,
-                     struct hd_limit_top *out, size_t n, size_t *active)
+size_t
+hd_limits_top(const hd_limits_t *l, enum hd_limit_kind k,
+              struct hd_limit_top *out, size_t n, size_t *active)
 {
     if (active != NULL)
         *active = 0;
-    if (l == NULL || (unsigned)k >= HD_LIM__KINDS)
+    if (l == NULL || (unsigned) k >= HD_LIM__KINDS)
         return 0;
     const _Atomic uint64_t *t = ctable(l, k);
-    size_t cap = 64, nr = 0;
-    struct top_row *rows = hd_malloc(cap * sizeof(*rows));
+    size_t                  cap = 64, nr = 0;
+    struct top_row         *rows = hd_malloc(cap * sizeof(*rows));
 
     for (uint32_t i = 0; i < kind_entries[k]; i++) {
         uint64_t x = atomic_load_explicit(&t[i], RLX);
@@ -901,7 +955,8 @@ size_t hd_limits_top(const hd_limits_t *l, enum hd_limit_kind k,
     return w;
 }
 
-void hd_limits_stats(const hd_limits_t *l, hd_limits_stats_t *out)
+void
+hd_limits_stats(const hd_limits_t *l, hd_limits_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     for (unsigned k = 0; k < HD_LIM__KINDS; k++)
@@ -915,23 +970,24 @@ void hd_limits_stats(const hd_limits_t *l, hd_limits_stats_t *out)
         out->full[k] = atomic_load_explicit(&l->full[k], RLX);
 }
 
-size_t hd_limits_addr_key(const struct sockaddr *sa, unsigned v6_prefix,
-                          unsigned char key[17])
+size_t
+hd_limits_addr_key(const struct sockaddr *sa, unsigned v6_prefix,
+                   unsigned char key[17])
 {
     if (sa == NULL)
         return 0;
     if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
         key[0] = 4;
         memcpy(key + 1, &s4->sin_addr, 4);
         return 5;
     }
     if (sa->sa_family != AF_INET6)
         return 0;
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-    const unsigned char *a = s6->sin6_addr.s6_addr;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
+    const unsigned char       *a = s6->sin6_addr.s6_addr;
     if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-        key[0] = 4;                     /* same key as the plain IPv4 */
+        key[0] = 4; /* same key as the plain IPv4 */
         memcpy(key + 1, a + 12, 4);
         return 5;
     }
@@ -940,7 +996,7 @@ size_t hd_limits_addr_key(const struct sockaddr *sa, unsigned v6_prefix,
     if (v6_prefix > 0 && v6_prefix < 128) {
         unsigned byte = v6_prefix / 8, bits = v6_prefix % 8;
         if (bits != 0)
-            key[1 + byte++] &= (unsigned char)(0xff00u >> bits);
+            key[1 + byte++] &= (unsigned char) (0xff00u >> bits);
         memset(key + 1 + byte, 0, 16 - byte);
     }
     return 17;

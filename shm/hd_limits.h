@@ -53,17 +53,22 @@
  * fails with -ENOSPC more and more often (simulated with churn: none in
  * 2.6 million at 50 %, 1 in 10^7 at 55 %, 1 in 2*10^5 at 60 %, 1 in 7000
  * at 65 %). Memory is address space until touched. */
-#define HD_LIMITS_IP_ENTRIES      (1u << 19)    /* 4 MiB */
-#define HD_LIMITS_USER_ENTRIES    (1u << 19)    /* 4 MiB */
-#define HD_LIMITS_TENANT_ENTRIES  (1u << 15)    /* 256 KiB + 2.25 MiB of names */
-#define HD_LIMITS_COUNT_MAX       0xffffffu     /* 24-bit count per key */
-#define HD_LIMITS_NAME_MAX        64            /* tenant name bytes kept */
-#define HD_LEASE_FDS_MAX          (1u << 24)
+#define HD_LIMITS_IP_ENTRIES     (1u << 19) /* 4 MiB */
+#define HD_LIMITS_USER_ENTRIES   (1u << 19) /* 4 MiB */
+#define HD_LIMITS_TENANT_ENTRIES (1u << 15) /* 256 KiB + 2.25 MiB of names */
+#define HD_LIMITS_COUNT_MAX      0xffffffu  /* 24-bit count per key */
+#define HD_LIMITS_NAME_MAX       64         /* tenant name bytes kept */
+#define HD_LEASE_FDS_MAX         (1u << 24)
 
 typedef struct hd_limits hd_limits_t;
 typedef struct hd_lease  hd_lease_t;
 
-enum hd_limit_kind { HD_LIM_IP = 0, HD_LIM_USER, HD_LIM_TENANT, HD_LIM__KINDS };
+enum hd_limit_kind {
+    HD_LIM_IP = 0,
+    HD_LIM_USER,
+    HD_LIM_TENANT,
+    HD_LIM__KINDS
+};
 
 /* One row of hd_limits_top(). name is NUL-terminated, at most
  * HD_LIMITS_NAME_MAX bytes (cut at a UTF-8 character boundary), and empty
@@ -75,10 +80,10 @@ struct hd_limit_top {
 };
 
 typedef struct hd_limits_stats {
-    uint64_t node;                   /* connections holding the node count */
-    uint64_t reclaimed;              /* counts returned from dead workers */
-    uint64_t suspects;               /* deaths inside the window: <= 1 leaked count each */
-    uint64_t full[HD_LIM__KINDS];    /* -ENOSPC results, per kind */
+    uint64_t node;      /* connections holding the node count */
+    uint64_t reclaimed; /* counts returned from dead workers */
+    uint64_t suspects;  /* deaths inside the window: <= 1 leaked count each */
+    uint64_t full[HD_LIM__KINDS]; /* -ENOSPC results, per kind */
     uint32_t capacity[HD_LIM__KINDS];
 } hd_limits_stats_t;
 
@@ -102,7 +107,7 @@ hd_lease_t *hd_lease_create(unsigned max_fds);
  * its worker: MADV_DONTFORK, so workers forked later do not inherit (and
  * could not scribble on) another worker's lease. Returns 0 or -errno.
  */
-int  hd_lease_dontfork(hd_lease_t *lease);
+int hd_lease_dontfork(hd_lease_t *lease);
 
 /*
  * Master, after waitpid() reaped the lease's worker (or when its fork
@@ -123,8 +128,8 @@ void hd_lease_reclaim(hd_limits_t *l, hd_lease_t *lease);
  * release it before the fd number was reused) or -EINVAL (ls is NULL
  * while l is not: a count nobody could give back is never taken).
  */
-int  hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd,
-                            uint32_t limit);
+int hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd,
+                           uint32_t limit);
 
 /*
  * Take one count of key (len bytes, any content) of kind k for fd, if the
@@ -137,9 +142,9 @@ int  hd_limits_acquire_node(hd_limits_t *l, hd_lease_t *ls, int fd,
  * are kept for /stats. Lock-free; about 50 ns with its release
  * (tests/bench/bench_limits).
  */
-int  hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
-                       enum hd_limit_kind k, const void *key, size_t len,
-                       uint32_t limit);
+int hd_limits_acquire(hd_limits_t *l, hd_lease_t *ls, int fd,
+                      enum hd_limit_kind k, const void *key, size_t len,
+                      uint32_t limit);
 
 /* Give back fd's count of kind k, if it holds one (else a no-op). */
 void hd_limits_release(hd_limits_t *l, hd_lease_t *ls, int fd,

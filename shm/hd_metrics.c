@@ -19,27 +19,25 @@ hd_metrics_cells_t *hd_metrics_cur;
  * (HD_DISC_KNOWN) because it is the layout of disc[] in the slot.
  */
 static const uint16_t disc_codes[HD_DISC_KNOWN] = {
-    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008,
-    1009, 1010, 1011, 1012, 1013, 1014, 1015,
-    4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007,
-    4500, 4501, 4502, 4503, 4504, 4505, 4506, 4507, 4508,
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011,
+    1012, 1013, 1014, 1015, 4000, 4001, 4002, 4003, 4004, 4005, 4006,
+    4007, 4500, 4501, 4502, 4503, 4504, 4505, 4506, 4507, 4508,
 };
 
 #define DISC_MAP_SIZE 5000
-static uint8_t disc_map[DISC_MAP_SIZE];     /* code -> index (+1), 0 = other */
+static uint8_t disc_map[DISC_MAP_SIZE]; /* code -> index (+1), 0 = other */
 
 /* The exported Prometheus bounds, in ns and as printed. */
 static const uint64_t le_ns[HD_HIST_LE_COUNT] = {
-    10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000, 25000000, 50000000,
-    100000000, 250000000, 500000000,
+    10000,      25000,      50000,      100000,      250000,
+    500000,     1000000,    2500000,    5000000,     10000000,
+    25000000,   50000000,   100000000,  250000000,   500000000,
     1000000000, 2500000000, 5000000000, 10000000000,
 };
 static const char *const le_txt[HD_HIST_LE_COUNT] = {
-    "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
-    "0.1", "0.25", "0.5",
-    "1", "2.5", "5", "10",
+    "1e-05",  "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001",
+    "0.0025", "0.005",   "0.01",  "0.025",  "0.05",    "0.1",    "0.25",
+    "0.5",    "1",       "2.5",   "5",      "10",
 };
 
 /*
@@ -55,19 +53,21 @@ static unsigned le_bucket[HD_HIST_LE_COUNT];
 static unsigned nbuckets;
 static bool     tables_ready;
 
-static inline unsigned raw_index(uint64_t x)
+static inline unsigned
+raw_index(uint64_t x)
 {
     if (x < (UINT64_C(1) << HD_HIST_MIN_EXP))
         return 0;
-    unsigned e = 63u - (unsigned)__builtin_clzll(x);
+    unsigned e = 63u - (unsigned) __builtin_clzll(x);
     if (e >= HD_HIST_MAX_EXP)
         return HD_HIST_RAW - 1;
     return 1 + (e - HD_HIST_MIN_EXP) * HD_HIST_SUB
-             + (unsigned)((x >> (e - HD_HIST_SUB_BITS)) & (HD_HIST_SUB - 1));
+        + (unsigned) ((x >> (e - HD_HIST_SUB_BITS)) & (HD_HIST_SUB - 1));
 }
 
 /* Inclusive upper bound in ns of raw bucket r (UINT64_MAX for overflow). */
-static uint64_t raw_upper_ns(unsigned r)
+static uint64_t
+raw_upper_ns(unsigned r)
 {
     if (r == 0)
         return UINT64_C(1) << HD_HIST_MIN_EXP;
@@ -84,7 +84,8 @@ static uint64_t raw_upper_ns(unsigned r)
  * every process (master before fork, tests, benches) has them before the
  * first observation, and again from hd_shm_create() to be safe.
  */
-static void tables_init(void)
+static void
+tables_init(void)
 {
     if (tables_ready)
         return;
@@ -97,7 +98,7 @@ static void tables_init(void)
     }
     unsigned n = 0;
     for (unsigned r = 0; r < HD_HIST_RAW; r++) {
-        remap[r] = (uint16_t)n;
+        remap[r] = (uint16_t) n;
         if (split_x[r] != UINT64_MAX)
             upper_ns[n++] = split_x[r] + 1;
         upper_ns[n++] = raw_upper_ns(r);
@@ -109,48 +110,55 @@ static void tables_init(void)
                 le_bucket[j] = i;
 
     for (unsigned i = 0; i < HD_DISC_KNOWN; i++)
-        disc_map[disc_codes[i]] = (uint8_t)(i + 1);
+        disc_map[disc_codes[i]] = (uint8_t) (i + 1);
     tables_ready = true;
 }
 
-__attribute__((constructor)) static void tables_ctor(void)
+__attribute__((constructor)) static void
+tables_ctor(void)
 {
     tables_init();
 }
 
-void hd_metrics_tables_init(void)
+void
+hd_metrics_tables_init(void)
 {
     tables_init();
 }
 
-void hd_metrics_bind(struct hd_shm_slot *slot)
+void
+hd_metrics_bind(struct hd_shm_slot *slot)
 {
     tables_init();
     hd_metrics_cur = slot != NULL ? &slot->m : NULL;
 }
 
-unsigned hd_disconnect_index(unsigned close_code)
+unsigned
+hd_disconnect_index(unsigned close_code)
 {
     if (close_code < DISC_MAP_SIZE && disc_map[close_code] != 0)
         return disc_map[close_code] - 1u;
     return HD_DISC_KNOWN;
 }
 
-unsigned hd_disconnect_code(unsigned i)
+unsigned
+hd_disconnect_code(unsigned i)
 {
     return i < HD_DISC_KNOWN ? disc_codes[i] : 0;
 }
 
-void hd_disconnect_inc(unsigned close_code)
+void
+hd_disconnect_inc(unsigned close_code)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m != NULL)
         hd_cell_add_(&m->disc[hd_disconnect_index(close_code)], 1);
 }
 
-unsigned hd_hist_index(uint64_t ns)
+unsigned
+hd_hist_index(uint64_t ns)
 {
-    uint64_t x = ns - (ns != 0);            /* inclusive upper bounds */
+    uint64_t x = ns - (ns != 0); /* inclusive upper bounds */
     unsigned r = raw_index(x);
     return remap[r] + (x > split_x[r]);
 }
@@ -160,7 +168,8 @@ unsigned hd_hist_index(uint64_t ns)
  * written before the sum: a reader may see _sum lag _count by the
  * observation in flight, never the reverse order of magnitudes.
  */
-void hd_hist_observe(enum hd_hist h, uint64_t ns)
+void
+hd_hist_observe(enum hd_hist h, uint64_t ns)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m == NULL)
@@ -172,32 +181,38 @@ void hd_hist_observe(enum hd_hist h, uint64_t ns)
         atomic_store_explicit(&hc->max_ns, ns, memory_order_relaxed);
 }
 
-unsigned hd_hist_nbuckets(void)
+unsigned
+hd_hist_nbuckets(void)
 {
     return nbuckets;
 }
 
-uint64_t hd_hist_upper_ns(unsigned i)
+uint64_t
+hd_hist_upper_ns(unsigned i)
 {
     return i < nbuckets ? upper_ns[i] : UINT64_MAX;
 }
 
-uint64_t hd_hist_le_ns(unsigned j)
+uint64_t
+hd_hist_le_ns(unsigned j)
 {
     return j < HD_HIST_LE_COUNT ? le_ns[j] : UINT64_MAX;
 }
 
-unsigned hd_hist_le_bucket(unsigned j)
+unsigned
+hd_hist_le_bucket(unsigned j)
 {
     return j < HD_HIST_LE_COUNT ? le_bucket[j] : nbuckets - 1;
 }
 
-const char *hd_hist_le_str(unsigned j)
+const char *
+hd_hist_le_str(unsigned j)
 {
     return j < HD_HIST_LE_COUNT ? le_txt[j] : "+Inf";
 }
 
-double hd_hist_quantile_ns(const uint64_t *b, uint64_t max_ns, double q)
+double
+hd_hist_quantile_ns(const uint64_t *b, uint64_t max_ns, double q)
 {
     uint64_t total = 0;
     for (unsigned i = 0; i < nbuckets; i++)
@@ -209,9 +224,9 @@ double hd_hist_quantile_ns(const uint64_t *b, uint64_t max_ns, double q)
     if (q > 1)
         q = 1;
     /* rank of the wanted observation, 1-based */
-    double want = q * (double)total;
-    uint64_t rank = (uint64_t)want;
-    if ((double)rank < want)
+    double   want = q * (double) total;
+    uint64_t rank = (uint64_t) want;
+    if ((double) rank < want)
         rank++;
     if (rank < 1)
         rank = 1;
@@ -225,12 +240,13 @@ double hd_hist_quantile_ns(const uint64_t *b, uint64_t max_ns, double q)
     }
     if (i >= nbuckets)
         i = nbuckets - 1;
-    double lo = i == 0 ? 0.0 : (double)upper_ns[i - 1];
+    double lo = i == 0 ? 0.0 : (double) upper_ns[i - 1];
     double hi = upper_ns[i] == UINT64_MAX
-              ? (max_ns > upper_ns[i - 1] ? (double)max_ns : lo)
-              : (double)upper_ns[i];
-    double v = b[i] ? lo + (hi - lo) * (double)(rank - cum) / (double)b[i] : hi;
-    if (max_ns != 0 && v > (double)max_ns)
-        v = (double)max_ns;
+        ? (max_ns > upper_ns[i - 1] ? (double) max_ns : lo)
+        : (double) upper_ns[i];
+    double v = b[i] ? lo + (hi - lo) * (double) (rank - cum) / (double) b[i]
+                    : hi;
+    if (max_ns != 0 && v > (double) max_ns)
+        v = (double) max_ns;
     return v;
 }

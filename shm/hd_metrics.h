@@ -24,14 +24,14 @@
 struct hd_shm_slot;
 
 enum hd_counter {
-    HD_C_CONN_ACCEPTED = 0,     /* herald_connections_accepted_total */
-    HD_C_MSG_RECEIVED,          /* herald_messages_received_total */
-    HD_C_MSG_PUBLISHED,         /* herald_messages_published_total */
-    HD_C_MSG_DELIVERED,         /* herald_messages_delivered_total */
-    HD_C_BYTES_RECEIVED,        /* herald_bytes_received_total */
-    HD_C_BYTES_SENT,            /* herald_bytes_sent_total */
-    HD_C_REDIS_RECONNECTS,      /* herald_redis_reconnects_total */
-    HD_C_ERRORS,                /* herald_command_errors_total */
+    HD_C_CONN_ACCEPTED = 0, /* herald_connections_accepted_total */
+    HD_C_MSG_RECEIVED,      /* herald_messages_received_total */
+    HD_C_MSG_PUBLISHED,     /* herald_messages_published_total */
+    HD_C_MSG_DELIVERED,     /* herald_messages_delivered_total */
+    HD_C_BYTES_RECEIVED,    /* herald_bytes_received_total */
+    HD_C_BYTES_SENT,        /* herald_bytes_sent_total */
+    HD_C_REDIS_RECONNECTS,  /* herald_redis_reconnects_total */
+    HD_C_ERRORS,            /* herald_command_errors_total */
     HD_C__COUNT
 };
 
@@ -42,23 +42,23 @@ enum hd_reject_reason {
     HD_REJ_USER_LIMIT,
     HD_REJ_TENANT_LIMIT,
     HD_REJ_AUTH,
-    HD_REJ_HANDSHAKE,           /* bad upgrade, timeout, origin */
+    HD_REJ_HANDSHAKE, /* bad upgrade, timeout, origin */
     HD_REJ_DRAINING,
     HD_REJ__COUNT
 };
 
 enum hd_gauge {
-    HD_G_CONNECTIONS = 0,       /* herald_connections */
-    HD_G_REDIS_UP,              /* herald_redis_up */
-    HD_G_SUBSCRIPTIONS,         /* herald_subscriptions */
-    HD_G_CHANNELS,              /* herald_channels */
+    HD_G_CONNECTIONS = 0, /* herald_connections */
+    HD_G_REDIS_UP,        /* herald_redis_up */
+    HD_G_SUBSCRIPTIONS,   /* herald_subscriptions */
+    HD_G_CHANNELS,        /* herald_channels */
     HD_G__COUNT
 };
 
 enum hd_hist {
-    HD_H_HANDSHAKE = 0,         /* herald_handshake_duration_seconds */
-    HD_H_DELIVERY,              /* herald_delivery_latency_seconds */
-    HD_H_REDIS_CMD,             /* herald_redis_command_duration_seconds */
+    HD_H_HANDSHAKE = 0, /* herald_handshake_duration_seconds */
+    HD_H_DELIVERY,      /* herald_delivery_latency_seconds */
+    HD_H_REDIS_CMD,     /* herald_redis_command_duration_seconds */
     HD_H__COUNT
 };
 
@@ -67,8 +67,8 @@ enum hd_hist {
  * codes (hd_metrics.c, hd_disc_codes[]) plus one cell for "other". Add a
  * code to that table when the protocol defines it (keep the count).
  */
-#define HD_DISC_KNOWN   32
-#define HD_DISC__COUNT  (HD_DISC_KNOWN + 1)     /* last cell: "other" */
+#define HD_DISC_KNOWN  32
+#define HD_DISC__COUNT (HD_DISC_KNOWN + 1) /* last cell: "other" */
 
 /*
  * Histogram layout (HDR-style log-linear), values in nanoseconds.
@@ -83,20 +83,20 @@ enum hd_hist {
  *   - the last used bucket holds v > 2^34 ns (17.18 s).
  * The boundary tables are built once per process (hd_hist_upper_ns()).
  */
-#define HD_HIST_SUB_BITS   4
-#define HD_HIST_SUB        (1u << HD_HIST_SUB_BITS)
-#define HD_HIST_MIN_EXP    10
-#define HD_HIST_MAX_EXP    34
-#define HD_HIST_LE_COUNT   19           /* finite exported bounds */
-#define HD_HIST_RAW        (2 + (HD_HIST_MAX_EXP - HD_HIST_MIN_EXP) * HD_HIST_SUB)
+#define HD_HIST_SUB_BITS 4
+#define HD_HIST_SUB      (1u << HD_HIST_SUB_BITS)
+#define HD_HIST_MIN_EXP  10
+#define HD_HIST_MAX_EXP  34
+#define HD_HIST_LE_COUNT 19 /* finite exported bounds */
+#define HD_HIST_RAW      (2 + (HD_HIST_MAX_EXP - HD_HIST_MIN_EXP) * HD_HIST_SUB)
 /* RAW buckets plus at most one split per exported bound, padded to 8. */
-#define HD_HIST_BUCKETS    ((HD_HIST_RAW + HD_HIST_LE_COUNT + 7) & ~7)
+#define HD_HIST_BUCKETS  ((HD_HIST_RAW + HD_HIST_LE_COUNT + 7) & ~7)
 
 typedef struct hd_hist_cells {
     _Atomic uint64_t bucket[HD_HIST_BUCKETS];
     _Atomic uint64_t sum_ns;
     _Atomic uint64_t max_ns;
-    uint64_t         pad_[6];           /* keep each histogram 64-byte sized */
+    uint64_t         pad_[6]; /* keep each histogram 64-byte sized */
 } hd_hist_cells_t;
 
 /*
@@ -109,7 +109,7 @@ typedef struct hd_metrics_cells {
     _Atomic uint64_t rej[HD_REJ__COUNT];
     _Atomic uint64_t disc[HD_DISC__COUNT];
     _Atomic int64_t  gauge[HD_G__COUNT];
-    _Atomic int64_t  conn_peak;         /* high-water mark of HD_G_CONNECTIONS */
+    _Atomic int64_t  conn_peak; /* high-water mark of HD_G_CONNECTIONS */
     _Alignas(64) hd_hist_cells_t hist[HD_H__COUNT];
 } hd_metrics_cells_t;
 
@@ -120,21 +120,28 @@ extern hd_metrics_cells_t *hd_metrics_cur;
 void hd_metrics_bind(struct hd_shm_slot *slot);
 
 /* Single-writer add: see the header comment for why no locked RMW. */
-static inline void hd_cell_add_(_Atomic uint64_t *c, uint64_t n)
+static inline void
+hd_cell_add_(_Atomic uint64_t *c, uint64_t n)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
 }
 
-static inline void hd_ctr_add(enum hd_counter c, uint64_t n)
+static inline void
+hd_ctr_add(enum hd_counter c, uint64_t n)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m != NULL)
         hd_cell_add_(&m->ctr[c], n);
 }
-static inline void hd_ctr_inc(enum hd_counter c) { hd_ctr_add(c, 1); }
+static inline void
+hd_ctr_inc(enum hd_counter c)
+{
+    hd_ctr_add(c, 1);
+}
 
-static inline void hd_reject_inc(enum hd_reject_reason r)
+static inline void
+hd_reject_inc(enum hd_reject_reason r)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m != NULL)
@@ -144,7 +151,8 @@ static inline void hd_reject_inc(enum hd_reject_reason r)
 /* WebSocket close code sent or seen; unknown codes count as "other". */
 void hd_disconnect_inc(unsigned close_code);
 
-static inline void hd_gauge_set(enum hd_gauge g, int64_t v)
+static inline void
+hd_gauge_set(enum hd_gauge g, int64_t v)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m == NULL)
@@ -155,13 +163,14 @@ static inline void hd_gauge_set(enum hd_gauge g, int64_t v)
         atomic_store_explicit(&m->conn_peak, v, memory_order_relaxed);
 }
 
-static inline void hd_gauge_add(enum hd_gauge g, int64_t delta)
+static inline void
+hd_gauge_add(enum hd_gauge g, int64_t delta)
 {
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m == NULL)
         return;
-    hd_gauge_set(g, atomic_load_explicit(&m->gauge[g], memory_order_relaxed)
-                    + delta);
+    hd_gauge_set(
+        g, atomic_load_explicit(&m->gauge[g], memory_order_relaxed) + delta);
 }
 
 /* Observe a duration in nanoseconds. */

@@ -11,7 +11,8 @@
 #include "hd_procinfo.h"
 
 /* Read a small /proc file into buf (NUL-terminated). Returns 0 or -errno. */
-static int slurp(const char *path, char *buf, size_t cap)
+static int
+slurp(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -28,22 +29,23 @@ static int slurp(const char *path, char *buf, size_t cap)
         }
         if (n == 0)
             break;
-        len += (size_t)n;
+        len += (size_t) n;
     }
     close(fd);
     buf[len] = '\0';
     return 0;
 }
 
-static int64_t count_fds(const char *dir)
+static int64_t
+count_fds(const char *dir)
 {
     struct stat stt;
     if (stat(dir, &stt) == 0 && stt.st_size > 0)
-        return (int64_t)stt.st_size;
+        return (int64_t) stt.st_size;
     DIR *d = opendir(dir);
     if (d == NULL)
         return -1;
-    int64_t n = 0;
+    int64_t        n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
         if (e->d_name[0] != '.')
@@ -52,11 +54,12 @@ static int64_t count_fds(const char *dir)
     return n;
 }
 
-int hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
+int
+hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
 {
     static long tck, page;
-    char path[64], buf[1024];
-    int rc;
+    char        path[64], buf[1024];
+    int         rc;
 
     memset(out, 0, sizeof(*out));
     out->open_fds = -1;
@@ -70,7 +73,7 @@ int hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
     /* stat: "pid (comm) state ..."; comm may hold spaces and ')', so
      * fields are counted from the last ')'. utime and stime are fields 14
      * and 15; after ") " the first field is 3 (state). */
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
     if ((rc = slurp(path, buf, sizeof(buf))) < 0)
         return rc;
     char *p = strrchr(buf, ')');
@@ -90,24 +93,26 @@ int hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
         while (*p != ' ' && *p != '\0')
             p++;
     }
-    out->cpu_ns = (uint64_t)((ut + stm) * (1000000000ull / (unsigned long long)tck));
+    out->cpu_ns = (uint64_t) ((ut + stm)
+                              * (1000000000ull / (unsigned long long) tck));
 
-    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int) pid);
     if ((rc = slurp(path, buf, sizeof(buf))) < 0)
         return rc;
     unsigned long long size = 0, res = 0;
     if (sscanf(buf, "%llu %llu", &size, &res) != 2)
         return -EINVAL;
-    out->rss_bytes = (uint64_t)res * (uint64_t)page;
+    out->rss_bytes = (uint64_t) res * (uint64_t) page;
 
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
     out->open_fds = count_fds(path);
     out->pid = pid;
     out->ok = true;
     return 0;
 }
 
-void hd_procinfo_collect(const hd_shm_snapshot_t *snap, hd_render_proc_t *p)
+void
+hd_procinfo_collect(const hd_shm_snapshot_t *snap, hd_render_proc_t *p)
 {
     hd_procinfo_read(getpid(), &p->master);
     for (size_t i = 0; i < snap->nslots; i++) {

@@ -12,11 +12,11 @@
 #include "hd_shm.h"
 
 typedef struct hd_procinfo {
-    bool     ok;            /* false: unknown (process gone, no access) */
+    bool     ok; /* false: unknown (process gone, no access) */
     pid_t    pid;
-    uint64_t rss_bytes;     /* /proc/PID/statm resident pages * page size */
-    uint64_t cpu_ns;        /* /proc/PID/stat utime+stime, tick resolution */
-    int64_t  open_fds;      /* -1 if /proc/PID/fd could not be read */
+    uint64_t rss_bytes; /* /proc/PID/statm resident pages * page size */
+    uint64_t cpu_ns;    /* /proc/PID/stat utime+stime, tick resolution */
+    int64_t  open_fds;  /* -1 if /proc/PID/fd could not be read */
 } hd_procinfo_t;
 
 /* Process info for one render: the master, and every slot by index. */
@@ -31,7 +31,7 @@ typedef struct hd_render_proc {
  * >= 6.2 sets to the number of open fds in O(1); on older kernels it
  * counts the directory's entries (O(fds): ~10 ms per 100k connections).
  */
-int  hd_procinfo_read(pid_t pid, hd_procinfo_t *out);
+int hd_procinfo_read(pid_t pid, hd_procinfo_t *out);
 
 /* Fill p for the calling process (as master) and snap's live slots; the
  * other entries of p->slot[] are left as they were (the renderer reads

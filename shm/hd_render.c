@@ -16,18 +16,19 @@
 #include "hd_render.h"
 
 static const char *const reject_names[HD_REJ__COUNT] = {
-    [HD_REJ_NODE_LIMIT]   = "node_limit",
-    [HD_REJ_IP_LIMIT]     = "ip_limit",
-    [HD_REJ_USER_LIMIT]   = "user_limit",
+    [HD_REJ_NODE_LIMIT] = "node_limit",
+    [HD_REJ_IP_LIMIT] = "ip_limit",
+    [HD_REJ_USER_LIMIT] = "user_limit",
     [HD_REJ_TENANT_LIMIT] = "tenant_limit",
-    [HD_REJ_AUTH]         = "auth",
-    [HD_REJ_HANDSHAKE]    = "handshake",
-    [HD_REJ_DRAINING]     = "draining",
+    [HD_REJ_AUTH] = "auth",
+    [HD_REJ_HANDSHAKE] = "handshake",
+    [HD_REJ_DRAINING] = "draining",
 };
 
-const char *hd_reject_reason_name(enum hd_reject_reason r)
+const char *
+hd_reject_reason_name(enum hd_reject_reason r)
 {
-    return (unsigned)r < HD_REJ__COUNT ? reject_names[r] : "unknown";
+    return (unsigned) r < HD_REJ__COUNT ? reject_names[r] : "unknown";
 }
 
 struct ctr_def {
@@ -56,13 +57,12 @@ struct hist_def {
     enum hd_hist h;
     const char  *name;
     const char  *help;
-    const char  *key;           /* /stats key */
+    const char  *key; /* /stats key */
 };
 
 static const struct hist_def hist_defs[HD_H__COUNT] = {
     { HD_H_HANDSHAKE, "herald_handshake_duration_seconds",
-      "Time from TCP accept to a completed WebSocket upgrade.",
-      "handshake" },
+      "Time from TCP accept to a completed WebSocket upgrade.", "handshake" },
     { HD_H_DELIVERY, "herald_delivery_latency_seconds",
       "Time from publish (envelope timestamp) to the write to a subscriber.",
       "delivery" },
@@ -71,30 +71,38 @@ static const struct hist_def hist_defs[HD_H__COUNT] = {
 };
 
 static const char *const state_names[] = {
-    [HD_SLOT_FREE] = "free", [HD_SLOT_STARTING] = "starting",
+    [HD_SLOT_FREE] = "free",       [HD_SLOT_STARTING] = "starting",
     [HD_SLOT_RUNNING] = "running", [HD_SLOT_DRAINING] = "draining",
     [HD_SLOT_DEAD] = "dead",
 };
 
-void hd_render_label_value(hd_strbuf_t *b, const char *s)
+void
+hd_render_label_value(hd_strbuf_t *b, const char *s)
 {
     for (const char *p = s; *p != '\0'; p++) {
         switch (*p) {
-        case '\\': hd_strbuf_append(b, "\\\\", 2); break;
-        case '"':  hd_strbuf_append(b, "\\\"", 2); break;
-        case '\n': hd_strbuf_append(b, "\\n", 2);  break;
-        default:   hd_strbuf_putc(b, *p);
+        case '\\':
+            hd_strbuf_append(b, "\\\\", 2);
+            break;
+        case '"':
+            hd_strbuf_append(b, "\\\"", 2);
+            break;
+        case '\n':
+            hd_strbuf_append(b, "\\n", 2);
+            break;
+        default:
+            hd_strbuf_putc(b, *p);
         }
     }
 }
 
-static void family(hd_strbuf_t *b, const char *name, const char *type,
-                   const char *help)
+static void
+family(hd_strbuf_t *b, const char *name, const char *type, const char *help)
 {
     hd_strbuf_puts(b, "# HELP ");
     hd_strbuf_puts(b, name);
     hd_strbuf_putc(b, ' ');
-    hd_strbuf_puts(b, help);            /* static text: no \ or newline */
+    hd_strbuf_puts(b, help); /* static text: no \ or newline */
     hd_strbuf_puts(b, "\n# TYPE ");
     hd_strbuf_puts(b, name);
     hd_strbuf_putc(b, ' ');
@@ -103,7 +111,8 @@ static void family(hd_strbuf_t *b, const char *name, const char *type,
 }
 
 /* name{worker="N" (no closing brace: callers add labels or '}') */
-static void open_worker(hd_strbuf_t *b, const char *name, unsigned id)
+static void
+open_worker(hd_strbuf_t *b, const char *name, unsigned id)
 {
     hd_strbuf_puts(b, name);
     hd_strbuf_puts(b, "{worker=\"");
@@ -111,36 +120,40 @@ static void open_worker(hd_strbuf_t *b, const char *name, unsigned id)
     hd_strbuf_putc(b, '"');
 }
 
-static void sample_u64(hd_strbuf_t *b, uint64_t v)
+static void
+sample_u64(hd_strbuf_t *b, uint64_t v)
 {
     hd_strbuf_putc(b, ' ');
     hd_strbuf_u64(b, v);
     hd_strbuf_putc(b, '\n');
 }
 
-static void sample_i64(hd_strbuf_t *b, int64_t v)
+static void
+sample_i64(hd_strbuf_t *b, int64_t v)
 {
     hd_strbuf_putc(b, ' ');
     hd_strbuf_i64(b, v);
     hd_strbuf_putc(b, '\n');
 }
 
-static void sample_sec(hd_strbuf_t *b, uint64_t ns)
+static void
+sample_sec(hd_strbuf_t *b, uint64_t ns)
 {
     hd_strbuf_putc(b, ' ');
     hd_strbuf_ns_as_sec(b, ns);
     hd_strbuf_putc(b, '\n');
 }
 
-static void worker_u64(hd_strbuf_t *b, const char *name, unsigned id,
-                       uint64_t v)
+static void
+worker_u64(hd_strbuf_t *b, const char *name, unsigned id, uint64_t v)
 {
     open_worker(b, name, id);
     hd_strbuf_putc(b, '}');
     sample_u64(b, v);
 }
 
-static uint64_t hist_total(const hd_shm_hist_snap_t *h)
+static uint64_t
+hist_total(const hd_shm_hist_snap_t *h)
 {
     uint64_t n = 0;
     unsigned nb = hd_hist_nbuckets();
@@ -150,14 +163,15 @@ static uint64_t hist_total(const hd_shm_hist_snap_t *h)
 }
 
 /* One worker's histogram: cumulative le buckets, +Inf, _sum, _count. */
-static void hist_series(hd_strbuf_t *b, const char *name, unsigned id,
-                        const hd_shm_hist_snap_t *h)
+static void
+hist_series(hd_strbuf_t *b, const char *name, unsigned id,
+            const hd_shm_hist_snap_t *h)
 {
     size_t nl = strlen(name);
-    char bucket[128], sum[128], count[128];
-    snprintf(bucket, sizeof(bucket), "%.*s_bucket", (int)nl, name);
-    snprintf(sum, sizeof(sum), "%.*s_sum", (int)nl, name);
-    snprintf(count, sizeof(count), "%.*s_count", (int)nl, name);
+    char   bucket[128], sum[128], count[128];
+    snprintf(bucket, sizeof(bucket), "%.*s_bucket", (int) nl, name);
+    snprintf(sum, sizeof(sum), "%.*s_sum", (int) nl, name);
+    snprintf(count, sizeof(count), "%.*s_count", (int) nl, name);
 
     uint64_t cum = 0;
     unsigned i = 0;
@@ -180,11 +194,12 @@ static void hist_series(hd_strbuf_t *b, const char *name, unsigned id,
     sample_sec(b, h->sum_ns);
     open_worker(b, count, id);
     hd_strbuf_putc(b, '}');
-    sample_u64(b, total);               /* == +Inf bucket by construction */
+    sample_u64(b, total); /* == +Inf bucket by construction */
 }
 
-static void gauge_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                         enum hd_gauge g, const char *name, const char *help)
+static void
+gauge_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, enum hd_gauge g,
+             const char *name, const char *help)
 {
     family(b, name, "gauge", help);
     for (size_t k = 0; k < snap->nworkers; k++) {
@@ -197,16 +212,17 @@ static void gauge_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     }
 }
 
-static void ctr_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                       enum hd_counter c, const char *name, const char *help)
+static void
+ctr_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, enum hd_counter c,
+           const char *name, const char *help)
 {
     family(b, name, "counter", help);
     for (size_t k = 0; k < snap->nworkers; k++)
         worker_u64(b, name, snap->w[k].worker_id, snap->w[k].ctr[c]);
 }
 
-static void hist_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                        enum hd_hist h)
+static void
+hist_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, enum hd_hist h)
 {
     const struct hist_def *d = &hist_defs[h];
     family(b, d->name, "histogram", d->help);
@@ -215,9 +231,9 @@ static void hist_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
 }
 
 /* Sum the live slots' process figures for one worker id. */
-static bool worker_proc(const hd_shm_snapshot_t *snap,
-                        const hd_render_proc_t *proc, unsigned id,
-                        uint64_t *rss, uint64_t *cpu, int64_t *fds)
+static bool
+worker_proc(const hd_shm_snapshot_t *snap, const hd_render_proc_t *proc,
+            unsigned id, uint64_t *rss, uint64_t *cpu, int64_t *fds)
 {
     bool any = false;
     *rss = 0;
@@ -227,7 +243,7 @@ static bool worker_proc(const hd_shm_snapshot_t *snap,
         return false;
     for (size_t i = 0; i < snap->nslots; i++) {
         const hd_shm_slot_snap_t *s = &snap->slot[i];
-        const hd_procinfo_t *pi = &proc->slot[s->idx];
+        const hd_procinfo_t      *pi = &proc->slot[s->idx];
         if (s->worker_id != id || !pi->ok)
             continue;
         any = true;
@@ -241,8 +257,9 @@ static bool worker_proc(const hd_shm_snapshot_t *snap,
     return any;
 }
 
-static void process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                             const hd_render_proc_t *proc)
+static void
+process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
+                 const hd_render_proc_t *proc)
 {
     static const char *const names[3] = {
         "herald_process_resident_memory_bytes",
@@ -251,11 +268,12 @@ static void process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     };
     static const char *const helps[3] = {
         "Resident memory of the process (summed over a worker's processes).",
-        "User plus system CPU time; a worker's series includes its reaped processes.",
+        "User plus system CPU time; a worker's series includes its reaped "
+        "processes.",
         "Open file descriptors (summed over a worker's processes).",
     };
     static const char *const types[3] = { "gauge", "counter", "gauge" };
-    bool master_ok = proc != NULL && proc->master.ok;
+    bool                     master_ok = proc != NULL && proc->master.ok;
 
     for (int m = 0; m < 3; m++) {
         family(b, names[m], types[m], helps[m]);
@@ -271,8 +289,8 @@ static void process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
         }
         for (size_t k = 0; k < snap->nworkers; k++) {
             const hd_shm_worker_snap_t *w = &snap->w[k];
-            uint64_t rss, cpu;
-            int64_t fds;
+            uint64_t                    rss, cpu;
+            int64_t                     fds;
             bool live = worker_proc(snap, proc, w->worker_id, &rss, &cpu, &fds);
             /* CPU is a counter: always there, retired + live. The gauges
              * exist only while the worker has a live process. */
@@ -292,8 +310,9 @@ static void process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     }
 }
 
-void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                       const hd_render_proc_t *proc, const char *version)
+void
+hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
+                  const hd_render_proc_t *proc, const char *version)
 {
     hd_strbuf_reserve(b, 4096 + snap->nworkers * 12000);
 
@@ -308,8 +327,7 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     hd_strbuf_puts(b, "herald_start_time_seconds");
     sample_sec(b, snap->start_ns);
 
-    family(b, "herald_workers", "gauge",
-           "Worker processes by state.");
+    family(b, "herald_workers", "gauge", "Worker processes by state.");
     for (int st = HD_SLOT_STARTING; st <= HD_SLOT_DRAINING; st++) {
         hd_strbuf_puts(b, "herald_workers{state=\"");
         hd_strbuf_puts(b, state_names[st]);
@@ -337,8 +355,10 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     family(b, "herald_config_last_reload_success_timestamp_seconds", "gauge",
            "Time of the last successful configuration load (start counts).");
     hd_strbuf_puts(b, "herald_config_last_reload_success_timestamp_seconds");
-    sample_sec(b, snap->last_reload_ok_ns > snap->start_ns
-                  ? snap->last_reload_ok_ns : snap->start_ns);
+    sample_sec(b,
+               snap->last_reload_ok_ns > snap->start_ns
+                   ? snap->last_reload_ok_ns
+                   : snap->start_ns);
 
     family(b, "herald_config_generation", "gauge",
            "Configuration generation; goes up on every successful reload.");
@@ -347,8 +367,7 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
 
     gauge_family(b, snap, HD_G_CONNECTIONS, "herald_connections",
                  "Open client connections.");
-    ctr_family(b, snap, HD_C_CONN_ACCEPTED,
-               "herald_connections_accepted_total",
+    ctr_family(b, snap, HD_C_CONN_ACCEPTED, "herald_connections_accepted_total",
                "Client connections accepted.");
 
     family(b, "herald_connections_rejected_total", "counter",
@@ -398,7 +417,8 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
 
 /* ---- JSON ---- */
 
-static void append_json(hd_strbuf_t *b, json_t *j)
+static void
+append_json(hd_strbuf_t *b, json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(j);
@@ -409,18 +429,19 @@ static void append_json(hd_strbuf_t *b, json_t *j)
     hd_strbuf_putc(b, '\n');
 }
 
-static double age(double now, uint64_t start_ns)
+static double
+age(double now, uint64_t start_ns)
 {
-    double a = now - (double)start_ns / 1e9;
+    double a = now - (double) start_ns / 1e9;
     return a > 0 ? a : 0;
 }
 
-int hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                     double now)
+int
+hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
 {
     unsigned alive = 0;
-    bool redis_down = false;
-    json_t *redis = json_array();
+    bool     redis_down = false;
+    json_t  *redis = json_array();
     for (size_t k = 0; k < snap->nworkers; k++) {
         const hd_shm_worker_snap_t *w = &snap->w[k];
         if (w->running == 0)
@@ -428,53 +449,55 @@ int hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
         alive++;
         bool up = w->gauge[HD_G_REDIS_UP] > 0;
         redis_down |= !up;
-        json_array_append_new(redis, json_pack("{s:I,s:b}", "worker",
-                                               (json_int_t)w->worker_id,
-                                               "up", up));
+        json_array_append_new(redis,
+                              json_pack("{s:I,s:b}", "worker",
+                                        (json_int_t) w->worker_id, "up", up));
     }
-    const char *status = alive == 0 ? "failing"
-                       : alive < snap->workers_expected || redis_down
-                       ? "degraded" : "ok";
-    json_t *j = json_pack("{s:s,s:{s:I,s:I},s:o,s:I,s:f}",
-                          "status", status,
-                          "workers", "alive", (json_int_t)alive,
-                          "expected", (json_int_t)snap->workers_expected,
-                          "redis", redis,
-                          "generation", (json_int_t)snap->generation,
-                          "uptime_seconds", age(now, snap->start_ns));
+    const char *status = alive == 0                    ? "failing"
+        : alive < snap->workers_expected || redis_down ? "degraded"
+                                                       : "ok";
+    json_t     *j = json_pack("{s:s,s:{s:I,s:I},s:o,s:I,s:f}", "status", status,
+                              "workers", "alive", (json_int_t) alive, "expected",
+                              (json_int_t) snap->workers_expected, "redis", redis,
+                              "generation", (json_int_t) snap->generation,
+                              "uptime_seconds", age(now, snap->start_ns));
     append_json(b, j);
     return strcmp(status, "ok") == 0 ? 200 : 503;
 }
 
-static json_t *hist_json(const hd_shm_hist_snap_t *h)
+static json_t *
+hist_json(const hd_shm_hist_snap_t *h)
 {
     uint64_t n = hist_total(h);
-    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f}",
-                     "count", (json_int_t)n,
-                     "sum", (double)h->sum_ns / 1e9,
-                     "p50", hd_hist_quantile_ns(h->bucket, h->max_ns, 0.50) / 1e9,
-                     "p95", hd_hist_quantile_ns(h->bucket, h->max_ns, 0.95) / 1e9,
-                     "p99", hd_hist_quantile_ns(h->bucket, h->max_ns, 0.99) / 1e9,
-                     "max", (double)h->max_ns / 1e9);
+    return json_pack(
+        "{s:I,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t) n, "sum",
+        (double) h->sum_ns / 1e9, "p50",
+        hd_hist_quantile_ns(h->bucket, h->max_ns, 0.50) / 1e9, "p95",
+        hd_hist_quantile_ns(h->bucket, h->max_ns, 0.95) / 1e9, "p99",
+        hd_hist_quantile_ns(h->bucket, h->max_ns, 0.99) / 1e9, "max",
+        (double) h->max_ns / 1e9);
 }
 
-static json_t *rejected_json(const uint64_t *rej)
+static json_t *
+rejected_json(const uint64_t *rej)
 {
-    json_t *o = json_object();
+    json_t  *o = json_object();
     uint64_t total = 0;
     for (unsigned r = 0; r < HD_REJ__COUNT; r++) {
-        json_object_set_new(o, reject_names[r], json_integer((json_int_t)rej[r]));
+        json_object_set_new(o, reject_names[r],
+                            json_integer((json_int_t) rej[r]));
         total += rej[r];
     }
-    json_object_set_new(o, "total", json_integer((json_int_t)total));
+    json_object_set_new(o, "total", json_integer((json_int_t) total));
     return o;
 }
 
-static json_t *disconnects_json(const uint64_t *disc)
+static json_t *
+disconnects_json(const uint64_t *disc)
 {
     /* for people: only the codes that happened */
     json_t *o = json_object();
-    char key[16];
+    char    key[16];
     for (unsigned i = 0; i < HD_DISC__COUNT; i++) {
         if (disc[i] == 0)
             continue;
@@ -482,43 +505,46 @@ static json_t *disconnects_json(const uint64_t *disc)
             snprintf(key, sizeof(key), "%u", hd_disconnect_code(i));
         else
             snprintf(key, sizeof(key), "other");
-        json_object_set_new(o, key, json_integer((json_int_t)disc[i]));
+        json_object_set_new(o, key, json_integer((json_int_t) disc[i]));
     }
     return o;
 }
 
-static json_t *counters_json(const uint64_t *ctr)
+static json_t *
+counters_json(const uint64_t *ctr)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-                     "received", (json_int_t)ctr[HD_C_MSG_RECEIVED],
-                     "published", (json_int_t)ctr[HD_C_MSG_PUBLISHED],
-                     "delivered", (json_int_t)ctr[HD_C_MSG_DELIVERED],
-                     "bytes_received", (json_int_t)ctr[HD_C_BYTES_RECEIVED],
-                     "bytes_sent", (json_int_t)ctr[HD_C_BYTES_SENT],
-                     "command_errors", (json_int_t)ctr[HD_C_ERRORS],
-                     "redis_reconnects", (json_int_t)ctr[HD_C_REDIS_RECONNECTS]);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "received",
+                     (json_int_t) ctr[HD_C_MSG_RECEIVED], "published",
+                     (json_int_t) ctr[HD_C_MSG_PUBLISHED], "delivered",
+                     (json_int_t) ctr[HD_C_MSG_DELIVERED], "bytes_received",
+                     (json_int_t) ctr[HD_C_BYTES_RECEIVED], "bytes_sent",
+                     (json_int_t) ctr[HD_C_BYTES_SENT], "command_errors",
+                     (json_int_t) ctr[HD_C_ERRORS], "redis_reconnects",
+                     (json_int_t) ctr[HD_C_REDIS_RECONNECTS]);
 }
 
-static json_t *proc_json(const hd_procinfo_t *pi)
+static json_t *
+proc_json(const hd_procinfo_t *pi)
 {
     json_t *o = json_object();
     if (pi == NULL || !pi->ok)
         return o;
-    json_object_set_new(o, "rss_bytes", json_integer((json_int_t)pi->rss_bytes));
-    json_object_set_new(o, "cpu_seconds", json_real((double)pi->cpu_ns / 1e9));
+    json_object_set_new(o, "rss_bytes",
+                        json_integer((json_int_t) pi->rss_bytes));
+    json_object_set_new(o, "cpu_seconds", json_real((double) pi->cpu_ns / 1e9));
     if (pi->open_fds >= 0)
         json_object_set_new(o, "open_fds", json_integer(pi->open_fds));
     return o;
 }
 
-void hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                     const hd_render_proc_t *proc, double now,
-                     const char *version)
+void
+hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
+                const hd_render_proc_t *proc, double now, const char *version)
 {
     /* node totals */
     hd_shm_worker_snap_t *node = hd_calloc(1, sizeof(*node));
-    int64_t active = 0;
-    json_t *workers = json_array();
+    int64_t               active = 0;
+    json_t               *workers = json_array();
     for (size_t k = 0; k < snap->nworkers; k++) {
         const hd_shm_worker_snap_t *w = &snap->w[k];
         for (unsigned i = 0; i < HD_C__COUNT; i++)
@@ -539,19 +565,16 @@ void hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
         json_t *lat = json_object();
         for (unsigned h = 0; h < HD_H__COUNT; h++)
             json_object_set_new(lat, hist_defs[h].key, hist_json(&w->hist[h]));
-        json_t *jw = json_pack("{s:I,s:I,s:I,s:{s:I,s:I,s:I,s:o},s:o,s:o,s:o,s:b}",
-                               "worker", (json_int_t)w->worker_id,
-                               "processes", (json_int_t)w->live,
-                               "running", (json_int_t)w->running,
-                               "connections",
-                               "active", (json_int_t)w->gauge[HD_G_CONNECTIONS],
-                               "peak", (json_int_t)w->conn_peak,
-                               "accepted", (json_int_t)w->ctr[HD_C_CONN_ACCEPTED],
-                               "rejected", rejected_json(w->rej),
-                               "messages", counters_json(w->ctr),
-                               "disconnects", disconnects_json(w->disc),
-                               "latency", lat,
-                               "redis_up", w->gauge[HD_G_REDIS_UP] > 0);
+        json_t *jw = json_pack(
+            "{s:I,s:I,s:I,s:{s:I,s:I,s:I,s:o},s:o,s:o,s:o,s:b}", "worker",
+            (json_int_t) w->worker_id, "processes", (json_int_t) w->live,
+            "running", (json_int_t) w->running, "connections", "active",
+            (json_int_t) w->gauge[HD_G_CONNECTIONS], "peak",
+            (json_int_t) w->conn_peak, "accepted",
+            (json_int_t) w->ctr[HD_C_CONN_ACCEPTED], "rejected",
+            rejected_json(w->rej), "messages", counters_json(w->ctr),
+            "disconnects", disconnects_json(w->disc), "latency", lat,
+            "redis_up", w->gauge[HD_G_REDIS_UP] > 0);
         json_object_set_new(jw, "subscriptions",
                             json_integer(w->gauge[HD_G_SUBSCRIPTIONS]));
         json_object_set_new(jw, "channels",
@@ -584,32 +607,26 @@ void hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
         "{s:s,s:f,s:I,s:{s:I,s:I,s:I,s:I},s:I,"
         "s:{s:I,s:I,s:I,s:o},s:o,s:o,s:o,s:o,"
         "s:{s:I,s:I,s:f},s:f,s:o}",
-        "version", version != NULL ? version : "",
-        "uptime_seconds", age(now, snap->start_ns),
-        "generation", (json_int_t)snap->generation,
-        "workers",
-            "expected", (json_int_t)snap->workers_expected,
-            "starting", (json_int_t)snap->slots_by_state[HD_SLOT_STARTING],
-            "running", (json_int_t)snap->slots_by_state[HD_SLOT_RUNNING],
-            "draining", (json_int_t)snap->slots_by_state[HD_SLOT_DRAINING],
-        "worker_restarts", (json_int_t)snap->restarts,
-        "connections",
-            "active", (json_int_t)active,
-            "peak", (json_int_t)snap->node_conn_peak,
-            "accepted", (json_int_t)node->ctr[HD_C_CONN_ACCEPTED],
-            "rejected", rejected_json(node->rej),
-        "messages", counters_json(node->ctr),
-        "disconnects", disconnects_json(node->disc),
-        "latency", lat,
-        "per_worker", workers,
-        "reloads",
-            "success", (json_int_t)snap->reloads_ok,
-            "failure", (json_int_t)snap->reloads_failed,
-            "last_success_timestamp",
-            (double)(snap->last_reload_ok_ns > snap->start_ns
-                     ? snap->last_reload_ok_ns : snap->start_ns) / 1e9,
-        "retired_cpu_seconds", (double)snap->retired_cpu_ns / 1e9,
-        "processes", procs);
+        "version", version != NULL ? version : "", "uptime_seconds",
+        age(now, snap->start_ns), "generation", (json_int_t) snap->generation,
+        "workers", "expected", (json_int_t) snap->workers_expected, "starting",
+        (json_int_t) snap->slots_by_state[HD_SLOT_STARTING], "running",
+        (json_int_t) snap->slots_by_state[HD_SLOT_RUNNING], "draining",
+        (json_int_t) snap->slots_by_state[HD_SLOT_DRAINING], "worker_restarts",
+        (json_int_t) snap->restarts, "connections", "active",
+        (json_int_t) active, "peak", (json_int_t) snap->node_conn_peak,
+        "accepted", (json_int_t) node->ctr[HD_C_CONN_ACCEPTED], "rejected",
+        rejected_json(node->rej), "messages", counters_json(node->ctr),
+        "disconnects", disconnects_json(node->disc), "latency", lat,
+        "per_worker", workers, "reloads", "success",
+        (json_int_t) snap->reloads_ok, "failure",
+        (json_int_t) snap->reloads_failed, "last_success_timestamp",
+        (double) (snap->last_reload_ok_ns > snap->start_ns
+                      ? snap->last_reload_ok_ns
+                      : snap->start_ns)
+            / 1e9,
+        "retired_cpu_seconds", (double) snap->retired_cpu_ns / 1e9, "processes",
+        procs);
     hd_free(node);
     append_json(b, j);
 }

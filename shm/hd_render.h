@@ -32,8 +32,7 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
  * fewer workers run than expected or a running worker's herald_redis_up
  * is 0, else "ok". Returns the HTTP status: 200 for ok, 503 otherwise.
  */
-int  hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
-                      double now);
+int hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now);
 
 /* /stats JSON for people (see docs/metrics.md for the keys). */
 void hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,

@@ -38,22 +38,26 @@
 
 #define RLX memory_order_relaxed
 
-static inline uint64_t ld(const _Atomic uint64_t *p)
+static inline uint64_t
+ld(const _Atomic uint64_t *p)
 {
     return atomic_load_explicit(p, RLX);
 }
 
-static inline int64_t lds(const _Atomic int64_t *p)
+static inline int64_t
+lds(const _Atomic int64_t *p)
 {
     return atomic_load_explicit(p, RLX);
 }
 
-static inline void st(_Atomic uint64_t *p, uint64_t v)
+static inline void
+st(_Atomic uint64_t *p, uint64_t v)
 {
     atomic_store_explicit(p, v, RLX);
 }
 
-int hd_shm_create(hd_shm_t **out)
+int
+hd_shm_create(hd_shm_t **out)
 {
     hd_metrics_tables_init();
     *out = NULL;
@@ -71,45 +75,50 @@ int hd_shm_create(hd_shm_t **out)
     shm->hdr.magic = HD_SHM_MAGIC;
     shm->hdr.version = HD_SHM_VERSION;
     shm->hdr.slot_count = HD_SHM_SLOTS;
-    shm->hdr.slot_size = (uint32_t)sizeof(struct hd_shm_slot);
-    shm->hdr.header_size = (uint32_t)sizeof(hd_shm_hdr_t);
+    shm->hdr.slot_size = (uint32_t) sizeof(struct hd_shm_slot);
+    shm->hdr.header_size = (uint32_t) sizeof(hd_shm_hdr_t);
     shm->hdr.worker_ids = HD_SHM_WORKER_IDS;
     shm->hdr.hist_buckets = HD_HIST_BUCKETS;
-    shm->hdr.total_size = (uint32_t)sizeof(struct hd_shm);
+    shm->hdr.total_size = (uint32_t) sizeof(struct hd_shm);
     st(&shm->hdr.start_ns, hd_wall_ns());
     *out = shm;
     return 0;
 }
 
-void hd_shm_destroy(hd_shm_t *shm)
+void
+hd_shm_destroy(hd_shm_t *shm)
 {
     if (shm != NULL)
         munmap(shm, sizeof(struct hd_shm));
 }
 
-hd_shm_slot_t *hd_shm_slot(hd_shm_t *shm, int idx)
+hd_shm_slot_t *
+hd_shm_slot(hd_shm_t *shm, int idx)
 {
-    if (shm == NULL || idx < 0 || (unsigned)idx >= HD_SHM_SLOTS)
+    if (shm == NULL || idx < 0 || (unsigned) idx >= HD_SHM_SLOTS)
         return NULL;
     return &shm->slot[idx];
 }
 
 /* seqlock, writer side (master only) */
-static void fold_begin(hd_shm_t *shm)
+static void
+fold_begin(hd_shm_t *shm)
 {
     uint64_t s = atomic_load_explicit(&shm->hdr.fold_seq, RLX);
     atomic_store_explicit(&shm->hdr.fold_seq, s + 1, RLX);
     atomic_thread_fence(memory_order_release);
 }
 
-static void fold_end(hd_shm_t *shm)
+static void
+fold_end(hd_shm_t *shm)
 {
     uint64_t s = atomic_load_explicit(&shm->hdr.fold_seq, RLX);
     atomic_store_explicit(&shm->hdr.fold_seq, s + 1, memory_order_release);
 }
 
 /* Zero every cell of m with atomic stores (readers may be looking). */
-static void cells_zero(hd_metrics_cells_t *m)
+static void
+cells_zero(hd_metrics_cells_t *m)
 {
     for (unsigned i = 0; i < HD_C__COUNT; i++)
         st(&m->ctr[i], 0);
@@ -130,7 +139,8 @@ static void cells_zero(hd_metrics_cells_t *m)
 }
 
 /* dst += src for everything that only grows; max for the maxima. */
-static void cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
+static void
+cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
 {
     for (unsigned i = 0; i < HD_C__COUNT; i++)
         st(&dst->ctr[i], ld(&dst->ctr[i]) + ld(&src->ctr[i]));
@@ -141,7 +151,7 @@ static void cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
     if (lds(&src->conn_peak) > lds(&dst->conn_peak))
         atomic_store_explicit(&dst->conn_peak, lds(&src->conn_peak), RLX);
     for (unsigned h = 0; h < HD_H__COUNT; h++) {
-        hd_hist_cells_t *d = &dst->hist[h];
+        hd_hist_cells_t       *d = &dst->hist[h];
         const hd_hist_cells_t *s = &src->hist[h];
         for (unsigned i = 0; i < HD_HIST_BUCKETS; i++)
             st(&d->bucket[i], ld(&d->bucket[i]) + ld(&s->bucket[i]));
@@ -151,7 +161,8 @@ static void cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
     }
 }
 
-int hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation)
+int
+hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation)
 {
     if (worker_id >= HD_SHM_WORKER_IDS)
         return -EINVAL;
@@ -173,36 +184,38 @@ int hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation)
         atomic_store_explicit(&s->state, HD_SLOT_STARTING,
                               memory_order_release);
         fold_end(shm);
-        return (int)i;
+        return (int) i;
     }
     return -ENOSPC;
 }
 
-void hd_shm_slot_set_pid(hd_shm_t *shm, int idx, pid_t pid)
+void
+hd_shm_slot_set_pid(hd_shm_t *shm, int idx, pid_t pid)
 {
     hd_shm_slot_t *s = hd_shm_slot(shm, idx);
     if (s != NULL)
-        atomic_store_explicit(&s->pid, (int32_t)pid, RLX);
+        atomic_store_explicit(&s->pid, (int32_t) pid, RLX);
 }
 
 /*
  * Precondition: the slot's process has been reaped (it writes nothing any
  * more). Retiring a FREE slot is a no-op, so a double call is harmless.
  */
-void hd_shm_slot_retire(hd_shm_t *shm, int idx, double cpu_seconds)
+void
+hd_shm_slot_retire(hd_shm_t *shm, int idx, double cpu_seconds)
 {
     hd_shm_slot_t *s = hd_shm_slot(shm, idx);
     if (s == NULL
         || atomic_load_explicit(&s->state, memory_order_acquire)
-           == HD_SLOT_FREE)
+            == HD_SLOT_FREE)
         return;
     unsigned w = atomic_load_explicit(&s->worker_id, RLX);
-    if (w >= HD_SHM_WORKER_IDS)         /* cannot happen: acquire checks */
+    if (w >= HD_SHM_WORKER_IDS) /* cannot happen: acquire checks */
         w = HD_SHM_WORKER_IDS - 1;
     hd_shm_retired_t *r = &shm->retired[w];
-    uint64_t cpu_ns = 0;
+    uint64_t          cpu_ns = 0;
     if (isfinite(cpu_seconds) && cpu_seconds > 0)
-        cpu_ns = (uint64_t)llround(cpu_seconds * 1e9);
+        cpu_ns = (uint64_t) llround(cpu_seconds * 1e9);
 
     fold_begin(shm);
     cells_fold(&r->m, &s->m);
@@ -215,43 +228,51 @@ void hd_shm_slot_retire(hd_shm_t *shm, int idx, double cpu_seconds)
     fold_end(shm);
 }
 
-void hd_shm_slot_set_state(hd_shm_slot_t *s, enum hd_slot_state stt)
+void
+hd_shm_slot_set_state(hd_shm_slot_t *s, enum hd_slot_state stt)
 {
-    atomic_store_explicit(&s->state, (uint32_t)stt, memory_order_release);
+    atomic_store_explicit(&s->state, (uint32_t) stt, memory_order_release);
 }
 
-enum hd_slot_state hd_shm_slot_state(const hd_shm_slot_t *s)
+enum hd_slot_state
+hd_shm_slot_state(const hd_shm_slot_t *s)
 {
-    return (enum hd_slot_state)atomic_load_explicit(&s->state,
-                                                    memory_order_acquire);
+    return (enum hd_slot_state) atomic_load_explicit(&s->state,
+                                                     memory_order_acquire);
 }
 
-pid_t hd_shm_slot_pid(const hd_shm_slot_t *s)
+pid_t
+hd_shm_slot_pid(const hd_shm_slot_t *s)
 {
-    return (pid_t)atomic_load_explicit(&s->pid, RLX);
+    return (pid_t) atomic_load_explicit(&s->pid, RLX);
 }
 
-unsigned hd_shm_slot_worker_id(const hd_shm_slot_t *s)
+unsigned
+hd_shm_slot_worker_id(const hd_shm_slot_t *s)
 {
     return atomic_load_explicit(&s->worker_id, RLX);
 }
 
-uint32_t hd_shm_slot_generation(const hd_shm_slot_t *s)
+uint32_t
+hd_shm_slot_generation(const hd_shm_slot_t *s)
 {
     return atomic_load_explicit(&s->generation, RLX);
 }
 
-void hd_shm_note_start(hd_shm_t *shm, unsigned workers_expected)
+void
+hd_shm_note_start(hd_shm_t *shm, unsigned workers_expected)
 {
     atomic_store_explicit(&shm->hdr.workers_expected, workers_expected, RLX);
 }
 
-void hd_shm_note_restart(hd_shm_t *shm)
+void
+hd_shm_note_restart(hd_shm_t *shm)
 {
     st(&shm->hdr.restarts, ld(&shm->hdr.restarts) + 1);
 }
 
-void hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation)
+void
+hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation)
 {
     if (ok) {
         st(&shm->hdr.reloads_ok, ld(&shm->hdr.reloads_ok) + 1);
@@ -262,40 +283,46 @@ void hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation)
     }
 }
 
-void hd_shm_set_workers_expected(hd_shm_t *shm, unsigned n)
+void
+hd_shm_set_workers_expected(hd_shm_t *shm, unsigned n)
 {
     atomic_store_explicit(&shm->hdr.workers_expected, n, RLX);
 }
 
-uint32_t hd_shm_generation(const hd_shm_t *shm)
+uint32_t
+hd_shm_generation(const hd_shm_t *shm)
 {
     return atomic_load_explicit(&shm->hdr.generation, RLX);
 }
 
-unsigned hd_shm_workers_expected(const hd_shm_t *shm)
+unsigned
+hd_shm_workers_expected(const hd_shm_t *shm)
 {
     return atomic_load_explicit(&shm->hdr.workers_expected, RLX);
 }
 
-double hd_shm_start_time(const hd_shm_t *shm)
+double
+hd_shm_start_time(const hd_shm_t *shm)
 {
-    return (double)ld(&shm->hdr.start_ns) / 1e9;
+    return (double) ld(&shm->hdr.start_ns) / 1e9;
 }
 
-void hd_shm_set_start_time(hd_shm_t *shm, double wall_sec)
+void
+hd_shm_set_start_time(hd_shm_t *shm, double wall_sec)
 {
     /* split so the whole seconds are not rounded through 1e18-sized
      * doubles (1700000000.25 stays exact) */
     uint64_t ns = 0;
     if (wall_sec > 0) {
         double whole = floor(wall_sec);
-        ns = (uint64_t)whole * 1000000000u
-           + (uint64_t)llround((wall_sec - whole) * 1e9);
+        ns = (uint64_t) whole * 1000000000u
+            + (uint64_t) llround((wall_sec - whole) * 1e9);
     }
     st(&shm->hdr.start_ns, ns);
 }
 
-int64_t hd_shm_sample(hd_shm_t *shm)
+int64_t
+hd_shm_sample(hd_shm_t *shm)
 {
     int64_t sum = 0;
     for (unsigned i = 0; i < HD_SHM_SLOTS; i++) {
@@ -310,7 +337,8 @@ int64_t hd_shm_sample(hd_shm_t *shm)
 
 /* ---- snapshots ---- */
 
-static void snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
+static void
+snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
 {
     for (unsigned i = 0; i < HD_C__COUNT; i++)
         w->ctr[i] += ld(&m->ctr[i]);
@@ -321,7 +349,7 @@ static void snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
     if (lds(&m->conn_peak) > w->conn_peak)
         w->conn_peak = lds(&m->conn_peak);
     for (unsigned h = 0; h < HD_H__COUNT; h++) {
-        hd_shm_hist_snap_t *d = &w->hist[h];
+        hd_shm_hist_snap_t    *d = &w->hist[h];
         const hd_hist_cells_t *s = &m->hist[h];
         for (unsigned i = 0; i < HD_HIST_BUCKETS; i++)
             d->bucket[i] += ld(&s->bucket[i]);
@@ -332,11 +360,12 @@ static void snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
 }
 
 /* One attempt; the caller checks fold_seq around it. */
-static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
+static void
+snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
 {
-    const hd_shm_hdr_t *h = &shm->hdr;
+    const hd_shm_hdr_t   *h = &shm->hdr;
     hd_shm_worker_snap_t *keep = out->w;
-    size_t keepcap = out->wcap;
+    size_t                keepcap = out->wcap;
     /* the slot array is filled below; only the scalars need clearing */
     memset(out, 0, offsetof(hd_shm_snapshot_t, slot));
     out->start_ns = ld(&h->start_ns);
@@ -351,11 +380,11 @@ static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
 
     /* which worker ids to report, and where each goes in w[] */
     int16_t pos[HD_SHM_WORKER_IDS];
-    size_t n = 0;
+    size_t  n = 0;
     for (unsigned id = 0; id < HD_SHM_WORKER_IDS; id++) {
         bool want = id < out->workers_expected
-                 || atomic_load_explicit(&shm->retired[id].seen, RLX);
-        pos[id] = want ? (int16_t)n++ : -1;
+            || atomic_load_explicit(&shm->retired[id].seen, RLX);
+        pos[id] = want ? (int16_t) n++ : -1;
     }
     /* a live slot always has seen set (acquire sets it first) */
     if (n > keepcap) {
@@ -371,12 +400,12 @@ static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
     for (unsigned id = 0; id < HD_SHM_WORKER_IDS; id++) {
         if (pos[id] < 0)
             continue;
-        hd_shm_worker_snap_t *w = &out->w[pos[id]];
+        hd_shm_worker_snap_t   *w = &out->w[pos[id]];
         const hd_shm_retired_t *r = &shm->retired[id];
         w->worker_id = id;
         w->gauges = id < out->workers_expected;
         w->cpu_retired_ns = ld(&r->cpu_ns);
-        w->gauge[HD_G_REDIS_UP] = INT64_MAX;    /* min below; fixed after */
+        w->gauge[HD_G_REDIS_UP] = INT64_MAX; /* min below; fixed after */
         snap_add_cells(w, &r->m);
     }
 
@@ -387,7 +416,7 @@ static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
 
     for (unsigned i = 0; i < HD_SHM_SLOTS; i++) {
         const struct hd_shm_slot *s = &shm->slot[i];
-        enum hd_slot_state stt = hd_shm_slot_state(s);
+        enum hd_slot_state        stt = hd_shm_slot_state(s);
         if (stt == HD_SLOT_FREE || stt > HD_SLOT_DEAD)
             continue;
         out->slots_by_state[stt]++;
@@ -400,8 +429,8 @@ static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
         if (!hd_slot_state_live(stt))
             continue;
         hd_shm_slot_snap_t *ss = &out->slot[out->nslots++];
-        ss->idx = (int)i;
-        ss->pid = (pid_t)atomic_load_explicit(&s->pid, RLX);
+        ss->idx = (int) i;
+        ss->pid = (pid_t) atomic_load_explicit(&s->pid, RLX);
         ss->worker_id = id;
         ss->generation = atomic_load_explicit(&s->generation, RLX);
         ss->state = stt;
@@ -433,7 +462,8 @@ static void snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
         out->node_conn_peak = sum;
 }
 
-void hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out)
+void
+hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out)
 {
     out->w = NULL;
     out->wcap = 0;
@@ -441,7 +471,7 @@ void hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out)
         uint64_t s1 = atomic_load_explicit(&shm->hdr.fold_seq,
                                            memory_order_acquire);
         if (s1 & 1)
-            continue;           /* a fold is running: it is short, spin */
+            continue; /* a fold is running: it is short, spin */
         snap_read(shm, out);
         atomic_thread_fence(memory_order_acquire);
         uint64_t s2 = atomic_load_explicit(&shm->hdr.fold_seq, RLX);
@@ -450,7 +480,8 @@ void hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out)
     }
 }
 
-void hd_shm_snapshot_free(hd_shm_snapshot_t *snap)
+void
+hd_shm_snapshot_free(hd_shm_snapshot_t *snap)
 {
     if (snap != NULL) {
         hd_free(snap->w);

@@ -24,21 +24,21 @@
 
 #include "hd_metrics.h"
 
-#define HD_SHM_MAGIC    0x48524c44u   /* "HRLD" */
-#define HD_SHM_VERSION  1u
-#define HD_SHM_SLOTS    512u          /* 2 x HD_WORKERS_MAX */
-#define HD_SHM_WORKER_IDS 256u        /* logical worker ids 0..255 */
+#define HD_SHM_MAGIC      0x48524c44u /* "HRLD" */
+#define HD_SHM_VERSION    1u
+#define HD_SHM_SLOTS      512u /* 2 x HD_WORKERS_MAX */
+#define HD_SHM_WORKER_IDS 256u /* logical worker ids 0..255 */
 
 enum hd_slot_state {
-    HD_SLOT_FREE      = 0,   /* unused */
-    HD_SLOT_STARTING  = 1,   /* forked, not yet serving */
-    HD_SLOT_RUNNING   = 2,   /* accepting and serving */
-    HD_SLOT_DRAINING  = 3,   /* not accepting, closing its clients */
-    HD_SLOT_DEAD      = 4,   /* exited, not yet folded by the master */
+    HD_SLOT_FREE = 0,     /* unused */
+    HD_SLOT_STARTING = 1, /* forked, not yet serving */
+    HD_SLOT_RUNNING = 2,  /* accepting and serving */
+    HD_SLOT_DRAINING = 3, /* not accepting, closing its clients */
+    HD_SLOT_DEAD = 4,     /* exited, not yet folded by the master */
 };
 
-typedef struct hd_shm       hd_shm_t;
-typedef struct hd_shm_slot  hd_shm_slot_t;
+typedef struct hd_shm      hd_shm_t;
+typedef struct hd_shm_slot hd_shm_slot_t;
 
 /* Master, before the first fork. Returns 0 or -errno. */
 int  hd_shm_create(hd_shm_t **out);
@@ -49,8 +49,7 @@ void hd_shm_destroy(hd_shm_t *shm);
  * it (generation, state STARTING, start time, zeroed metrics). Returns the
  * slot index or -ENOSPC.
  */
-int  hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id,
-                         uint32_t generation);
+int hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation);
 /* Master, right after fork (the child stamps it too). */
 void hd_shm_slot_set_pid(hd_shm_t *shm, int idx, pid_t pid);
 /*
@@ -66,10 +65,10 @@ void hd_shm_slot_retire(hd_shm_t *shm, int idx, double cpu_seconds);
 hd_shm_slot_t *hd_shm_slot(hd_shm_t *shm, int idx);
 
 /* Either side. */
-void     hd_shm_slot_set_state(hd_shm_slot_t *s, enum hd_slot_state st);
+void hd_shm_slot_set_state(hd_shm_slot_t *s, enum hd_slot_state st);
 enum hd_slot_state hd_shm_slot_state(const hd_shm_slot_t *s);
-pid_t    hd_shm_slot_pid(const hd_shm_slot_t *s);
-unsigned hd_shm_slot_worker_id(const hd_shm_slot_t *s);
+pid_t              hd_shm_slot_pid(const hd_shm_slot_t *s);
+unsigned           hd_shm_slot_worker_id(const hd_shm_slot_t *s);
 
 /*
  * Master-only header fields (single writer: the master). Rendered as
@@ -78,7 +77,7 @@ unsigned hd_shm_slot_worker_id(const hd_shm_slot_t *s);
  * and the generation / expected workers in /health.
  */
 void hd_shm_note_start(hd_shm_t *shm, unsigned workers_expected);
-void hd_shm_note_restart(hd_shm_t *shm);                 /* unplanned */
+void hd_shm_note_restart(hd_shm_t *shm); /* unplanned */
 void hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation);
 void hd_shm_set_workers_expected(hd_shm_t *shm, unsigned n);
 
@@ -86,10 +85,10 @@ void hd_shm_set_workers_expected(hd_shm_t *shm, unsigned n);
 
 uint32_t hd_shm_generation(const hd_shm_t *shm);
 unsigned hd_shm_workers_expected(const hd_shm_t *shm);
-double   hd_shm_start_time(const hd_shm_t *shm);      /* wall clock, s */
+double   hd_shm_start_time(const hd_shm_t *shm); /* wall clock, s */
 uint32_t hd_shm_slot_generation(const hd_shm_slot_t *s);
 /* Master: set herald_start_time_seconds (hd_shm_create() sets "now"). */
-void     hd_shm_set_start_time(hd_shm_t *shm, double wall_sec);
+void hd_shm_set_start_time(hd_shm_t *shm, double wall_sec);
 
 /*
  * Master, on a timer (the admin server runs one every second) and at every
@@ -98,10 +97,11 @@ void     hd_shm_set_start_time(hd_shm_t *shm, double wall_sec);
  * change); the node peak is only as fine as this sampling. Returns the
  * current node-wide connection count.
  */
-int64_t  hd_shm_sample(hd_shm_t *shm);
+int64_t hd_shm_sample(hd_shm_t *shm);
 
 /* True for the states in which a process is alive and writing its slot. */
-static inline bool hd_slot_state_live(enum hd_slot_state st)
+static inline bool
+hd_slot_state_live(enum hd_slot_state st)
 {
     return st == HD_SLOT_STARTING || st == HD_SLOT_RUNNING
         || st == HD_SLOT_DRAINING;
@@ -117,9 +117,9 @@ typedef struct hd_shm_hist_snap {
 /* Everything known about one logical worker id: retired + live slots. */
 typedef struct hd_shm_worker_snap {
     unsigned worker_id;
-    unsigned live;                  /* live process slots of this id */
-    unsigned running;               /* ... of which RUNNING */
-    bool     gauges;                /* export gauges: live or id < expected */
+    unsigned live;    /* live process slots of this id */
+    unsigned running; /* ... of which RUNNING */
+    bool     gauges;  /* export gauges: live or id < expected */
     uint64_t ctr[HD_C__COUNT];
     uint64_t rej[HD_REJ__COUNT];
     uint64_t disc[HD_DISC__COUNT];
@@ -127,36 +127,36 @@ typedef struct hd_shm_worker_snap {
      * HD_G_REDIS_UP: the minimum over RUNNING/DRAINING slots (over
      * STARTING ones if none runs), so 1 means every serving process of
      * this worker has Redis. */
-    int64_t  gauge[HD_G__COUNT];
-    int64_t  conn_peak;             /* max over every process it ever had */
-    uint64_t cpu_retired_ns;        /* CPU of its reaped processes */
+    int64_t            gauge[HD_G__COUNT];
+    int64_t            conn_peak;      /* max over every process it ever had */
+    uint64_t           cpu_retired_ns; /* CPU of its reaped processes */
     hd_shm_hist_snap_t hist[HD_H__COUNT];
 } hd_shm_worker_snap_t;
 
 typedef struct hd_shm_slot_snap {
-    int      idx;
-    pid_t    pid;
-    unsigned worker_id;
-    uint32_t generation;
+    int                idx;
+    pid_t              pid;
+    unsigned           worker_id;
+    uint32_t           generation;
     enum hd_slot_state state;
 } hd_shm_slot_snap_t;
 
 typedef struct hd_shm_snapshot {
-    uint64_t start_ns;
-    uint64_t last_reload_ok_ns;     /* 0 = no successful reload yet */
-    uint64_t restarts;
-    uint64_t reloads_ok;
-    uint64_t reloads_failed;
-    uint64_t retired_cpu_ns;        /* node total of reaped workers */
-    int64_t  node_conn_peak;
-    unsigned workers_expected;
-    uint32_t generation;
-    unsigned slots_by_state[5];     /* index: enum hd_slot_state */
-    size_t   nslots;                /* live slots, ascending index */
-    hd_shm_slot_snap_t slot[HD_SHM_SLOTS];
-    size_t   nworkers;              /* ascending worker_id */
+    uint64_t              start_ns;
+    uint64_t              last_reload_ok_ns; /* 0 = no successful reload yet */
+    uint64_t              restarts;
+    uint64_t              reloads_ok;
+    uint64_t              reloads_failed;
+    uint64_t              retired_cpu_ns; /* node total of reaped workers */
+    int64_t               node_conn_peak;
+    unsigned              workers_expected;
+    uint32_t              generation;
+    unsigned              slots_by_state[5]; /* index: enum hd_slot_state */
+    size_t                nslots;            /* live slots, ascending index */
+    hd_shm_slot_snap_t    slot[HD_SHM_SLOTS];
+    size_t                nworkers; /* ascending worker_id */
     hd_shm_worker_snap_t *w;        /* heap, nworkers entries */
-    size_t   wcap;                  /* allocated entries of w */
+    size_t                wcap;     /* allocated entries of w */
 } hd_shm_snapshot_t;
 
 /*

@@ -24,42 +24,42 @@
 
 typedef struct hd_shm_hdr {
     /* identity, written once by hd_shm_create() */
-    uint32_t magic;                 /* HD_SHM_MAGIC */
-    uint32_t version;               /* HD_SHM_VERSION */
-    uint32_t slot_count;            /* HD_SHM_SLOTS */
-    uint32_t slot_size;             /* sizeof(struct hd_shm_slot) */
-    uint32_t header_size;           /* sizeof(struct hd_shm_hdr) */
-    uint32_t worker_ids;            /* HD_SHM_WORKER_IDS */
-    uint32_t hist_buckets;          /* HD_HIST_BUCKETS */
-    uint32_t total_size;            /* sizeof(struct hd_shm) */
+    uint32_t magic;        /* HD_SHM_MAGIC */
+    uint32_t version;      /* HD_SHM_VERSION */
+    uint32_t slot_count;   /* HD_SHM_SLOTS */
+    uint32_t slot_size;    /* sizeof(struct hd_shm_slot) */
+    uint32_t header_size;  /* sizeof(struct hd_shm_hdr) */
+    uint32_t worker_ids;   /* HD_SHM_WORKER_IDS */
+    uint32_t hist_buckets; /* HD_HIST_BUCKETS */
+    uint32_t total_size;   /* sizeof(struct hd_shm) */
 
     /* master-only writer from here on */
-    _Atomic uint64_t fold_seq;      /* seqlock: odd while a fold runs */
-    _Atomic uint64_t start_ns;      /* wall clock, herald_start_time_seconds */
+    _Atomic uint64_t fold_seq; /* seqlock: odd while a fold runs */
+    _Atomic uint64_t start_ns; /* wall clock, herald_start_time_seconds */
     _Atomic uint32_t workers_expected;
-    _Atomic uint32_t generation;    /* config generation */
-    _Atomic uint64_t restarts;      /* herald_worker_restarts_total */
+    _Atomic uint32_t generation; /* config generation */
+    _Atomic uint64_t restarts;   /* herald_worker_restarts_total */
     _Atomic uint64_t reloads_ok;
     _Atomic uint64_t reloads_failed;
-    _Atomic uint64_t last_reload_ok_ns;  /* wall clock, 0 = never */
-    _Atomic int64_t  node_conn_peak;     /* sampled by hd_shm_sample() */
-    _Atomic uint64_t retired_cpu_ns;     /* node total of folded CPU */
+    _Atomic uint64_t last_reload_ok_ns; /* wall clock, 0 = never */
+    _Atomic int64_t  node_conn_peak;    /* sampled by hd_shm_sample() */
+    _Atomic uint64_t retired_cpu_ns;    /* node total of folded CPU */
 } hd_shm_hdr_t;
 
 /* Folded totals of every process that ever served worker id w. */
 typedef struct hd_shm_retired {
-    hd_metrics_cells_t m;           /* gauges unused; conn_peak = max */
+    hd_metrics_cells_t m; /* gauges unused; conn_peak = max */
     _Alignas(64) _Atomic uint64_t cpu_ns;
-    _Atomic uint32_t seen;          /* a process ever held this worker id */
+    _Atomic uint32_t seen; /* a process ever held this worker id */
 } hd_shm_retired_t;
 
 struct hd_shm_slot {
     /* identity line: master and the slot's own process */
-    _Alignas(64) _Atomic uint32_t state;   /* enum hd_slot_state */
+    _Alignas(64) _Atomic uint32_t state; /* enum hd_slot_state */
     _Atomic int32_t  pid;
     _Atomic uint32_t worker_id;
     _Atomic uint32_t generation;
-    _Atomic uint64_t start_ns;             /* wall clock at acquire */
+    _Atomic uint64_t start_ns; /* wall clock at acquire */
     /* metrics: the slot's process only (single writer) */
     _Alignas(64) hd_metrics_cells_t m;
 };

@@ -17,14 +17,14 @@
 
 /* wsi -> fd, open addressing; a wsi is only ever looked up by pointer */
 typedef struct slot {
-    const struct lws *wsi;      /* NULL: empty; TOMB: deleted */
+    const struct lws *wsi; /* NULL: empty; TOMB: deleted */
     int               fd;
 } slot_t;
 
 #define TOMB ((const struct lws *) (uintptr_t) 1)
 
 static slot_t  *M;
-static size_t   M_cap;          /* power of two, >= 2 x max fds */
+static size_t   M_cap; /* power of two, >= 2 x max fds */
 static size_t   M_bytes;
 static uint64_t full_warned_ms;
 
@@ -37,7 +37,7 @@ static uint64_t full_warned_ms;
 typedef struct pend {
     struct lws *wsi;
     int         fd;
-    uint64_t    stamp;          /* hd_w.accept_ns[fd] at accept */
+    uint64_t    stamp; /* hd_w.accept_ns[fd] at accept */
 } pend_t;
 
 static pend_t  *P;
@@ -95,20 +95,23 @@ hs_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     uint64_t now = hd_mono_ns();
     uint64_t limit = (uint64_t) hd_w.conf->handshake_ms * 1000000ull;
-    (void) loop; (void) w; (void) revents;
+    (void) loop;
+    (void) w;
+    (void) revents;
 
     while (P_len > 0) {
         pend_t *e = &P[P_head];
         if (e->fd < hd_w.accept_ns_cap && hd_w.accept_ns[e->fd] == e->stamp) {
             if (now - e->stamp < limit)
-                break;                  /* the oldest pending is still in time */
+                break; /* the oldest pending is still in time */
             /* counted as a failed handshake when lws destroys it; closed
              * right here (not inside any lws callback for it), since an
              * async kill waits for lws' next timer pass on a quiet loop */
             struct lws *wsi = e->wsi;
             P_head = (P_head + 1) % P_cap;
             P_len--;
-            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_SYNC);
+            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
+                            LWS_TO_KILL_SYNC);
             continue;
         }
         P_head = (P_head + 1) % P_cap;
@@ -131,12 +134,12 @@ pend_push(struct lws *wsi, int fd)
         P_cap = ncap;
         P_head = 0;
     }
-    P[(P_head + P_len) % P_cap] = (pend_t) { wsi, fd, hd_w.accept_ns[fd] };
+    P[(P_head + P_len) % P_cap] = (pend_t){ wsi, fd, hd_w.accept_ns[fd] };
     P_len++;
     if (!ev_is_active(&hs_w)) {
         ev_timer_init(&hs_w, hs_cb, 0.1, 0.1);
         ev_timer_start(hd_w.loop, &hs_w);
-        ev_unref(hd_w.loop);    /* a sweep never keeps the loop alive */
+        ev_unref(hd_w.loop); /* a sweep never keeps the loop alive */
     }
 }
 
@@ -194,7 +197,8 @@ table_full(const char *kind)
     if (now - full_warned_ms > 10000) {
         full_warned_ms = now;
         hd_log_warn("connection-limit table for %s is full: refusing new keys "
-                    "(see /stats limits.table_full)", kind);
+                    "(see /stats limits.table_full)",
+                    kind);
     }
 }
 
@@ -202,14 +206,13 @@ table_full(const char *kind)
 static void
 refuse(int fd, enum hd_reject_reason why)
 {
-    static const char resp[] =
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Retry-After: 5\r\n"
-        "Content-Type: text/plain\r\n"
-        "Content-Length: 26\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-        "connection limit reached\r\n";
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Retry-After: 5\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 26\r\n"
+                               "Connection: close\r\n"
+                               "\r\n"
+                               "connection limit reached\r\n";
 
     hd_reject_inc(why);
     (void) !send(fd, resp, sizeof(resp) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -227,7 +230,7 @@ hd_admit_accept(int fd, const struct sockaddr *peer)
 
     if (hd_w.limits == NULL)
         return 0;
-    hd_limits_release_fd(hd_w.limits, hd_w.lease, fd);   /* nothing stale */
+    hd_limits_release_fd(hd_w.limits, hd_w.lease, fd); /* nothing stale */
     rc = hd_limits_acquire_node(hd_w.limits, hd_w.lease, fd,
                                 (uint32_t) c->max_connections);
     if (rc < 0) {

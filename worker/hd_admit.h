@@ -19,7 +19,7 @@ struct lws;
 int  hd_admit_init(int max_fds);
 void hd_admit_shutdown(void);
 /* After accept4(): 0 to go on, -1 when refused (the fd is then closed). */
-int  hd_admit_accept(int fd, const struct sockaddr *peer);
+int hd_admit_accept(int fd, const struct sockaddr *peer);
 /* lws adopted fd as wsi: remember the pair for hd_admit_destroyed(). */
 void hd_admit_adopted(struct lws *wsi, int fd);
 /* an HTTP request (not an upgrade) arrived complete: no handshake deadline */
@@ -30,7 +30,7 @@ void hd_admit_failed(int fd);
 void hd_admit_destroyed(struct lws *wsi);
 /* At connect: per-user and per-tenant. 0, or -1 when over a limit (which
  * one is in *what). tenant may be NULL. */
-int  hd_admit_connect(int fd, const char *user, const char *tenant,
-                      const char **what);
+int hd_admit_connect(int fd, const char *user, const char *tenant,
+                     const char **what);
 
 #endif

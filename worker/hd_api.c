@@ -17,22 +17,26 @@
 
 #define BROADCAST_MAX 1000
 
-enum api_route { R_NONE = 0, R_PUBLISH, R_BROADCAST };
+enum api_route {
+    R_NONE = 0,
+    R_PUBLISH,
+    R_BROADCAST
+};
 
 /* Per-request state; c->http points at it while a request is in progress. */
 typedef struct hd_http {
-    struct lws     *wsi;
-    enum api_route  route;
-    char           *body;
-    size_t          body_len, body_cap;
-    bool            too_big;
-    bool            body_done;      /* BODY_COMPLETION seen */
+    struct lws    *wsi;
+    enum api_route route;
+    char          *body;
+    size_t         body_len, body_cap;
+    bool           too_big;
+    bool           body_done; /* BODY_COMPLETION seen */
     /* response */
-    int             status;
-    char           *resp;
-    size_t          resp_len;
+    int    status;
+    char  *resp;
+    size_t resp_len;
     /* broadcast/publish in flight */
-    struct pubreq  *req;
+    struct pubreq *req;
 } hd_http_t;
 
 /* One API call's publishes. Outlives the HTTP request if the client goes
@@ -40,8 +44,8 @@ typedef struct hd_http {
 typedef struct pubreq {
     hd_http_t *http;
     size_t     n, done;
-    int        err;             /* first error */
-    json_t    *offsets;         /* array, null where not published */
+    int        err;     /* first error */
+    json_t    *offsets; /* array, null where not published */
     bool       broadcast;
 } pubreq_t;
 
@@ -88,8 +92,9 @@ respond_error(hd_http_t *h, int status, const char *msg)
 {
     if (status >= 400)
         hd_ctr_inc(HD_C_ERRORS);
-    return respond(h, status, json_pack("{s:{s:i, s:s}}", "error", "code",
-                                        status, "message", msg));
+    return respond(
+        h, status,
+        json_pack("{s:{s:i, s:s}}", "error", "code", status, "message", msg));
 }
 
 static bool
@@ -114,8 +119,9 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     hd_http_t *h;
     char       cl[32];
 
-    if (c->http != NULL && (c->http->route != R_NONE || c->http->req != NULL
-                            || c->http->resp != NULL)) {
+    if (c->http != NULL
+        && (c->http->route != R_NONE || c->http->req != NULL
+            || c->http->resp != NULL)) {
         /* a pipelined request while the previous one is unanswered: not
          * supported (one request at a time per connection, as browsers and
          * HTTP libraries do); close rather than mix up two requests */
@@ -125,29 +131,33 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     h = http_state(c, wsi);
 
     h->wsi = wsi;
-    h->body_done = h->too_big = false;  /* a new request */
+    h->body_done = h->too_big = false; /* a new request */
     h->body_len = 0;
     if (hd_w.conf->api_key == NULL
-        || (strcmp(uri, "/api/publish") != 0 && strcmp(uri, "/api/broadcast") != 0))
-        return respond_error(h, 404, hd_w.conf->api_key == NULL
-                             ? "the HTTP API is disabled (no api.key)"
-                             : "not found; the WebSocket endpoint needs an "
-                               "upgrade with subprotocol herald.v1");
+        || (strcmp(uri, "/api/publish") != 0
+            && strcmp(uri, "/api/broadcast") != 0))
+        return respond_error(h, 404,
+                             hd_w.conf->api_key == NULL
+                                 ? "the HTTP API is disabled (no api.key)"
+                                 : "not found; the WebSocket endpoint needs an "
+                                   "upgrade with subprotocol herald.v1");
     if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) <= 0)
         return respond_error(h, 405, "use POST");
     if (!authorized(wsi)) {
         hd_reject_inc(HD_REJ_AUTH);
-        return respond_error(h, 401, "missing or wrong API key "
+        return respond_error(h, 401,
+                             "missing or wrong API key "
                              "(Authorization: apikey <key>)");
     }
     /* lws 4.1 does not finish chunked request bodies on this path: ask
      * for a length instead of leaving the client waiting */
     if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
         return respond_error(h, 411, "Content-Length required");
-    if (strtoull(cl, NULL, 10) > (unsigned long long) hd_w.conf->api_max_body_bytes)
+    if (strtoull(cl, NULL, 10)
+        > (unsigned long long) hd_w.conf->api_max_body_bytes)
         return respond_error(h, 413, "body too large");
     h->route = strcmp(uri, "/api/publish") == 0 ? R_PUBLISH : R_BROADCAST;
-    return 0;                   /* the body follows */
+    return 0; /* the body follows */
 }
 
 int
@@ -159,7 +169,7 @@ hd_api_body(struct lws *wsi, hd_conn_t *c, const void *in, size_t len)
     if (h->route == R_NONE || h->too_big || len == 0)
         return 0;
     if (h->body_len + len > max) {
-        h->too_big = true;      /* keep reading, answer at completion */
+        h->too_big = true; /* keep reading, answer at completion */
         hd_free(h->body);
         h->body_len = h->body_cap = 0;
         return 0;
@@ -189,7 +199,8 @@ req_finish(pubreq_t *r)
         h->req = NULL;
         if (r->err != 0) {
             json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code", 503,
-                                     "message", "redis unavailable; see "
+                                     "message",
+                                     "redis unavailable; see "
                                      "result for what was published");
             if (r->broadcast)
                 json_object_set(body, "result",
@@ -197,11 +208,12 @@ req_finish(pubreq_t *r)
             hd_ctr_inc(HD_C_ERRORS);
             respond(h, r->err == HD_ERR_UNAVAILABLE ? 503 : 500, body);
         } else if (r->broadcast) {
-            respond(h, 200, json_pack("{s:{s:O}}", "result", "offsets",
-                                      r->offsets));
+            respond(h, 200,
+                    json_pack("{s:{s:O}}", "result", "offsets", r->offsets));
         } else {
-            respond(h, 200, json_pack("{s:{s:O}}", "result", "offset",
-                                      json_array_get(r->offsets, 0)));
+            respond(h, 200,
+                    json_pack("{s:{s:O}}", "result", "offset",
+                              json_array_get(r->offsets, 0)));
         }
     }
     json_decref(r->offsets);
@@ -229,13 +241,13 @@ one_done(int err, uint64_t offset, const char *epoch, void *arg)
 int
 hd_api_body_done(struct lws *wsi, hd_conn_t *c)
 {
-    hd_http_t     *h = http_state(c, wsi);
-    json_error_t   jerr;
-    json_t        *root = NULL, *data, *chans, *jt;
-    const char    *tenant = NULL;
-    char          *text = NULL;
-    size_t         n;
-    pubreq_t      *r;
+    hd_http_t   *h = http_state(c, wsi);
+    json_error_t jerr;
+    json_t      *root = NULL, *data, *chans, *jt;
+    const char  *tenant = NULL;
+    char        *text = NULL;
+    size_t       n;
+    pubreq_t    *r;
 
     if (h->body_done) {
         /* lws 4.1 signals the completion again, in a loop, while more
@@ -260,10 +272,12 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     }
     jt = json_object_get(root, "tenant");
     if (jt != NULL) {
-        if (!json_is_string(jt) || !hd_tenant_valid(json_string_value(jt),
-                                                 json_string_length(jt))) {
+        if (!json_is_string(jt)
+            || !hd_tenant_valid(json_string_value(jt),
+                                json_string_length(jt))) {
             json_decref(root);
-            return respond_error(h, 400, "\"tenant\" must match "
+            return respond_error(h, 400,
+                                 "\"tenant\" must match "
                                  "[A-Za-z0-9_.-]{1,64}");
         }
         tenant = json_string_value(jt);
@@ -276,7 +290,8 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     if (h->route == R_PUBLISH) {
         if (!json_is_string(json_object_get(root, "channel"))) {
             json_decref(root);
-            return respond_error(h, 400, "\"channel\" must be a valid "
+            return respond_error(h, 400,
+                                 "\"channel\" must be a valid "
                                  "channel name");
         }
         chans = json_array();
@@ -287,7 +302,8 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
             || json_array_size(chans) > BROADCAST_MAX) {
             json_decref(chans);
             json_decref(root);
-            return respond_error(h, 400, "\"channels\" must be an array of "
+            return respond_error(h, 400,
+                                 "\"channels\" must be an array of "
                                  "1..1000 channel names");
         }
     }
@@ -300,18 +316,22 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         bool    has_ns;
         size_t  nl;
         if (!json_is_string(jc)
-            || !hd_channel_valid(json_string_value(jc), json_string_length(jc))) {
+            || !hd_channel_valid(json_string_value(jc),
+                                 json_string_length(jc))) {
             free(nss);
             json_decref(chans);
             json_decref(root);
-            return respond_error(h, 400, h->route == R_PUBLISH
-                                 ? "\"channel\" must be a valid channel name"
-                                 : "\"channels\" holds an invalid channel name");
+            return respond_error(
+                h, 400,
+                h->route == R_PUBLISH
+                    ? "\"channel\" must be a valid channel name"
+                    : "\"channels\" holds an invalid channel name");
         }
         nl = hd_channel_namespace(json_string_value(jc), json_string_length(jc),
                                   &has_ns);
-        nss[i] = has_ns && nl == 0 ? NULL
-                 : hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
+        nss[i] = has_ns && nl == 0
+            ? NULL
+            : hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
         if (nss[i] == NULL) {
             free(nss);
             json_decref(chans);
@@ -344,10 +364,12 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
 
         a->req = r;
         a->i = i;
-        kl = hd_pubsub_key(tenant, json_string_value(jc), json_string_length(jc),
-                           key, sizeof(key), &name_off);
-        if (kl == 0 || hd_pubsub_publish(nss[i], key, kl, text, strlen(text),
-                                         one_done, a) < 0)
+        kl = hd_pubsub_key(tenant, json_string_value(jc),
+                           json_string_length(jc), key, sizeof(key), &name_off);
+        if (kl == 0
+            || hd_pubsub_publish(nss[i], key, kl, text, strlen(text), one_done,
+                                 a)
+                < 0)
             one_done(HD_ERR_UNAVAILABLE, 0, NULL, a);
     }
     free(text);
@@ -360,9 +382,9 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
 int
 hd_api_writeable(struct lws *wsi, hd_conn_t *c)
 {
-    hd_http_t     *h = c->http;
-    unsigned char  hbuf[LWS_PRE + 512], *start = hbuf + LWS_PRE, *p = start,
-                  *end = hbuf + sizeof(hbuf) - 1;
+    hd_http_t    *h = c->http;
+    unsigned char hbuf[LWS_PRE + 512], *start = hbuf + LWS_PRE, *p = start,
+                                       *end = hbuf + sizeof(hbuf) - 1;
     unsigned char *body;
     int            rc;
 

@@ -15,14 +15,14 @@
 #include "hd_redis.h"
 #include "hd_worker_int.h"
 
-#define BUFFER_MAX        8192   /* pushes kept for pending members */
-#define SUB_BATCH         256    /* channels per SUBSCRIBE command */
+#define BUFFER_MAX 8192 /* pushes kept for pending members */
+#define SUB_BATCH  256  /* channels per SUBSCRIBE command */
 
 static struct {
     hd_chan_t **tab;
-    size_t      cap;             /* power of two */
+    size_t      cap; /* power of two */
     size_t      n;
-    hd_chan_t  *flush;           /* channels whose Redis state must move */
+    hd_chan_t  *flush; /* channels whose Redis state must move */
     ev_prepare  flush_w;
     ev_idle     idle_w;
 } T;
@@ -75,8 +75,7 @@ hd_chan_find(const char *key, size_t key_len)
 }
 
 hd_chan_t *
-hd_chan_get(const char *key, size_t key_len, size_t name_off,
-            const hd_ns_t *ns)
+hd_chan_get(const char *key, size_t key_len, size_t name_off, const hd_ns_t *ns)
 {
     hd_chan_t *ch = hd_chan_find(key, key_len);
 
@@ -144,7 +143,7 @@ flush_add(hd_chan_t *ch)
     ch->fnext = T.flush;
     T.flush = ch;
     if (!ev_is_active(&T.idle_w))
-        ev_idle_start(hd_w.loop, &T.idle_w);   /* don't block with work left */
+        ev_idle_start(hd_w.loop, &T.idle_w); /* don't block with work left */
 }
 
 /* Free a channel nobody needs: no members and nothing in flight. */
@@ -203,7 +202,7 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id, uint64_t since,
     if (ch->rstate == HD_R_SUBSCRIBED)
         start_pending(ch);
     else
-        flush_add(ch);          /* SUBSCRIBE on the next loop turn */
+        flush_add(ch); /* SUBSCRIBE on the next loop turn */
     return (int) (c->nsubs - 1);
 }
 
@@ -236,7 +235,7 @@ hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
     if (ch->npending == 0 && !ch->resync)
         drop_buffer(ch);
     if (ch->nmembers == 0)
-        flush_add(ch);          /* UNSUBSCRIBE or free, on the next turn */
+        flush_add(ch); /* UNSUBSCRIBE or free, on the next turn */
 }
 
 void
@@ -260,16 +259,20 @@ build_push(hd_chan_t *ch, const hd_envelope_t *env)
     static const char p3[] = ",\"epoch\":\"";
     static const char p4[] = "\",\"data\":";
     static const char p5[] = "}}}";
-    char      num[24];
-    int       nl = snprintf(num, sizeof(num), "%llu",
-                            (unsigned long long) env->offset);
-    size_t    len = sizeof(p1) - 1 + ch->name_len + sizeof(p2) - 1 + (size_t) nl
-                  + sizeof(p3) - 1 + env->epoch_len + sizeof(p4) - 1
-                  + env->data_len + sizeof(p5) - 1;
+    char              num[24];
+    int               nl = snprintf(num, sizeof(num), "%llu",
+                                    (unsigned long long) env->offset);
+    size_t len = sizeof(p1) - 1 + ch->name_len + sizeof(p2) - 1 + (size_t) nl
+        + sizeof(p3) - 1 + env->epoch_len + sizeof(p4) - 1 + env->data_len
+        + sizeof(p5) - 1;
     hd_msg_t *m = hd_malloc(sizeof(*m) + len + 1);
     char     *p = m->data;
 
-#define PUT(s, n) do { memcpy(p, (s), (n)); p += (n); } while (0)
+#define PUT(s, n)            \
+    do {                     \
+        memcpy(p, (s), (n)); \
+        p += (n);            \
+    } while (0)
     PUT(p1, sizeof(p1) - 1);
     PUT(ch->name, ch->name_len);
     PUT(p2, sizeof(p2) - 1);
@@ -327,7 +330,7 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
     hd_msg_t     *m;
 
     if (ch == NULL || ch->nmembers == 0)
-        return;                 /* an unsubscribe crossed the message */
+        return; /* an unsubscribe crossed the message */
     if (hd_envelope_decode(payload, len, &env) < 0) {
         hd_log_warn("dropping a malformed envelope on %.*s (%zu bytes)",
                     (int) ch->name_len, ch->name, len);
@@ -483,7 +486,7 @@ fail_pending(hd_chan_t *ch, int code, const char *msg)
         }
         hd_proto_error(c, s->cmd_id, code, msg);
         hd_conn_want_write(c);
-        hd_chan_leave(c, si);   /* swap-remove: look at index i again */
+        hd_chan_leave(c, si); /* swap-remove: look at index i again */
     }
 }
 
@@ -499,7 +502,8 @@ resync_done(hd_chan_t *ch)
         if (s->state != HD_SUB_ACTIVE)
             continue;
         if (ch->buf_lost_upto > s->min_offset) {
-            hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, ch->epoch);
+            hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto,
+                         ch->epoch);
             s->min_offset = ch->buf_lost_upto;
         }
         for (uint32_t k = 0; k < ch->nbuf; k++)
@@ -522,7 +526,7 @@ resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
 {
     uint64_t to = ch->first_live ? ch->first_live - 1 : offset;
     bool     epoch_changed = ch->resync_epoch[0] != '\0'
-                             && strcmp(ch->resync_epoch, epoch) != 0;
+        && strcmp(ch->resync_epoch, epoch) != 0;
 
     for (uint32_t i = 0; i < ch->nmembers; i++) {
         hd_conn_t *c = ch->members[i].conn;
@@ -594,10 +598,11 @@ resync_start(hd_chan_t *ch)
     if (ch->ns != NULL && ch->ns->history_size > 0
         && ch->resync_epoch[0] != '\0') {
         if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, ch->resync_from,
-                              ch->resync_epoch, RESYNC_MAX, resync_cb, ch) == 0)
+                              ch->resync_epoch, RESYNC_MAX, resync_cb, ch)
+            == 0)
             ch->resync_inflight = true;
     } else {
-        meta_read(ch);      /* meta_cb sees ch->resync and sends the gap */
+        meta_read(ch); /* meta_cb sees ch->resync and sends the gap */
     }
 }
 
@@ -620,7 +625,7 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
         fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
     }
     if (ch->npending > 0 && ch->rstate == HD_R_SUBSCRIBED)
-        start_pending(ch);      /* members that came while it was in flight */
+        start_pending(ch); /* members that came while it was in flight */
     else if (ch->nmembers == 0)
         flush_add(ch);
 }
@@ -660,7 +665,7 @@ hd_chan_confirmed(const char *key, size_t key_len, bool subscribed)
         }
     } else if (!subscribed && ch->rstate == HD_R_UNSUBSCRIBING) {
         ch->rstate = HD_R_NONE;
-        flush_add(ch);          /* free it, or subscribe again if someone
+        flush_add(ch); /* free it, or subscribe again if someone
                                    came back meanwhile */
     }
 }
@@ -676,7 +681,9 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     int         ns = 0, nu = 0;
     hd_chan_t  *list, *ch, *retry = NULL;
     bool        up = hd_redis_sub_up();
-    (void) loop; (void) w; (void) revents;
+    (void) loop;
+    (void) w;
+    (void) revents;
 
     list = T.flush;
     T.flush = NULL;
@@ -688,10 +695,11 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
         if (ch->nmembers > 0 && ch->rstate == HD_R_NONE) {
             if (!up) {
-                fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+                fail_pending(ch, HD_ERR_UNAVAILABLE,
+                             "redis unavailable, retry");
                 if (ch->nmembers == 0)
                     chan_maybe_free(ch);
-                continue;   /* active members resubscribe on reconnect */
+                continue; /* active members resubscribe on reconnect */
             }
             if (ns == SUB_BATCH) {
                 ch->fnext = retry;
@@ -725,7 +733,8 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
                 subc[i]->rstate = HD_R_SUBSCRIBING;
         else
             for (int i = 0; i < ns; i++)
-                fail_pending(subc[i], HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+                fail_pending(subc[i], HD_ERR_UNAVAILABLE,
+                             "redis unavailable, retry");
     }
     if (nu > 0) {
         if (hd_redis_subscribe(false, nu, unsubv, unsubl) == 0)
@@ -737,7 +746,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
                 chan_maybe_free(unsubc[i]);
             }
     }
-    while (retry != NULL) {     /* over the batch size: next turn */
+    while (retry != NULL) { /* over the batch size: next turn */
         ch = retry;
         retry = ch->fnext;
         flush_add(ch);
@@ -747,7 +756,9 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 static void
 idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
-    (void) loop; (void) w; (void) revents;   /* flush_cb runs before the poll */
+    (void) loop;
+    (void) w;
+    (void) revents; /* flush_cb runs before the poll */
 }
 
 /* The subscriber connection is back: every channel with members is
@@ -774,7 +785,8 @@ hd_chan_redis_down(void)
             next = ch->hnext;
             ch->rstate = HD_R_NONE;
             if (ch->npending > 0 && !ch->meta_inflight)
-                fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+                fail_pending(ch, HD_ERR_UNAVAILABLE,
+                             "redis unavailable, retry");
             if (ch->nmembers > 0 && !ch->resync) {
                 ch->resync = true;
                 ch->resync_from = ch->last_offset;
@@ -812,7 +824,7 @@ hd_chan_init(void)
     grow();
     ev_prepare_init(&T.flush_w, flush_cb);
     ev_prepare_start(hd_w.loop, &T.flush_w);
-    ev_unref(hd_w.loop);        /* bookkeeping: never keeps the loop alive */
+    ev_unref(hd_w.loop); /* bookkeeping: never keeps the loop alive */
     ev_idle_init(&T.idle_w, idle_cb);
 }
 

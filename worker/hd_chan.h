@@ -24,7 +24,7 @@
 struct hd_conn;
 
 enum hd_rstate {
-    HD_R_NONE = 0,        /* not subscribed on Redis, nothing in flight */
+    HD_R_NONE = 0, /* not subscribed on Redis, nothing in flight */
     HD_R_SUBSCRIBING,
     HD_R_SUBSCRIBED,
     HD_R_UNSUBSCRIBING,
@@ -32,7 +32,7 @@ enum hd_rstate {
 
 typedef struct hd_member {
     struct hd_conn *conn;
-    uint32_t        sub_i;     /* index in conn->subs */
+    uint32_t        sub_i; /* index in conn->subs */
 } hd_member_t;
 
 typedef struct hd_buffered {
@@ -41,49 +41,52 @@ typedef struct hd_buffered {
 } hd_buffered_t;
 
 typedef struct hd_chan {
-    struct hd_chan  *hnext;
-    struct hd_chan  *fnext;        /* flush list */
-    uint64_t         hash;
-    char            *key;          /* Redis channel key, NUL-terminated */
-    size_t           key_len;
-    const char      *name;         /* client-visible name, inside key */
-    size_t           name_len;
-    const hd_ns_t   *ns;           /* namespace options (worker's conf) */
+    struct hd_chan *hnext;
+    struct hd_chan *fnext; /* flush list */
+    uint64_t        hash;
+    char           *key; /* Redis channel key, NUL-terminated */
+    size_t          key_len;
+    const char     *name; /* client-visible name, inside key */
+    size_t          name_len;
+    const hd_ns_t  *ns; /* namespace options (worker's conf) */
 
-    hd_member_t     *members;
-    uint32_t         nmembers, members_cap;
-    uint32_t         npending;     /* members waiting for their reply */
+    hd_member_t *members;
+    uint32_t     nmembers, members_cap;
+    uint32_t     npending; /* members waiting for their reply */
 
-    enum hd_rstate   rstate;
-    bool             in_flush;     /* on the flush list */
-    bool             meta_inflight;
-    bool             resync_inflight;
+    enum hd_rstate rstate;
+    bool           in_flush; /* on the flush list */
+    bool           meta_inflight;
+    bool           resync_inflight;
 
-    hd_buffered_t   *buf;          /* pushes kept while npending > 0 or
+    hd_buffered_t *buf; /* pushes kept while npending > 0 or
                                       while resyncing */
-    uint32_t         nbuf, buf_cap;
-    uint64_t         buf_lost_upto; /* last offset dropped from a full buffer */
+    uint32_t       nbuf, buf_cap;
+    uint64_t       buf_lost_upto; /* last offset dropped from a full buffer */
 
-    uint64_t         last_offset;  /* last offset seen from Redis */
-    bool             resync;       /* subscriber connection was lost */
-    uint64_t         resync_from;  /* last_offset when it was lost */
-    char             resync_epoch[HD_EPOCH_MAX + 1]; /* epoch then */
-    uint64_t         first_live;   /* first offset seen after it came back */
-    char             epoch[HD_EPOCH_MAX + 1];
+    uint64_t last_offset; /* last offset seen from Redis */
+    bool     resync;      /* subscriber connection was lost */
+    uint64_t resync_from; /* last_offset when it was lost */
+    char     resync_epoch[HD_EPOCH_MAX + 1]; /* epoch then */
+    uint64_t first_live; /* first offset seen after it came back */
+    char     epoch[HD_EPOCH_MAX + 1];
 } hd_chan_t;
 
-enum hd_sub_state { HD_SUB_PENDING = 0, HD_SUB_ACTIVE = 1 };
+enum hd_sub_state {
+    HD_SUB_PENDING = 0,
+    HD_SUB_ACTIVE = 1
+};
 
 typedef struct hd_sub {
     hd_chan_t *chan;
-    uint32_t   idx;            /* index in chan->members */
+    uint32_t   idx; /* index in chan->members */
     uint8_t    state;
-    bool       recovering;     /* subscribe with recover: its own reply */
+    bool       recovering; /* subscribe with recover: its own reply */
     bool       recover_sent;
-    uint64_t   min_offset;     /* deliver pushes with offset > min_offset;
+    uint64_t   min_offset;    /* deliver pushes with offset > min_offset;
                                   while recovering: the client's offset */
-    int64_t    cmd_id;         /* the subscribe command awaiting its reply */
-    char      *recover_epoch;  /* the client's epoch (heap), while pending */
+    int64_t    cmd_id;        /* the subscribe command awaiting its reply */
+    char      *recover_epoch; /* the client's epoch (heap), while pending */
 } hd_sub_t;
 
 /* Find or create the channel for key (tenant-qualified). name_off is where
@@ -95,8 +98,8 @@ hd_chan_t *hd_chan_find(const char *key, size_t key_len);
 /* Add conn as a PENDING member; returns the index into conn->subs. With
  * recover_epoch set, the member asks to recover what it missed after
  * since (hd_proto_recover() runs it once the channel is live). */
-int  hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id,
-                  uint64_t since, const char *recover_epoch);
+int hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id,
+                 uint64_t since, const char *recover_epoch);
 /* A recovering member got its reply (sent by the caller): make it ACTIVE at
  * offset and deliver what was buffered after it. */
 void hd_chan_activate(struct hd_conn *conn, uint32_t sub_i, uint64_t offset,
@@ -107,8 +110,8 @@ void hd_chan_leave(struct hd_conn *conn, uint32_t sub_i);
 void hd_chan_leave_all(struct hd_conn *conn);
 
 /* Deliver an envelope that arrived from Redis on key. */
-void hd_chan_dispatch(const char *key, size_t key_len,
-                      const char *payload, size_t len);
+void hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
+                      size_t len);
 
 /* Redis glue: the subscriber connection came up / went down. */
 void hd_chan_redis_up(void);

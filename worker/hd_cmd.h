@@ -14,11 +14,11 @@
 #include <jansson.h>
 
 typedef struct hd_cmd {
-    json_t     *root;       /* owned: json_decref() via hd_cmd_free() */
+    json_t     *root; /* owned: json_decref() via hd_cmd_free() */
     int64_t     id;
-    bool        has_id;     /* id parsed (replies carry it) */
-    const char *method;     /* inside root */
-    json_t     *params;     /* inside root; NULL when absent */
+    bool        has_id; /* id parsed (replies carry it) */
+    const char *method; /* inside root */
+    json_t     *params; /* inside root; NULL when absent */
 } hd_cmd_t;
 
 /*

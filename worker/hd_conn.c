@@ -22,7 +22,7 @@ static int
 enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
 {
     if (c->close_code != 0)
-        return 0;               /* closing: nothing more goes out */
+        return 0; /* closing: nothing more goes out */
     if (!force && c->q_bytes + m->len > (size_t) hd_w.conf->outq_bytes)
         return -ENOBUFS;
     if (c->q_len == c->q_cap) {
@@ -107,9 +107,9 @@ hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
     if (fd < 0)
         return;
     if (c->close_ms == 0)
-        c->close_ms = now_ms;   /* a path that set close_code directly */
+        c->close_ms = now_ms; /* a path that set close_code directly */
     if (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq != c->close_outq) {
-        c->close_outq = outq;   /* the peer took something: progress */
+        c->close_outq = outq; /* the peer took something: progress */
         c->close_ms = now_ms;
         return;
     }
@@ -182,17 +182,17 @@ hd_conn_release(hd_conn_t *c)
  * 1006. So a duplicate of the socket is kept open for a moment, reading
  * and dropping what still comes, until the client closes its side.
  */
-#define LINGER_MAX      1024
-#define LINGER_SECONDS  2.0
+#define LINGER_MAX     1024
+#define LINGER_SECONDS 2.0
 
 typedef struct hd_linger {
-    ev_io         io;
-    ev_timer      tm;
+    ev_io             io;
+    ev_timer          tm;
     struct hd_linger *next, *prev;
 } hd_linger_t;
 
 static hd_linger_t *lingering;
-static unsigned  nlingering;
+static unsigned     nlingering;
 
 static void
 linger_end(hd_linger_t *l)
@@ -214,15 +214,17 @@ static void
 linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     char buf[4096];
-    (void) loop; (void) revents;
+    (void) loop;
+    (void) revents;
 
     for (int i = 0; i < 16; i++) {
         ssize_t n = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n > 0)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        if (n < 0
+            && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
-        linger_end((hd_linger_t *) w);        /* EOF or error: done */
+        linger_end((hd_linger_t *) w); /* EOF or error: done */
         return;
     }
 }
@@ -230,7 +232,8 @@ linger_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void
 linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void) loop; (void) revents;
+    (void) loop;
+    (void) revents;
     linger_end((hd_linger_t *) ((char *) w - offsetof(hd_linger_t, tm)));
 }
 
@@ -309,11 +312,15 @@ hd_conn_linger_shutdown(void)
  * close or a ping moves the connection to the ready list at once (taking
  * its pushes along).
  */
-enum { HD_W_IDLE = 0, HD_W_READY, HD_W_DELAYED };
+enum {
+    HD_W_IDLE = 0,
+    HD_W_READY,
+    HD_W_DELAYED
+};
 
 /* at ~5 us a frame, a turn of the loop spends at most ~10 ms writing */
-#define FRAMES_PER_CONN  4
-#define FRAMES_PER_TURN  2048
+#define FRAMES_PER_CONN 4
+#define FRAMES_PER_TURN 2048
 
 typedef struct {
     hd_conn_t *head, *tail;
@@ -321,7 +328,7 @@ typedef struct {
 
 static wlist_t    ready, delayed;
 static ev_prepare write_w;
-static ev_idle    more_w;       /* active while ready outlives a turn */
+static ev_idle    more_w; /* active while ready outlives a turn */
 static ev_timer   delay_w;
 
 static void
@@ -384,7 +391,7 @@ hd_conn_want_push(hd_conn_t *c)
         return;
     }
     if (c->wstate != HD_W_IDLE)
-        return;                 /* already due, as soon or sooner */
+        return; /* already due, as soon or sooner */
     c->wstate = HD_W_DELAYED;
     /* monotonic: a step of the wall clock must not hold pushes */
     c->wdue = hd_mono_ms() + (uint64_t) delay_ms;
@@ -457,7 +464,8 @@ write_frame(hd_conn_t *c)
             if (now == 0)
                 now = hd_wall_ns();
             hd_ctr_inc(HD_C_MSG_DELIVERED);
-            hd_hist_observe(HD_H_DELIVERY, now > m->pub_ns ? now - m->pub_ns : 0);
+            hd_hist_observe(HD_H_DELIVERY,
+                            now > m->pub_ns ? now - m->pub_ns : 0);
         }
         c->q_bytes -= m->len;
         hd_msg_unref(m);
@@ -533,7 +541,8 @@ write_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     unsigned   budget = FRAMES_PER_TURN, n;
     hd_conn_t *c;
-    (void) w; (void) revents;
+    (void) w;
+    (void) revents;
 
     while (budget > 0 && (c = ready.head) != NULL) {
         wlist_remove(&ready, c);
@@ -550,7 +559,9 @@ write_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 static void
 more_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
-    (void) loop; (void) w; (void) revents;  /* write_cb does the work */
+    (void) loop;
+    (void) w;
+    (void) revents; /* write_cb does the work */
 }
 
 void
@@ -558,7 +569,7 @@ hd_conn_io_init(void)
 {
     ev_prepare_init(&write_w, write_cb);
     ev_prepare_start(hd_w.loop, &write_w);
-    ev_unref(hd_w.loop);        /* never keeps the loop alive by itself */
+    ev_unref(hd_w.loop); /* never keeps the loop alive by itself */
     ev_idle_init(&more_w, more_cb);
     ev_init(&delay_w, delay_cb);
 }
@@ -580,7 +591,7 @@ int
 hd_conn_flush(hd_conn_t *c)
 {
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
-        c->close_sent = true;   /* lws sends the frame and closes */
+        c->close_sent = true; /* lws sends the frame and closes */
         linger_prepare(c);
         lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
                          (unsigned char *) c->close_reason,

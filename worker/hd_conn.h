@@ -28,70 +28,69 @@ struct hd_jwt_claims;
 struct hd_op;
 struct hd_http;
 
-
 typedef struct hd_conn {
-    struct lws      *wsi;
-    struct hd_conn  *prev, *next;      /* worker's list of live conns */
-    uint64_t         id;               /* worker-unique */
-    uint64_t         accepted_ns;      /* monotonic, at accept4() */
+    struct lws     *wsi;
+    struct hd_conn *prev, *next; /* worker's list of live conns */
+    uint64_t        id;          /* worker-unique */
+    uint64_t        accepted_ns; /* monotonic, at accept4() */
 
     /* inbound */
-    char            *rx;
-    size_t           rx_len, rx_cap;
+    char  *rx;
+    size_t rx_len, rx_cap;
 
     /* outbound ring */
-    hd_msg_t       **q;
-    uint32_t         q_head, q_len, q_cap;
-    size_t           q_bytes;
+    hd_msg_t **q;
+    uint32_t   q_head, q_len, q_cap;
+    size_t     q_bytes;
 
     /* subscriptions */
-    hd_sub_t        *subs;
-    uint32_t         nsubs, subs_cap;
+    hd_sub_t *subs;
+    uint32_t  nsubs, subs_cap;
 
     /* identity, after "connect" */
-    struct hd_jwt_claims *claims;      /* NULL until connected */
-    bool             connected;
-    bool             anonymous;
-    ev_timer         timer;            /* connect deadline, then token expiry */
+    struct hd_jwt_claims *claims; /* NULL until connected */
+    bool                  connected;
+    bool                  anonymous;
+    ev_timer              timer; /* connect deadline, then token expiry */
 
-    struct hd_op    *ops;              /* Redis commands awaiting replies */
-    struct hd_http  *http;             /* an HTTP API request in progress */
+    struct hd_op   *ops;  /* Redis commands awaiting replies */
+    struct hd_http *http; /* an HTTP API request in progress */
 
     /* command rate limit: token bucket */
-    double           tokens;
-    uint64_t         tokens_ms;
-    uint64_t         over_since_ms;    /* first refusal of the current streak */
-    uint64_t         last_refusal_ms;
+    double   tokens;
+    uint64_t tokens_ms;
+    uint64_t over_since_ms; /* first refusal of the current streak */
+    uint64_t last_refusal_ms;
 
     /* heartbeat */
-    uint64_t         last_rx_ms;
-    uint64_t         ping_sent_ms;     /* 0: no ping outstanding */
-    bool             ping_due;
+    uint64_t last_rx_ms;
+    uint64_t ping_sent_ms; /* 0: no ping outstanding */
+    bool     ping_due;
 
-    uint16_t         close_code;       /* != 0: close requested */
-    uint64_t         close_ms;         /* when (monotonic) */
-    bool             close_sent;       /* the close frame is lws' now */
-    bool             close_forced;     /* socket shut down under lws */
-    int              close_outq;       /* unsent bytes at the last sweep */
-    bool             close_soft;       /* send what is queued first */
-    int              linger_fd;        /* > 0: a dup kept for a lingering close */
-    uint16_t         peer_close_code;  /* from the peer's close frame */
-    bool             established;
-    bool             deflate;          /* permessage-deflate negotiated */
-    uint8_t          wstate;           /* write scheduling, see hd_conn.c */
-    struct hd_conn  *wnext, *wprev;    /* on the ready or the delayed list */
-    uint64_t         wdue;             /* delayed: hd_mono_ms() to flush at */
-    char             close_reason[64];
-    char             peer[48];         /* remote address, text */
+    uint16_t        close_code;      /* != 0: close requested */
+    uint64_t        close_ms;        /* when (monotonic) */
+    bool            close_sent;      /* the close frame is lws' now */
+    bool            close_forced;    /* socket shut down under lws */
+    int             close_outq;      /* unsent bytes at the last sweep */
+    bool            close_soft;      /* send what is queued first */
+    int             linger_fd;       /* > 0: a dup kept for a lingering close */
+    uint16_t        peer_close_code; /* from the peer's close frame */
+    bool            established;
+    bool            deflate;       /* permessage-deflate negotiated */
+    uint8_t         wstate;        /* write scheduling, see hd_conn.c */
+    struct hd_conn *wnext, *wprev; /* on the ready or the delayed list */
+    uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
+    char            close_reason[64];
+    char            peer[48]; /* remote address, text */
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
  * would pass limits.outbound_queue_bytes: the caller closes the connection. */
-int  hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
+int hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
 /* Queue m even past the byte cap (a bounded reply the client asked for). */
 void hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
 /* Queue a copy of a reply string (one reference). */
-int  hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
+int hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
 /* Have what is queued written before the loop next waits (call after
  * enqueueing a reply, or to get a close or ping out). */
 void hd_conn_want_write(hd_conn_t *c);
@@ -112,7 +111,7 @@ void hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason);
  * HD_CLOSE_SEND_MS, with no progress meanwhile: drop the connection
  * without it (lws closes it on its next look at the socket). Called once
  * a second for every closing connection. */
-#define HD_CLOSE_SEND_MS  2000
+#define HD_CLOSE_SEND_MS 2000
 void hd_conn_close_check(hd_conn_t *c, uint64_t now_ms);
 /* At LWS_CALLBACK_CLOSED: start the lingering close prepared when the
  * close frame was queued (see hd_conn.c). */
@@ -125,6 +124,6 @@ void hd_conn_release(hd_conn_t *c);
  * On writable: a due ping, a requested close, or what is queued. Returns 0, or -1 when lws must close
  * the connection (write error or a requested close).
  */
-int  hd_conn_flush(hd_conn_t *c);
+int hd_conn_flush(hd_conn_t *c);
 
 #endif

@@ -13,12 +13,17 @@
 typedef struct hd_msg {
     uint32_t refs;
     uint32_t len;
-    uint64_t pub_ns;     /* publish wall time for delivery latency; 0 = none */
+    uint64_t pub_ns; /* publish wall time for delivery latency; 0 = none */
     char     data[];
 } hd_msg_t;
 
 hd_msg_t *hd_msg_new(const char *data, size_t len);
-static inline hd_msg_t *hd_msg_ref(hd_msg_t *m) { m->refs++; return m; }
-void      hd_msg_unref(hd_msg_t *m);
+static inline hd_msg_t *
+hd_msg_ref(hd_msg_t *m)
+{
+    m->refs++;
+    return m;
+}
+void hd_msg_unref(hd_msg_t *m);
 
 #endif

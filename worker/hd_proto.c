@@ -30,10 +30,10 @@
 #include "hd_worker_int.h"
 
 typedef struct cmd {
-    hd_conn_t  *conn;
-    json_int_t  id;
-    bool        has_id;
-    json_t     *params;        /* borrowed; may be NULL */
+    hd_conn_t *conn;
+    json_int_t id;
+    bool       has_id;
+    json_t    *params; /* borrowed; may be NULL */
 } cmd_t;
 
 typedef void (*method_fn)(cmd_t *cmd);
@@ -98,8 +98,8 @@ reply_error(cmd_t *cmd, int code, const char *fmt, ...)
 static void
 send_result(hd_conn_t *c, int64_t id, json_t *result)
 {
-    json_t *root = json_pack("{s:I, s:o}", "id", (json_int_t) id,
-                             "result", result);
+    json_t *root = json_pack("{s:I, s:o}", "id", (json_int_t) id, "result",
+                             result);
     send_json(c, root);
     json_decref(root);
 }
@@ -114,8 +114,9 @@ void
 hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
                     const char *epoch)
 {
-    send_result(c, id, json_pack("{s:I, s:s}", "offset", (json_int_t) offset,
-                                 "epoch", epoch));
+    send_result(
+        c, id,
+        json_pack("{s:I, s:s}", "offset", (json_int_t) offset, "epoch", epoch));
     hd_conn_want_write(c);
 }
 
@@ -123,13 +124,12 @@ void
 hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
              const char *epoch)
 {
-    char   buf[512];
-    int    n = snprintf(buf, sizeof(buf),
-                        "{\"push\":{\"channel\":\"%.*s\",\"gap\":{\"from\":%llu,"
-                        "\"to\":%llu,\"epoch\":\"%s\"}}}",
-                        (int) ch->name_len, ch->name,
-                        (unsigned long long) from, (unsigned long long) to,
-                        epoch);
+    char buf[512];
+    int  n = snprintf(buf, sizeof(buf),
+                      "{\"push\":{\"channel\":\"%.*s\",\"gap\":{\"from\":%llu,"
+                       "\"to\":%llu,\"epoch\":\"%s\"}}}",
+                      (int) ch->name_len, ch->name, (unsigned long long) from,
+                      (unsigned long long) to, epoch);
     if (n > 0 && (size_t) n < sizeof(buf)) {
         hd_conn_reply(c, buf, (size_t) n);
         hd_conn_want_write(c);
@@ -183,7 +183,8 @@ static void
 conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     hd_conn_t *c = (hd_conn_t *) ((char *) w - offsetof(hd_conn_t, timer));
-    (void) loop; (void) revents;
+    (void) loop;
+    (void) revents;
 
     if (!c->connected) {
         hd_conn_close(c, HD_CLOSE_CONNECT_TIMEOUT,
@@ -259,26 +260,32 @@ resolve_channel(cmd_t *cmd, char *key, size_t *key_len, size_t *name_off,
         return NULL;
     }
     if (!hd_channel_valid(*chan, *chan_len)) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST, "invalid channel name: 1..255 "
+        reply_error(cmd, HD_ERR_BAD_REQUEST,
+                    "invalid channel name: 1..255 "
                     "bytes of [A-Za-z0-9_.:@-]");
         return NULL;
     }
     nslen = hd_channel_namespace(*chan, *chan_len, &has_ns);
     /* ":x" has an (empty) namespace, which no config can name */
-    ns = has_ns && nslen == 0 ? NULL
-                              : hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
+    ns = has_ns && nslen == 0
+        ? NULL
+        : hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
     if (ns == NULL) {
         reply_error(cmd, HD_ERR_FORBIDDEN, "unknown namespace \"%.*s\"",
                     (int) (has_ns ? nslen : 7), has_ns ? *chan : "default");
         return NULL;
     }
     if ((!c->connected || c->anonymous) && !ns->anonymous) {
-        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" does not allow "
-                    "anonymous clients", ns->name);
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "namespace \"%s\" does not allow "
+                    "anonymous clients",
+                    ns->name);
         return NULL;
     }
-    if (c->claims != NULL && !hd_jwt_channel_allowed(c->claims, *chan, *chan_len)) {
-        reply_error(cmd, HD_ERR_FORBIDDEN, "the token does not allow this "
+    if (c->claims != NULL
+        && !hd_jwt_channel_allowed(c->claims, *chan, *chan_len)) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "the token does not allow this "
                     "channel");
         return NULL;
     }
@@ -296,7 +303,8 @@ resolve_channel(cmd_t *cmd, char *key, size_t *key_len, size_t *name_off,
 static void
 m_ping(cmd_t *cmd)
 {
-    send_result(cmd->conn, cmd->id, json_pack("{s:i}", "worker", (int) hd_w.id));
+    send_result(cmd->conn, cmd->id,
+                json_pack("{s:i}", "worker", (int) hd_w.id));
 }
 
 static void
@@ -316,34 +324,38 @@ m_connect(cmd_t *cmd)
     }
     token = param_str(cmd, "token", &tlen);
     if (token == NULL) {
-        if (cmd->params != NULL && json_object_get(cmd->params, "token") != NULL) {
+        if (cmd->params != NULL
+            && json_object_get(cmd->params, "token") != NULL) {
             reply_error(cmd, HD_ERR_BAD_REQUEST, "\"token\" must be a string");
             return;
         }
         if (!conf->auth_allow_anonymous) {
             hd_reject_inc(HD_REJ_AUTH);
             reply_error(cmd, HD_ERR_UNAUTHORIZED, "a token is required");
-            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "token required");
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN,
+                                      "token required");
             return;
         }
         c->anonymous = true;
     } else {
         if (conf->auth_hmac_secret == NULL) {
-            reply_error(cmd, HD_ERR_UNAUTHORIZED, "this server accepts no "
+            reply_error(cmd, HD_ERR_UNAUTHORIZED,
+                        "this server accepts no "
                         "tokens (anonymous only)");
             hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "no tokens");
             return;
         }
-        rc = hd_jwt_verify(token, tlen, conf->auth_hmac_secret,
-                           strlen(conf->auth_hmac_secret),
-                           (int64_t) (hd_wall_ns() / 1000000000ull), 0, &claims);
+        rc = hd_jwt_verify(
+            token, tlen, conf->auth_hmac_secret, strlen(conf->auth_hmac_secret),
+            (int64_t) (hd_wall_ns() / 1000000000ull), 0, &claims);
         if (rc != HD_JWT_OK) {
             hd_reject_inc(HD_REJ_AUTH);
             hd_log_debug("connect rejected from %s: %s", c->peer,
                          hd_jwt_strerror(rc));
             reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
                         hd_jwt_strerror(rc));
-            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "invalid token");
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN,
+                                      "invalid token");
             return;
         }
         c->claims = hd_malloc(sizeof(*c->claims));
@@ -352,9 +364,11 @@ m_connect(cmd_t *cmd)
     if (c->claims != NULL) {
         const char *what = NULL;
         if (hd_admit_connect(lws_get_socket_fd(c->wsi), c->claims->sub,
-                             c->claims->tenant, &what) < 0) {
+                             c->claims->tenant, &what)
+            < 0) {
             reply_error(cmd, HD_ERR_LIMIT, "limit reached: %s", what);
-            hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT, "connection limit");
+            hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT,
+                                      "connection limit");
             hd_jwt_claims_free(c->claims);
             hd_free(c->claims);
             return;
@@ -368,11 +382,11 @@ m_connect(cmd_t *cmd)
         ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
         ev_timer_start(hd_w.loop, &c->timer);
     }
-    snprintf(client, sizeof(client), "%x-%u-%llx", (unsigned) getpid(),
-             hd_w.id, (unsigned long long) c->id);
+    snprintf(client, sizeof(client), "%x-%u-%llx", (unsigned) getpid(), hd_w.id,
+             (unsigned long long) c->id);
     send_result(c, cmd->id,
-                json_pack("{s:s, s:i, s:s, s:i}", "client", client,
-                          "worker", (int) hd_w.id, "version", HD_VERSION,
+                json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
+                          (int) hd_w.id, "version", HD_VERSION,
                           "ping_interval_ms", conf->ping_interval_ms));
 }
 
@@ -389,7 +403,7 @@ find_sub(hd_conn_t *c, const char *key, size_t key_len)
 static void
 m_subscribe(cmd_t *cmd)
 {
-    hd_conn_t  *c = cmd->conn;
+    hd_conn_t     *c = cmd->conn;
     char           key[HD_KEY_MAX];
     size_t         key_len, name_off, chan_len;
     const char    *chan, *epoch = NULL;
@@ -413,8 +427,10 @@ m_subscribe(cmd_t *cmd)
         jep = json_object_get(cmd->params, "epoch");
         if (!json_is_integer(joff) || json_integer_value(joff) < 0
             || !json_is_string(jep)
-            || !hd_epoch_valid(json_string_value(jep), json_string_length(jep))) {
-            reply_error(cmd, HD_ERR_BAD_REQUEST, "recover needs \"offset\" (a "
+            || !hd_epoch_valid(json_string_value(jep),
+                               json_string_length(jep))) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST,
+                        "recover needs \"offset\" (a "
                         "non-negative integer) and \"epoch\" (from an earlier "
                         "subscribe or push)");
             return;
@@ -436,7 +452,8 @@ m_subscribe(cmd_t *cmd)
         return;
     }
     ch = hd_chan_get(key, key_len, name_off, ns);
-    hd_chan_join(ch, c, cmd->id, since, epoch);  /* the reply comes when it is live */
+    hd_chan_join(ch, c, cmd->id, since,
+                 epoch); /* the reply comes when it is live */
 }
 
 static void
@@ -452,7 +469,8 @@ m_unsubscribe(cmd_t *cmd)
         return;
     chan = param_str(cmd, "channel", &chan_len);
     if (chan == NULL || !hd_channel_valid(chan, chan_len)) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a valid "
+        reply_error(cmd, HD_ERR_BAD_REQUEST,
+                    "\"channel\" must be a valid "
                     "channel name");
         return;
     }
@@ -479,8 +497,10 @@ publish_cb(int err, uint64_t offset, const char *epoch, void *arg)
     if (c == NULL)
         return;
     if (err != 0)
-        send_error(c, true, id, err, err == HD_ERR_UNAVAILABLE
-                   ? "redis unavailable, not published" : "publish failed");
+        send_error(c, true, id, err,
+                   err == HD_ERR_UNAVAILABLE
+                       ? "redis unavailable, not published"
+                       : "publish failed");
     else
         send_result(c, id, json_pack("{s:I}", "offset", (json_int_t) offset));
     hd_conn_want_write(c);
@@ -504,8 +524,10 @@ m_publish(cmd_t *cmd)
     if (ns == NULL)
         return;
     if (!ns->publish) {
-        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" does not allow "
-                    "client publishing", ns->name);
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "namespace \"%s\" does not allow "
+                    "client publishing",
+                    ns->name);
         return;
     }
     data = json_object_get(cmd->params, "data");
@@ -519,10 +541,11 @@ m_publish(cmd_t *cmd)
         return;
     }
     op = op_new(c, cmd->id);
-    if (hd_pubsub_publish(ns, key, key_len, text, strlen(text), publish_cb,
-                          op) < 0) {
+    if (hd_pubsub_publish(ns, key, key_len, text, strlen(text), publish_cb, op)
+        < 0) {
         op_done(op);
-        reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, not published");
+        reply_error(cmd, HD_ERR_UNAVAILABLE,
+                    "redis unavailable, not published");
     }
     free(text);
 }
@@ -587,7 +610,7 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
     hd_strbuf_t b = HD_STRBUF_INIT;
 
     if (c == NULL || (i = find_pending(c, id)) < 0)
-        return;                 /* closed, or unsubscribed meanwhile */
+        return; /* closed, or unsubscribed meanwhile */
     s = &c->subs[i];
     if (err != 0) {
         send_error(c, true, id, err, "redis unavailable, retry");
@@ -595,9 +618,10 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
         hd_conn_want_write(c);
         return;
     }
-    hd_strbuf_printf(&b, "{\"id\":%lld,\"result\":{\"recovered\":%s,"
-                     "\"offset\":%llu,\"epoch\":\"%s\"", (long long) id,
-                     r->status == 1 ? "true" : "false",
+    hd_strbuf_printf(&b,
+                     "{\"id\":%lld,\"result\":{\"recovered\":%s,"
+                     "\"offset\":%llu,\"epoch\":\"%s\"",
+                     (long long) id, r->status == 1 ? "true" : "false",
                      (unsigned long long) r->offset, r->epoch);
     if (r->status == 1) {
         hd_strbuf_putc(&b, ',');
@@ -618,7 +642,8 @@ hd_proto_recover(hd_conn_t *c, uint32_t sub_i)
 
     if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, s->min_offset,
                           s->recover_epoch, (unsigned) hd_w.conf->recovery_max,
-                          recover_cb, op) < 0) {
+                          recover_cb, op)
+        < 0) {
         op_done(op);
         return -1;
     }
@@ -638,12 +663,15 @@ history_cb(int err, const hd_hist_reply_t *r, void *arg)
     if (err != 0) {
         send_error(c, true, id, err, "redis unavailable, retry");
     } else if (r->status == -1) {
-        send_error(c, true, id, HD_ERR_GONE, "the channel's epoch changed: "
+        send_error(c, true, id, HD_ERR_GONE,
+                   "the channel's epoch changed: "
                    "that history is gone");
     } else {
-        hd_strbuf_printf(&b, "{\"id\":%lld,\"result\":{\"offset\":%llu,"
-                         "\"epoch\":\"%s\",", (long long) id,
-                         (unsigned long long) r->offset, r->epoch);
+        hd_strbuf_printf(&b,
+                         "{\"id\":%lld,\"result\":{\"offset\":%llu,"
+                         "\"epoch\":\"%s\",",
+                         (long long) id, (unsigned long long) r->offset,
+                         r->epoch);
         put_publications(&b, r, 0, r->offset);
         hd_strbuf_puts(&b, "}}");
         reply_buf(c, &b);
@@ -676,10 +704,13 @@ m_history(cmd_t *cmd)
     }
     jl = json_object_get(cmd->params, "limit");
     limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
-                       : json_is_integer(jl) ? json_integer_value(jl) : -1;
+        : json_is_integer(jl) ? json_integer_value(jl)
+                              : -1;
     if (limit < 1 || limit > ns->history_size) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"limit\" must be an integer "
-                    "from 1 to %d", ns->history_size);
+        reply_error(cmd, HD_ERR_BAD_REQUEST,
+                    "\"limit\" must be an integer "
+                    "from 1 to %d",
+                    ns->history_size);
         return;
     }
     js = json_object_get(cmd->params, "since");
@@ -688,8 +719,10 @@ m_history(cmd_t *cmd)
         jep = json_object_get(js, "epoch");
         if (!json_is_object(js) || !json_is_integer(joff)
             || json_integer_value(joff) < 0 || !json_is_string(jep)
-            || !hd_epoch_valid(json_string_value(jep), json_string_length(jep))) {
-            reply_error(cmd, HD_ERR_BAD_REQUEST, "\"since\" must be "
+            || !hd_epoch_valid(json_string_value(jep),
+                               json_string_length(jep))) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST,
+                        "\"since\" must be "
                         "{\"offset\": N, \"epoch\": \"...\"}");
             return;
         }
@@ -698,7 +731,8 @@ m_history(cmd_t *cmd)
     }
     op = op_new(cmd->conn, cmd->id);
     if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
-                          history_cb, op) < 0) {
+                          history_cb, op)
+        < 0) {
         op_done(op);
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
     }
@@ -708,12 +742,9 @@ static const struct {
     const char *name;
     method_fn   fn;
 } methods[] = {
-    { "ping", m_ping },
-    { "connect", m_connect },
-    { "subscribe", m_subscribe },
-    { "unsubscribe", m_unsubscribe },
-    { "publish", m_publish },
-    { "history", m_history },
+    { "ping", m_ping },           { "connect", m_connect },
+    { "subscribe", m_subscribe }, { "unsubscribe", m_unsubscribe },
+    { "publish", m_publish },     { "history", m_history },
 };
 
 /*
@@ -742,7 +773,7 @@ rate_ok(hd_conn_t *c)
         c->tokens = conf->cmd_burst;
     c->tokens_ms = now;
     if (c->over_since_ms != 0 && now - c->last_refusal_ms > 1000)
-        c->over_since_ms = 0;               /* the streak is over */
+        c->over_since_ms = 0; /* the streak is over */
     if (c->tokens >= 1.0) {
         c->tokens -= 1.0;
         return true;
@@ -761,12 +792,12 @@ rate_ok(hd_conn_t *c)
 static int
 handle_line(const char *line, size_t len, void *arg)
 {
-    hd_conn_t  *c = arg;
-    hd_cmd_t    pc;
-    cmd_t       cmd = { .conn = c };
-    char        err[256];
-    int         rc;
-    size_t      i;
+    hd_conn_t *c = arg;
+    hd_cmd_t   pc;
+    cmd_t      cmd = { .conn = c };
+    char       err[256];
+    int        rc;
+    size_t     i;
 
     hd_ctr_inc(HD_C_MSG_RECEIVED);
     rc = hd_cmd_parse(line, len, &pc, err, sizeof(err));
@@ -775,9 +806,10 @@ handle_line(const char *line, size_t len, void *arg)
     cmd.params = pc.params;
     if (!rate_ok(c)) {
         if (c->close_code == 0)
-            reply_error(&cmd, HD_ERR_LIMIT, "rate limit: at most %d commands "
-                        "per second (burst %d)", hd_w.conf->cmd_rate,
-                        hd_w.conf->cmd_burst);
+            reply_error(&cmd, HD_ERR_LIMIT,
+                        "rate limit: at most %d commands "
+                        "per second (burst %d)",
+                        hd_w.conf->cmd_rate, hd_w.conf->cmd_burst);
         goto done;
     }
     if (rc != 0) {

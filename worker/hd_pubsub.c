@@ -30,20 +30,20 @@
  * Common ARGV prefix of every script: [1] a fresh epoch to use if a new one
  * is needed, [2] the TTL for the meta (s), [3] history size (0 = none).
  */
-#define META_LUA \
-    "local hs = tonumber(ARGV[3])\n" \
-    "local e = redis.call('HGET', KEYS[1], 'e')\n" \
-    "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n" \
-    "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) then\n" \
-    "  e = ARGV[1]\n" \
-    "  o = 0\n" \
-    "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n" \
+#define META_LUA                                                               \
+    "local hs = tonumber(ARGV[3])\n"                                           \
+    "local e = redis.call('HGET', KEYS[1], 'e')\n"                             \
+    "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n"              \
+    "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) " \
+    "then\n"                                                                   \
+    "  e = ARGV[1]\n"                                                          \
+    "  o = 0\n"                                                                \
+    "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
  * ttl (s). Returns {offset, epoch}. */
-static const char PUBLISH_LUA[] =
-    META_LUA
+static const char PUBLISH_LUA[] = META_LUA
     "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
     "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
     "if hs > 0 then\n"
@@ -55,8 +55,7 @@ static const char PUBLISH_LUA[] =
     "return {o, e}\n";
 
 /* Returns {offset, epoch}; creates the meta (offset 0) when absent. */
-static const char GETMETA_LUA[] =
-    META_LUA
+static const char GETMETA_LUA[] = META_LUA
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "return {o, e}\n";
 
@@ -66,8 +65,7 @@ static const char GETMETA_LUA[] =
  * publication after since is still in history, else {offset, epoch, 0}:
  * never a partial answer.
  */
-static const char RECOVER_LUA[] =
-    META_LUA
+static const char RECOVER_LUA[] = META_LUA
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "local since = tonumber(ARGV[4])\n"
     "if e ~= ARGV[5] or since > o then return {o, e, 0} end\n"
@@ -84,8 +82,7 @@ static const char RECOVER_LUA[] =
  * since epoch. Returns {offset, epoch, 1, {envelopes}} or {offset, epoch,
  * -1} when since's epoch is not the current one.
  */
-static const char HISTORY_LUA[] =
-    META_LUA
+static const char HISTORY_LUA[] = META_LUA
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "local limit = tonumber(ARGV[4])\n"
     "local out = {}\n"
@@ -95,7 +92,8 @@ static const char HISTORY_LUA[] =
     "  for i = #r, 1, -1 do out[#out + 1] = r[i][2][2] end\n"
     "else\n"
     "  if e ~= ARGV[6] then return {o, e, -1} end\n"
-    "  local r = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[5]) + 1) .. '-0', '+', 'COUNT', limit)\n"
+    "  local r = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[5]) + 1) .. "
+    "'-0', '+', 'COUNT', limit)\n"
     "  for i, ent in ipairs(r) do out[i] = ent[2][2] end\n"
     "end\n"
     "return {o, e, 1, out}\n";
@@ -105,21 +103,22 @@ typedef struct script {
     char        sha[41];
 } script_t;
 
-static script_t s_publish = { PUBLISH_LUA, "" };
-static script_t s_meta = { GETMETA_LUA, "" };
-static script_t s_recover = { RECOVER_LUA, "" };
-static script_t s_history = { HISTORY_LUA, "" };
-static script_t *const s_all[] = { &s_publish, &s_meta, &s_recover, &s_history };
+static script_t        s_publish = { PUBLISH_LUA, "" };
+static script_t        s_meta = { GETMETA_LUA, "" };
+static script_t        s_recover = { RECOVER_LUA, "" };
+static script_t        s_history = { HISTORY_LUA, "" };
+static script_t *const s_all[] = { &s_publish, &s_meta, &s_recover,
+                                   &s_history };
 
 typedef struct call {
     script_t   *script;
-    hd_pub_cb  *cb;             /* publish, meta */
-    hd_hist_cb *hcb;            /* recover, history */
+    hd_pub_cb  *cb;  /* publish, meta */
+    hd_hist_cb *hcb; /* recover, history */
     void       *arg;
     int         argc;
     char      **argv;
     size_t     *lens;
-    bool        retried;        /* EVAL after NOSCRIPT */
+    bool        retried; /* EVAL after NOSCRIPT */
     bool        publish;
 } call_t;
 
@@ -142,7 +141,8 @@ hd_pubsub_init(void)
 static void
 load_cb(redisReply *r, const char *err, void *arg)
 {
-    (void) err; (void) arg;
+    (void) err;
+    (void) arg;
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         hd_log_error("redis SCRIPT LOAD failed: %s", r->str);
 }
@@ -163,11 +163,11 @@ hd_pubsub_cmd_up(void)
 }
 
 size_t
-hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len,
-              char *buf, size_t cap, size_t *name_off)
+hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len, char *buf,
+              size_t cap, size_t *name_off)
 {
     size_t tl = tenant ? strlen(tenant) : 0;
-    size_t n = 7 + tl + 1 + chan_len;       /* "herald|" T "|" C */
+    size_t n = 7 + tl + 1 + chan_len; /* "herald|" T "|" C */
 
     if (n + 1 > cap)
         return 0;
@@ -269,16 +269,20 @@ script_cb(redisReply *r, const char *err, void *arg)
         fail(c, HD_ERR_UNAVAILABLE);
     } else if (r->type == REDIS_REPLY_ERROR) {
         hd_log_error("redis script failed: %s", r->str);
-        fail(c, strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0
-                || strncmp(r->str, "READONLY", 8) == 0
-                || strncmp(r->str, "OOM", 3) == 0
-                ? HD_ERR_UNAVAILABLE : HD_ERR_INTERNAL);
+        fail(c,
+             strncmp(r->str, "LOADING", 7) == 0
+                     || strncmp(r->str, "BUSY", 4) == 0
+                     || strncmp(r->str, "READONLY", 8) == 0
+                     || strncmp(r->str, "OOM", 3) == 0
+                 ? HD_ERR_UNAVAILABLE
+                 : HD_ERR_INTERNAL);
     } else if (c->hcb != NULL) {
-        size_t           n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
-                             ? r->element[3]->elements : 0;
-        const char     **envs = hd_calloc(n + 1, sizeof(*envs));
-        size_t          *lens = hd_calloc(n + 1, sizeof(*lens));
-        hd_hist_reply_t  h;
+        size_t          n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
+                     ? r->element[3]->elements
+                     : 0;
+        const char    **envs = hd_calloc(n + 1, sizeof(*envs));
+        size_t         *lens = hd_calloc(n + 1, sizeof(*lens));
+        hd_hist_reply_t h;
         if (parse_hist(r, &h, envs, lens, n) < 0) {
             hd_log_error("redis script returned an unexpected reply");
             fail(c, HD_ERR_INTERNAL);
@@ -311,7 +315,8 @@ call_send(call_t *c)
     c->argv[1] = hd_strdup(c->retried ? c->script->body : c->script->sha);
     c->lens[0] = strlen(c->argv[0]);
     c->lens[1] = strlen(c->argv[1]);
-    return hd_redis_cmd(script_cb, c, c->argc, (const char **) c->argv, c->lens);
+    return hd_redis_cmd(script_cb, c, c->argc, (const char **) c->argv,
+                        c->lens);
 }
 
 /* argv: the script's KEYS then ARGV (nkeys of them keys), copied. */
@@ -357,22 +362,29 @@ static int
 common(common_args_t *ca, const hd_ns_t *ns, const char *key, size_t key_len,
        const char **args, size_t *lens)
 {
-    int n1 = snprintf(ca->mk, sizeof(ca->mk), "{%.*s}:meta", (int) key_len, key);
-    int n2 = snprintf(ca->sk, sizeof(ca->sk), "{%.*s}:hist", (int) key_len, key);
+    int n1 = snprintf(ca->mk, sizeof(ca->mk), "{%.*s}:meta", (int) key_len,
+                      key);
+    int n2 = snprintf(ca->sk, sizeof(ca->sk), "{%.*s}:hist", (int) key_len,
+                      key);
     int hs = ns != NULL ? ns->history_size : 0;
 
     if (n1 < 0 || (size_t) n1 >= sizeof(ca->mk) || n2 < 0
         || (size_t) n2 >= sizeof(ca->sk))
         return -1;
     random_epoch(ca->epoch);
-    snprintf(ca->ttl, sizeof(ca->ttl), "%d", hs > 0 ? ns->history_ttl_s
-                                                    : hd_w.conf->channel_meta_ttl_s);
+    snprintf(ca->ttl, sizeof(ca->ttl), "%d",
+             hs > 0 ? ns->history_ttl_s : hd_w.conf->channel_meta_ttl_s);
     snprintf(ca->hs, sizeof(ca->hs), "%d", hs);
-    args[0] = ca->mk;    lens[0] = (size_t) n1;
-    args[1] = ca->sk;    lens[1] = (size_t) n2;
-    args[2] = ca->epoch; lens[2] = 16;
-    args[3] = ca->ttl;   lens[3] = strlen(ca->ttl);
-    args[4] = ca->hs;    lens[4] = strlen(ca->hs);
+    args[0] = ca->mk;
+    lens[0] = (size_t) n1;
+    args[1] = ca->sk;
+    lens[1] = (size_t) n2;
+    args[2] = ca->epoch;
+    lens[2] = 16;
+    args[3] = ca->ttl;
+    lens[3] = strlen(ca->ttl);
+    args[4] = ca->hs;
+    lens[4] = strlen(ca->hs);
     return 0;
 }
 
@@ -387,12 +399,17 @@ hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
 
     if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
         return -1;
-    snprintf(now, sizeof(now), "%llu", (unsigned long long) (hd_wall_ns() / 1000));
+    snprintf(now, sizeof(now), "%llu",
+             (unsigned long long) (hd_wall_ns() / 1000));
     snprintf(httl, sizeof(httl), "%d", ns != NULL ? ns->history_ttl_s : 0);
-    args[5] = key;  lens[5] = key_len;
-    args[6] = data; lens[6] = data_len;
-    args[7] = now;  lens[7] = strlen(now);
-    args[8] = httl; lens[8] = strlen(httl);
+    args[5] = key;
+    lens[5] = key_len;
+    args[6] = data;
+    lens[6] = data_len;
+    args[7] = now;
+    lens[7] = strlen(now);
+    args[8] = httl;
+    lens[8] = strlen(httl);
     return run_script(&s_publish, true, 9, args, lens, 2, cb, NULL, arg);
 }
 
@@ -423,9 +440,12 @@ hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
         return -1;
     snprintf(s1, sizeof(s1), "%llu", (unsigned long long) since);
     snprintf(s3, sizeof(s3), "%u", cap);
-    args[5] = s1;          lens[5] = strlen(s1);
-    args[6] = since_epoch; lens[6] = strlen(since_epoch);
-    args[7] = s3;          lens[7] = strlen(s3);
+    args[5] = s1;
+    lens[5] = strlen(s1);
+    args[6] = since_epoch;
+    lens[6] = strlen(since_epoch);
+    args[7] = s3;
+    lens[7] = strlen(s3);
     return run_script(&s_recover, false, 8, args, lens, 2, NULL, cb, arg);
 }
 
@@ -443,8 +463,10 @@ hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
         return -1;
     snprintf(s1, sizeof(s1), "%u", limit);
     snprintf(s2, sizeof(s2), "%lld", (long long) since);
-    args[5] = s1;      lens[5] = strlen(s1);
-    args[6] = s2;      lens[6] = strlen(s2);
+    args[5] = s1;
+    lens[5] = strlen(s1);
+    args[6] = s2;
+    lens[6] = strlen(s2);
     args[7] = since_epoch ? since_epoch : "";
     lens[7] = strlen(args[7]);
     return run_script(&s_history, false, 8, args, lens, 2, NULL, cb, arg);

@@ -33,8 +33,8 @@ size_t hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len,
 /* Publish data (JSON text) on key. Returns 0 (cb runs once) or -1 when
  * Redis is unavailable (cb does not run). */
 int hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
-                      const char *data, size_t data_len,
-                      hd_pub_cb *cb, void *arg);
+                      const char *data, size_t data_len, hd_pub_cb *cb,
+                      void *arg);
 
 /* Read (creating when absent) a channel's current offset and epoch. */
 int hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
@@ -45,7 +45,7 @@ int hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
 typedef struct hd_hist_reply {
     uint64_t      offset;
     const char   *epoch;
-    int           status;   /* 1: ok; 0: cannot recover; -1: epoch mismatch */
+    int           status; /* 1: ok; 0: cannot recover; -1: epoch mismatch */
     size_t        n;
     const char  **env;
     const size_t *env_len;

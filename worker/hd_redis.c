@@ -14,24 +14,29 @@
 #include "hd_time.h"
 #include "hd_worker_int.h"
 
-#define WATCHDOG_S      0.1
-#define DEADLINES_MAX   65536   /* in-flight commands tracked for timeouts */
+#define WATCHDOG_S    0.1
+#define DEADLINES_MAX 65536 /* in-flight commands tracked for timeouts */
 
-enum rc_state { RC_DOWN = 0, RC_CONNECTING, RC_AUTH, RC_UP };
+enum rc_state {
+    RC_DOWN = 0,
+    RC_CONNECTING,
+    RC_AUTH,
+    RC_UP
+};
 
 typedef struct rconn {
-    const char         *name;
-    bool                is_sub;
-    redisAsyncContext  *ac;
-    enum rc_state       st;
-    ev_timer            retry_w;
-    uint64_t            backoff_ms;
-    uint64_t            connect_deadline_ms;
-    bool                warned;         /* failure logged since last up */
-    bool                ever_up;
+    const char        *name;
+    bool               is_sub;
+    redisAsyncContext *ac;
+    enum rc_state      st;
+    ev_timer           retry_w;
+    uint64_t           backoff_ms;
+    uint64_t           connect_deadline_ms;
+    bool               warned; /* failure logged since last up */
+    bool               ever_up;
     /* FIFO of deadlines of in-flight commands (replies come in order) */
-    uint64_t           *dl;
-    uint32_t            dl_head, dl_len;
+    uint64_t *dl;
+    uint32_t  dl_head, dl_len;
 } rconn_t;
 
 typedef struct pending {
@@ -46,8 +51,8 @@ static struct {
     ev_timer         watchdog_w;
     char            *hb_chan;
     size_t           hb_len;
-    uint64_t         hb_sent_ms;     /* last heartbeat published */
-    uint64_t         hb_seen_ms;     /* last heartbeat received on sub */
+    uint64_t         hb_sent_ms; /* last heartbeat published */
+    uint64_t         hb_seen_ms; /* last heartbeat received on sub */
     bool             hb_outstanding;
     bool             started;
 } R;
@@ -115,7 +120,7 @@ rc_kill(rconn_t *rc, const char *why)
 
     if (ac == NULL)
         return;
-    went_down(rc, why);       /* rc->ac = NULL first: late callbacks are stale */
+    went_down(rc, why); /* rc->ac = NULL first: late callbacks are stale */
     ac->data = NULL;
     redisAsyncFree(ac);
 }
@@ -206,7 +211,7 @@ disconnect_cb(const redisAsyncContext *cac, int status)
     (void) status;
 
     if (rc == NULL || rc->ac != ac)
-        return;             /* we killed it ourselves */
+        return; /* we killed it ourselves */
     went_down(rc, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
@@ -232,9 +237,11 @@ sub_msg_cb(redisAsyncContext *ac, void *r, void *priv)
         }
         if (R.hooks.message != NULL)
             R.hooks.message(ch->str, ch->len, payload->str, payload->len);
-    } else if (strcmp(kind, "subscribe") == 0 || strcmp(kind, "unsubscribe") == 0) {
+    } else if (strcmp(kind, "subscribe") == 0
+               || strcmp(kind, "unsubscribe") == 0) {
         if (R.hooks.subscribed != NULL
-            && !(ch->len == R.hb_len && memcmp(ch->str, R.hb_chan, R.hb_len) == 0))
+            && !(ch->len == R.hb_len
+                 && memcmp(ch->str, R.hb_chan, R.hb_len) == 0))
             R.hooks.subscribed(ch->str, ch->len, kind[0] == 's');
     }
 }
@@ -246,8 +253,8 @@ rc_connect(rconn_t *rc)
     redisAsyncContext *ac;
 
     ac = c->redis_unix_path != NULL
-         ? redisAsyncConnectUnix(c->redis_unix_path)
-         : redisAsyncConnect(c->redis_host, c->redis_port);
+        ? redisAsyncConnectUnix(c->redis_unix_path)
+        : redisAsyncConnect(c->redis_host, c->redis_port);
     if (ac == NULL || ac->err) {
         hd_log_debug("redis %s: connect failed at once: %s", rc->name,
                      ac ? ac->errstr : "out of memory");
@@ -260,7 +267,8 @@ rc_connect(rconn_t *rc)
     ac->data = rc;
     rc->ac = ac;
     rc->st = RC_CONNECTING;
-    rc->connect_deadline_ms = hd_mono_ms() + (uint64_t) c->redis_connect_timeout_ms;
+    rc->connect_deadline_ms = hd_mono_ms()
+        + (uint64_t) c->redis_connect_timeout_ms;
     redisLibevAttach(hd_w.loop, ac);
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
@@ -270,7 +278,8 @@ static void
 retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     rconn_t *rc = w->data;
-    (void) loop; (void) revents;
+    (void) loop;
+    (void) revents;
     if (rc->ac == NULL && R.started)
         rc_connect(rc);
 }
@@ -278,7 +287,9 @@ retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 hb_cb(redisReply *reply, const char *err, void *arg)
 {
-    (void) reply; (void) err; (void) arg;
+    (void) reply;
+    (void) err;
+    (void) arg;
 }
 
 /* Connect timeouts, command timeouts, the subscriber heartbeat. */
@@ -288,7 +299,9 @@ watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
     const hd_conf_t *c = hd_w.conf;
     uint64_t         now = hd_mono_ms();
     rconn_t         *rcs[2] = { &R.cmd, &R.sub };
-    (void) loop; (void) w; (void) revents;
+    (void) loop;
+    (void) w;
+    (void) revents;
 
     for (int i = 0; i < 2; i++) {
         rconn_t *rc = rcs[i];
@@ -296,18 +309,19 @@ watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
             && now > rc->connect_deadline_ms)
             rc_kill(rc, "connect timeout");
     }
-    if (R.cmd.st == RC_UP && R.cmd.dl_len > 0
-        && now > R.cmd.dl[R.cmd.dl_head])
+    if (R.cmd.st == RC_UP && R.cmd.dl_len > 0 && now > R.cmd.dl[R.cmd.dl_head])
         rc_kill(&R.cmd, "command timeout");
 
     /* heartbeat: needs both up; a lost one means a wedged subscriber */
     if (R.sub.st == RC_UP && R.cmd.st == RC_UP) {
         uint64_t period = (uint64_t) c->redis_heartbeat_ms;
         uint64_t limit = 3 * period < (uint64_t) c->redis_command_timeout_ms
-                         ? 3 * period : (uint64_t) c->redis_command_timeout_ms;
+            ? 3 * period
+            : (uint64_t) c->redis_command_timeout_ms;
         if (R.hb_outstanding && now - R.hb_sent_ms > limit) {
-            rc_kill(&R.sub, "heartbeat not received (subscriber wedged or "
-                            "killed by the server)");
+            rc_kill(&R.sub,
+                    "heartbeat not received (subscriber wedged or "
+                    "killed by the server)");
         } else if (!R.hb_outstanding && now - R.hb_sent_ms >= period) {
             const char *argv[3] = { "PUBLISH", R.hb_chan, "hb" };
             size_t      lens[3] = { 7, R.hb_len, 2 };
@@ -353,8 +367,8 @@ hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
         free(p);
         return -1;
     }
-    rc->dl[(rc->dl_head + rc->dl_len) % DEADLINES_MAX] =
-        hd_mono_ms() + (uint64_t) hd_w.conf->redis_command_timeout_ms;
+    rc->dl[(rc->dl_head + rc->dl_len) % DEADLINES_MAX] = hd_mono_ms()
+        + (uint64_t) hd_w.conf->redis_command_timeout_ms;
     rc->dl_len++;
     return 0;
 }
@@ -382,8 +396,16 @@ hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens)
     return rc == REDIS_OK ? 0 : -1;
 }
 
-bool hd_redis_cmd_up(void) { return R.cmd.st == RC_UP; }
-bool hd_redis_sub_up(void) { return R.sub.st == RC_UP; }
+bool
+hd_redis_cmd_up(void)
+{
+    return R.cmd.st == RC_UP;
+}
+bool
+hd_redis_sub_up(void)
+{
+    return R.sub.st == RC_UP;
+}
 
 int
 hd_redis_start(const hd_redis_hooks_t *hooks)

@@ -30,8 +30,8 @@ typedef struct hd_redis_hooks {
     /* sub connection lost: messages may have been missed from now on */
     void (*sub_down)(void);
     /* a message on a subscribed channel */
-    void (*message)(const char *chan, size_t chan_len,
-                    const char *data, size_t data_len);
+    void (*message)(const char *chan, size_t chan_len, const char *data,
+                    size_t data_len);
     /* a SUBSCRIBE / UNSUBSCRIBE confirmation */
     void (*subscribed)(const char *chan, size_t chan_len, bool sub);
     /* cmd connection became usable */
@@ -46,10 +46,10 @@ bool hd_redis_sub_up(void);
 
 /* Send a command on "cmd". Returns 0 (cb will run exactly once) or -1 when
  * the connection is down (cb does not run). */
-int  hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
-                  const size_t *lens);
+int hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
+                 const size_t *lens);
 
 /* (Un)subscribe channels on "sub" in one command. 0 or -1 (down). */
-int  hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens);
+int hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens);
 
 #endif

@@ -29,24 +29,24 @@
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
 
-#define ACCEPT_BATCH     64
-#define DRAIN_TICK_S     0.02
+#define ACCEPT_BATCH 64
+#define DRAIN_TICK_S 0.02
 
 hd_worker_t hd_w;
 
 /* Drain state beyond hd_w's: see HD_DRAIN_KEEP_ACCEPTING in hd_ctl.h. */
 static struct {
     bool     keep_accepting;
-    uint64_t grace_ms;          /* exit only after this long without an accept */
-    uint64_t last_accept_ms;    /* last accept while draining */
-    bool     exit_now;          /* HD_CTL_EXIT, SIGQUIT: leave at once */
+    uint64_t grace_ms;       /* exit only after this long without an accept */
+    uint64_t last_accept_ms; /* last accept while draining */
+    bool     exit_now;       /* HD_CTL_EXIT, SIGQUIT: leave at once */
 } D;
 
 /* lws writes its own log lines; route them through ours */
 static void
 worker_cmd_up(void)
 {
-    hd_pubsub_cmd_up();         /* scripts first: they are pipelined ahead */
+    hd_pubsub_cmd_up(); /* scripts first: they are pipelined ahead */
     hd_chan_cmd_up();
 }
 
@@ -56,7 +56,7 @@ lws_log_bridge(int level, const char *line)
     enum hd_log_level l = HD_LOG_DEBUG;
 
     if (level & LLL_ERR)
-        l = HD_LOG_WARN;        /* lws "errors" are mostly peers misbehaving */
+        l = HD_LOG_WARN; /* lws "errors" are mostly peers misbehaving */
     else if (level & LLL_WARN)
         l = HD_LOG_INFO;
     hd_log_write_raw(l, "lws", line);
@@ -72,7 +72,9 @@ send_ctl(uint32_t type)
 static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void) loop; (void) w; (void) revents;
+    (void) loop;
+    (void) w;
+    (void) revents;
 
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
@@ -100,10 +102,10 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         if (hd_admit_accept(fd, (struct sockaddr *) &ss) < 0)
-            continue;                   /* over a limit: 503 sent, closed */
+            continue; /* over a limit: 503 sent, closed */
         hd_ctr_inc(HD_C_CONN_ACCEPTED);
         if (hd_w.draining)
-            D.last_accept_ms = hd_mono_ms();   /* keeps a draining worker on */
+            D.last_accept_ms = hd_mono_ms(); /* keeps a draining worker on */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (fd < hd_w.accept_ns_cap)
             hd_w.accept_ns[fd] = hd_mono_ns();
@@ -147,8 +149,8 @@ drain_done(uint64_t now)
         return false;
     if (!D.keep_accepting)
         return true;
-    quiet_since = D.last_accept_ms > hd_w.drain_start_ms
-                  ? D.last_accept_ms : hd_w.drain_start_ms;
+    quiet_since = D.last_accept_ms > hd_w.drain_start_ms ? D.last_accept_ms
+                                                         : hd_w.drain_start_ms;
     return now - quiet_since >= D.grace_ms;
 }
 
@@ -167,7 +169,8 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     uint64_t now = hd_mono_ms(), elapsed = now - hd_w.drain_start_ms;
     uint64_t spread = hd_w.drain_window_ms / 2, target, closing = 0;
-    (void) w; (void) revents;
+    (void) w;
+    (void) revents;
 
     if (drain_done(now)) {
         if (hd_w.nconns > 0)
@@ -177,8 +180,8 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     target = spread == 0 || elapsed >= spread
-             ? hd_w.drain_total
-             : hd_w.drain_total * elapsed / spread + 1;
+        ? hd_w.drain_total
+        : hd_w.drain_total * elapsed / spread + 1;
 
     for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
         if (c->close_code != 0) {
@@ -189,7 +192,8 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
             break;
         hd_conn_close(c, hd_w.drain_code,
                       hd_w.drain_code == HD_CLOSE_GOING_AWAY
-                      ? "server shutting down" : "server restarting");
+                          ? "server shutting down"
+                          : "server restarting");
         closing++;
     }
 }
@@ -246,7 +250,8 @@ ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     hd_ctl_msg_t m;
     ssize_t      n;
-    (void) w; (void) revents;
+    (void) w;
+    (void) revents;
 
     for (;;) {
         n = recv(hd_w.ctl_fd, &m, sizeof(m), MSG_DONTWAIT);
@@ -302,7 +307,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         (void) hd_log_reopen();
         break;
     default:
-        break;                  /* SIGHUP: the master reloads, not us */
+        break; /* SIGHUP: the master reloads, not us */
     }
 }
 
@@ -316,8 +321,7 @@ create_lws(void)
     lws_set_log_level(levels, lws_log_bridge);
 
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_LIBEV
-                 | LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.options = LWS_SERVER_OPTION_LIBEV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = hd_ws_protocols;
     info.foreign_loops = loops;
@@ -362,7 +366,8 @@ create_lws(void)
 static void
 stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void) w; (void) revents;
+    (void) w;
+    (void) revents;
     ev_break(loop, EVBREAK_ALL);
 }
 

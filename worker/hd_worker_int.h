@@ -16,45 +16,45 @@ struct lws_context;
 struct lws_vhost;
 
 typedef struct hd_worker {
-    unsigned             id;
-    int                  shm_idx;
-    uint32_t             generation;
-    const hd_conf_t     *conf;
-    hd_shm_t            *shm;
-    hd_shm_slot_t       *slot;
-    struct hd_limits    *limits;      /* NULL: connection limits off */
-    struct hd_lease     *lease;
+    unsigned          id;
+    int               shm_idx;
+    uint32_t          generation;
+    const hd_conf_t  *conf;
+    hd_shm_t         *shm;
+    hd_shm_slot_t    *slot;
+    struct hd_limits *limits; /* NULL: connection limits off */
+    struct hd_lease  *lease;
 
-    struct ev_loop      *loop;
-    struct lws_context  *lws;
-    struct lws_vhost    *vhost;
+    struct ev_loop     *loop;
+    struct lws_context *lws;
+    struct lws_vhost   *vhost;
 
-    int                  listen_fd;
-    int                  ctl_fd;
-    ev_io                accept_w;
-    ev_io                ctl_w;
-    ev_signal            sigterm_w, sigint_w, sigquit_w, sighup_w, sigusr1_w;
-    ev_timer             drain_w;
-    ev_timer             accept_retry_w;  /* after EMFILE: back off */
-    ev_timer             heartbeat_w;
+    int       listen_fd;
+    int       ctl_fd;
+    ev_io     accept_w;
+    ev_io     ctl_w;
+    ev_signal sigterm_w, sigint_w, sigquit_w, sighup_w, sigusr1_w;
+    ev_timer  drain_w;
+    ev_timer  accept_retry_w; /* after EMFILE: back off */
+    ev_timer  heartbeat_w;
 
     /* live connections, for drain and broadcast */
-    hd_conn_t           *conns;
-    uint64_t             nconns;
-    uint64_t             next_conn_id;
+    hd_conn_t *conns;
+    uint64_t   nconns;
+    uint64_t   next_conn_id;
 
     /* accept time per fd, for the handshake histogram */
-    uint64_t            *accept_ns;
-    int                  accept_ns_cap;
+    uint64_t *accept_ns;
+    int       accept_ns_cap;
 
     /* frame scratch buffer, LWS_PRE + batch.max_bytes */
-    unsigned char       *wbuf;
+    unsigned char *wbuf;
 
-    bool                 draining;
-    uint16_t             drain_code;
-    uint64_t             drain_start_ms, drain_window_ms;
-    uint64_t             drain_total;     /* conns at drain start */
-    bool                 exiting;
+    bool     draining;
+    uint16_t drain_code;
+    uint64_t drain_start_ms, drain_window_ms;
+    uint64_t drain_total; /* conns at drain start */
+    bool     exiting;
 } hd_worker_t;
 
 extern hd_worker_t hd_w;
@@ -78,9 +78,9 @@ void hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
 void hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg);
 /* run the recovery read of conn's pending subscription sub_i; -1 when
  * Redis is unavailable (nothing sent, the caller fails the member) */
-int  hd_proto_recover(hd_conn_t *c, uint32_t sub_i);
+int hd_proto_recover(hd_conn_t *c, uint32_t sub_i);
 /* a push telling the client it missed offsets from..to on ch */
-void hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from,
-                  uint64_t to, const char *epoch);
+void hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
+                  const char *epoch);
 
 #endif

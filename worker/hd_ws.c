@@ -59,10 +59,10 @@ static int
 on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
 {
     bool done = lws_is_final_fragment(wsi)
-                && lws_remaining_packet_payload(wsi) == 0;
+        && lws_remaining_packet_payload(wsi) == 0;
 
     if (c->close_code != 0)
-        return 0;               /* ignore input once we decided to close */
+        return 0; /* ignore input once we decided to close */
     if (hd_wsguard_unmasked(lws_get_socket_fd(wsi)))
         return refuse_input(c, HD_CLOSE_PROTOCOL, "unmasked frame");
     if (lws_frame_is_binary(wsi))
@@ -108,7 +108,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
     int fd = lws_get_socket_fd(wsi);
 
     if (c->http != NULL)
-        hd_api_closed(c);       /* an HTTP request preceded the upgrade */
+        hd_api_closed(c); /* an HTTP request preceded the upgrade */
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
     c->id = ++hd_w.next_conn_id;
@@ -129,9 +129,10 @@ on_established(struct lws *wsi, hd_conn_t *c)
         snprintf(ml, sizeof(ml), "%d", hd_w.conf->compression_mem_level);
         /* -1: not negotiated on this connection */
         c->deflate = lws_set_extension_option(wsi, "permessage-deflate",
-                                              "client_max_window_bits", wb) != -1;
-        (void) lws_set_extension_option(wsi, "permessage-deflate",
-                                        "mem_level", ml);
+                                              "client_max_window_bits", wb)
+            != -1;
+        (void) lws_set_extension_option(wsi, "permessage-deflate", "mem_level",
+                                        ml);
     }
     conn_link(c);
     hd_gauge_add(HD_G_CONNECTIONS, 1);
@@ -150,16 +151,15 @@ on_closed(hd_conn_t *c)
     c->established = false;
     conn_unlink(c);
     hd_gauge_add(HD_G_CONNECTIONS, -1);
-    hd_disconnect_inc(c->close_code ? c->close_code
-                      : c->peer_close_code ? c->peer_close_code
-                      : HD_CLOSE_ABNORMAL);
+    hd_disconnect_inc(c->close_code            ? c->close_code
+                          : c->peer_close_code ? c->peer_close_code
+                                               : HD_CLOSE_ABNORMAL);
     hd_proto_conn_release(c);
     hd_conn_release(c);
     c->wsi = NULL;
     if (hd_w.draining && hd_w.nconns == 0)
         ev_break(hd_w.loop, EVBREAK_ALL);
 }
-
 
 /*
  * Heartbeat, once a second over every connection: ping the ones quiet for
@@ -172,7 +172,9 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     const hd_conf_t *conf = hd_w.conf;
     uint64_t         now = hd_mono_ms();
-    (void) loop; (void) w; (void) revents;
+    (void) loop;
+    (void) w;
+    (void) revents;
 
     for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
         if (c->close_code != 0) {
@@ -207,7 +209,8 @@ handshake_valid(struct lws *wsi)
     if (n != 24 || key[22] != '=' || key[23] != '=')
         return false;
     for (int i = 0; i < 22; i++)
-        if (!((key[i] >= 'A' && key[i] <= 'Z') || (key[i] >= 'a' && key[i] <= 'z')
+        if (!((key[i] >= 'A' && key[i] <= 'Z')
+              || (key[i] >= 'a' && key[i] <= 'z')
               || (key[i] >= '0' && key[i] <= '9') || key[i] == '+'
               || key[i] == '/'))
             return false;
@@ -236,12 +239,14 @@ filter_upgrade(struct lws *wsi)
     if (conf->nallowed_origins == 0 && conf->allow_missing_origin)
         return 0;
     n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
-    if (n <= 0 ? conf->allow_missing_origin : hd_conf_origin_allowed(conf, origin))
+    if (n <= 0 ? conf->allow_missing_origin
+               : hd_conf_origin_allowed(conf, origin))
         return 0;
     hd_log_debug("upgrade refused: origin \"%s\" not allowed",
                  n > 0 ? origin : "(none)");
     lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
-                           n > 0 ? "origin not allowed" : "Origin header required");
+                           n > 0 ? "origin not allowed"
+                                 : "Origin header required");
     return 1;
 }
 

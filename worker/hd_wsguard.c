@@ -8,20 +8,26 @@
 #include "hd_plthook.h"
 #include "hd_wsguard.h"
 
-enum { ST_HDR0 = 0, ST_HDR1, ST_EXTLEN, ST_MASK, ST_PAYLOAD };
+enum {
+    ST_HDR0 = 0,
+    ST_HDR1,
+    ST_EXTLEN,
+    ST_MASK,
+    ST_PAYLOAD
+};
 
-#define F_ACTIVE      0x01    /* one of our client sockets */
-#define F_ESTAB       0x02    /* past the HTTP upgrade */
-#define F_FRAMES      0x04    /* a request's header end was seen */
-#define F_UNMASKED    0x08    /* sticky: an unmasked frame was seen */
-#define F_MASKED_CUR  0x10    /* the current frame is masked */
+#define F_ACTIVE     0x01 /* one of our client sockets */
+#define F_ESTAB      0x02 /* past the HTTP upgrade */
+#define F_FRAMES     0x04 /* a request's header end was seen */
+#define F_UNMASKED   0x08 /* sticky: an unmasked frame was seen */
+#define F_MASKED_CUR 0x10 /* the current frame is masked */
 
 typedef struct guard {
-    uint64_t len;       /* payload bytes left, or extended length so far */
+    uint64_t len; /* payload bytes left, or extended length so far */
     uint8_t  st;
     uint8_t  flags;
-    uint8_t  crlf;      /* progress through "\r\n\r\n" */
-    uint8_t  n;         /* extended-length or mask bytes left */
+    uint8_t  crlf; /* progress through "\r\n\r\n" */
+    uint8_t  n;    /* extended-length or mask bytes left */
 } guard_t;
 
 static guard_t *G;
@@ -88,8 +94,8 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
 static void
 feed(guard_t *g, const uint8_t *p, size_t n)
 {
-    static const char   end_hdr[] = "\r\n\r\n";
-    const uint8_t      *e = p + n;
+    static const char end_hdr[] = "\r\n\r\n";
+    const uint8_t    *e = p + n;
 
     if (g->flags & F_ESTAB) {
         feed_frames(g, p, e);
@@ -141,7 +147,8 @@ hd_wsguard_init(int max_fds)
     rc = hd_plthook("libwebsockets.so", "recv", (void *) guarded_recv);
     if (rc < 0) {
         hd_log_warn("cannot watch libwebsockets' reads (%s): unmasked client "
-                    "frames will not be refused", strerror(-rc));
+                    "frames will not be refused",
+                    strerror(-rc));
         return rc;
     }
     return 0;
@@ -175,6 +182,6 @@ hd_wsguard_established(int fd)
 bool
 hd_wsguard_unmasked(int fd)
 {
-    return fd >= 0 && fd < G_cap && (G[fd].flags & (F_ESTAB | F_UNMASKED))
-                                    == (F_ESTAB | F_UNMASKED);
+    return fd >= 0 && fd < G_cap
+        && (G[fd].flags & (F_ESTAB | F_UNMASKED)) == (F_ESTAB | F_UNMASKED);
 }

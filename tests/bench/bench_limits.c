@@ -31,32 +31,44 @@
 
 #define RUNS 7
 
-static uint64_t now_ns(void)
+static uint64_t
+now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-static int cmp_d(const void *a, const void *b)
+static int
+cmp_d(const void *a, const void *b)
 {
-    double x = *(const double *)a, y = *(const double *)b;
+    double x = *(const double *) a, y = *(const double *) b;
     return x < y ? -1 : x > y;
 }
 
-enum op { OP_COUNT, OP_NODE, OP_IP, OP_CONN, OP__COUNT };
+enum op {
+    OP_COUNT,
+    OP_NODE,
+    OP_IP,
+    OP_CONN,
+    OP__COUNT
+};
 static const char *const op_names[OP__COUNT] = {
-    "count", "node", "ip", "connection",
+    "count",
+    "node",
+    "ip",
+    "connection",
 };
 
-static hd_limits_t *L;
+static hd_limits_t        *L;
 static const unsigned char ipkey[5] = { 4, 192, 0, 2, 7 };
-static volatile uint32_t sink;
+static volatile uint32_t   sink;
 
 /* One op, iteration i; fds rotate so the lease records spread a little. */
-static int run_op(enum op o, hd_lease_t *ls, uint64_t i)
+static int
+run_op(enum op o, hd_lease_t *ls, uint64_t i)
 {
-    int fd = (int)(i & 1023), rc = 0;
+    int fd = (int) (i & 1023), rc = 0;
     switch (o) {
     case OP_COUNT:
         sink += hd_limits_count(L, HD_LIM_IP, ipkey, sizeof(ipkey));
@@ -65,11 +77,13 @@ static int run_op(enum op o, hd_lease_t *ls, uint64_t i)
         rc = hd_limits_acquire_node(L, ls, fd, 1000000);
         break;
     case OP_IP:
-        rc = hd_limits_acquire(L, ls, fd, HD_LIM_IP, ipkey, sizeof(ipkey), 1000);
+        rc = hd_limits_acquire(L, ls, fd, HD_LIM_IP, ipkey, sizeof(ipkey),
+                               1000);
         break;
     case OP_CONN:
         rc = hd_limits_acquire_node(L, ls, fd, 1000000);
-        rc |= hd_limits_acquire(L, ls, fd, HD_LIM_IP, ipkey, sizeof(ipkey), 1000);
+        rc |= hd_limits_acquire(L, ls, fd, HD_LIM_IP, ipkey, sizeof(ipkey),
+                                1000);
         rc |= hd_limits_acquire(L, ls, fd, HD_LIM_USER, "user-4711@example.com",
                                 21, 100);
         rc |= hd_limits_acquire(L, ls, fd, HD_LIM_TENANT, "acme-corp", 9, 0);
@@ -81,7 +95,8 @@ static int run_op(enum op o, hd_lease_t *ls, uint64_t i)
     return rc;
 }
 
-static double measure(enum op o, hd_lease_t *ls, uint64_t iters)
+static double
+measure(enum op o, hd_lease_t *ls, uint64_t iters)
 {
     uint64_t t0 = now_ns();
     for (uint64_t i = 0; i < iters; i++)
@@ -89,17 +104,18 @@ static double measure(enum op o, hd_lease_t *ls, uint64_t iters)
             fprintf(stderr, "%s: unexpected rejection\n", op_names[o]);
             exit(1);
         }
-    return (double)(now_ns() - t0) / (double)iters;
+    return (double) (now_ns() - t0) / (double) iters;
 }
 
 /* P processes run "connection" at once; returns the median over the
  * processes of their ns per op. */
-static double contended(unsigned procs, uint64_t iters)
+static double
+contended(unsigned procs, uint64_t iters)
 {
     _Atomic int *go = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    double *res = (double *)(go + 16);
-    pid_t pid[64];
+    double      *res = (double *) (go + 16);
+    pid_t        pid[64];
     atomic_store(go, 0);
     for (unsigned p = 0; p < procs; p++) {
         hd_lease_t *ls = hd_lease_create(1024);
@@ -111,36 +127,37 @@ static double contended(unsigned procs, uint64_t iters)
             _exit(0);
         }
         hd_lease_dontfork(ls);
-        hd_lease_reclaim(NULL, ls);     /* the parent's copy only */
+        hd_lease_reclaim(NULL, ls); /* the parent's copy only */
     }
     atomic_store(go, 1);
     for (unsigned p = 0; p < procs; p++)
         waitpid(pid[p], NULL, 0);
     qsort(res, procs, sizeof(double), cmp_d);
     double med = res[procs / 2];
-    munmap((void *)go, 4096);
+    munmap((void *) go, 4096);
     return med;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     uint64_t iters = argc > 1 ? strtoull(argv[1], NULL, 10) : 2000000;
     if (hd_limits_create(&L) < 0)
         return 1;
     hd_lease_t *ls = hd_lease_create(1024);
-    double r[RUNS];
+    double      r[RUNS];
 
     printf("%-14s %10s   (median of %d runs of %llu)\n", "op", "ns/op", RUNS,
-           (unsigned long long)iters);
+           (unsigned long long) iters);
     for (unsigned o = 0; o < OP__COUNT; o++) {
-        measure((enum op)o, ls, iters / 10);            /* warm up */
+        measure((enum op) o, ls, iters / 10); /* warm up */
         for (int k = 0; k < RUNS; k++)
-            r[k] = measure((enum op)o, ls, iters);
+            r[k] = measure((enum op) o, ls, iters);
         qsort(r, RUNS, sizeof(double), cmp_d);
         printf("%-14s %10.1f\n", op_names[o], r[RUNS / 2]);
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    for (unsigned p = 2; p <= 16 && p <= (unsigned)ncpu; p *= 2) {
+    for (unsigned p = 2; p <= 16 && p <= (unsigned) ncpu; p *= 2) {
         for (int k = 0; k < 3; k++)
             r[k] = contended(p, iters / 4);
         qsort(r, 3, sizeof(double), cmp_d);

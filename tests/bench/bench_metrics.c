@@ -20,24 +20,35 @@
 
 #define RUNS 9
 
-static uint64_t now_ns(void)
+static uint64_t
+now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-static int cmp_d(const void *a, const void *b)
+static int
+cmp_d(const void *a, const void *b)
 {
-    double x = *(const double *)a, y = *(const double *)b;
+    double x = *(const double *) a, y = *(const double *) b;
     return x < y ? -1 : x > y;
 }
 
-static uint64_t vals[4096];             /* log-uniform 1 us .. 10 s */
+static uint64_t         vals[4096]; /* log-uniform 1 us .. 10 s */
 static _Atomic uint64_t shared_cell;
 
-enum op { OP_UNBOUND, OP_CTR, OP_FETCH_ADD, OP_GAUGE, OP_REJECT, OP_DISC,
-          OP_HIST_CONST, OP_HIST_VAR, OP__COUNT };
+enum op {
+    OP_UNBOUND,
+    OP_CTR,
+    OP_FETCH_ADD,
+    OP_GAUGE,
+    OP_REJECT,
+    OP_DISC,
+    OP_HIST_CONST,
+    OP_HIST_VAR,
+    OP__COUNT
+};
 
 static const char *const op_name[OP__COUNT] = {
     "hd_ctr_inc, unbound (no-op)",
@@ -50,7 +61,8 @@ static const char *const op_name[OP__COUNT] = {
     "hd_hist_observe, varied values",
 };
 
-static double run(enum op op, uint64_t n)
+static double
+run(enum op op, uint64_t n)
 {
     uint64_t t0 = now_ns();
     switch (op) {
@@ -86,36 +98,38 @@ static double run(enum op op, uint64_t n)
     case OP__COUNT:
         break;
     }
-    return (double)(now_ns() - t0) / (double)n;
+    return (double) (now_ns() - t0) / (double) n;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
-    uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 20000000;
+    uint64_t  n = argc > 1 ? strtoull(argv[1], NULL, 10) : 20000000;
     hd_shm_t *shm;
     if (hd_shm_create(&shm) < 0) {
         fprintf(stderr, "hd_shm_create failed\n");
         return 1;
     }
-    int idx = hd_shm_slot_acquire(shm, 0, 1);
+    int      idx = hd_shm_slot_acquire(shm, 0, 1);
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < 4096; i++) {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        double u = (double)((x * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0;
-        vals[i] = (uint64_t)(1000.0 * pow(1e7, u));
+        double u = (double) ((x * 0x2545f4914f6cdd1dull) >> 11)
+            / 9007199254740992.0;
+        vals[i] = (uint64_t) (1000.0 * pow(1e7, u));
     }
 
     printf("herald metrics hot path: ns per call, median of %d runs of %llu\n",
-           RUNS, (unsigned long long)n);
+           RUNS, (unsigned long long) n);
     printf("%-40s %8s %8s %8s\n", "operation", "median", "min", "max");
     for (int op = 0; op < OP__COUNT; op++) {
         double t[RUNS];
         hd_metrics_bind(op == OP_UNBOUND ? NULL : hd_shm_slot(shm, idx));
-        run((enum op)op, n / 10);           /* warm up */
+        run((enum op) op, n / 10); /* warm up */
         for (int r = 0; r < RUNS; r++)
-            t[r] = run((enum op)op, n);
+            t[r] = run((enum op) op, n);
         qsort(t, RUNS, sizeof(double), cmp_d);
         printf("%-40s %8.2f %8.2f %8.2f\n", op_name[op], t[RUNS / 2], t[0],
                t[RUNS - 1]);

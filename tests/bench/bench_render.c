@@ -18,26 +18,30 @@
 
 #define RUNS 21
 
-static uint64_t now_ns(void)
+static uint64_t
+now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-static int cmp_d(const void *a, const void *b)
+static int
+cmp_d(const void *a, const void *b)
 {
-    double x = *(const double *)a, y = *(const double *)b;
+    double x = *(const double *) a, y = *(const double *) b;
     return x < y ? -1 : x > y;
 }
 
-static double median(double *t)
+static double
+median(double *t)
 {
     qsort(t, RUNS, sizeof(double), cmp_d);
     return t[RUNS / 2];
 }
 
-static void bench(unsigned nslots)
+static void
+bench(unsigned nslots)
 {
     hd_shm_t *shm;
     if (hd_shm_create(&shm) < 0)
@@ -50,20 +54,20 @@ static void bench(unsigned nslots)
         hd_shm_slot_set_state(hd_shm_slot(shm, idx), HD_SLOT_RUNNING);
         hd_metrics_bind(hd_shm_slot(shm, idx));
         for (unsigned c = 0; c < HD_C__COUNT; c++)
-            hd_ctr_add((enum hd_counter)c, 1000 + w);
+            hd_ctr_add((enum hd_counter) c, 1000 + w);
         hd_gauge_set(HD_G_CONNECTIONS, 10000);
         hd_gauge_set(HD_G_REDIS_UP, 1);
         for (unsigned i = 0; i < 20000; i++)
             for (unsigned h = 0; h < HD_H__COUNT; h++)
-                hd_hist_observe((enum hd_hist)h, 1000 + (uint64_t)i * i * 37);
+                hd_hist_observe((enum hd_hist) h, 1000 + (uint64_t) i * i * 37);
         for (unsigned d = 1000; d < 1016; d++)
             hd_disconnect_inc(d);
     }
     hd_metrics_bind(NULL);
 
     static hd_render_proc_t proc;
-    double t_snap[RUNS], t_proc[RUNS], t_render[RUNS], t_total[RUNS];
-    size_t bytes = 0, lines = 0;
+    double      t_snap[RUNS], t_proc[RUNS], t_render[RUNS], t_total[RUNS];
+    size_t      bytes = 0, lines = 0;
     hd_strbuf_t b = HD_STRBUF_INIT;
     for (int r = 0; r < RUNS; r++) {
         hd_shm_snapshot_t s;
@@ -76,10 +80,10 @@ static void bench(unsigned nslots)
         hd_render_metrics(&b, &s, &proc, "0.1.0");
         uint64_t t3 = now_ns();
         hd_shm_snapshot_free(&s);
-        t_snap[r] = (double)(t1 - t0) / 1e3;
-        t_proc[r] = (double)(t2 - t1) / 1e3;
-        t_render[r] = (double)(t3 - t2) / 1e3;
-        t_total[r] = (double)(t3 - t0) / 1e3;
+        t_snap[r] = (double) (t1 - t0) / 1e3;
+        t_proc[r] = (double) (t2 - t1) / 1e3;
+        t_render[r] = (double) (t3 - t2) / 1e3;
+        t_total[r] = (double) (t3 - t0) / 1e3;
         bytes = b.len;
     }
     for (size_t i = 0; i < b.len; i++)
@@ -91,14 +95,15 @@ static void bench(unsigned nslots)
     hd_shm_destroy(shm);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     printf("GET /metrics render cost (us), median of %d runs\n", RUNS);
-    printf("%6s %10s %10s %10s %10s %10s %8s\n", "slots", "snapshot",
-           "/proc", "render", "total", "bytes", "lines");
+    printf("%6s %10s %10s %10s %10s %10s %8s\n", "slots", "snapshot", "/proc",
+           "render", "total", "bytes", "lines");
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
-            bench((unsigned)atoi(argv[i]));
+            bench((unsigned) atoi(argv[i]));
     } else {
         bench(2);
         bench(16);

@@ -13,23 +13,23 @@
 
 #include <stdint.h>
 
-#define HB_HIST_SUB_BITS 6                      /* 64 sub-buckets per octave */
+#define HB_HIST_SUB_BITS 6 /* 64 sub-buckets per octave */
 #define HB_HIST_SUB      (1u << HB_HIST_SUB_BITS)
-#define HB_HIST_TOP_BIT  41                     /* 2^41 ns ~ 36 minutes */
+#define HB_HIST_TOP_BIT  41 /* 2^41 ns ~ 36 minutes */
 #define HB_HIST_MAX_NS   ((UINT64_C(1) << HB_HIST_TOP_BIT) - 1)
 #define HB_HIST_BUCKETS  ((HB_HIST_TOP_BIT - HB_HIST_SUB_BITS + 1) * HB_HIST_SUB)
 
 typedef struct hb_hist {
     uint64_t count;
-    uint64_t sum_ns;        /* wraps after 584 years of total latency */
-    uint64_t min_ns;        /* UINT64_MAX when empty */
+    uint64_t sum_ns; /* wraps after 584 years of total latency */
+    uint64_t min_ns; /* UINT64_MAX when empty */
     uint64_t max_ns;
     uint64_t b[HB_HIST_BUCKETS];
 } hb_hist_t;
 
-void     hb_hist_init(hb_hist_t *h);
-void     hb_hist_add(hb_hist_t *h, uint64_t ns);
-void     hb_hist_merge(hb_hist_t *dst, const hb_hist_t *src);
+void hb_hist_init(hb_hist_t *h);
+void hb_hist_add(hb_hist_t *h, uint64_t ns);
+void hb_hist_merge(hb_hist_t *dst, const hb_hist_t *src);
 /* Value at quantile q (0..1): the highest value of the bucket holding the
  * rank ceil(q * count), capped at max_ns. 0 when empty. */
 uint64_t hb_hist_quantile(const hb_hist_t *h, double q);

@@ -49,15 +49,16 @@ static double
 ru_cpu(const struct rusage *ru)
 {
     return (double) ru->ru_utime.tv_sec + (double) ru->ru_stime.tv_sec
-           + ((double) ru->ru_utime.tv_usec + (double) ru->ru_stime.tv_usec) / 1e6;
+        + ((double) ru->ru_utime.tv_usec + (double) ru->ru_stime.tv_usec) / 1e6;
 }
 
 static int
 parse_list(const char *s, uint32_t *out, int max)
 {
-    int n = 0;
+    int   n = 0;
     char *copy = strdup(s), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+    for (char *t = strtok_r(copy, ",", &save); t && n < max;
+         t = strtok_r(NULL, ",", &save))
         out[n++] = (uint32_t) strtoul(t, NULL, 10);
     free(copy);
     return n;
@@ -67,27 +68,32 @@ parse_list(const char *s, uint32_t *out, int max)
 static int
 make_pairs(uint32_t n, int *w, int *r)
 {
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int                ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t sl = sizeof(sa);
+    socklen_t          sl = sizeof(sa);
 
     if (ls < 0 || bind(ls, (struct sockaddr *) &sa, sizeof(sa)) < 0
-        || listen(ls, 4096) < 0 || getsockname(ls, (struct sockaddr *) &sa, &sl) < 0) {
-        fprintf(stderr, "herald-bench kernel: listen failed: %s\n", strerror(errno));
+        || listen(ls, 4096) < 0
+        || getsockname(ls, (struct sockaddr *) &sa, &sl) < 0) {
+        fprintf(stderr, "herald-bench kernel: listen failed: %s\n",
+                strerror(errno));
         return -1;
     }
     for (uint32_t i = 0; i < n; i++) {
         w[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (w[i] < 0 || connect(w[i], (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-            fprintf(stderr, "herald-bench kernel: connect failed: %s\n", strerror(errno));
+        if (w[i] < 0
+            || connect(w[i], (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+            fprintf(stderr, "herald-bench kernel: connect failed: %s\n",
+                    strerror(errno));
             return -1;
         }
         int one = 1;
         setsockopt(w[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         r[i] = accept4(ls, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (r[i] < 0) {
-            fprintf(stderr, "herald-bench kernel: accept failed: %s\n", strerror(errno));
+            fprintf(stderr, "herald-bench kernel: accept failed: %s\n",
+                    strerror(errno));
             return -1;
         }
     }
@@ -98,10 +104,10 @@ make_pairs(uint32_t n, int *w, int *r)
 static void
 reader(uint32_t n, int *r, int out)
 {
-    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int            ep = epoll_create1(EPOLL_CLOEXEC);
     static uint8_t buf[256 * 1024];
-    uint64_t total = 0;
-    uint32_t open = n;
+    uint64_t       total = 0;
+    uint32_t       open = n;
 
     for (uint32_t i = 0; i < n; i++) {
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
@@ -109,7 +115,7 @@ reader(uint32_t n, int *r, int out)
     }
     while (open > 0) {
         struct epoll_event evs[256];
-        int k = epoll_wait(ep, evs, 256, 5000);
+        int                k = epoll_wait(ep, evs, 256, 5000);
         if (k <= 0)
             break;
         for (int j = 0; j < k; j++) {
@@ -139,7 +145,7 @@ writer(uint32_t n, int *w, uint32_t size, uint32_t batch, double secs, int out)
 {
     size_t   len = (size_t) size * batch;
     uint8_t *buf = malloc(len);
-    uint64_t stats[2] = { 0, 0 };   /* messages, writes */
+    uint64_t stats[2] = { 0, 0 }; /* messages, writes */
     double   end = mono_s() + secs;
 
     memset(buf, 'm', len);
@@ -168,7 +174,8 @@ writer(uint32_t n, int *w, uint32_t size, uint32_t batch, double secs, int out)
 }
 
 static int
-run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs, kres_t *res)
+run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs,
+        kres_t *res)
 {
     int *w = calloc(sockets, sizeof(int)), *r = calloc(sockets, sizeof(int));
     int  pw[2], pr[2];
@@ -180,7 +187,7 @@ run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs, kres_t *re
     if (make_pairs(sockets, w, r) < 0 || pipe(pw) < 0 || pipe(pr) < 0)
         return -1;
     double t0 = mono_s();
-    pid_t rp = fork();
+    pid_t  rp = fork();
     if (rp == 0) {
         for (uint32_t i = 0; i < sockets; i++)
             close(w[i]);
@@ -196,8 +203,8 @@ run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs, kres_t *re
     close(pw[1]);
     close(pr[1]);
     struct rusage ru;
-    int st;
-    uint64_t stats[2] = { 0, 0 };
+    int           st;
+    uint64_t      stats[2] = { 0, 0 };
     if (wait4(wp, &st, 0, &ru) == wp)
         res->writer_cpu_s = ru_cpu(&ru);
     res->wall_s = mono_s() - t0;
@@ -205,7 +212,8 @@ run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs, kres_t *re
         fprintf(stderr, "herald-bench kernel: writer failed\n");
     if (wait4(rp, &st, 0, &ru) == rp)
         res->reader_cpu_s = ru_cpu(&ru);
-    if (read(pr[0], &res->bytes_read, sizeof(res->bytes_read)) != sizeof(res->bytes_read))
+    if (read(pr[0], &res->bytes_read, sizeof(res->bytes_read))
+        != sizeof(res->bytes_read))
         fprintf(stderr, "herald-bench kernel: reader failed\n");
     res->msgs = stats[0];
     res->writes = stats[1];
@@ -219,14 +227,14 @@ run_one(uint32_t sockets, uint32_t batch, uint32_t size, double secs, kres_t *re
 int
 hb_kernel_main(int argc, char **argv)
 {
-    uint32_t socks[8] = { 1, 1000 }, batches[8] = { 1, 16, 256 };
-    int      ns = 2, nb = 3;
-    uint32_t size = 100;
-    double   secs = 3;
+    uint32_t    socks[8] = { 1, 1000 }, batches[8] = { 1, 16, 256 };
+    int         ns = 2, nb = 3;
+    uint32_t    size = 100;
+    double      secs = 3;
     const char *json = NULL;
     static const struct option lo[] = {
         { "sockets", 1, 0, 's' }, { "batch", 1, 0, 'b' }, { "size", 1, 0, 'z' },
-        { "seconds", 1, 0, 't' }, { "json", 1, 0, 'j' }, { "help", 0, 0, 'h' },
+        { "seconds", 1, 0, 't' }, { "json", 1, 0, 'j' },  { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 },
     };
     int opt;
@@ -234,14 +242,26 @@ hb_kernel_main(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (opt) {
-        case 's': ns = parse_list(optarg, socks, 8); break;
-        case 'b': nb = parse_list(optarg, batches, 8); break;
-        case 'z': size = (uint32_t) strtoul(optarg, NULL, 10); break;
-        case 't': secs = strtod(optarg, NULL); break;
-        case 'j': json = optarg; break;
+        case 's':
+            ns = parse_list(optarg, socks, 8);
+            break;
+        case 'b':
+            nb = parse_list(optarg, batches, 8);
+            break;
+        case 'z':
+            size = (uint32_t) strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            secs = strtod(optarg, NULL);
+            break;
+        case 'j':
+            json = optarg;
+            break;
         case 'h':
-            printf("Usage: herald-bench kernel [--sockets 1,1000] [--batch 1,16,256]\n"
-                   "                           [--size 100] [--seconds 3] [--json FILE]\n");
+            printf("Usage: herald-bench kernel [--sockets 1,1000] [--batch "
+                   "1,16,256]\n"
+                   "                           [--size 100] [--seconds 3] "
+                   "[--json FILE]\n");
             return 0;
         default:
             return 2;
@@ -259,9 +279,11 @@ hb_kernel_main(int argc, char **argv)
 
     kres_t res[64];
     int    nr = 0, bad = 0;
-    printf("kernel loopback write() probe: %u-byte messages, %.1f s each\n", size, secs);
-    printf("%8s %6s %12s %12s %9s %14s %16s %16s\n", "sockets", "batch", "msgs/s",
-           "writes/s", "MB/s", "wr us/write", "msgs/writer-CPU-s", "msgs/reader-CPU-s");
+    printf("kernel loopback write() probe: %u-byte messages, %.1f s each\n",
+           size, secs);
+    printf("%8s %6s %12s %12s %9s %14s %16s %16s\n", "sockets", "batch",
+           "msgs/s", "writes/s", "MB/s", "wr us/write", "msgs/writer-CPU-s",
+           "msgs/reader-CPU-s");
     for (int i = 0; i < ns; i++) {
         for (int j = 0; j < nb; j++) {
             kres_t *k = &res[nr];
@@ -270,8 +292,9 @@ hb_kernel_main(int argc, char **argv)
                         socks[i], batches[j]);
                 bad = 1;
             }
-            printf("%8u %6u %12.0f %12.0f %9.1f %14.3f %16.0f %16.0f\n", k->sockets,
-                   k->batch, k->msgs / k->wall_s, k->writes / k->wall_s,
+            printf("%8u %6u %12.0f %12.0f %9.1f %14.3f %16.0f %16.0f\n",
+                   k->sockets, k->batch, k->msgs / k->wall_s,
+                   k->writes / k->wall_s,
                    (double) k->msgs * size / k->wall_s / 1e6,
                    k->writes ? k->writer_cpu_s * 1e6 / (double) k->writes : 0,
                    k->writer_cpu_s > 0 ? k->msgs / k->writer_cpu_s : 0,
@@ -281,25 +304,32 @@ hb_kernel_main(int argc, char **argv)
         }
     }
     if (json) {
-        FILE *f = fopen(json, "w");
+        FILE          *f = fopen(json, "w");
         struct utsname u;
         if (f == NULL) {
             fprintf(stderr, "herald-bench kernel: cannot write %s\n", json);
             return 2;
         }
         uname(&u);
-        fprintf(f, "{\n  \"tool\": \"herald-bench-kernel\", \"format\": 1, \"time\": %llu,\n"
+        fprintf(f,
+                "{\n  \"tool\": \"herald-bench-kernel\", \"format\": 1, "
+                "\"time\": %llu,\n"
                 "  \"machine\": {\"nproc\": %ld, \"kernel\": \"%s\"},\n"
                 "  \"size\": %u, \"seconds\": %.3f,\n  \"results\": [\n",
-                (unsigned long long) time(NULL), sysconf(_SC_NPROCESSORS_ONLN), u.release,
-                size, secs);
+                (unsigned long long) time(NULL), sysconf(_SC_NPROCESSORS_ONLN),
+                u.release, size, secs);
         for (int i = 0; i < nr; i++) {
             kres_t *k = &res[i];
-            fprintf(f, "    {\"sockets\": %u, \"batch\": %u, \"wall_s\": %.3f, \"msgs\": %llu, "
-                    "\"writes\": %llu, \"msgs_per_s\": %.1f, \"writes_per_s\": %.1f, "
+            fprintf(f,
+                    "    {\"sockets\": %u, \"batch\": %u, \"wall_s\": %.3f, "
+                    "\"msgs\": %llu, "
+                    "\"writes\": %llu, \"msgs_per_s\": %.1f, \"writes_per_s\": "
+                    "%.1f, "
                     "\"writer_cpu_s\": %.3f, \"reader_cpu_s\": %.3f, "
-                    "\"msgs_per_writer_cpu_s\": %.1f, \"writer_us_per_write\": %.4f}%s\n",
-                    k->sockets, k->batch, k->wall_s, (unsigned long long) k->msgs,
+                    "\"msgs_per_writer_cpu_s\": %.1f, \"writer_us_per_write\": "
+                    "%.4f}%s\n",
+                    k->sockets, k->batch, k->wall_s,
+                    (unsigned long long) k->msgs,
                     (unsigned long long) k->writes, k->msgs / k->wall_s,
                     k->writes / k->wall_s, k->writer_cpu_s, k->reader_cpu_s,
                     k->writer_cpu_s > 0 ? k->msgs / k->writer_cpu_s : 0,

@@ -82,7 +82,8 @@ hb_line_parse(const char *s, size_t len, hb_line_t *out)
             out->from = num(key(gap, e, "\"from\""), e);
             out->to = num(key(gap, e, "\"to\""), e);
             return out->kind = (out->from >= 0 && out->to >= out->from)
-                               ? HB_L_GAP : HB_L_OTHER;
+                ? HB_L_GAP
+                : HB_L_OTHER;
         }
         return out->kind = HB_L_OTHER;
     }

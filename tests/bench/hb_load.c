@@ -50,26 +50,46 @@
 #define MAX_FRAME    (64u * 1024 * 1024)
 #define NTOKENS      256
 #define ID_CONNECT   1
-#define ID_SUB0      2            /* subscribe j has id ID_SUB0 + j */
-#define ID_PUB0      100000       /* publish k has id ID_PUB0 + k */
+#define ID_SUB0      2      /* subscribe j has id ID_SUB0 + j */
+#define ID_PUB0      100000 /* publish k has id ID_PUB0 + k */
 #define HTTP_MAXPIPE 64
 
-enum { ST_NEW = 0, ST_TCP, ST_UPGRADE, ST_AUTH, ST_SUB, ST_READY, ST_DONE };
-enum { K_SUB = 0, K_PUB_WS, K_PUB_HTTP };
-enum { PH_CONNECT = 0, PH_WAIT_START, PH_RUN, PH_ACKS, PH_WAIT_FINAL,
-       PH_DRAIN, PH_END };
+enum {
+    ST_NEW = 0,
+    ST_TCP,
+    ST_UPGRADE,
+    ST_AUTH,
+    ST_SUB,
+    ST_READY,
+    ST_DONE
+};
+enum {
+    K_SUB = 0,
+    K_PUB_WS,
+    K_PUB_HTTP
+};
+enum {
+    PH_CONNECT = 0,
+    PH_WAIT_START,
+    PH_RUN,
+    PH_ACKS,
+    PH_WAIT_FINAL,
+    PH_DRAIN,
+    PH_END
+};
 
 typedef struct sub {
     uint32_t   chan;
-    uint8_t    state;           /* 0 pending, 1 live, 2 failed, 3 lost */
+    uint8_t    state; /* 0 pending, 1 live, 2 failed, 3 lost */
     hb_track_t t;
 } sub_t;
 
 typedef struct pub {
-    uint32_t p;                 /* global publisher index */
-    uint64_t next_k;            /* next message to send */
-    uint64_t acked;             /* replies (result or error) */
-    uint32_t fifo[HTTP_MAXPIPE];/* HTTP: k (low 32 bits) of requests in flight */
+    uint32_t p;      /* global publisher index */
+    uint64_t next_k; /* next message to send */
+    uint64_t acked;  /* replies (result or error) */
+    uint32_t
+        fifo[HTTP_MAXPIPE]; /* HTTP: k (low 32 bits) of requests in flight */
     uint32_t fhead, fcount;
     uint64_t fk[HTTP_MAXPIPE];
 } pub_t;
@@ -77,28 +97,28 @@ typedef struct pub {
 struct proc;
 
 typedef struct conn {
-    ev_io         io;           /* first: the callback casts back */
-    struct proc  *P;
-    uint32_t      g;            /* global index among subscribers/publishers */
-    uint8_t       kind, state, wactive, failed_setup;
-    uint16_t      nsubs, pending;
-    sub_t        *subs;
-    pub_t        *pub;
-    char         *accept;       /* during the upgrade only */
-    uint8_t      *rbuf;         /* a partial frame or HTTP response */
-    uint32_t      rlen, rcap;
-    uint8_t      *wbuf;         /* what the socket did not take */
-    uint32_t      wlen, woff, wcap;
-    uint8_t      *msg;          /* a fragmented message being reassembled */
-    uint32_t      mlen, mcap;
-    uint64_t      t_start;      /* wall ns when connect() was called */
-    uint64_t      t_sub;        /* wall ns when the subscribes were sent */
+    ev_io        io; /* first: the callback casts back */
+    struct proc *P;
+    uint32_t     g; /* global index among subscribers/publishers */
+    uint8_t      kind, state, wactive, failed_setup;
+    uint16_t     nsubs, pending;
+    sub_t       *subs;
+    pub_t       *pub;
+    char        *accept; /* during the upgrade only */
+    uint8_t     *rbuf;   /* a partial frame or HTTP response */
+    uint32_t     rlen, rcap;
+    uint8_t     *wbuf; /* what the socket did not take */
+    uint32_t     wlen, woff, wcap;
+    uint8_t     *msg; /* a fragmented message being reassembled */
+    uint32_t     mlen, mcap;
+    uint64_t     t_start; /* wall ns when connect() was called */
+    uint64_t     t_sub;   /* wall ns when the subscribes were sent */
 } conn_t;
 
 typedef struct mark {
-    uint64_t at;                /* wall ns */
+    uint64_t at; /* wall ns */
     int      step;
-    int      what;              /* 0 window start, 1 window end, 2 pub end */
+    int      what; /* 0 window start, 1 window end, 2 pub end */
 } mark_t;
 
 typedef struct proc {
@@ -108,49 +128,49 @@ typedef struct proc {
     struct ev_loop  *loop;
     int              phase;
 
-    conn_t          *conns;
-    uint32_t         nconns, nsubconns;
-    uint32_t         next_open, inflight, setup_done;
-    uint64_t         connect_start;     /* mono ns */
-    int              ready_sent;
+    conn_t  *conns;
+    uint32_t nconns, nsubconns;
+    uint32_t next_open, inflight, setup_done;
+    uint64_t connect_start; /* mono ns */
+    int      ready_sent;
 
-    ev_io            ctl_w;
-    ev_timer         ramp_w, tick_w, drain_w;
-    ev_io            pub_w;             /* on pub_tfd */
-    int              pub_tfd;           /* absolute CLOCK_REALTIME timerfd */
-    ev_periodic      mark_w;
-    mark_t           marks[2 * HB_MAX_STEPS + 1];
-    int              nmarks, next_mark;
-    uint64_t         step_cpu0[HB_MAX_STEPS];
+    ev_io       ctl_w;
+    ev_timer    ramp_w, tick_w, drain_w;
+    ev_io       pub_w;   /* on pub_tfd */
+    int         pub_tfd; /* absolute CLOCK_REALTIME timerfd */
+    ev_periodic mark_w;
+    mark_t      marks[2 * HB_MAX_STEPS + 1];
+    int         nmarks, next_mark;
+    uint64_t    step_cpu0[HB_MAX_STEPS];
 
-    uint8_t         *scratch;
-    uint8_t         *out;
-    size_t           outcap, outlen;
-    uint8_t         *ctlbuf;
-    size_t           ctllen, ctlcap;
-    uint64_t         rng;
+    uint8_t *scratch;
+    uint8_t *out;
+    size_t   outcap, outlen;
+    uint8_t *ctlbuf;
+    size_t   ctllen, ctlcap;
+    uint64_t rng;
 
-    char            *tokens[NTOKENS];
-    char             http_head[1536];   /* HTTP publish request head */
-    int              http_head_len;
-    char             pad[65536];        /* the "x" filler of the payload */
-    uint32_t         padlen;
+    char    *tokens[NTOKENS];
+    char     http_head[1536]; /* HTTP publish request head */
+    int      http_head_len;
+    char     pad[65536]; /* the "x" filler of the payload */
+    uint32_t padlen;
 
     /* schedule */
-    uint64_t         t0, step_ns, warm_ns, pub_end;
-    uint64_t         kbase[HB_MAX_STEPS + 1];   /* per publisher, same for all */
-    double           phase_ns[HB_MAX_STEPS];    /* per-publisher phase unit */
-    double           ival_ns[HB_MAX_STEPS];
-    uint64_t         acks_deadline;
-    int              stopped;           /* the parent said STOP */
-    uint64_t         drain_deadline;
+    uint64_t t0, step_ns, warm_ns, pub_end;
+    uint64_t kbase[HB_MAX_STEPS + 1]; /* per publisher, same for all */
+    double   phase_ns[HB_MAX_STEPS];  /* per-publisher phase unit */
+    double   ival_ns[HB_MAX_STEPS];
+    uint64_t acks_deadline;
+    int      stopped; /* the parent said STOP */
+    uint64_t drain_deadline;
 
-    int64_t         *maxoff;            /* per channel, acked by our pubs */
-    int64_t         *final;             /* per channel, from the parent */
+    int64_t *maxoff; /* per channel, acked by our pubs */
+    int64_t *final;  /* per channel, from the parent */
 
-    hb_result_t     *res;
-    size_t           res_size;
-    hb_hist_t        prog_lat;
+    hb_result_t *res;
+    size_t       res_size;
+    hb_hist_t    prog_lat;
 } proc_t;
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -184,9 +204,9 @@ hb_cpu_ns(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ((uint64_t) ru.ru_utime.tv_sec + (uint64_t) ru.ru_stime.tv_sec)
-               * 1000000000u
-           + ((uint64_t) ru.ru_utime.tv_usec + (uint64_t) ru.ru_stime.tv_usec)
-               * 1000u;
+        * 1000000000u
+        + ((uint64_t) ru.ru_utime.tv_usec + (uint64_t) ru.ru_stime.tv_usec)
+        * 1000u;
 }
 
 static uint64_t
@@ -229,9 +249,9 @@ hb_codes_merge(hb_codes_t *dst, const hb_codes_t *src)
 int
 hb_msg_send(int fd, uint32_t type, const void *p, size_t len)
 {
-    hb_msghdr_t h = { .type = type, .len = (uint32_t) len };
+    hb_msghdr_t    h = { .type = type, .len = (uint32_t) len };
     const uint8_t *parts[2] = { (const uint8_t *) &h, p };
-    size_t lens[2] = { sizeof(h), len };
+    size_t         lens[2] = { sizeof(h), len };
 
     for (int i = 0; i < 2; i++) {
         size_t off = 0;
@@ -282,7 +302,7 @@ static void
 schedule_init(proc_t *P)
 {
     const hb_opts_t *o = P->o;
-    double len_ns = (double) P->step_ns;
+    double           len_ns = (double) P->step_ns;
 
     P->kbase[0] = 0;
     for (uint32_t s = 0; s < o->nsteps; s++) {
@@ -309,8 +329,8 @@ intended(const proc_t *P, const pub_t *u, uint64_t k, int *step)
     if (step)
         *step = (int) s;
     return P->t0 + s * P->step_ns
-           + (uint64_t) (P->phase_ns[s] * u->p
-                         + P->ival_ns[s] * (double) (k - P->kbase[s]));
+        + (uint64_t) (P->phase_ns[s] * u->p
+                      + P->ival_ns[s] * (double) (k - P->kbase[s]));
 }
 
 static uint32_t
@@ -343,7 +363,8 @@ conn_send(conn_t *c, const void *data, size_t len)
     if (c->wlen == c->woff) {
         c->wlen = c->woff = 0;
         while (off < len) {
-            ssize_t n = write(c->io.fd, (const uint8_t *) data + off, len - off);
+            ssize_t n = write(c->io.fd, (const uint8_t *) data + off,
+                              len - off);
             C(P)->writes++;
             if (n > 0) {
                 off += (size_t) n;
@@ -515,7 +536,7 @@ setup_finished(conn_t *c, int ok)
             P->res->last_ready_ns = now;
     } else {
         c->failed_setup = 1;
-        c->state = ST_READY;    /* keeps reading; counted as failed */
+        c->state = ST_READY; /* keeps reading; counted as failed */
     }
     check_ready(P);
     ramp_fill(P);
@@ -540,7 +561,7 @@ send_close_raw(conn_t *c, int code)
     fr[h + 1] = (uint8_t) code;
     hb_ws_mask(fr + h, pl, mask, 0);
     if (write(c->io.fd, fr, h + pl) < 0)
-        return;                 /* the peer may be gone already: fine */
+        return; /* the peer may be gone already: fine */
 }
 
 static void
@@ -553,14 +574,15 @@ send_command(conn_t *c, const char *text, size_t len)
 static void
 send_connect(conn_t *c)
 {
-    proc_t *P = c->P;
-    char   *buf;
+    proc_t     *P = c->P;
+    char       *buf;
     const char *tok = P->tokens[c->g % NTOKENS];
-    int     n;
+    int         n;
 
     buf = hd_malloc(strlen(tok) + 128);
-    n = sprintf(buf, "{\"id\":%d,\"method\":\"connect\",\"params\":{\"token\":\"%s\"}}",
-                ID_CONNECT, tok);
+    n = sprintf(
+        buf, "{\"id\":%d,\"method\":\"connect\",\"params\":{\"token\":\"%s\"}}",
+        ID_CONNECT, tok);
     send_command(c, buf, (size_t) n);
     free(buf);
     c->state = ST_AUTH;
@@ -575,11 +597,11 @@ send_subscribes(conn_t *c)
     size_t  n = 0;
 
     for (uint16_t j = 0; j < c->nsubs; j++) {
-        n += (size_t) sprintf(buf + n,
-                              "%s{\"id\":%u,\"method\":\"subscribe\",\"params\":"
-                              "{\"channel\":\"%s%u\"}}",
-                              j ? "\n" : "", ID_SUB0 + j, P->o->channel_prefix,
-                              c->subs[j].chan);
+        n += (size_t) sprintf(
+            buf + n,
+            "%s{\"id\":%u,\"method\":\"subscribe\",\"params\":"
+            "{\"channel\":\"%s%u\"}}",
+            j ? "\n" : "", ID_SUB0 + j, P->o->channel_prefix, c->subs[j].chan);
     }
     c->pending = c->nsubs;
     c->state = ST_SUB;
@@ -593,10 +615,10 @@ send_subscribes(conn_t *c)
 static int
 format_data(proc_t *P, char *buf, uint64_t t, uint64_t k, uint32_t p)
 {
-    int n = sprintf(buf, "{\"t\":%llu,\"s\":%llu,\"p\":%u", (unsigned long long) t,
-                    (unsigned long long) k, p);
+    int n = sprintf(buf, "{\"t\":%llu,\"s\":%llu,\"p\":%u",
+                    (unsigned long long) t, (unsigned long long) k, p);
     if (P->o->payload > (uint32_t) n + 8) {
-        uint32_t x = P->o->payload - (uint32_t) n - 8;   /* ,"x":"" and } */
+        uint32_t x = P->o->payload - (uint32_t) n - 8; /* ,"x":"" and } */
         if (x > P->padlen)
             x = P->padlen;
         n += sprintf(buf + n, ",\"x\":\"%.*s\"}", (int) x, P->pad);
@@ -635,11 +657,12 @@ pub_send_due(conn_t *c, uint64_t now)
                              P->o->channel_prefix, ch, data);
             out_frame(P, HB_WS_OP_TEXT, cmd, (size_t) n);
         } else {
-            int n = snprintf(cmd, sizeof(cmd),
-                             "{\"channel\":\"%s%u\",\"data\":%s}",
-                             P->o->channel_prefix, ch, data);
+            int  n = snprintf(cmd, sizeof(cmd),
+                              "{\"channel\":\"%s%u\",\"data\":%s}",
+                              P->o->channel_prefix, ch, data);
             char hdr[64];
-            int  hl = snprintf(hdr, sizeof(hdr), "Content-Length: %d\r\n\r\n", n);
+            int  hl = snprintf(hdr, sizeof(hdr), "Content-Length: %d\r\n\r\n",
+                               n);
             out_reserve(P, (size_t) (P->http_head_len + hl + n));
             memcpy(P->out + P->outlen, P->http_head, (size_t) P->http_head_len);
             P->outlen += (size_t) P->http_head_len;
@@ -684,7 +707,7 @@ pub_replied(conn_t *c, uint64_t k, int64_t offset, int errcode, uint64_t now)
         if (offset > P->maxoff[ch])
             P->maxoff[ch] = offset;
         uint64_t t = intended(P, u, k, NULL);
-        int ws = step_of(P, t);
+        int      ws = step_of(P, t);
         if (ws >= 0) {
             P->res->steps[ws].acks++;
             hb_hist_add(&P->res->steps[ws].ack, now > t ? now - t : 0);
@@ -700,7 +723,7 @@ static sub_t *
 find_sub(conn_t *c, const char *name, size_t len)
 {
     const hb_opts_t *o = c->P->o;
-    size_t pl = strlen(o->channel_prefix);
+    size_t           pl = strlen(o->channel_prefix);
 
     if (len <= pl || memcmp(name, o->channel_prefix, pl) != 0)
         return NULL;
@@ -777,8 +800,8 @@ handle_reply(conn_t *c, const hb_line_t *L, uint64_t now)
         return;
     }
     if (L->id >= ID_PUB0 && c->kind == K_PUB_WS) {
-        pub_replied(c, (uint64_t) (L->id - ID_PUB0), L->offset, err ? L->code : 0,
-                    now);
+        pub_replied(c, (uint64_t) (L->id - ID_PUB0), L->offset,
+                    err ? L->code : 0, now);
         return;
     }
     if (err)
@@ -810,7 +833,7 @@ handle_line(conn_t *c, const char *s, size_t len, uint64_t now)
         if (L.t_ns > 0) {
             uint64_t t = (uint64_t) L.t_ns;
             uint64_t lat = now > t ? now - t : 0;
-            int ws = step_of(P, t);
+            int      ws = step_of(P, t);
             if (ws >= 0)
                 hb_hist_add(&P->res->steps[ws].lat, lat);
             hb_hist_add(&P->prog_lat, lat);
@@ -864,7 +887,7 @@ handle_frame(conn_t *c, const hb_ws_frame_t *f, uint64_t now)
             break;
         }
         if (f->opcode == HB_WS_OP_TEXT && c->mlen != 0) {
-            C(P)->proto_errors++;   /* new message inside a fragmented one */
+            C(P)->proto_errors++; /* new message inside a fragmented one */
             c->mlen = 0;
         }
         if (c->mcap - c->mlen < f->len) {
@@ -898,7 +921,7 @@ handle_frame(conn_t *c, const hb_ws_frame_t *f, uint64_t now)
         conn_close(c, code, 1);
         return -1;
     }
-    default:                    /* binary: herald never sends it */
+    default: /* binary: herald never sends it */
         C(P)->proto_errors++;
         break;
     }
@@ -913,7 +936,7 @@ handle_frames(conn_t *c, const uint8_t *buf, size_t len, uint64_t now)
 
     while (off < len) {
         hb_ws_frame_t f;
-        long n = hb_ws_parse(buf + off, len - off, MAX_FRAME, &f);
+        long          n = hb_ws_parse(buf + off, len - off, MAX_FRAME, &f);
         if (n == 0)
             break;
         if (n < 0) {
@@ -952,7 +975,7 @@ handle_http(conn_t *c, const uint8_t *buf, size_t len, uint64_t now)
         }
         if (avail < hlen + (size_t) clen)
             break;
-        int status = avail > 12 ? atoi(s + 9) : 0;
+        int    status = avail > 12 ? atoi(s + 9) : 0;
         pub_t *u = c->pub;
         if (u->fcount == 0) {
             C(c->P)->proto_errors++;
@@ -1045,8 +1068,9 @@ on_readable(conn_t *c)
     long     used;
 
     if (c->state == ST_UPGRADE) {
-        int status;
-        long h = hb_ws_check_response((const char *) buf, len, c->accept, &status);
+        int  status;
+        long h = hb_ws_check_response((const char *) buf, len, c->accept,
+                                      &status);
         if (h == 0) {
             if (buf != c->rbuf)
                 keep_tail(c, buf, len);
@@ -1056,11 +1080,12 @@ on_readable(conn_t *c)
         }
         if (h < 0) {
             C(P)->conn_fail_ws++;
-            hb_codes_add(&P->res->errors, (uint32_t) (status ? status : 999), 1);
+            hb_codes_add(&P->res->errors, (uint32_t) (status ? status : 999),
+                         1);
             c->failed_setup = 1;
             P->inflight--;
             P->setup_done++;
-            c->state = ST_AUTH;     /* so that conn_close does not recount */
+            c->state = ST_AUTH; /* so that conn_close does not recount */
             conn_close(c, 0, 0);
             check_ready(P);
             ramp_fill(P);
@@ -1071,8 +1096,8 @@ on_readable(conn_t *c)
             return;
         used = h;
         long m = c->kind == K_PUB_HTTP
-                 ? handle_http(c, buf + h, len - (size_t) h, now)
-                 : handle_frames(c, buf + h, len - (size_t) h, now);
+            ? handle_http(c, buf + h, len - (size_t) h, now)
+            : handle_frames(c, buf + h, len - (size_t) h, now);
         if (m < 0)
             return;
         used += m;
@@ -1101,8 +1126,8 @@ on_readable(conn_t *c)
 static void
 on_connected(conn_t *c)
 {
-    proc_t *P = c->P;
-    int     err = 0;
+    proc_t   *P = c->P;
+    int       err = 0;
     socklen_t sl = sizeof(err);
 
     getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &sl);
@@ -1122,7 +1147,7 @@ on_connected(conn_t *c)
         setup_finished(c, 1);
         return;
     }
-    uint8_t nonce[16];
+    uint8_t  nonce[16];
     uint64_t r1 = rnd(P), r2 = rnd(P);
     memcpy(nonce, &r1, 8);
     memcpy(nonce + 8, &r2, 8);
@@ -1210,7 +1235,7 @@ static void
 ramp_fill(proc_t *P)
 {
     const hb_opts_t *o = P->o;
-    uint64_t allowed = P->nconns;
+    uint64_t         allowed = P->nconns;
 
     if (P->phase != PH_CONNECT)
         return;
@@ -1245,7 +1270,7 @@ check_ready(proc_t *P)
     P->ready_sent = 1;
     P->phase = PH_WAIT_START;
     ev_timer_stop(P->loop, &P->ramp_w);
-    C(P)->cpu_ns = hb_cpu_ns();     /* the connect phase's cost */
+    C(P)->cpu_ns = hb_cpu_ns(); /* the connect phase's cost */
     hb_msg_send(P->ctl, HB_MSG_READY, C(P), sizeof(hb_counters_t));
 }
 
@@ -1277,7 +1302,8 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         uint64_t limit = (uint64_t) (P->o->conn_timeout * 1e9);
         for (uint32_t i = 0; i < P->next_open; i++) {
             conn_t *c = &P->conns[i];
-            if (c->state > ST_NEW && c->state < ST_READY && now - c->t_start > limit) {
+            if (c->state > ST_NEW && c->state < ST_READY
+                && now - c->t_start > limit) {
                 C(P)->conn_fail_timeout++;
                 c->failed_setup = 1;
                 P->inflight--;
@@ -1351,8 +1377,8 @@ pub_kick(proc_t *P)
         if (c->state != ST_READY)
             continue;
         pub_t *u = c->pub;
-        if (u->next_k < kend && !(c->kind == K_PUB_HTTP
-                                  && u->fcount >= P->o->http_pipeline)) {
+        if (u->next_k < kend
+            && !(c->kind == K_PUB_HTTP && u->fcount >= P->o->http_pipeline)) {
             uint64_t t = intended(P, u, u->next_k, NULL);
             if (t < next)
                 next = t;
@@ -1391,7 +1417,7 @@ finish(proc_t *P)
     for (uint32_t i = 0; i < P->nsubconns; i++) {
         conn_t *c = &P->conns[i];
         for (uint16_t j = 0; j < c->nsubs; j++) {
-            sub_t  *s = &c->subs[j];
+            sub_t *s = &c->subs[j];
             if (s->state != 1)
                 continue;
             int64_t f = P->final[s->chan];
@@ -1412,7 +1438,7 @@ finish(proc_t *P)
             continue;
         left = P->kbase[P->o->nsteps] - c->pub->next_k;
         if (c->state == ST_READY && !c->failed_setup)
-            k->pubs_backlog += left;    /* HTTP pipeline full at the end */
+            k->pubs_backlog += left; /* HTTP pipeline full at the end */
         else
             k->pubs_unsent += left;
     }
@@ -1504,8 +1530,9 @@ mark_cb(struct ev_loop *loop, ev_periodic *w, int revents)
     (void) loop;
     (void) revents;
 
-    while (P->next_mark < P->nmarks && P->marks[P->next_mark].at <= now + 1000000) {
-        mark_t *m = &P->marks[P->next_mark++];
+    while (P->next_mark < P->nmarks
+           && P->marks[P->next_mark].at <= now + 1000000) {
+        mark_t  *m = &P->marks[P->next_mark++];
         uint64_t cpu = hb_cpu_ns();
         if (m->what == 0) {
             P->step_cpu0[m->step] = cpu;
@@ -1535,10 +1562,12 @@ on_start(proc_t *P, uint64_t t0)
     schedule_init(P);
     P->nmarks = 0;
     for (uint32_t s = 0; s < o->nsteps; s++) {
-        P->marks[P->nmarks++] = (mark_t) { t0 + s * P->step_ns + P->warm_ns, (int) s, 0 };
-        P->marks[P->nmarks++] = (mark_t) { t0 + (s + 1) * P->step_ns, (int) s, 1 };
+        P->marks[P->nmarks++] = (mark_t){ t0 + s * P->step_ns + P->warm_ns,
+                                          (int) s, 0 };
+        P->marks[P->nmarks++] = (mark_t){ t0 + (s + 1) * P->step_ns, (int) s,
+                                          1 };
     }
-    P->marks[P->nmarks++] = (mark_t) { P->pub_end, 0, 2 };
+    P->marks[P->nmarks++] = (mark_t){ P->pub_end, 0, 2 };
     P->next_mark = 0;
     mark_arm(P);
     P->phase = PH_RUN;
@@ -1616,15 +1645,17 @@ assign_subs(proc_t *P, conn_t *c)
         sub_t *s = &c->subs[j];
         hb_track_init(&s->t);
         if (o->spread == HB_SPREAD_RR) {
-            s->chan = (uint32_t) (((uint64_t) c->g * o->subs_per_conn + j) % o->channels);
+            s->chan = (uint32_t) (((uint64_t) c->g * o->subs_per_conn + j)
+                                  % o->channels);
             continue;
         }
-        for (;;) {          /* uniform, distinct within the connection */
+        for (;;) { /* uniform, distinct within the connection */
             st ^= st >> 12;
             st ^= st << 25;
             st ^= st >> 27;
-            uint32_t ch = (uint32_t) ((st * 0x2545F4914F6CDD1DULL) % o->channels);
-            int dup = 0;
+            uint32_t ch = (uint32_t) ((st * 0x2545F4914F6CDD1DULL)
+                                      % o->channels);
+            int      dup = 0;
             for (uint16_t q = 0; q < j; q++)
                 dup |= c->subs[q].chan == ch;
             if (!dup) {
@@ -1656,9 +1687,9 @@ make_tokens(proc_t *P)
 int
 hb_load_run(const hb_opts_t *o, uint32_t idx, int ctl)
 {
-    proc_t *P = hd_calloc(1, sizeof(*P));
+    proc_t  *P = hd_calloc(1, sizeof(*P));
     uint32_t lo = 0, hi = 0, npub = 0;
-    uint32_t pfirst, pstep;         /* publishers pfirst, pfirst + pstep, ... */
+    uint32_t pfirst, pstep; /* publishers pfirst, pfirst + pstep, ... */
 
     /*
      * Processes 0..procs-1 hold the subscribers (a contiguous block each);
@@ -1741,7 +1772,8 @@ hb_load_run(const hb_opts_t *o, uint32_t idx, int ctl)
     P->tick_w.data = P;
     P->pub_tfd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
     if (P->pub_tfd < 0) {
-        fprintf(stderr, "herald-bench: timerfd_create() failed: %s\n", strerror(errno));
+        fprintf(stderr, "herald-bench: timerfd_create() failed: %s\n",
+                strerror(errno));
         return 2;
     }
     prctl(PR_SET_TIMERSLACK, 1000UL);

@@ -64,7 +64,7 @@ wait_fd(int fd, short events, long long deadline)
         if (left <= 0)
             return -1;
         struct pollfd pfd = { .fd = fd, .events = events };
-        int r = poll(&pfd, 1, (int) left);
+        int           r = poll(&pfd, 1, (int) left);
         if (r > 0)
             return 0;
         if (r < 0 && errno != EINTR)
@@ -76,13 +76,14 @@ char *
 hb_http_fetch(const char *host, int port, const char *req, size_t reqlen,
               int timeout_ms, size_t *outlen, char *err, size_t errlen)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo  hints = { .ai_family = AF_UNSPEC,
+                               .ai_socktype = SOCK_STREAM };
     struct addrinfo *ai = NULL;
-    char   portstr[16];
-    char  *buf = NULL;
-    size_t len = 0, cap = 0;
-    int    fd = -1;
-    long long deadline = now_ms() + timeout_ms;
+    char             portstr[16];
+    char            *buf = NULL;
+    size_t           len = 0, cap = 0;
+    int              fd = -1;
+    long long        deadline = now_ms() + timeout_ms;
 
     snprintf(portstr, sizeof(portstr), "%d", port);
     if (getaddrinfo(host, portstr, &hints, &ai) != 0 || ai == NULL) {
@@ -102,7 +103,7 @@ hb_http_fetch(const char *host, int port, const char *req, size_t reqlen,
         snprintf(err, errlen, "connect to %s:%d timed out", host, port);
         goto fail;
     }
-    int soerr = 0;
+    int       soerr = 0;
     socklen_t sl = sizeof(soerr);
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
     if (soerr != 0) {
@@ -166,9 +167,9 @@ dechunk(char *b, size_t len)
     size_t in = 0, out = 0;
 
     while (in < len) {
-        char  *e;
+        char         *e;
         unsigned long n = strtoul(b + in, &e, 16);
-        char  *nl = memchr(b + in, '\n', len - in);
+        char         *nl = memchr(b + in, '\n', len - in);
         if (nl == NULL || e == b + in)
             break;
         in = (size_t) (nl - b) + 1;
@@ -191,7 +192,7 @@ is_metric(const char *line, size_t len, const char *name)
 {
     size_t n = strlen(name);
     return len > n && memcmp(line, name, n) == 0
-           && (line[n] == '{' || line[n] == ' ');
+        && (line[n] == '{' || line[n] == ' ');
 }
 
 void
@@ -201,14 +202,18 @@ hb_scrape_parse(const char *text, size_t len, hb_scrape_t *out)
         const char *name;
         size_t      off;
     } sums[] = {
-        { "herald_process_cpu_seconds_total", offsetof(hb_scrape_t, cpu_seconds) },
-        { "herald_process_resident_memory_bytes", offsetof(hb_scrape_t, rss_bytes) },
+        { "herald_process_cpu_seconds_total",
+          offsetof(hb_scrape_t, cpu_seconds) },
+        { "herald_process_resident_memory_bytes",
+          offsetof(hb_scrape_t, rss_bytes) },
         { "herald_messages_delivered_total", offsetof(hb_scrape_t, delivered) },
         { "herald_messages_published_total", offsetof(hb_scrape_t, published) },
         { "herald_messages_received_total", offsetof(hb_scrape_t, received) },
         { "herald_connections", offsetof(hb_scrape_t, connections) },
-        { "herald_connections_accepted_total", offsetof(hb_scrape_t, accepted) },
-        { "herald_connections_rejected_total", offsetof(hb_scrape_t, rejected) },
+        { "herald_connections_accepted_total",
+          offsetof(hb_scrape_t, accepted) },
+        { "herald_connections_rejected_total",
+          offsetof(hb_scrape_t, rejected) },
         { "herald_bytes_sent_total", offsetof(hb_scrape_t, bytes_sent) },
     };
     const char *p = text, *end = text + len;
@@ -231,7 +236,7 @@ hb_scrape_parse(const char *text, size_t len, hb_scrape_t *out)
                     vl = sizeof(tmp) - 1;
                 memcpy(tmp, sp + 1, vl);
                 tmp[vl] = '\0';
-                char *sp2 = strchr(tmp, ' ');   /* drop a timestamp */
+                char *sp2 = strchr(tmp, ' '); /* drop a timestamp */
                 if (sp2)
                     *sp2 = '\0';
                 double v = strtod(tmp, NULL);
@@ -256,19 +261,21 @@ int
 hb_scrape(const char *url, int timeout_ms, hb_scrape_t *out, char *err,
           size_t errlen)
 {
-    char   host[256], path[1024], req[1400];
-    int    port;
-    size_t len = 0;
+    char            host[256], path[1024], req[1400];
+    int             port;
+    size_t          len = 0;
     struct timespec ts;
 
     memset(out, 0, sizeof(*out));
-    if (hb_parse_http_url(url, host, sizeof(host), &port, path, sizeof(path)) < 0) {
+    if (hb_parse_http_url(url, host, sizeof(host), &port, path, sizeof(path))
+        < 0) {
         snprintf(err, errlen, "bad metrics URL %s", url);
         return -1;
     }
     int rl = snprintf(req, sizeof(req),
                       "GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n"
-                      "Accept: text/plain\r\n\r\n", path, host, port);
+                      "Accept: text/plain\r\n\r\n",
+                      path, host, port);
     clock_gettime(CLOCK_REALTIME, &ts);
     out->wall = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
     char *resp = hb_http_fetch(host, port, req, (size_t) rl, timeout_ms, &len,

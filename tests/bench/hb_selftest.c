@@ -15,11 +15,13 @@
 
 static int fails;
 
-#define CHECK(cond) do { \
-        if (!(cond)) { \
-            fprintf(stderr, "self-test %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-            fails++; \
-        } \
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "self-test %s:%d: CHECK(%s) failed\n", __FILE__, \
+                    __LINE__, #cond);                                        \
+            fails++;                                                         \
+        }                                                                    \
     } while (0)
 
 static void
@@ -85,31 +87,36 @@ test_ws(void)
     CHECK(strcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0);
 
     char req[1024];
-    int n = hb_ws_request(req, sizeof(req), "127.0.0.1:8080", "/", key, "herald.v1");
-    CHECK(n > 0 && strstr(req, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") != NULL);
+    int  n = hb_ws_request(req, sizeof(req), "127.0.0.1:8080", "/", key,
+                           "herald.v1");
+    CHECK(n > 0
+          && strstr(req, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+              != NULL);
     CHECK(strstr(req, "Sec-WebSocket-Protocol: herald.v1\r\n") != NULL);
     CHECK(n >= 4 && memcmp(req + n - 4, "\r\n\r\n", 4) == 0);
     CHECK(hb_ws_request(req, 20, "h", "/", key, NULL) == -1);
 
-    const char *ok = "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n"
-                     "Connection: keep-alive, Upgrade\r\n"
-                     "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x00";
-    int st;
+    const char *ok =
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n"
+        "Connection: keep-alive, Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x00";
+    int  st;
     long hdr = (long) (strstr(ok, "\r\n\r\n") - ok) + 4;
     long h = hb_ws_check_response(ok, (size_t) hdr + 2, acc, &st);
     CHECK(h == hdr && st == 101);
     CHECK(hb_ws_check_response(ok, 40, acc, &st) == 0);
-    const char *bad = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\n"
-                      "Sec-WebSocket-Accept: AAAALMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    const char *bad =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: AAAALMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
     CHECK(hb_ws_check_response(bad, strlen(bad), acc, &st) == -2);
     const char *no = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
     CHECK(hb_ws_check_response(no, strlen(no), acc, &st) == -1 && st == 403);
 
     /* a masked client frame unmasks to the payload */
-    uint8_t fr[200];
+    uint8_t  fr[200];
     uint32_t mask = 0xA1B2C3D4u;
-    size_t hl = hb_ws_frame_header(fr, HB_WS_OP_TEXT, 5, mask);
+    size_t   hl = hb_ws_frame_header(fr, HB_WS_OP_TEXT, 5, mask);
     CHECK(hl == 6 && fr[0] == 0x81 && fr[1] == (0x80 | 5));
     memcpy(fr + hl, "hello", 5);
     hb_ws_mask(fr + hl, 5, mask, 0);
@@ -125,21 +132,25 @@ test_ws(void)
     hb_ws_mask(y, 3, mask, 0);
     hb_ws_mask(y + 3, 34, mask, 3);
     CHECK(memcmp(x, y, 37) == 0);
-    CHECK(hb_ws_frame_header(fr, HB_WS_OP_TEXT, 300, mask) == 8 && fr[1] == (0x80 | 126));
-    CHECK(hb_ws_frame_header(fr, HB_WS_OP_TEXT, 70000, mask) == 14 && fr[1] == (0x80 | 127));
+    CHECK(hb_ws_frame_header(fr, HB_WS_OP_TEXT, 300, mask) == 8
+          && fr[1] == (0x80 | 126));
+    CHECK(hb_ws_frame_header(fr, HB_WS_OP_TEXT, 70000, mask) == 14
+          && fr[1] == (0x80 | 127));
 
     /* server frames */
     hb_ws_frame_t f;
-    uint8_t s1[] = { 0x81, 0x03, 'a', 'b', 'c', 0x89 };
+    uint8_t       s1[] = { 0x81, 0x03, 'a', 'b', 'c', 0x89 };
     CHECK(hb_ws_parse(s1, sizeof(s1), 1 << 20, &f) == 5);
-    CHECK(f.fin && f.opcode == HB_WS_OP_TEXT && f.len == 3 && memcmp(f.payload, "abc", 3) == 0);
+    CHECK(f.fin && f.opcode == HB_WS_OP_TEXT && f.len == 3
+          && memcmp(f.payload, "abc", 3) == 0);
     CHECK(hb_ws_parse(s1, 4, 1 << 20, &f) == 0);
     CHECK(hb_ws_parse(s1 + 5, 1, 1 << 20, &f) == 0);
     uint8_t s2[4 + 300] = { 0x01, 126, 1, 44 };
-    CHECK(hb_ws_parse(s2, sizeof(s2), 1 << 20, &f) == 304 && !f.fin && f.len == 300);
+    CHECK(hb_ws_parse(s2, sizeof(s2), 1 << 20, &f) == 304 && !f.fin
+          && f.len == 300);
     CHECK(hb_ws_parse(s2, sizeof(s2), 100, &f) == -1);
     uint8_t s3[10] = { 0x80, 127, 0, 0, 0, 0, 0, 1, 0, 0 };
-    CHECK(hb_ws_parse(s3, sizeof(s3), 1 << 20, &f) == 0);   /* needs 65536 */
+    CHECK(hb_ws_parse(s3, sizeof(s3), 1 << 20, &f) == 0); /* needs 65536 */
     uint8_t masked[] = { 0x81, 0x81, 1, 2, 3, 4, 'x' };
     CHECK(hb_ws_parse(masked, sizeof(masked), 1 << 20, &f) == -1);
     uint8_t fragping[] = { 0x09, 0x00 };
@@ -153,28 +164,40 @@ test_ws(void)
 static void
 test_line(void)
 {
-    hb_line_t L;
-    const char *pub = "{\"push\":{\"channel\":\"hb1.42\",\"pub\":{\"offset\":17,\"epoch\":\"e1\","
-                      "\"data\":{\"t\":1700000000123456789,\"s\":3,\"p\":0,\"x\":\"offset\"}}}}";
+    hb_line_t   L;
+    const char *pub = "{\"push\":{\"channel\":\"hb1.42\",\"pub\":{\"offset\":"
+                      "17,\"epoch\":\"e1\","
+                      "\"data\":{\"t\":1700000000123456789,\"s\":3,\"p\":0,"
+                      "\"x\":\"offset\"}}}}";
     CHECK(hb_line_parse(pub, strlen(pub), &L) == HB_L_PUB);
     CHECK(L.chan_len == 6 && memcmp(L.chan, "hb1.42", 6) == 0);
     CHECK(L.offset == 17 && L.t_ns == 1700000000123456789LL);
 
-    const char *gap = "{\"push\":{\"channel\":\"c\",\"gap\":{\"from\":43,\"to\":57,\"epoch\":\"e\"}}}";
-    CHECK(hb_line_parse(gap, strlen(gap), &L) == HB_L_GAP && L.from == 43 && L.to == 57);
+    const char *gap = "{\"push\":{\"channel\":\"c\",\"gap\":{\"from\":43,"
+                      "\"to\":57,\"epoch\":\"e\"}}}";
+    CHECK(hb_line_parse(gap, strlen(gap), &L) == HB_L_GAP && L.from == 43
+          && L.to == 57);
 
     const char *res = "{\"id\":100007,\"result\":{\"offset\":41}}";
-    CHECK(hb_line_parse(res, strlen(res), &L) == HB_L_RESULT && L.id == 100007 && L.offset == 41);
+    CHECK(hb_line_parse(res, strlen(res), &L) == HB_L_RESULT && L.id == 100007
+          && L.offset == 41);
     const char *res2 = "{\"id\":1,\"result\":{\"client\":\"x\",\"worker\":0}}";
-    CHECK(hb_line_parse(res2, strlen(res2), &L) == HB_L_RESULT && L.id == 1 && L.offset == -1);
-    const char *err = "{\"id\":2,\"error\":{\"code\":403,\"message\":\"no \\\"id\\\" here\"}}";
-    CHECK(hb_line_parse(err, strlen(err), &L) == HB_L_ERROR && L.id == 2 && L.code == 403);
-    const char *noid = "{\"error\":{\"code\":400,\"message\":\"invalid JSON\"}}";
-    CHECK(hb_line_parse(noid, strlen(noid), &L) == HB_L_ERROR_NOID && L.code == 400);
+    CHECK(hb_line_parse(res2, strlen(res2), &L) == HB_L_RESULT && L.id == 1
+          && L.offset == -1);
+    const char *err = "{\"id\":2,\"error\":{\"code\":403,\"message\":\"no "
+                      "\\\"id\\\" here\"}}";
+    CHECK(hb_line_parse(err, strlen(err), &L) == HB_L_ERROR && L.id == 2
+          && L.code == 403);
+    const char *noid =
+        "{\"error\":{\"code\":400,\"message\":\"invalid JSON\"}}";
+    CHECK(hb_line_parse(noid, strlen(noid), &L) == HB_L_ERROR_NOID
+          && L.code == 400);
     const char *spaced = "{\"id\": 5, \"result\": {\"offset\": 9}}";
-    CHECK(hb_line_parse(spaced, strlen(spaced), &L) == HB_L_RESULT && L.id == 5 && L.offset == 9);
+    CHECK(hb_line_parse(spaced, strlen(spaced), &L) == HB_L_RESULT && L.id == 5
+          && L.offset == 9);
     const char *http = "{\"result\":{\"offset\":12}}";
-    CHECK(hb_line_parse(http, strlen(http), &L) == HB_L_RESULT && L.id == -1 && L.offset == 12);
+    CHECK(hb_line_parse(http, strlen(http), &L) == HB_L_RESULT && L.id == -1
+          && L.offset == 12);
     CHECK(hb_line_parse("garbage", 7, &L) == HB_L_OTHER);
     CHECK(hb_line_parse("{\"push\":{}}", 11, &L) == HB_L_OTHER);
     /* the scanner must not read past len */
@@ -184,7 +207,7 @@ test_line(void)
 static void
 test_track(void)
 {
-    hb_track_t t;
+    hb_track_t        t;
     hb_track_counts_t n;
 
     /* in order after base: nothing wrong */
@@ -235,7 +258,8 @@ test_track(void)
     hb_track_push(&t, 1, 0, 0, &n);
     hb_track_push(&t, 2, 4, 1, &n);
     hb_track_push(&t, 5, 0, 0, &n);
-    CHECK(n.missing == 3 && n.missing_gap == 3 && n.duplicates == 0 && t.last == 5);
+    CHECK(n.missing == 3 && n.missing_gap == 3 && n.duplicates == 0
+          && t.last == 5);
 
     /* never received anything: behind counts from base */
     hb_track_init(&t);
@@ -250,7 +274,8 @@ test_scrape(void)
         "# HELP herald_process_cpu_seconds_total x\n"
         "# TYPE herald_process_cpu_seconds_total counter\n"
         "herald_process_cpu_seconds_total{process=\"master\"} 0.5\n"
-        "herald_process_cpu_seconds_total{process=\"worker\",worker=\"0\"} 1.25\n"
+        "herald_process_cpu_seconds_total{process=\"worker\",worker=\"0\"} "
+        "1.25\n"
         "herald_process_cpu_seconds_total_other 99\n"
         "herald_messages_delivered_total{worker=\"0\"} 100\n"
         "herald_messages_delivered_total{worker=\"1\"} 23\n"
@@ -267,14 +292,22 @@ test_scrape(void)
     CHECK(s.workers == 2 && s.rss_bytes == 1e6);
 
     char host[64], path[64];
-    int port;
-    CHECK(hb_parse_http_url("http://127.0.0.1:9090/metrics", host, sizeof(host), &port,
-                            path, sizeof(path)) == 0);
-    CHECK(strcmp(host, "127.0.0.1") == 0 && port == 9090 && strcmp(path, "/metrics") == 0);
-    CHECK(hb_parse_http_url("ws://h", host, sizeof(host), &port, path, sizeof(path)) == 0
+    int  port;
+    CHECK(hb_parse_http_url("http://127.0.0.1:9090/metrics", host, sizeof(host),
+                            &port, path, sizeof(path))
+          == 0);
+    CHECK(strcmp(host, "127.0.0.1") == 0 && port == 9090
+          && strcmp(path, "/metrics") == 0);
+    CHECK(hb_parse_http_url("ws://h", host, sizeof(host), &port, path,
+                            sizeof(path))
+              == 0
           && port == 80 && strcmp(path, "/") == 0);
-    CHECK(hb_parse_http_url("ws://h:0/", host, sizeof(host), &port, path, sizeof(path)) == -1);
-    CHECK(hb_parse_http_url("https://h/", host, sizeof(host), &port, path, sizeof(path)) == -1);
+    CHECK(hb_parse_http_url("ws://h:0/", host, sizeof(host), &port, path,
+                            sizeof(path))
+          == -1);
+    CHECK(hb_parse_http_url("https://h/", host, sizeof(host), &port, path,
+                            sizeof(path))
+          == -1);
 }
 
 static void

@@ -109,9 +109,10 @@ hb_ws_check_response(const char *buf, size_t len, const char *accept,
             size_t vlen = (size_t) (le - v);
             while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
                 vlen--;
-            if (nlen == 20 && strncasecmp(line, "Sec-WebSocket-Accept", 20) == 0)
+            if (nlen == 20
+                && strncasecmp(line, "Sec-WebSocket-Accept", 20) == 0)
                 ok_accept = vlen == HB_WS_ACCEPT_LEN
-                            && memcmp(v, accept, HB_WS_ACCEPT_LEN) == 0;
+                    && memcmp(v, accept, HB_WS_ACCEPT_LEN) == 0;
             else if (nlen == 7 && strncasecmp(line, "Upgrade", 7) == 0)
                 ok_upgrade = has_token(v, vlen, "websocket");
             else if (nlen == 10 && strncasecmp(line, "Connection", 10) == 0)
@@ -174,9 +175,9 @@ hb_ws_parse(const uint8_t *buf, size_t len, uint64_t max_payload,
     if (len < 2)
         return 0;
     unsigned b0 = buf[0], b1 = buf[1];
-    if (b0 & 0x70)              /* RSV1-3: no extension was negotiated */
+    if (b0 & 0x70) /* RSV1-3: no extension was negotiated */
         return -1;
-    if (b1 & 0x80)              /* a server must not mask */
+    if (b1 & 0x80) /* a server must not mask */
         return -1;
     unsigned op = b0 & 0x0f;
     if (op != HB_WS_OP_CONT && op != HB_WS_OP_TEXT && op != HB_WS_OP_BINARY

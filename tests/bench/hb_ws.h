@@ -18,9 +18,9 @@
 #define HB_WS_OP_PING   0x9
 #define HB_WS_OP_PONG   0xA
 
-#define HB_WS_KEY_LEN    24   /* base64 of 16 random bytes */
-#define HB_WS_ACCEPT_LEN 28   /* base64 of a SHA-1 digest */
-#define HB_WS_MAX_HDR    14   /* 2 + 8 (length) + 4 (mask) */
+#define HB_WS_KEY_LEN    24 /* base64 of 16 random bytes */
+#define HB_WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
+#define HB_WS_MAX_HDR    14 /* 2 + 8 (length) + 4 (mask) */
 
 /* Fill key (HB_WS_KEY_LEN + 1) from 16 bytes of nonce and accept
  * (HB_WS_ACCEPT_LEN + 1) with the Sec-WebSocket-Accept the server must
@@ -30,8 +30,8 @@ void hb_ws_make_key(const uint8_t nonce[16], char *key, char *accept);
 /* Write the upgrade request into buf (cap bytes). host is the Host header
  * value, path starts with '/', protocol may be NULL. Returns the length,
  * or -1 when it does not fit. */
-int  hb_ws_request(char *buf, size_t cap, const char *host, const char *path,
-                   const char *key, const char *protocol);
+int hb_ws_request(char *buf, size_t cap, const char *host, const char *path,
+                  const char *key, const char *protocol);
 
 /*
  * Check the upgrade response in buf[0..len). Returns:
@@ -59,7 +59,7 @@ void hb_ws_mask(uint8_t *p, size_t len, uint32_t mask, size_t pos);
 typedef struct hb_ws_frame {
     unsigned       fin;
     unsigned       opcode;
-    const uint8_t *payload;   /* points into the decoder's input */
+    const uint8_t *payload; /* points into the decoder's input */
     uint64_t       len;
 } hb_ws_frame_t;
 

@@ -23,8 +23,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_conf_t       *c = NULL;
     int              rc;
 
-    rc = hd_conf_load_string("fuzz.json", (const char *) data, size, &c,
-                             &errs);
+    rc = hd_conf_load_string("fuzz.json", (const char *) data, size, &c, &errs);
     if ((rc == 0) != (c != NULL) || (rc == 0) != (errs.n == 0))
         abort();
     if (c != NULL) {

@@ -27,12 +27,16 @@
 #include "hd_channel.h"
 #include "hd_jwt.h"
 
-#define SECRET   "fuzz-secret-0123456789abcdef!!"
-#define NOW      INT64_C(1700000000)
+#define SECRET "fuzz-secret-0123456789abcdef!!"
+#define NOW    INT64_C(1700000000)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+#define CHECK(x)              \
+    do {                      \
+        if (!(x))             \
+            __builtin_trap(); \
+    } while (0)
 
 /* A successful verify must hand back claims that honour the contract. */
 static void
@@ -47,7 +51,7 @@ check_claims(int rc, const hd_jwt_claims_t *c)
     }
     n = strlen(c->sub);
     CHECK(n >= 1 && n <= 255);
-    CHECK(c->exp > NOW - 60);     /* leeway is at most 60 here */
+    CHECK(c->exp > NOW - 60); /* leeway is at most 60 here */
     if (c->tenant != NULL) {
         n = strlen(c->tenant);
         CHECK(n >= 1 && n <= 64);
@@ -116,8 +120,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int             rc;
 
     /* 1: fixed secret */
-    rc = hd_jwt_verify((const char *) data, size, SECRET, strlen(SECRET),
-                       NOW, 60, &c);
+    rc = hd_jwt_verify((const char *) data, size, SECRET, strlen(SECRET), NOW,
+                       60, &c);
     check_claims(rc, &c);
     hd_jwt_claims_free(&c);
 
@@ -143,8 +147,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         claims[size] = '\0';
         tok = hd_jwt_sign(claims, SECRET, strlen(SECRET));
         CHECK(tok != NULL);
-        rc = hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), NOW,
-                           60, &c);
+        rc = hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), NOW, 60,
+                           &c);
         CHECK(rc != HD_JWT_ESIGNATURE && rc != HD_JWT_EALG);
         check_claims(rc, &c);
         hd_jwt_claims_free(&c);

@@ -19,8 +19,8 @@
 #error "build with -DHD_CONF_TEST_DIR=\"/path/to/tests/unit/conf\""
 #endif
 
-#define SECRET   "test-hmac-secret-0123456789abcdef-xyz"
-#define AUTH     "\"auth\": {\"hmac_secret\": \"" SECRET "\"}"
+#define SECRET "test-hmac-secret-0123456789abcdef-xyz"
+#define AUTH   "\"auth\": {\"hmac_secret\": \"" SECRET "\"}"
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -57,8 +57,8 @@ expect_error(const char *json, const char *want)
 
     ck_assert_msg(rc == -1, "load succeeded for %s", json);
     ck_assert_ptr_null(c);
-    ck_assert_msg(e.n == 1, "%s: want 1 error, got %zu (first: %s)", json,
-                  e.n, e.n ? e.msg[0] : "-");
+    ck_assert_msg(e.n == 1, "%s: want 1 error, got %zu (first: %s)", json, e.n,
+                  e.n ? e.msg[0] : "-");
     ck_assert_str_eq(e.msg[0], want);
     hd_conf_errors_free(&e);
 }
@@ -75,9 +75,9 @@ any_contains(const hd_conf_errors_t *e, const char *needle)
 static char *
 read_all(const char *path)
 {
-    FILE  *f = fopen(path, "rb");
-    char  *buf;
-    long   n;
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long  n;
 
     ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
@@ -126,7 +126,7 @@ END_TEST
 
 START_TEST(test_every_key)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
     const char      *path = HD_CONF_TEST_DIR "/full.json";
 
@@ -220,12 +220,13 @@ START_TEST(test_namespaces)
     ck_assert_ptr_null(hd_conf_ns(c, "news", 4));
     hd_conf_free(c);
 
-    c = load_ok("{" AUTH ", \"namespaces\": {\"b\": {}, \"a\": {\"publish\": true},"
+    c = load_ok("{" AUTH
+                ", \"namespaces\": {\"b\": {}, \"a\": {\"publish\": true},"
                 " \"c.d\": {}}}");
     ck_assert_uint_eq(c->nnamespaces, 3);
     ck_assert(hd_conf_ns(c, "a", 1)->publish);
     ck_assert_ptr_nonnull(hd_conf_ns(c, "c.d", 3));
-    ck_assert_ptr_null(hd_conf_ns(c, "", 0));   /* no default given */
+    ck_assert_ptr_null(hd_conf_ns(c, "", 0)); /* no default given */
     hd_conf_free(c);
 
     expect_error("{" AUTH ", \"namespaces\": {\"a:b\": {}}}",
@@ -234,21 +235,24 @@ START_TEST(test_namespaces)
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"pub\": true}}}",
                  "t.json: $.namespaces.a.pub: unknown key (expected publish, "
                  "anonymous, history_size or history_ttl_s)");
-    expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"publish\": 1}}}",
-                 "t.json: $.namespaces.a.publish: expected boolean, got integer");
+    expect_error(
+        "{" AUTH ", \"namespaces\": {\"a\": {\"publish\": 1}}}",
+        "t.json: $.namespaces.a.publish: expected boolean, got integer");
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"history_size\": -1}}}",
                  "t.json: $.namespaces.a.history_size: must be between 0 and "
                  "1000000, got -1");
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"history_size\": 10}}}",
                  "t.json: $.namespaces.a: history_size and history_ttl_s must "
                  "both be set (history on) or both be 0 (history off)");
-    expect_error("{" AUTH ", \"security\": {\"allowed_origins\": [\"x\"]}}",
-                 "t.json: $.security.allowed_origins[0]: an origin must look "
-                 "like https://example.com or https://*.example.com, got \"x\"");
-    expect_error("{" AUTH ", \"security\": {\"allowed_origins\": "
-                 "[\"https://a.*.com\"]}}",
-                 "t.json: $.security.allowed_origins[0]: a wildcard is only "
-                 "allowed as \"*.\" at the start of the host, got \"https://a.*.com\"");
+    expect_error(
+        "{" AUTH ", \"security\": {\"allowed_origins\": [\"x\"]}}",
+        "t.json: $.security.allowed_origins[0]: an origin must look "
+        "like https://example.com or https://*.example.com, got \"x\"");
+    expect_error(
+        "{" AUTH ", \"security\": {\"allowed_origins\": "
+        "[\"https://a.*.com\"]}}",
+        "t.json: $.security.allowed_origins[0]: a wildcard is only "
+        "allowed as \"*.\" at the start of the host, got \"https://a.*.com\"");
     expect_error("{" AUTH ", \"namespaces\": []}",
                  "t.json: $.namespaces: expected object, got array");
     expect_error("{" AUTH ", \"redis\": {\"reconnect_min_ms\": 900,"
@@ -281,8 +285,9 @@ END_TEST
 
 START_TEST(test_null_optional)
 {
-    hd_conf_t *c = load_ok("{" AUTH ", \"admin\": {\"token\": null},"
-                           " \"log\": {\"file\": null}, \"api\": {\"key\": null}}");
+    hd_conf_t *c = load_ok(
+        "{" AUTH ", \"admin\": {\"token\": null},"
+        " \"log\": {\"file\": null}, \"api\": {\"key\": null}}");
     ck_assert_ptr_null(c->admin_token);
     ck_assert_ptr_null(c->log_file);
     ck_assert_ptr_null(c->api_key);
@@ -302,7 +307,7 @@ END_TEST
 
 START_TEST(test_syntax_error_file)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
     const char      *path = HD_CONF_TEST_DIR "/syntax_error.json";
     char             want[4096];
@@ -333,15 +338,17 @@ END_TEST
 
 START_TEST(test_duplicate_key)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
     const char      *path = HD_CONF_TEST_DIR "/duplicate.json";
     char             want[4096];
 
     ck_assert_int_eq(hd_conf_load(path, &c, &e), -1);
     ck_assert_uint_eq(e.n, 1);
-    snprintf(want, sizeof(want), "%s:3:10: duplicate object key near "
-             "'\"listen\"'", path);
+    snprintf(want, sizeof(want),
+             "%s:3:10: duplicate object key near "
+             "'\"listen\"'",
+             path);
     ck_assert_str_eq(e.msg[0], want);
     hd_conf_errors_free(&e);
 
@@ -392,16 +399,18 @@ START_TEST(test_wrong_types)
                  "t.json: $.listen.port: expected integer, got real");
     expect_error("{" AUTH ", \"listen\": {\"address\": 1}}",
                  "t.json: $.listen.address: expected string, got integer");
-    expect_error("{\"auth\": {\"hmac_secret\": \"" SECRET "\","
-                 " \"allow_anonymous\": \"yes\"}}",
-                 "t.json: $.auth.allow_anonymous: expected boolean, got string");
+    expect_error(
+        "{\"auth\": {\"hmac_secret\": \"" SECRET "\","
+        " \"allow_anonymous\": \"yes\"}}",
+        "t.json: $.auth.allow_anonymous: expected boolean, got string");
     expect_error("{" AUTH ", \"redis\": {\"url\": []}}",
                  "t.json: $.redis.url: expected string, got array");
     expect_error("{" AUTH ", \"log\": {\"level\": 3}}",
                  "t.json: $.log.level: expected string (one of \"error\", "
                  "\"warn\", \"info\", \"debug\"), got integer");
-    expect_error("{" AUTH ", \"workers\": true}",
-                 "t.json: $.workers: expected \"auto\" or integer, got boolean");
+    expect_error(
+        "{" AUTH ", \"workers\": true}",
+        "t.json: $.workers: expected \"auto\" or integer, got boolean");
     expect_error("{" AUTH ", \"listen\": 5}",
                  "t.json: $.listen: expected object, got integer");
     expect_error("{" AUTH ", \"timeouts\": null}",
@@ -412,15 +421,19 @@ END_TEST
 /* A bad auth section is one error, not also "hmac_secret required". */
 START_TEST(test_bad_section_one_error)
 {
-    expect_error("{\"auth\": []}", "t.json: $.auth: expected object, got array");
-    expect_error("{\"auth\": {\"allow_anonymous\": 1}}",
-                 "t.json: $.auth.allow_anonymous: expected boolean, got integer");
+    expect_error("{\"auth\": []}",
+                 "t.json: $.auth: expected object, got array");
+    expect_error(
+        "{\"auth\": {\"allow_anonymous\": 1}}",
+        "t.json: $.auth.allow_anonymous: expected boolean, got integer");
 }
 END_TEST
 
 START_TEST(test_ranges)
 {
-    static const struct { const char *json, *want; } bad[] = {
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
         { "\"listen\": {\"port\": 0}",
           "$.listen.port: must be between 1 and 65535, got 0" },
         { "\"listen\": {\"port\": 70000}",
@@ -438,11 +451,13 @@ START_TEST(test_ranges)
         { "\"timeouts\": {\"shutdown_ms\": 99}",
           "$.timeouts.shutdown_ms: must be between 100 and 600000, got 99" },
         { "\"timeouts\": {\"shutdown_ms\": 600001}",
-          "$.timeouts.shutdown_ms: must be between 100 and 600000, got 600001" },
+          "$.timeouts.shutdown_ms: must be between 100 and 600000, got "
+          "600001" },
         { "\"timeouts\": {\"handshake_ms\": 99}",
           "$.timeouts.handshake_ms: must be between 100 and 120000, got 99" },
         { "\"timeouts\": {\"handshake_ms\": 120001}",
-          "$.timeouts.handshake_ms: must be between 100 and 120000, got 120001" },
+          "$.timeouts.handshake_ms: must be between 100 and 120000, got "
+          "120001" },
         { "\"workers\": 0",
           "$.workers: must be \"auto\" or between 1 and 256, got 0" },
         { "\"workers\": 257",
@@ -460,7 +475,8 @@ START_TEST(test_ranges)
     }
 
     /* the bounds themselves are accepted */
-    hd_conf_t *c = load_ok("{" AUTH ", \"workers\": 256,"
+    hd_conf_t *c = load_ok(
+        "{" AUTH ", \"workers\": 256,"
         " \"listen\": {\"port\": 65535, \"backlog\": 1},"
         " \"admin\": {\"port\": 0},"
         " \"timeouts\": {\"shutdown_ms\": 600000, \"handshake_ms\": 100}}");
@@ -472,9 +488,10 @@ START_TEST(test_ranges)
     ck_assert_int_eq(c->handshake_ms, 100);
     hd_conf_free(c);
 
-    c = load_ok("{" AUTH ", \"workers\": 1, \"listen\": {\"port\": 1,"
-                " \"backlog\": 65535}, \"admin\": {\"port\": 65535},"
-                " \"timeouts\": {\"shutdown_ms\": 100, \"handshake_ms\": 120000}}");
+    c = load_ok(
+        "{" AUTH ", \"workers\": 1, \"listen\": {\"port\": 1,"
+        " \"backlog\": 65535}, \"admin\": {\"port\": 65535},"
+        " \"timeouts\": {\"shutdown_ms\": 100, \"handshake_ms\": 120000}}");
     ck_assert_int_eq(c->workers, 1);
     ck_assert_int_eq(c->listen_port, 1);
     ck_assert_int_eq(c->listen_backlog, 65535);
@@ -489,7 +506,7 @@ START_TEST(test_enums)
 {
     static const char *const levels[] = { "error", "warn", "info", "debug" };
     static const char *const formats[] = { "auto", "json", "text" };
-    char json[256];
+    char                     json[256];
 
     for (int i = 0; i < 4; i++) {
         snprintf(json, sizeof(json), "{" AUTH ", \"log\": {\"level\": \"%s\"}}",
@@ -499,8 +516,8 @@ START_TEST(test_enums)
         hd_conf_free(c);
     }
     for (int i = 0; i < 3; i++) {
-        snprintf(json, sizeof(json), "{" AUTH ", \"log\": {\"format\": \"%s\"}}",
-                 formats[i]);
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"log\": {\"format\": \"%s\"}}", formats[i]);
         hd_conf_t *c = load_ok(json);
         ck_assert_int_eq(c->log_format, i);
         hd_conf_free(c);
@@ -539,33 +556,43 @@ END_TEST
 START_TEST(test_addresses)
 {
     static const char *const good[] = {
-        "0.0.0.0", "127.0.0.1", "10.1.2.3", "::", "::1", "fe80::1",
-        "2001:db8::42", "::ffff:192.0.2.1",
+        "0.0.0.0", "127.0.0.1", "10.1.2.3",     "::",
+        "::1",     "fe80::1",   "2001:db8::42", "::ffff:192.0.2.1",
     };
     static const char *const bad[] = {
-        "localhost", "1.2.3", "256.1.1.1", "[::1]", "1.2.3.4:80", " 1.2.3.4",
-        "fe80::1%eth0",
+        "localhost",  "1.2.3",    "256.1.1.1",    "[::1]",
+        "1.2.3.4:80", " 1.2.3.4", "fe80::1%eth0",
     };
     char json[256], want[256];
 
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        snprintf(json, sizeof(json), "{" AUTH ", \"listen\": {\"address\": "
-                 "\"%s\"}, \"admin\": {\"address\": \"%s\"}}", good[i], good[i]);
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"listen\": {\"address\": "
+                 "\"%s\"}, \"admin\": {\"address\": \"%s\"}}",
+                 good[i], good[i]);
         hd_conf_t *c = load_ok(json);
         ck_assert_str_eq(c->listen_address, good[i]);
         ck_assert_str_eq(c->admin_address, good[i]);
         hd_conf_free(c);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        snprintf(json, sizeof(json), "{" AUTH ", \"listen\": {\"address\": "
-                 "\"%s\"}}", bad[i]);
-        snprintf(want, sizeof(want), "t.json: $.listen.address: must be an "
-                 "IPv4 or IPv6 address literal, got \"%s\"", bad[i]);
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"listen\": {\"address\": "
+                 "\"%s\"}}",
+                 bad[i]);
+        snprintf(want, sizeof(want),
+                 "t.json: $.listen.address: must be an "
+                 "IPv4 or IPv6 address literal, got \"%s\"",
+                 bad[i]);
         expect_error(json, want);
-        snprintf(json, sizeof(json), "{" AUTH ", \"admin\": {\"address\": "
-                 "\"%s\"}}", bad[i]);
-        snprintf(want, sizeof(want), "t.json: $.admin.address: must be an "
-                 "IPv4 or IPv6 address literal, got \"%s\"", bad[i]);
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"admin\": {\"address\": "
+                 "\"%s\"}}",
+                 bad[i]);
+        snprintf(want, sizeof(want),
+                 "t.json: $.admin.address: must be an "
+                 "IPv4 or IPv6 address literal, got \"%s\"",
+                 bad[i]);
         expect_error(json, want);
     }
     expect_error("{" AUTH ", \"listen\": {\"address\": \"\"}}",
@@ -578,15 +605,20 @@ END_TEST
 START_TEST(test_redis_good)
 {
     static const struct {
-        const char *url, *host; int port; const char *unix_path, *pw; int db;
+        const char *url, *host;
+        int         port;
+        const char *unix_path, *pw;
+        int         db;
     } good[] = {
         { "redis://127.0.0.1:6379", "127.0.0.1", 6379, NULL, NULL, 0 },
         { "redis://localhost", "localhost", 6379, NULL, NULL, 0 },
-        { "redis://redis.example.com/", "redis.example.com", 6379, NULL, NULL, 0 },
+        { "redis://redis.example.com/", "redis.example.com", 6379, NULL, NULL,
+          0 },
         { "redis://h:7000/5", "h", 7000, NULL, NULL, 5 },
         { "redis://[::1]:6379", "::1", 6379, NULL, NULL, 0 },
         { "redis://[::1]", "::1", 6379, NULL, NULL, 0 },
-        { "redis://[2001:db8::1]:6380/15", "2001:db8::1", 6380, NULL, NULL, 15 },
+        { "redis://[2001:db8::1]:6380/15", "2001:db8::1", 6380, NULL, NULL,
+          15 },
         { "redis://:s3cret@host:6379", "host", 6379, NULL, "s3cret", 0 },
         { "redis://:s3cret@host:6379/4", "host", 6379, NULL, "s3cret", 4 },
         { "redis://user:s3cret@host:6379/1", "host", 6379, NULL, "s3cret", 1 },
@@ -622,18 +654,23 @@ END_TEST
 
 START_TEST(test_redis_bad)
 {
-    static const struct { const char *url, *why; } bad[] = {
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
         { "", "must start with redis:// or unix://" },
         { "http://host", "must start with redis:// or unix://" },
         { "rediss://:" PW "@host", "TLS (rediss://) is not supported" },
         { "redis://", "missing host" },
         { "redis://:" PW "@", "missing host" },
         { "redis://:" PW "@:6379", "missing host" },
-        { "redis://:" PW "@host:", "port must be an integer between 1 and 65535" },
-        { "redis://:" PW "@host:0", "port must be an integer between 1 and 65535" },
+        { "redis://:" PW "@host:",
+          "port must be an integer between 1 and 65535" },
+        { "redis://:" PW "@host:0",
+          "port must be an integer between 1 and 65535" },
         { "redis://:" PW "@host:65536",
           "port must be an integer between 1 and 65535" },
-        { "redis://:" PW "@host:6x", "port must be an integer between 1 and 65535" },
+        { "redis://:" PW "@host:6x",
+          "port must be an integer between 1 and 65535" },
         { "redis://:" PW "@host:99999999999",
           "port must be an integer between 1 and 65535" },
         { "redis://:" PW "@host/x",
@@ -644,9 +681,11 @@ START_TEST(test_redis_bad)
           "database must be an integer between 0 and 2147483647" },
         { "redis://:" PW "@host/-1",
           "database must be an integer between 0 and 2147483647" },
-        { "redis://:" PW "@host?db=1", "query strings and fragments are not "
+        { "redis://:" PW "@host?db=1",
+          "query strings and fragments are not "
           "supported (give the database as /N)" },
-        { "redis://:" PW "@host/0?x", "query strings and fragments are not "
+        { "redis://:" PW "@host/0?x",
+          "query strings and fragments are not "
           "supported (give the database as /N)" },
         { "redis://:" PW "@::1:6379",
           "an IPv6 host must be in brackets, e.g. redis://[::1]:6379" },
@@ -659,9 +698,11 @@ START_TEST(test_redis_bad)
         { "redis://:" PW "%zz@host", "bad percent-escape in the password" },
         { "redis://:" PW "%4@host", "bad percent-escape in the password" },
         { "redis://:" PW "%00@host", "bad percent-escape in the password" },
-        { "redis://:pass/" PW "@host", "'@' after the host: percent-encode "
+        { "redis://:pass/" PW "@host",
+          "'@' after the host: percent-encode "
           "'/', '?' and '#' in the password" },
-        { "unix://run/redis.sock", "unix:// needs an absolute socket path, "
+        { "unix://run/redis.sock",
+          "unix:// needs an absolute socket path, "
           "e.g. unix:///run/redis/redis.sock" },
         { "unix:///", "unix socket path is empty" },
         { "unix:///tmp/r.sock?password=" PW,
@@ -670,7 +711,8 @@ START_TEST(test_redis_bad)
           "database must be an integer between 0 and 2147483647" },
         { "unix:///tmp/r.sock?db=x",
           "database must be an integer between 0 and 2147483647" },
-        { "unix:///" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        { "unix:///"
+          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
           "unix socket path is too long (at most 107 bytes)" },
     };
@@ -682,8 +724,8 @@ START_TEST(test_redis_bad)
 
         snprintf(json, sizeof(json), "{" AUTH ", \"redis\": {\"url\": \"%s\"}}",
                  bad[i].url);
-        snprintf(want, sizeof(want), "t.json: $.redis.url: invalid Redis URL: %s",
-                 bad[i].why);
+        snprintf(want, sizeof(want),
+                 "t.json: $.redis.url: invalid Redis URL: %s", bad[i].why);
         ck_assert_int_eq(load(json, &c, &e), -1);
         ck_assert_msg(e.n == 1, "%s: %zu errors", bad[i].url, e.n);
         ck_assert_str_eq(e.msg[0], want);
@@ -697,8 +739,8 @@ START_TEST(test_redis_bad)
     memset(path, 'a', sizeof(path) - 1);
     path[0] = '/';
     path[107] = '\0';
-    snprintf(json, sizeof(json), "{" AUTH ", \"redis\": {\"url\": \"unix://%s\"}}",
-             path);
+    snprintf(json, sizeof(json),
+             "{" AUTH ", \"redis\": {\"url\": \"unix://%s\"}}", path);
     hd_conf_t *c = load_ok(json);
     ck_assert_str_eq(c->redis_unix_path, path);
     hd_conf_free(c);
@@ -710,8 +752,9 @@ END_TEST
 START_TEST(test_secret_lengths)
 {
     /* 31 and 32 bytes */
-    expect_error("{\"auth\": {\"hmac_secret\": \"0123456789abcdef0123456789abcde\"}}",
-                 "t.json: $.auth.hmac_secret: must be at least 32 bytes long");
+    expect_error(
+        "{\"auth\": {\"hmac_secret\": \"0123456789abcdef0123456789abcde\"}}",
+        "t.json: $.auth.hmac_secret: must be at least 32 bytes long");
     hd_conf_t *c = load_ok("{\"auth\": {\"hmac_secret\": "
                            "\"0123456789abcdef0123456789abcdef\"}}");
     hd_conf_free(c);
@@ -735,7 +778,8 @@ END_TEST
 
 START_TEST(test_missing_secret)
 {
-    expect_error("{}", "t.json: $.auth.hmac_secret: required unless "
+    expect_error("{}",
+                 "t.json: $.auth.hmac_secret: required unless "
                  "auth.allow_anonymous is true");
     expect_error("{\"auth\": {\"allow_anonymous\": false}}",
                  "t.json: $.auth.hmac_secret: required unless "
@@ -758,10 +802,14 @@ END_TEST
 START_TEST(test_no_secret_in_errors)
 {
     static const char *const secrets[] = {
-        "SHORT-hmac-aaaa", "SHORT-api-bbbb", "SHORT-adm-cccc", "REDISPW-dddd",
+        "SHORT-hmac-aaaa",
+        "SHORT-api-bbbb",
+        "SHORT-adm-cccc",
+        "REDISPW-dddd",
     };
     const char *json =
-        "{\"auth\": {\"hmac_secret\": \"SHORT-hmac-aaaa\", \"allow_anonymous\": 1},"
+        "{\"auth\": {\"hmac_secret\": \"SHORT-hmac-aaaa\", "
+        "\"allow_anonymous\": 1},"
         " \"api\": {\"key\": \"SHORT-api-bbbb\"},"
         " \"admin\": {\"token\": \"SHORT-adm-cccc\", \"port\": \"x\"},"
         " \"redis\": {\"url\": \"redis://:REDISPW-dddd@host:70000\"},"
@@ -796,7 +844,7 @@ END_TEST
 
 START_TEST(test_register_secrets)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
     char             line[1024];
     const char      *msg = "a full-hmac-secret-0123456789abcdef-0123 b "
@@ -817,7 +865,8 @@ START_TEST(test_register_secrets)
     hd_conf_free(c);
 
     /* the percent-encoded spelling of a Redis password is a secret too */
-    c = load_ok("{" AUTH ", \"redis\": {\"url\": \"redis://:pw%2Fenc-9876@h\"}}");
+    c = load_ok("{" AUTH
+                ", \"redis\": {\"url\": \"redis://:pw%2Fenc-9876@h\"}}");
     hd_conf_register_secrets(c);
     hd_log_format_line(line, sizeof(line), HD_LOG_FMT_TEXT, HD_LOG_INFO,
                        "x pw/enc-9876 y pw%2Fenc-9876 z", NULL);
@@ -831,7 +880,7 @@ END_TEST
 
 START_TEST(test_three_errors_one_pass)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
     const char      *path = HD_CONF_TEST_DIR "/three_errors.json";
     char             want[4096];
@@ -846,8 +895,10 @@ START_TEST(test_three_errors_one_pass)
              "%s: $.listen.adress: unknown key (did you mean \"address\"?)",
              path);
     ck_assert_str_eq(e.msg[1], want);
-    snprintf(want, sizeof(want), "%s: $.log.level: must be one of \"error\", "
-             "\"warn\", \"info\", \"debug\"; got \"loud\"", path);
+    snprintf(want, sizeof(want),
+             "%s: $.log.level: must be one of \"error\", "
+             "\"warn\", \"info\", \"debug\"; got \"loud\"",
+             path);
     ck_assert_str_eq(e.msg[2], want);
     hd_conf_errors_free(&e);
 }
@@ -855,26 +906,29 @@ END_TEST
 
 START_TEST(test_errors_accumulate)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
 
     ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, &e), -1);
     ck_assert_int_eq(hd_conf_load_string("b", "[", 1, &c, &e), -1);
-    ck_assert_uint_eq(e.n, 3);  /* unknown key, missing secret, syntax */
+    ck_assert_uint_eq(e.n, 3); /* unknown key, missing secret, syntax */
     ck_assert_str_eq(e.msg[0], "a: $.x: unknown key");
     ck_assert(strncmp(e.msg[2], "b:1:", 4) == 0);
     hd_conf_errors_free(&e);
     ck_assert_uint_eq(e.n, 0);
     ck_assert_ptr_null(e.msg);
-    hd_conf_errors_free(&e);    /* twice is fine */
+    hd_conf_errors_free(&e); /* twice is fine */
 
     /* no error list: still fails, nothing to free */
     ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, NULL), -1);
     ck_assert_ptr_null(c);
     /* length is honoured: the text after len is not parsed */
     c = NULL;
-    ck_assert_int_eq(hd_conf_load_string("a", "{\"auth\":{\"allow_anonymous\""
-                                         ":true}}garbage", 33, &c, &e), 0);
+    ck_assert_int_eq(hd_conf_load_string("a",
+                                         "{\"auth\":{\"allow_anonymous\""
+                                         ":true}}garbage",
+                                         33, &c, &e),
+                     0);
     ck_assert_ptr_nonnull(c);
     hd_conf_free(c);
 }
@@ -921,10 +975,9 @@ END_TEST
 
 START_TEST(test_shipped_config)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
-    int              rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH,
-                                       &c, &e);
+    int rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH, &c, &e);
 
     ck_assert_msg(rc == 0, "%s", e.n ? e.msg[0] : "");
     ck_assert(c->workers_auto);
@@ -948,19 +1001,21 @@ END_TEST
 
 START_TEST(test_cannot_read)
 {
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = (hd_conf_t *) 1;
 
     ck_assert_int_eq(hd_conf_load("/nonexistent/herald.json", &c, &e), -1);
     ck_assert_ptr_null(c);
     ck_assert_uint_eq(e.n, 1);
-    ck_assert_str_eq(e.msg[0], "/nonexistent/herald.json: cannot read: "
+    ck_assert_str_eq(e.msg[0],
+                     "/nonexistent/herald.json: cannot read: "
                      "No such file or directory");
     hd_conf_errors_free(&e);
 
     ck_assert_int_eq(hd_conf_load(HD_CONF_TEST_DIR, &c, &e), -1);
     ck_assert_uint_eq(e.n, 1);
-    ck_assert_str_eq(e.msg[0], HD_CONF_TEST_DIR ": cannot read: Is a directory");
+    ck_assert_str_eq(e.msg[0],
+                     HD_CONF_TEST_DIR ": cannot read: Is a directory");
     hd_conf_errors_free(&e);
 }
 END_TEST
@@ -971,7 +1026,7 @@ START_TEST(test_load_tmp_file)
     int              fd = mkstemp(path);
     const char      *text = "{\"auth\": {\"allow_anonymous\": true},\n"
                             " \"listen\": {\"port\": 1234}}\n";
-    hd_conf_errors_t e = {0};
+    hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
 
     ck_assert_int_ge(fd, 0);
@@ -987,18 +1042,21 @@ END_TEST
 
 /* ---- reload comparisons ------------------------------------------------ */
 
-struct change { const char *json; bool worker, listen; };
+struct change {
+    const char *json;
+    bool        worker, listen;
+};
 
 START_TEST(test_changed_truth_table)
 {
     static const struct change t[] = {
-        { "\"workers\": 7",                         false, false },
-        { "\"workers\": 1",                         false, false },
+        { "\"workers\": 7", false, false },
+        { "\"workers\": 1", false, false },
         { "\"listen\": {\"address\": \"127.0.0.1\"}", true, true },
-        { "\"listen\": {\"port\": 8081}",           true,  true },
-        { "\"listen\": {\"backlog\": 100}",         true,  true },
-        { "\"admin\": {\"address\": \"::1\"}",      false, false },
-        { "\"admin\": {\"port\": 0}",               false, false },
+        { "\"listen\": {\"port\": 8081}", true, true },
+        { "\"listen\": {\"backlog\": 100}", true, true },
+        { "\"admin\": {\"address\": \"::1\"}", false, false },
+        { "\"admin\": {\"port\": 0}", false, false },
         { "\"admin\": {\"token\": \"0123456789abcdef\"}", false, false },
         { "\"redis\": {\"url\": \"redis://127.0.0.1:6380\"}", true, false },
         { "\"redis\": {\"url\": \"redis://127.0.0.1:6379/1\"}", true, false },
@@ -1006,15 +1064,16 @@ START_TEST(test_changed_truth_table)
         { "\"redis\": {\"url\": \"unix:///tmp/r.sock\"}", true, false },
         /* same target, other spelling: workers need not restart */
         { "\"redis\": {\"url\": \"redis://127.0.0.1\"}", false, false },
-        { "\"auth\": {\"allow_anonymous\": true, \"hmac_secret\": \""
-          SECRET "\"}",                             true,  false },
+        { "\"auth\": {\"allow_anonymous\": true, \"hmac_secret\": \"" SECRET
+          "\"}",
+          true, false },
         { "\"auth\": {\"hmac_secret\": \"" SECRET "-other\"}", true, false },
         { "\"api\": {\"key\": \"0123456789abcdef\"}", true, false },
-        { "\"log\": {\"level\": \"debug\"}",        false, false },
-        { "\"log\": {\"format\": \"json\"}",        false, false },
-        { "\"log\": {\"file\": \"/tmp/x.log\"}",    false, false },
-        { "\"timeouts\": {\"shutdown_ms\": 500}",   true,  false },
-        { "\"timeouts\": {\"handshake_ms\": 500}",  true,  false },
+        { "\"log\": {\"level\": \"debug\"}", false, false },
+        { "\"log\": {\"format\": \"json\"}", false, false },
+        { "\"log\": {\"file\": \"/tmp/x.log\"}", false, false },
+        { "\"timeouts\": {\"shutdown_ms\": 500}", true, false },
+        { "\"timeouts\": {\"handshake_ms\": 500}", true, false },
     };
     hd_conf_t *base = load_ok("{" AUTH ", \"workers\": 2}");
     char       json[512];
@@ -1025,8 +1084,7 @@ START_TEST(test_changed_truth_table)
         /* base settings, unless the row sets them (no duplicate keys) */
         bool own_auth = strstr(t[i].json, "\"auth\"") != NULL;
         bool own_workers = strstr(t[i].json, "\"workers\"") != NULL;
-        snprintf(json, sizeof(json), "{%s%s%s}",
-                 own_auth ? "" : AUTH ", ",
+        snprintf(json, sizeof(json), "{%s%s%s}", own_auth ? "" : AUTH ", ",
                  own_workers ? "" : "\"workers\": 2, ", t[i].json);
         hd_conf_t *b = load_ok(json);
         ck_assert_msg(hd_conf_worker_changed(base, b) == t[i].worker,
@@ -1065,8 +1123,8 @@ mutate(hd_conf_t *c, const struct key *k)
     } else if (k->type == &hd_conf_type_redis) {
         c->redis_port += 1;
     } else if (k->type == &hd_conf_type_origins) {
-        c->allowed_origins = hd_realloc(c->allowed_origins,
-                                        (c->nallowed_origins + 2) * sizeof(char *));
+        c->allowed_origins = hd_realloc(
+            c->allowed_origins, (c->nallowed_origins + 2) * sizeof(char *));
         c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
         c->allowed_origins[c->nallowed_origins] = NULL;
     } else if (k->type == &hd_conf_type_namespaces) {
@@ -1079,7 +1137,8 @@ mutate(hd_conf_t *c, const struct key *k)
 
 START_TEST(test_changed_walks_table)
 {
-    const char *json = "{" AUTH ", \"admin\": {\"token\": \"0123456789abcdef\"},"
+    const char *json = "{" AUTH
+                       ", \"admin\": {\"token\": \"0123456789abcdef\"},"
                        " \"api\": {\"key\": \"0123456789abcdef\"}}";
 
     for (size_t i = 0; i < NKEYS; i++) {
@@ -1099,15 +1158,23 @@ START_TEST(test_changed_walks_table)
     }
 
     /* the classes the issue fixes */
-    static const struct { const char *path; enum reload r; } want[] = {
+    static const struct {
+        const char *path;
+        enum reload r;
+    } want[] = {
         { "workers", RELOAD_MASTER },
-        { "listen.address", RELOAD_LISTEN }, { "listen.port", RELOAD_LISTEN },
+        { "listen.address", RELOAD_LISTEN },
+        { "listen.port", RELOAD_LISTEN },
         { "listen.backlog", RELOAD_LISTEN },
-        { "admin.address", RELOAD_MASTER }, { "admin.port", RELOAD_MASTER },
+        { "admin.address", RELOAD_MASTER },
+        { "admin.port", RELOAD_MASTER },
         { "admin.token", RELOAD_MASTER },
-        { "redis.url", RELOAD_WORKER }, { "auth.hmac_secret", RELOAD_WORKER },
-        { "auth.allow_anonymous", RELOAD_WORKER }, { "api.key", RELOAD_WORKER },
-        { "log.level", RELOAD_MASTER }, { "log.format", RELOAD_MASTER },
+        { "redis.url", RELOAD_WORKER },
+        { "auth.hmac_secret", RELOAD_WORKER },
+        { "auth.allow_anonymous", RELOAD_WORKER },
+        { "api.key", RELOAD_WORKER },
+        { "log.level", RELOAD_MASTER },
+        { "log.format", RELOAD_MASTER },
         { "log.file", RELOAD_MASTER },
         { "timeouts.shutdown_ms", RELOAD_WORKER },
         { "timeouts.handshake_ms", RELOAD_WORKER },

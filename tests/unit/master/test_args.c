@@ -7,8 +7,9 @@
 #include "hd_args.h"
 #include "hd_conf.h"
 
-#define ARGV(...) ((char *const[]) { "herald", __VA_ARGS__, NULL })
-#define ARGC(...) ((int) (sizeof((char *[]) { "herald", __VA_ARGS__ }) / sizeof(char *)))
+#define ARGV(...) ((char *const[]){ "herald", __VA_ARGS__, NULL })
+#define ARGC(...) \
+    ((int) (sizeof((char *[]){ "herald", __VA_ARGS__ }) / sizeof(char *)))
 #define PARSE(a, ...) \
     hd_args_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a), err, sizeof(err))
 
@@ -24,7 +25,7 @@ setup(void)
 START_TEST(defaults)
 {
     char *const argv[] = { "herald", NULL };
-    hd_args_t a;
+    hd_args_t   a;
 
     memset(&a, 0xff, sizeof(a));
     ck_assert_int_eq(hd_args_parse(1, argv, &a, err, sizeof(err)), 0);
@@ -66,13 +67,13 @@ END_TEST
 
 START_TEST(points_into_argv)
 {
-    char file[] = "/etc/herald/herald.json";
+    char        file[] = "/etc/herald/herald.json";
     char *const argv[] = { "herald", "-c", file, NULL };
-    hd_args_t a;
+    hd_args_t   a;
 
     ck_assert_int_eq(hd_args_parse(3, argv, &a, err, sizeof(err)), 0);
     ck_assert_ptr_eq(a.conf_path, file);
-    ck_assert_str_eq(argv[1], "-c");   /* argv left alone */
+    ck_assert_str_eq(argv[1], "-c"); /* argv left alone */
 }
 END_TEST
 
@@ -160,7 +161,8 @@ START_TEST(missing_values)
     ck_assert_str_eq(err, "option '--config' needs a file name");
     /* "-tc FILE" is documented as unsupported */
     ck_assert_int_eq(PARSE(&a, "-tc", "a.json"), -1);
-    ck_assert_str_eq(err, "option '-c' cannot be combined with other options in '-tc'");
+    ck_assert_str_eq(
+        err, "option '-c' cannot be combined with other options in '-tc'");
 }
 END_TEST
 
@@ -184,9 +186,9 @@ END_TEST
 START_TEST(errors_are_one_line)
 {
     const char *const bad[][3] = {
-        { "--nope", NULL, NULL }, { "-q", NULL, NULL }, { "-c", NULL, NULL },
-        { "--config=", NULL, NULL }, { "stray", NULL, NULL },
-        { "--version=1", NULL, NULL },
+        { "--nope", NULL, NULL }, { "-q", NULL, NULL },
+        { "-c", NULL, NULL },     { "--config=", NULL, NULL },
+        { "stray", NULL, NULL },  { "--version=1", NULL, NULL },
     };
     hd_args_t a;
 
@@ -203,8 +205,8 @@ END_TEST
 START_TEST(small_or_no_err_buffer)
 {
     char *const argv[] = { "herald", "--a-very-long-unknown-option", NULL };
-    char small[8];
-    hd_args_t a;
+    char        small[8];
+    hd_args_t   a;
 
     ck_assert_int_eq(hd_args_parse(2, argv, &a, small, sizeof(small)), -1);
     ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
@@ -239,9 +241,9 @@ END_TEST
 
 START_TEST(usage_text)
 {
-    char *buf = NULL;
+    char  *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
+    FILE  *f = open_memstream(&buf, &len);
 
     ck_assert_ptr_nonnull(f);
     hd_args_usage(f, "/usr/sbin/herald");
@@ -249,12 +251,24 @@ START_TEST(usage_text)
 
     ck_assert_msg(strncmp(buf, "Usage: /usr/sbin/herald ", 24) == 0, "%s", buf);
     const char *want[] = {
-        "-c, --config FILE", "-t, --test", "-V, --version", "-h, --help",
-        "conf/herald.json", "SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT",
-        "SIGUSR1", "reload", "graceful", "second", "reopen",
+        "-c, --config FILE",
+        "-t, --test",
+        "-V, --version",
+        "-h, --help",
+        "conf/herald.json",
+        "SIGHUP",
+        "SIGTERM",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGUSR1",
+        "reload",
+        "graceful",
+        "second",
+        "reopen",
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-        ck_assert_msg(strstr(buf, want[i]) != NULL, "usage lacks '%s'", want[i]);
+        ck_assert_msg(strstr(buf, want[i]) != NULL, "usage lacks '%s'",
+                      want[i]);
     ck_assert_int_eq(buf[len - 1], '\n');
     free(buf);
 

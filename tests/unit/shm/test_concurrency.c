@@ -40,17 +40,18 @@
 #include "hd_shm.h"
 
 #define NWRITERS 4
-#define DUR      5000u          /* ns, every DELIVERY observation */
+#define DUR      5000u /* ns, every DELIVERY observation */
 #define KILLS    40
 
-static hd_shm_t *shm;
-static atomic_uint killed[NWRITERS];    /* SIGKILLs sent, per worker id */
-static atomic_bool stop_reader;
+static hd_shm_t    *shm;
+static atomic_uint  killed[NWRITERS]; /* SIGKILLs sent, per worker id */
+static atomic_bool  stop_reader;
 static atomic_ulong reads, violations;
-static char first_violation[512];
+static char         first_violation[512];
 
-static void violation(const char *fmt, unsigned id, unsigned long long a,
-                      unsigned long long b)
+static void
+violation(const char *fmt, unsigned id, unsigned long long a,
+          unsigned long long b)
 {
     if (atomic_fetch_add(&violations, 1) == 0)
         snprintf(first_violation, sizeof(first_violation), fmt, id, a, b);
@@ -58,7 +59,8 @@ static void violation(const char *fmt, unsigned id, unsigned long long a,
 
 /* Writer body: runs until SIGKILLed. */
 static void writer(int idx) __attribute__((noreturn));
-static void writer(int idx)
+static void
+writer(int idx)
 {
     hd_shm_slot_set_pid(shm, idx, getpid());
     hd_metrics_bind(hd_shm_slot(shm, idx));
@@ -77,7 +79,8 @@ static void writer(int idx)
     }
 }
 
-static pid_t spawn(unsigned id, int *idx_out)
+static pid_t
+spawn(unsigned id, int *idx_out)
 {
     int idx = hd_shm_slot_acquire(shm, id, 1);
     ck_assert_int_ge(idx, 0);
@@ -90,22 +93,24 @@ static pid_t spawn(unsigned id, int *idx_out)
     return pid;
 }
 
-static void kill_and_fold(pid_t pid, int idx)
+static void
+kill_and_fold(pid_t pid, int idx)
 {
     struct rusage ru;
-    int status;
+    int           status;
     /* counted before the kill, so a reader that sees the fold sees it */
     atomic_fetch_add(&killed[hd_shm_slot_worker_id(hd_shm_slot(shm, idx))], 1);
     kill(pid, SIGKILL);
     while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
         ;
     hd_shm_slot_set_state(hd_shm_slot(shm, idx), HD_SLOT_DEAD);
-    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
-               + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    double cpu = (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+        + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     hd_shm_slot_retire(shm, idx, cpu);
 }
 
-static uint64_t total(const hd_shm_hist_snap_t *h)
+static uint64_t
+total(const hd_shm_hist_snap_t *h)
 {
     uint64_t n = 0;
     for (unsigned i = 0; i < HD_HIST_BUCKETS; i++)
@@ -113,7 +118,8 @@ static uint64_t total(const hd_shm_hist_snap_t *h)
     return n;
 }
 
-static void compare(const hd_shm_snapshot_t *a, const hd_shm_snapshot_t *b)
+static void
+compare(const hd_shm_snapshot_t *a, const hd_shm_snapshot_t *b)
 {
     if (b->retired_cpu_ns < a->retired_cpu_ns)
         violation("retired cpu went down (%u) %llu -> %llu", 0,
@@ -126,9 +132,10 @@ static void compare(const hd_shm_snapshot_t *a, const hd_shm_snapshot_t *b)
                 x = &a->w[j];
         /* consistency inside one snapshot */
         const hd_shm_hist_snap_t *d = &y->hist[HD_H_DELIVERY];
-        uint64_t n = total(d);
-        uint64_t slack = y->live + (y->worker_id < NWRITERS
-                                    ? atomic_load(&killed[y->worker_id]) : 0);
+        uint64_t                  n = total(d);
+        uint64_t                  slack = y->live
+            + (y->worker_id < NWRITERS ? atomic_load(&killed[y->worker_id])
+                                       : 0);
         if (d->sum_ns + slack * DUR < n * DUR)
             violation("worker %u: sum behind count: count %llu sum/DUR %llu",
                       y->worker_id, n, d->sum_ns / DUR);
@@ -162,12 +169,13 @@ static void compare(const hd_shm_snapshot_t *a, const hd_shm_snapshot_t *b)
     }
 }
 
-static void *reader(void *arg)
+static void *
+reader(void *arg)
 {
-    (void)arg;
+    (void) arg;
     hd_shm_snapshot_t snap[2];
-    hd_strbuf_t b = HD_STRBUF_INIT;
-    int cur = 0;
+    hd_strbuf_t       b = HD_STRBUF_INIT;
+    int               cur = 0;
     hd_shm_snapshot_take(shm, &snap[cur]);
     while (!atomic_load(&stop_reader)) {
         int nxt = cur ^ 1;
@@ -189,7 +197,8 @@ static void *reader(void *arg)
     return NULL;
 }
 
-static void sleep_ms(long ms)
+static void
+sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -198,8 +207,8 @@ static void sleep_ms(long ms)
 
 START_TEST(test_hammer_and_fold)
 {
-    pid_t pid[NWRITERS];
-    int idx[NWRITERS];
+    pid_t     pid[NWRITERS];
+    int       idx[NWRITERS];
     pthread_t th;
 
     ck_assert_int_eq(hd_shm_create(&shm), 0);
@@ -211,7 +220,7 @@ START_TEST(test_hammer_and_fold)
     /* crash and respawn, round robin, while everybody keeps going */
     for (int k = 0; k < KILLS; k++) {
         sleep_ms(15);
-        unsigned w = (unsigned)k % NWRITERS;
+        unsigned w = (unsigned) k % NWRITERS;
         kill_and_fold(pid[w], idx[w]);
         pid[w] = spawn(w, &idx[w]);
     }
@@ -234,7 +243,7 @@ START_TEST(test_hammer_and_fold)
     uint64_t accepted = 0;
     for (size_t k = 0; k < s.nworkers; k++) {
         const hd_shm_worker_snap_t *w = &s.w[k];
-        uint64_t n = total(&w->hist[HD_H_DELIVERY]);
+        uint64_t                    n = total(&w->hist[HD_H_DELIVERY]);
         ck_assert_uint_gt(w->ctr[HD_C_CONN_ACCEPTED], 1000);
         /* a kill may land between the steps of one loop iteration, so
          * the per-iteration pairs may differ by one per process */
@@ -244,22 +253,23 @@ START_TEST(test_hammer_and_fold)
         ck_assert_uint_ge(w->ctr[HD_C_BYTES_SENT] + 7 * procs,
                           7 * w->ctr[HD_C_CONN_ACCEPTED]);
         ck_assert_uint_le(w->hist[HD_H_DELIVERY].sum_ns, n * DUR);
-        ck_assert_uint_ge(w->hist[HD_H_DELIVERY].sum_ns + procs * DUR,
-                          n * DUR);
+        ck_assert_uint_ge(w->hist[HD_H_DELIVERY].sum_ns + procs * DUR, n * DUR);
         ck_assert_int_eq(w->gauge[HD_G_CONNECTIONS], 0);
         ck_assert_uint_eq(w->live, 0);
         accepted += w->ctr[HD_C_CONN_ACCEPTED];
     }
     ck_assert_uint_gt(s.retired_cpu_ns, 0);
-    fprintf(stderr, "concurrency: %lu snapshots, %llu increments folded "
-            "over %d crashes\n", atomic_load(&reads),
-            (unsigned long long)accepted, KILLS);
+    fprintf(stderr,
+            "concurrency: %lu snapshots, %llu increments folded "
+            "over %d crashes\n",
+            atomic_load(&reads), (unsigned long long) accepted, KILLS);
     hd_shm_snapshot_free(&s);
     hd_shm_destroy(shm);
 }
 END_TEST
 
-static Suite *suite(void)
+static Suite *
+suite(void)
 {
     Suite *s = suite_create("concurrency");
     TCase *tc = tcase_create("core");
@@ -269,7 +279,8 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
+int
+main(void)
 {
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);

@@ -13,7 +13,8 @@
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-static uint64_t rnd(void)       /* xorshift64*: deterministic, good enough */
+static uint64_t
+rnd(void) /* xorshift64*: deterministic, good enough */
 {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
@@ -21,31 +22,35 @@ static uint64_t rnd(void)       /* xorshift64*: deterministic, good enough */
     return rng_state * 0x2545f4914f6cdd1dull;
 }
 
-static double rnd01(void)
+static double
+rnd01(void)
 {
-    return (double)(rnd() >> 11) / 9007199254740992.0;     /* [0,1) */
+    return (double) (rnd() >> 11) / 9007199254740992.0; /* [0,1) */
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int
+cmp_u64(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
     return x < y ? -1 : x > y;
 }
 
 /* The rank-ceil(qN) sample, the definition hd_hist_quantile_ns() targets. */
-static double exact_q(const uint64_t *sorted, size_t n, double q)
+static double
+exact_q(const uint64_t *sorted, size_t n, double q)
 {
-    size_t rank = (size_t)ceil(q * (double)n);
+    size_t rank = (size_t) ceil(q * (double) n);
     if (rank < 1)
         rank = 1;
-    return (double)sorted[rank - 1];
+    return (double) sorted[rank - 1];
 }
 
 static uint64_t buckets[HD_HIST_BUCKETS];
 
 /* Fill buckets from v[0..n), check p50/p95/p99 against the exact sample
  * quantiles, return the worst relative error seen. */
-static double check_quantiles(uint64_t *v, size_t n, const char *what)
+static double
+check_quantiles(uint64_t *v, size_t n, const char *what)
 {
     uint64_t max = 0;
     memset(buckets, 0, sizeof(buckets));
@@ -56,7 +61,7 @@ static double check_quantiles(uint64_t *v, size_t n, const char *what)
     }
     qsort(v, n, sizeof(*v), cmp_u64);
     static const double qs[] = { 0.5, 0.95, 0.99 };
-    double worst = 0;
+    double              worst = 0;
     for (size_t k = 0; k < 3; k++) {
         double want = exact_q(v, n, qs[k]);
         double got = hd_hist_quantile_ns(buckets, max, qs[k]);
@@ -64,10 +69,10 @@ static double check_quantiles(uint64_t *v, size_t n, const char *what)
         if (err > worst)
             worst = err;
         if (err > 0.03)
-            fprintf(stderr, "%s q=%.2f want %.0f got %.0f (%.2f%%)\n",
-                    what, qs[k], want, got, err * 100);
+            fprintf(stderr, "%s q=%.2f want %.0f got %.0f (%.2f%%)\n", what,
+                    qs[k], want, got, err * 100);
     }
-    ck_assert_double_eq(hd_hist_quantile_ns(buckets, max, 1.0), (double)max);
+    ck_assert_double_eq(hd_hist_quantile_ns(buckets, max, 1.0), (double) max);
     return worst;
 }
 
@@ -120,9 +125,9 @@ END_TEST
 START_TEST(test_le_exact)
 {
     static const char *const txt[HD_HIST_LE_COUNT] = {
-        "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001",
-        "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-        "1", "2.5", "5", "10",
+        "1e-05",  "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001",
+        "0.0025", "0.005",   "0.01",  "0.025",  "0.05",    "0.1",    "0.25",
+        "0.5",    "1",       "2.5",   "5",      "10",
     };
     for (unsigned j = 0; j < HD_HIST_LE_COUNT; j++) {
         uint64_t ns = hd_hist_le_ns(j);
@@ -131,7 +136,7 @@ START_TEST(test_le_exact)
         ck_assert_uint_eq(hd_hist_index(ns), b);
         ck_assert_uint_eq(hd_hist_index(ns + 1), b + 1);
         ck_assert_str_eq(hd_hist_le_str(j), txt[j]);
-        ck_assert_double_eq_tol(strtod(txt[j], NULL) * 1e9, (double)ns, 1e-3);
+        ck_assert_double_eq_tol(strtod(txt[j], NULL) * 1e9, (double) ns, 1e-3);
         if (j > 0)
             ck_assert_uint_gt(b, hd_hist_le_bucket(j - 1));
     }
@@ -145,9 +150,9 @@ START_TEST(test_resolution)
     unsigned nb = hd_hist_nbuckets();
     for (unsigned i = 1; i + 1 < nb; i++) {
         uint64_t lo = hd_hist_upper_ns(i - 1), hi = hd_hist_upper_ns(i);
-        ck_assert_msg((double)(hi - lo) <= (double)lo / 16.0 + 1,
+        ck_assert_msg((double) (hi - lo) <= (double) lo / 16.0 + 1,
                       "bucket %u (%llu, %llu] too wide", i,
-                      (unsigned long long)lo, (unsigned long long)hi);
+                      (unsigned long long) lo, (unsigned long long) hi);
     }
 }
 END_TEST
@@ -158,7 +163,7 @@ START_TEST(test_quantile_constant)
     static uint64_t v[1000];
     for (double x = 10e3; x <= 10e9; x *= 1.07) {
         for (size_t i = 0; i < 1000; i++)
-            v[i] = (uint64_t)x;
+            v[i] = (uint64_t) x;
         double worst = check_quantiles(v, 1000, "constant");
         ck_assert_msg(worst <= 0.035, "constant %.0f: %.2f%%", x, worst * 100);
     }
@@ -168,15 +173,15 @@ END_TEST
 START_TEST(test_quantile_uniform)
 {
     static const double ranges[][2] = {
-        { 10e3, 1e6 }, { 1e6, 100e6 }, { 0, 10e9 }, { 50e3, 60e3 },
-        { 100e6, 5e9 },
+        { 10e3, 1e6 },  { 1e6, 100e6 }, { 0, 10e9 },
+        { 50e3, 60e3 }, { 100e6, 5e9 },
     };
-    size_t n = 200000;
+    size_t    n = 200000;
     uint64_t *v = malloc(n * sizeof(*v));
     for (size_t r = 0; r < sizeof(ranges) / sizeof(ranges[0]); r++) {
         for (size_t i = 0; i < n; i++)
-            v[i] = (uint64_t)(ranges[r][0]
-                              + rnd01() * (ranges[r][1] - ranges[r][0]));
+            v[i] = (uint64_t) (ranges[r][0]
+                               + rnd01() * (ranges[r][1] - ranges[r][0]));
         double worst = check_quantiles(v, n, "uniform");
         ck_assert_msg(worst <= 0.01, "uniform %zu: %.2f%%", r, worst * 100);
     }
@@ -187,11 +192,11 @@ END_TEST
 START_TEST(test_quantile_exponential)
 {
     static const double means[] = { 20e3, 1e6, 30e6, 1e9 };
-    size_t n = 200000;
-    uint64_t *v = malloc(n * sizeof(*v));
+    size_t              n = 200000;
+    uint64_t           *v = malloc(n * sizeof(*v));
     for (size_t m = 0; m < sizeof(means) / sizeof(means[0]); m++) {
         for (size_t i = 0; i < n; i++)
-            v[i] = (uint64_t)(-log(1.0 - rnd01()) * means[m]);
+            v[i] = (uint64_t) (-log(1.0 - rnd01()) * means[m]);
         double worst = check_quantiles(v, n, "exponential");
         ck_assert_msg(worst <= 0.01, "exp mean %.0f: %.2f%%", means[m],
                       worst * 100);
@@ -203,10 +208,10 @@ END_TEST
 /* Log-uniform over 10 us .. 10 s: every octave equally likely. */
 START_TEST(test_quantile_loguniform)
 {
-    size_t n = 200000;
+    size_t    n = 200000;
     uint64_t *v = malloc(n * sizeof(*v));
     for (size_t i = 0; i < n; i++)
-        v[i] = (uint64_t)exp(log(10e3) + rnd01() * (log(10e9) - log(10e3)));
+        v[i] = (uint64_t) exp(log(10e3) + rnd01() * (log(10e9) - log(10e3)));
     double worst = check_quantiles(v, n, "loguniform");
     ck_assert_msg(worst <= 0.01, "loguniform: %.2f%%", worst * 100);
     free(v);
@@ -237,20 +242,20 @@ START_TEST(test_observe_slot)
     int idx = hd_shm_slot_acquire(shm, 3, 1);
     ck_assert_int_ge(idx, 0);
 
-    hd_hist_observe(HD_H_DELIVERY, 123);    /* unbound: no-op */
+    hd_hist_observe(HD_H_DELIVERY, 123); /* unbound: no-op */
     hd_metrics_bind(hd_shm_slot(shm, idx));
     hd_hist_observe(HD_H_DELIVERY, 10000);
     hd_hist_observe(HD_H_DELIVERY, 10001);
     hd_hist_observe(HD_H_DELIVERY, 2000000);
     hd_hist_observe(HD_H_REDIS_CMD, 7);
     hd_metrics_bind(NULL);
-    hd_hist_observe(HD_H_DELIVERY, 99);     /* unbound again */
+    hd_hist_observe(HD_H_DELIVERY, 99); /* unbound again */
 
     hd_shm_snapshot_t snap;
     hd_shm_snapshot_take(shm, &snap);
     ck_assert_uint_eq(snap.nworkers, 1);
     const hd_shm_hist_snap_t *h = &snap.w[0].hist[HD_H_DELIVERY];
-    ck_assert_uint_eq(h->bucket[hd_hist_le_bucket(0)], 1);    /* 10 us */
+    ck_assert_uint_eq(h->bucket[hd_hist_le_bucket(0)], 1); /* 10 us */
     ck_assert_uint_eq(h->bucket[hd_hist_le_bucket(0) + 1], 1);
     ck_assert_uint_eq(h->bucket[hd_hist_index(2000000)], 1);
     ck_assert_uint_eq(h->sum_ns, 10000 + 10001 + 2000000);
@@ -262,7 +267,8 @@ START_TEST(test_observe_slot)
 }
 END_TEST
 
-static Suite *suite(void)
+static Suite *
+suite(void)
 {
     Suite *s = suite_create("hist");
     TCase *tc = tcase_create("core");
@@ -282,7 +288,8 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
+int
+main(void)
 {
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);

@@ -16,15 +16,16 @@
 #include "hd_render.h"
 #include "hd_shm.h"
 
-static hd_shm_t *shm;
+static hd_shm_t        *shm;
 static hd_render_proc_t proc;
-static int slot_a, slot_b, slot_c;
+static int              slot_a, slot_b, slot_c;
 
 /*
  * Worker 0 (running), worker 1 (running, Redis down), worker 5 (scaled
  * away, retired with CPU); expected 2.
  */
-static void setup(void)
+static void
+setup(void)
 {
     ck_assert_int_eq(hd_shm_create(&shm), 0);
     hd_shm_note_start(shm, 2);
@@ -40,10 +41,10 @@ static void setup(void)
     hd_reject_inc(HD_REJ_IP_LIMIT);
     hd_disconnect_inc(1001);
     hd_disconnect_inc(3999);
-    hd_hist_observe(HD_H_HANDSHAKE, 10000);         /* le 1e-05 */
-    hd_hist_observe(HD_H_HANDSHAKE, 10001);         /* le 2.5e-05 */
-    hd_hist_observe(HD_H_HANDSHAKE, 2000000);       /* le 0.0025 */
-    hd_hist_observe(HD_H_HANDSHAKE, 20000000000ull);/* +Inf only */
+    hd_hist_observe(HD_H_HANDSHAKE, 10000);          /* le 1e-05 */
+    hd_hist_observe(HD_H_HANDSHAKE, 10001);          /* le 2.5e-05 */
+    hd_hist_observe(HD_H_HANDSHAKE, 2000000);        /* le 0.0025 */
+    hd_hist_observe(HD_H_HANDSHAKE, 20000000000ull); /* +Inf only */
     for (int i = 0; i < 100; i++)
         hd_hist_observe(HD_H_DELIVERY, 1000000);
 
@@ -63,26 +64,34 @@ static void setup(void)
     hd_shm_slot_retire(shm, slot_c, 3.5);
 
     memset(&proc, 0, sizeof(proc));
-    proc.master = (hd_procinfo_t){ .ok = true, .pid = 100,
+    proc.master = (hd_procinfo_t){ .ok = true,
+                                   .pid = 100,
                                    .rss_bytes = 4096000,
-                                   .cpu_ns = 2500000000ull, .open_fds = 12 };
-    proc.slot[slot_a] = (hd_procinfo_t){ .ok = true, .pid = 111,
+                                   .cpu_ns = 2500000000ull,
+                                   .open_fds = 12 };
+    proc.slot[slot_a] = (hd_procinfo_t){ .ok = true,
+                                         .pid = 111,
                                          .rss_bytes = 1000,
-                                         .cpu_ns = 1000000000, .open_fds = 7 };
-    proc.slot[slot_b] = (hd_procinfo_t){ .ok = true, .pid = 222,
+                                         .cpu_ns = 1000000000,
+                                         .open_fds = 7 };
+    proc.slot[slot_b] = (hd_procinfo_t){ .ok = true,
+                                         .pid = 222,
                                          .rss_bytes = 2000,
-                                         .cpu_ns = 10000000, .open_fds = 8 };
+                                         .cpu_ns = 10000000,
+                                         .open_fds = 8 };
 }
 
-static void teardown(void)
+static void
+teardown(void)
 {
     hd_shm_destroy(shm);
 }
 
-static char *render(const char *version)
+static char *
+render(const char *version)
 {
     hd_shm_snapshot_t s;
-    hd_strbuf_t b = HD_STRBUF_INIT;
+    hd_strbuf_t       b = HD_STRBUF_INIT;
     hd_shm_snapshot_take(shm, &s);
     hd_render_metrics(&b, &s, &proc, version);
     hd_shm_snapshot_free(&s);
@@ -90,10 +99,11 @@ static char *render(const char *version)
 }
 
 /* Value of the sample line that starts with "series " (exact series). */
-static bool sample(const char *text, const char *series, double *v)
+static bool
+sample(const char *text, const char *series, double *v)
 {
     size_t n = strlen(series);
-    for (const char *p = text; p != NULL && *p; ) {
+    for (const char *p = text; p != NULL && *p;) {
         if (strncmp(p, series, n) == 0 && p[n] == ' ') {
             *v = strtod(p + n + 1, NULL);
             return true;
@@ -105,7 +115,8 @@ static bool sample(const char *text, const char *series, double *v)
     return false;
 }
 
-static double must(const char *text, const char *series)
+static double
+must(const char *text, const char *series)
 {
     double v = -1;
     ck_assert_msg(sample(text, series, &v), "no series %s", series);
@@ -113,25 +124,26 @@ static double must(const char *text, const char *series)
 }
 
 /* Family a sample line belongs to, given the TYPE seen for it. */
-static void family_of(const char *line, char *out, size_t cap)
+static void
+family_of(const char *line, char *out, size_t cap)
 {
     size_t n = strcspn(line, "{ ");
-    snprintf(out, cap, "%.*s", (int)n, line);
+    snprintf(out, cap, "%.*s", (int) n, line);
 }
 
 START_TEST(test_structure)
 {
-    char *t = render("0.1.0");
+    char  *t = render("0.1.0");
     size_t len = strlen(t);
     ck_assert_uint_gt(len, 0);
     ck_assert_int_eq(t[len - 1], '\n');
 
     /* HELP and TYPE once per family, before its samples; a family's
      * samples are contiguous */
-    char seen[128][96];
+    char   seen[128][96];
     size_t nseen = 0;
-    char cur[96] = "", curtype[16] = "";
-    char *copy = strdup(t), *save = NULL;
+    char   cur[96] = "", curtype[16] = "";
+    char  *copy = strdup(t), *save = NULL;
     for (char *line = strtok_r(copy, "\n", &save); line != NULL;
          line = strtok_r(NULL, "\n", &save)) {
         char name[96];
@@ -159,9 +171,9 @@ START_TEST(test_structure)
         if (strcmp(curtype, "histogram") == 0) {
             size_t cl = strlen(cur);
             ck_assert_msg(strncmp(name, cur, cl) == 0
-                          && (strcmp(name + cl, "_bucket") == 0
-                              || strcmp(name + cl, "_sum") == 0
-                              || strcmp(name + cl, "_count") == 0),
+                              && (strcmp(name + cl, "_bucket") == 0
+                                  || strcmp(name + cl, "_sum") == 0
+                                  || strcmp(name + cl, "_count") == 0),
                           "%s outside its family %s", name, cur);
         } else {
             ck_assert_str_eq(name, cur);
@@ -173,19 +185,29 @@ START_TEST(test_structure)
 
     /* the catalogue of the issue, all there */
     static const char *const catalogue[] = {
-        "herald_build_info", "herald_start_time_seconds", "herald_workers",
-        "herald_worker_restarts_total", "herald_config_reloads_total",
+        "herald_build_info",
+        "herald_start_time_seconds",
+        "herald_workers",
+        "herald_worker_restarts_total",
+        "herald_config_reloads_total",
         "herald_config_last_reload_success_timestamp_seconds",
-        "herald_connections", "herald_connections_accepted_total",
+        "herald_connections",
+        "herald_connections_accepted_total",
         "herald_connections_rejected_total",
         "herald_handshake_duration_seconds",
-        "herald_messages_received_total", "herald_messages_published_total",
-        "herald_messages_delivered_total", "herald_bytes_received_total",
-        "herald_bytes_sent_total", "herald_delivery_latency_seconds",
-        "herald_redis_command_duration_seconds", "herald_redis_up",
-        "herald_redis_reconnects_total", "herald_disconnects_total",
+        "herald_messages_received_total",
+        "herald_messages_published_total",
+        "herald_messages_delivered_total",
+        "herald_bytes_received_total",
+        "herald_bytes_sent_total",
+        "herald_delivery_latency_seconds",
+        "herald_redis_command_duration_seconds",
+        "herald_redis_up",
+        "herald_redis_reconnects_total",
+        "herald_disconnects_total",
         "herald_process_resident_memory_bytes",
-        "herald_process_cpu_seconds_total", "herald_process_open_fds",
+        "herald_process_cpu_seconds_total",
+        "herald_process_open_fds",
     };
     for (size_t i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++) {
         bool found = false;
@@ -200,8 +222,8 @@ END_TEST
 START_TEST(test_escaping)
 {
     char *t = render("1.0\"x\\y\nz");
-    ck_assert_ptr_nonnull(strstr(t,
-        "herald_build_info{version=\"1.0\\\"x\\\\y\\nz\"} 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(t, "herald_build_info{version=\"1.0\\\"x\\\\y\\nz\"} 1\n"));
     free(t);
 
     hd_strbuf_t b = HD_STRBUF_INIT;
@@ -213,14 +235,15 @@ END_TEST
 
 START_TEST(test_histogram)
 {
-    char *t = render("v");
-    const char *bk = "herald_handshake_duration_seconds_bucket{worker=\"0\",le=\"";
-    char series[256];
+    char       *t = render("v");
+    const char *bk =
+        "herald_handshake_duration_seconds_bucket{worker=\"0\",le=\"";
+    char   series[256];
     double prev = 0;
     for (unsigned j = 0; j <= HD_HIST_LE_COUNT; j++) {
         snprintf(series, sizeof(series), "%s%s\"}", bk, hd_hist_le_str(j));
         double v = must(t, series);
-        ck_assert_double_ge(v, prev);       /* cumulative */
+        ck_assert_double_ge(v, prev); /* cumulative */
         prev = v;
     }
     snprintf(series, sizeof(series), "%s1e-05\"}", bk);
@@ -250,13 +273,13 @@ START_TEST(test_histogram)
         while (ls > t && ls[-1] != '\n')
             ls--;
         char name[160], inf[200];
-        snprintf(name, sizeof(name), "%.*s", (int)(p - ls), ls);
+        snprintf(name, sizeof(name), "%.*s", (int) (p - ls), ls);
         const char *lab = p + 7;
-        size_t ll = strcspn(lab, "}");
+        size_t      ll = strcspn(lab, "}");
         snprintf(inf, sizeof(inf), "%s_bucket{%.*s,le=\"+Inf\"}", name,
-                 (int)ll, lab);
+                 (int) ll, lab);
         char cnt[200];
-        snprintf(cnt, sizeof(cnt), "%s_count{%.*s}", name, (int)ll, lab);
+        snprintf(cnt, sizeof(cnt), "%s_count{%.*s}", name, (int) ll, lab);
         ck_assert_double_eq(must(t, inf), must(t, cnt));
     }
     free(t);
@@ -277,44 +300,53 @@ START_TEST(test_values)
     ck_assert_double_eq(
         must(t, "herald_connections_accepted_total{worker=\"0\"}"), 10);
     ck_assert_double_eq(must(t,
-        "herald_connections_rejected_total{worker=\"0\",reason=\"ip_limit\"}"),
-        1);
+                             "herald_connections_rejected_total{worker=\"0\","
+                             "reason=\"ip_limit\"}"),
+                        1);
     ck_assert_double_eq(must(t,
-        "herald_connections_rejected_total{worker=\"1\",reason=\"tenant_limit\"}"),
-        0);
-    ck_assert_double_eq(must(t,
-        "herald_disconnects_total{worker=\"0\",code=\"1001\"}"), 1);
-    ck_assert_double_eq(must(t,
-        "herald_disconnects_total{worker=\"0\",code=\"other\"}"), 1);
+                             "herald_connections_rejected_total{worker=\"1\","
+                             "reason=\"tenant_limit\"}"),
+                        0);
+    ck_assert_double_eq(
+        must(t, "herald_disconnects_total{worker=\"0\",code=\"1001\"}"), 1);
+    ck_assert_double_eq(
+        must(t, "herald_disconnects_total{worker=\"0\",code=\"other\"}"), 1);
     ck_assert_double_eq(must(t, "herald_redis_up{worker=\"1\"}"), 0);
     ck_assert_double_eq(must(t, "herald_workers{state=\"running\"}"), 2);
     ck_assert_double_eq(must(t, "herald_workers{state=\"starting\"}"), 0);
     ck_assert_double_eq(must(t, "herald_start_time_seconds"), 1700000000.25);
-    ck_assert_double_eq(must(t,
-        "herald_config_last_reload_success_timestamp_seconds"), 1700000000.25);
-    ck_assert_double_eq(must(t,
-        "herald_config_reloads_total{result=\"failure\"}"), 0);
+    ck_assert_double_eq(
+        must(t, "herald_config_last_reload_success_timestamp_seconds"),
+        1700000000.25);
+    ck_assert_double_eq(
+        must(t, "herald_config_reloads_total{result=\"failure\"}"), 0);
     /* process series */
+    ck_assert_double_eq(
+        must(t, "herald_process_resident_memory_bytes{process=\"master\"}"),
+        4096000);
+    ck_assert_double_eq(
+        must(t, "herald_process_cpu_seconds_total{process=\"master\"}"), 2.5);
+    ck_assert_double_eq(
+        must(t, "herald_process_open_fds{process=\"worker\",worker=\"1\"}"), 8);
     ck_assert_double_eq(must(t,
-        "herald_process_resident_memory_bytes{process=\"master\"}"), 4096000);
-    ck_assert_double_eq(must(t,
-        "herald_process_cpu_seconds_total{process=\"master\"}"), 2.5);
-    ck_assert_double_eq(must(t,
-        "herald_process_open_fds{process=\"worker\",worker=\"1\"}"), 8);
-    ck_assert_double_eq(must(t,
-        "herald_process_cpu_seconds_total{process=\"worker\",worker=\"0\"}"), 1);
+                             "herald_process_cpu_seconds_total{process="
+                             "\"worker\",worker=\"0\"}"),
+                        1);
     /* retired CPU keeps the counter of a gone worker */
     ck_assert_double_eq(must(t,
-        "herald_process_cpu_seconds_total{process=\"worker\",worker=\"5\"}"),
-        3.5);
-    ck_assert(!sample(t,
+                             "herald_process_cpu_seconds_total{process="
+                             "\"worker\",worker=\"5\"}"),
+                        3.5);
+    ck_assert(!sample(
+        t,
         "herald_process_resident_memory_bytes{process=\"worker\",worker=\"5\"}",
         &v));
     free(t);
 }
 END_TEST
 
-static bool have_promtool(void)
+static bool
+have_promtool(void)
 {
     return system("command -v promtool >/dev/null 2>&1") == 0;
 }
@@ -339,7 +371,7 @@ START_TEST(test_promtool)
     hd_shm_t *empty;
     ck_assert_int_eq(hd_shm_create(&empty), 0);
     hd_shm_snapshot_t s;
-    hd_strbuf_t b = HD_STRBUF_INIT;
+    hd_strbuf_t       b = HD_STRBUF_INIT;
     hd_shm_snapshot_take(empty, &s);
     hd_render_metrics(&b, &s, NULL, "0.1.0");
     p = popen("promtool check metrics", "w");
@@ -365,15 +397,16 @@ START_TEST(test_promtool_catches)
 }
 END_TEST
 
-static json_t *health(hd_shm_t *m, int *code)
+static json_t *
+health(hd_shm_t *m, int *code)
 {
     hd_shm_snapshot_t s;
-    hd_strbuf_t b = HD_STRBUF_INIT;
+    hd_strbuf_t       b = HD_STRBUF_INIT;
     hd_shm_snapshot_take(m, &s);
     *code = hd_render_health(&b, &s, 1700000100.25);
     hd_shm_snapshot_free(&s);
     json_error_t err;
-    json_t *j = json_loads(b.p, 0, &err);
+    json_t      *j = json_loads(b.p, 0, &err);
     ck_assert_msg(j != NULL, "bad JSON: %s", err.text);
     hd_strbuf_free(&b);
     return j;
@@ -392,12 +425,12 @@ START_TEST(test_health)
     ck_assert_int_eq(json_integer_value(json_object_get(w, "expected")), 2);
     json_t *r = json_object_get(j, "redis");
     ck_assert_uint_eq(json_array_size(r), 2);
-    ck_assert_int_eq(json_integer_value(
-        json_object_get(json_array_get(r, 1), "worker")), 1);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_array_get(r, 1), "worker")), 1);
     ck_assert(json_is_false(json_object_get(json_array_get(r, 1), "up")));
     ck_assert(json_is_true(json_object_get(json_array_get(r, 0), "up")));
-    ck_assert_double_eq_tol(json_number_value(
-        json_object_get(j, "uptime_seconds")), 100, 1e-6);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(j, "uptime_seconds")), 100, 1e-6);
     ck_assert(json_is_integer(json_object_get(j, "generation")));
     json_decref(j);
 
@@ -431,13 +464,13 @@ END_TEST
 START_TEST(test_stats)
 {
     hd_shm_snapshot_t s;
-    hd_strbuf_t b = HD_STRBUF_INIT;
+    hd_strbuf_t       b = HD_STRBUF_INIT;
     hd_shm_sample(shm);
     hd_shm_snapshot_take(shm, &s);
     hd_render_stats(&b, &s, &proc, 1700000100.25, "0.1.0");
     hd_shm_snapshot_free(&s);
     json_error_t err;
-    json_t *j = json_loads(b.p, 0, &err);
+    json_t      *j = json_loads(b.p, 0, &err);
     ck_assert_msg(j != NULL, "bad JSON: %s", err.text);
 
     json_t *c = json_object_get(j, "connections");
@@ -445,35 +478,42 @@ START_TEST(test_stats)
     ck_assert_int_eq(json_integer_value(json_object_get(c, "peak")), 5);
     ck_assert_int_eq(json_integer_value(json_object_get(c, "accepted")), 11);
     ck_assert_int_eq(json_integer_value(json_object_get(
-        json_object_get(c, "rejected"), "ip_limit")), 1);
+                         json_object_get(c, "rejected"), "ip_limit")),
+                     1);
     ck_assert_int_eq(json_integer_value(json_object_get(
-        json_object_get(c, "rejected"), "total")), 1);
+                         json_object_get(c, "rejected"), "total")),
+                     1);
     ck_assert_int_eq(json_integer_value(json_object_get(
-        json_object_get(j, "messages"), "published")), 77);
+                         json_object_get(j, "messages"), "published")),
+                     77);
     json_t *d = json_object_get(json_object_get(j, "latency"), "delivery");
     ck_assert_int_eq(json_integer_value(json_object_get(d, "count")), 100);
-    ck_assert_double_eq_tol(json_number_value(json_object_get(d, "p50")),
-                            0.001, 0.001 * 0.035);
-    ck_assert_double_eq_tol(json_number_value(json_object_get(d, "p99")),
-                            0.001, 0.001 * 0.035);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(d, "p50")), 0.001,
+                            0.001 * 0.035);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(d, "p99")), 0.001,
+                            0.001 * 0.035);
     ck_assert_double_eq(json_number_value(json_object_get(d, "max")), 0.001);
     json_t *pw = json_object_get(j, "per_worker");
     ck_assert_uint_eq(json_array_size(pw), 3);
     json_t *w5 = json_array_get(pw, 2);
     ck_assert_int_eq(json_integer_value(json_object_get(w5, "worker")), 5);
     ck_assert_int_eq(json_integer_value(json_object_get(
-        json_object_get(w5, "connections"), "peak")), 50);
+                         json_object_get(w5, "connections"), "peak")),
+                     50);
     ck_assert_int_eq(json_integer_value(json_object_get(w5, "processes")), 0);
     json_t *procs = json_object_get(j, "processes");
-    ck_assert_uint_eq(json_array_size(procs), 3);   /* master + 2 live */
-    ck_assert_str_eq(json_string_value(json_object_get(
-        json_array_get(procs, 0), "process")), "master");
+    ck_assert_uint_eq(json_array_size(procs), 3); /* master + 2 live */
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(procs, 0), "process")),
+        "master");
     ck_assert_int_eq(json_integer_value(json_object_get(
-        json_array_get(procs, 0), "rss_bytes")), 4096000);
-    ck_assert_int_eq(json_integer_value(json_object_get(
-        json_array_get(procs, 1), "pid")), 111);
-    ck_assert_double_eq(json_number_value(json_object_get(j,
-        "retired_cpu_seconds")), 3.5);
+                         json_array_get(procs, 0), "rss_bytes")),
+                     4096000);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_array_get(procs, 1), "pid")),
+        111);
+    ck_assert_double_eq(
+        json_number_value(json_object_get(j, "retired_cpu_seconds")), 3.5);
     ck_assert_ptr_null(json_object_get(j, "tenants"));
     json_decref(j);
     hd_strbuf_free(&b);
@@ -489,7 +529,7 @@ START_TEST(test_procinfo_self)
     ck_assert_int_eq(pi.pid, getpid());
     ck_assert_uint_gt(pi.rss_bytes, 100 * 1024);
     ck_assert_int_ge(pi.open_fds, 3);
-    int fd = dup(0);
+    int           fd = dup(0);
     hd_procinfo_t pi2;
     hd_procinfo_read(getpid(), &pi2);
     ck_assert_int_eq(pi2.open_fds, pi.open_fds + 1);
@@ -501,7 +541,7 @@ START_TEST(test_procinfo_self)
         if ((i & 0xfffff) == 0)
             hd_procinfo_read(getpid(), &pi2);
     }
-    (void)x;
+    (void) x;
     ck_assert_uint_gt(pi2.cpu_ns, pi.cpu_ns);
     ck_assert_int_lt(hd_procinfo_read(0, &pi), 0);
     ck_assert(!pi.ok);
@@ -509,7 +549,8 @@ START_TEST(test_procinfo_self)
 }
 END_TEST
 
-static Suite *suite(void)
+static Suite *
+suite(void)
 {
     Suite *s = suite_create("render");
     TCase *tc = tcase_create("core");
@@ -528,7 +569,8 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
+int
+main(void)
 {
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);

@@ -17,12 +17,14 @@
 
 static hd_shm_t *shm;
 
-static void setup(void)
+static void
+setup(void)
 {
     ck_assert_int_eq(hd_shm_create(&shm), 0);
 }
 
-static void teardown(void)
+static void
+teardown(void)
 {
     hd_metrics_bind(NULL);
     hd_shm_destroy(shm);
@@ -30,8 +32,8 @@ static void teardown(void)
 }
 
 /* Find worker id in a snapshot (NULL if absent). */
-static const hd_shm_worker_snap_t *find(const hd_shm_snapshot_t *s,
-                                        unsigned id)
+static const hd_shm_worker_snap_t *
+find(const hd_shm_snapshot_t *s, unsigned id)
 {
     for (size_t k = 0; k < s->nworkers; k++)
         if (s->w[k].worker_id == id)
@@ -39,7 +41,8 @@ static const hd_shm_worker_snap_t *find(const hd_shm_snapshot_t *s,
     return NULL;
 }
 
-static uint64_t hist_count(const hd_shm_hist_snap_t *h)
+static uint64_t
+hist_count(const hd_shm_hist_snap_t *h)
 {
     uint64_t n = 0;
     for (unsigned i = 0; i < HD_HIST_BUCKETS; i++)
@@ -48,7 +51,8 @@ static uint64_t hist_count(const hd_shm_hist_snap_t *h)
 }
 
 /* Start a process for worker id: acquire, bind, RUNNING. */
-static int start(unsigned id, enum hd_slot_state st)
+static int
+start(unsigned id, enum hd_slot_state st)
 {
     int idx = hd_shm_slot_acquire(shm, id, 7);
     ck_assert_int_ge(idx, 0);
@@ -67,12 +71,12 @@ START_TEST(test_header)
     ck_assert_uint_eq(m->hdr.slot_size, sizeof(struct hd_shm_slot));
     ck_assert_uint_eq(m->hdr.header_size, sizeof(hd_shm_hdr_t));
     ck_assert_uint_eq(m->hdr.total_size, sizeof(struct hd_shm));
-    ck_assert_uint_eq((uintptr_t)m % 4096, 0);
-    for (int i = 0; i < (int)HD_SHM_SLOTS; i++) {
+    ck_assert_uint_eq((uintptr_t) m % 4096, 0);
+    for (int i = 0; i < (int) HD_SHM_SLOTS; i++) {
         hd_shm_slot_t *s = hd_shm_slot(shm, i);
         ck_assert_ptr_nonnull(s);
-        ck_assert_uint_eq((uintptr_t)s % 64, 0);
-        ck_assert_uint_eq((uintptr_t)&s->m.hist[0] % 64, 0);
+        ck_assert_uint_eq((uintptr_t) s % 64, 0);
+        ck_assert_uint_eq((uintptr_t) &s->m.hist[0] % 64, 0);
         ck_assert_int_eq(hd_shm_slot_state(s), HD_SLOT_FREE);
     }
     ck_assert_ptr_null(hd_shm_slot(shm, -1));
@@ -104,9 +108,9 @@ START_TEST(test_acquire)
 
     /* fill every slot, then one more fails; a retire frees one */
     int n = 2;
-    while (hd_shm_slot_acquire(shm, (unsigned)n % 256, 1) >= 0)
+    while (hd_shm_slot_acquire(shm, (unsigned) n % 256, 1) >= 0)
         n++;
-    ck_assert_int_eq(n, (int)HD_SHM_SLOTS);
+    ck_assert_int_eq(n, (int) HD_SHM_SLOTS);
     ck_assert_int_eq(hd_shm_slot_acquire(shm, 0, 1), -ENOSPC);
     hd_shm_slot_retire(shm, b, 0);
     ck_assert_int_eq(hd_shm_slot_state(hd_shm_slot(shm, b)), HD_SLOT_FREE);
@@ -125,7 +129,7 @@ START_TEST(test_fold_counters)
     hd_reject_inc(HD_REJ_AUTH);
     hd_disconnect_inc(1000);
     hd_disconnect_inc(1000);
-    hd_disconnect_inc(4999);                /* not in the table: other */
+    hd_disconnect_inc(4999); /* not in the table: other */
     hd_gauge_add(HD_G_CONNECTIONS, 4);
     hd_gauge_add(HD_G_CONNECTIONS, -1);
     hd_gauge_set(HD_G_REDIS_UP, 1);
@@ -229,7 +233,7 @@ START_TEST(test_scaled_away)
     hd_shm_snapshot_t s;
     hd_shm_snapshot_take(shm, &s);
     const hd_shm_worker_snap_t *w = find(&s, 3);
-    ck_assert(w->gauges);                   /* still live: still exported */
+    ck_assert(w->gauges); /* still live: still exported */
     ck_assert_int_eq(w->gauge[HD_G_CONNECTIONS], 9);
     hd_shm_snapshot_free(&s);
 
@@ -240,8 +244,8 @@ START_TEST(test_scaled_away)
     ck_assert_ptr_nonnull(w);
     ck_assert(!w->gauges);
     ck_assert_uint_eq(w->ctr[HD_C_MSG_DELIVERED], 42);
-    ck_assert_ptr_null(find(&s, 2));       /* never ran, not expected */
-    ck_assert(find(&s, 0)->gauges);         /* expected, not running */
+    ck_assert_ptr_null(find(&s, 2)); /* never ran, not expected */
+    ck_assert(find(&s, 0)->gauges);  /* expected, not running */
     hd_shm_snapshot_free(&s);
 }
 END_TEST
@@ -257,15 +261,15 @@ START_TEST(test_replacement)
     int b = start(0, HD_SLOT_STARTING);
     hd_ctr_add(HD_C_CONN_ACCEPTED, 3);
     hd_gauge_set(HD_G_CONNECTIONS, 2);
-    hd_gauge_set(HD_G_REDIS_UP, 0);         /* not connected yet */
+    hd_gauge_set(HD_G_REDIS_UP, 0); /* not connected yet */
 
     hd_shm_snapshot_t s;
     hd_shm_snapshot_take(shm, &s);
     const hd_shm_worker_snap_t *w = find(&s, 0);
     ck_assert_uint_eq(w->ctr[HD_C_CONN_ACCEPTED], 13);
     ck_assert_int_eq(w->gauge[HD_G_CONNECTIONS], 8);
-    ck_assert_int_eq(w->gauge[HD_G_REDIS_UP], 1);   /* STARTING ignored */
-    ck_assert_int_eq(w->conn_peak, 6);              /* max of processes */
+    ck_assert_int_eq(w->gauge[HD_G_REDIS_UP], 1); /* STARTING ignored */
+    ck_assert_int_eq(w->conn_peak, 6);            /* max of processes */
     ck_assert_uint_eq(w->live, 2);
     ck_assert_uint_eq(w->running, 0);
     ck_assert_uint_eq(s.slots_by_state[HD_SLOT_DRAINING], 1);
@@ -352,15 +356,15 @@ START_TEST(test_unbound_noop)
     ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 0);
     ck_assert_int_eq(find(&s, 0)->gauge[HD_G_CONNECTIONS], 0);
     hd_shm_snapshot_free(&s);
-    (void)a;
+    (void) a;
 }
 END_TEST
 
 START_TEST(test_disconnect_table)
 {
     static const unsigned known[] = {
-        1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 1013,
-        4000, 4001, 4002, 4003, 4004, 4500, 4501, 4502, 4503,
+        1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012,
+        1013, 4000, 4001, 4002, 4003, 4004, 4500, 4501, 4502, 4503,
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         unsigned idx = hd_disconnect_index(known[i]);
@@ -384,10 +388,13 @@ END_TEST
 START_TEST(test_strbuf)
 {
     hd_strbuf_t b = HD_STRBUF_INIT;
-    static const struct { uint64_t ns; const char *s; } cases[] = {
-        { 0, "0" }, { 1, "0.000000001" }, { 10000, "0.00001" },
-        { 1500000000, "1.5" }, { 1000000000, "1" },
-        { 1000000001, "1.000000001" },
+    static const struct {
+        uint64_t    ns;
+        const char *s;
+    } cases[] = {
+        { 0, "0" },           { 1, "0.000000001" },
+        { 10000, "0.00001" }, { 1500000000, "1.5" },
+        { 1000000000, "1" },  { 1000000001, "1.000000001" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         hd_strbuf_reset(&b);
@@ -419,7 +426,8 @@ START_TEST(test_strbuf)
 }
 END_TEST
 
-static Suite *suite(void)
+static Suite *
+suite(void)
 {
     Suite *s = suite_create("shm");
     TCase *tc = tcase_create("core");
@@ -439,7 +447,8 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
+int
+main(void)
 {
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);

@@ -25,18 +25,26 @@ START_TEST(test_parse_ok)
     ck_assert_ptr_null(c.params);
     hd_cmd_free(&c);
 
-    ck_assert_int_eq(parse("{\"method\":\"subscribe\",\"params\":{\"channel\":\"a\"},"
-                           "\"id\":0}", &c, err), 0);
+    ck_assert_int_eq(
+        parse("{\"method\":\"subscribe\",\"params\":{\"channel\":\"a\"},"
+              "\"id\":0}",
+              &c, err),
+        0);
     ck_assert_int_eq(c.id, 0);
     ck_assert_ptr_nonnull(c.params);
-    ck_assert_str_eq(json_string_value(json_object_get(c.params, "channel")), "a");
+    ck_assert_str_eq(json_string_value(json_object_get(c.params, "channel")),
+                     "a");
     hd_cmd_free(&c);
 }
 END_TEST
 
 START_TEST(test_parse_errors)
 {
-    static const struct { const char *in; bool has_id; const char *msg; } t[] = {
+    static const struct {
+        const char *in;
+        bool        has_id;
+        const char *msg;
+    } t[] = {
         { "{bad", false, "malformed JSON" },
         { "[1]", false, "must be a JSON object" },
         { "\"x\"", false, "malformed JSON" },
@@ -46,7 +54,8 @@ START_TEST(test_parse_errors)
         { "{\"id\":1.5,\"method\":\"ping\"}", false, "\"id\" must be" },
         { "{\"id\":1}", true, "\"method\" must be a string" },
         { "{\"id\":1,\"method\":3}", true, "\"method\" must be a string" },
-        { "{\"id\":1,\"method\":\"p\",\"params\":[]}", true, "\"params\" must be an object" },
+        { "{\"id\":1,\"method\":\"p\",\"params\":[]}", true,
+          "\"params\" must be an object" },
         { "{\"id\":1,\"id\":2,\"method\":\"p\"}", false, "malformed JSON" },
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -78,23 +87,26 @@ START_TEST(test_parse_deep)
 }
 END_TEST
 
-struct lines { int n; char got[8][64]; };
+struct lines {
+    int  n;
+    char got[8][64];
+};
 
 static int
 collect(const char *line, size_t len, void *arg)
 {
     struct lines *l = arg;
     snprintf(l->got[l->n++], 64, "%.*s", (int) len, line);
-    return l->n >= 3;          /* stop after three */
+    return l->n >= 3; /* stop after three */
 }
 
 START_TEST(test_split)
 {
-    const char   *in = " a \r\n\n\t\nb\r\n  c\nd";
-    struct lines  l = { 0 };
+    const char  *in = " a \r\n\n\t\nb\r\n  c\nd";
+    struct lines l = { 0 };
 
     hd_cmd_split(in, strlen(in), collect, &l);
-    ck_assert_int_eq(l.n, 3);      /* stopped by the callback */
+    ck_assert_int_eq(l.n, 3); /* stopped by the callback */
     ck_assert_str_eq(l.got[0], "a");
     ck_assert_str_eq(l.got[1], "b");
     ck_assert_str_eq(l.got[2], "c");
@@ -115,15 +127,27 @@ START_TEST(test_envelope)
     ck_assert(memcmp(e.data, "{\"a\":\"b c\"}", e.data_len) == 0);
 
     static const char *bad[] = {
-        "", "1", "1 ", "2 1 a 0 x", "1 0 a 0 x", "1 01 a 0 x", "1 1 a 0",
-        "1 1 a 0 ", "1 1  0 x", "1 1 a-b 0 x", "1 18446744073709551616 a 0 x",
-        "1 1 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 0 x", "1 x a 0 y", "1 1 a x y",
+        "",
+        "1",
+        "1 ",
+        "2 1 a 0 x",
+        "1 0 a 0 x",
+        "1 01 a 0 x",
+        "1 1 a 0",
+        "1 1 a 0 ",
+        "1 1  0 x",
+        "1 1 a-b 0 x",
+        "1 18446744073709551616 a 0 x",
+        "1 1 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 0 x",
+        "1 x a 0 y",
+        "1 1 a x y",
         "1  1 a 0 x",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(hd_envelope_decode(bad[i], strlen(bad[i]), &e) < 0,
                       "accepted \"%s\"", bad[i]);
-    ck_assert_int_eq(hd_envelope_decode("1 18446744073709551615 a 0 x", 28, &e), 0);
+    ck_assert_int_eq(hd_envelope_decode("1 18446744073709551615 a 0 x", 28, &e),
+                     0);
     ck_assert_uint_eq(e.offset, UINT64_MAX);
 }
 END_TEST

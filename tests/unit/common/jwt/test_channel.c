@@ -109,7 +109,7 @@ START_TEST(namespace)
     ck_assert(has);
     ck_assert_uint_eq(NS("x:"), 1);
     ck_assert(has);
-    ck_assert_uint_eq(NS("a:b:c"), 1);      /* first ':' wins */
+    ck_assert_uint_eq(NS("a:b:c"), 1); /* first ':' wins */
     ck_assert(has);
     ck_assert_uint_eq(NS("user@x.y:chat"), 8);
     ck_assert(has);

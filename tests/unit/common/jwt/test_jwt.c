@@ -21,9 +21,9 @@
 #include "hd_alloc.h"
 #include "hd_jwt.h"
 
-#define NOW      INT64_C(1700000000)
-#define SECRET   "s3cret-for-unit-tests-0123456789"
-#define HS256_H  "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+#define NOW     INT64_C(1700000000)
+#define SECRET  "s3cret-for-unit-tests-0123456789"
+#define HS256_H "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
 
 /* ---- helpers independent of the code under test ---- */
 
@@ -31,9 +31,9 @@
 static char *
 b64u(const void *data, size_t len)
 {
-    char   *out = hd_malloc(4 * ((len + 2) / 3) + 1);
-    int     n = EVP_EncodeBlock((unsigned char *) out, data, (int) len);
-    char   *p;
+    char *out = hd_malloc(4 * ((len + 2) / 3) + 1);
+    int   n = EVP_EncodeBlock((unsigned char *) out, data, (int) len);
+    char *p;
 
     while (n > 0 && out[n - 1] == '=')
         n--;
@@ -52,17 +52,15 @@ static char *
 sign_parts(const char *hb64, const char *pb64, const void *secret,
            size_t secret_len)
 {
-    char          *input = hd_asprintf("%s.%s", hb64, pb64);
-    unsigned char  mac[EVP_MAX_MD_SIZE];
-    unsigned int   maclen = 0;
+    char                      *input = hd_asprintf("%s.%s", hb64, pb64);
+    unsigned char              mac[EVP_MAX_MD_SIZE];
+    unsigned int               maclen = 0;
     static const unsigned char nokey;
-    char          *sig, *tok;
+    char                      *sig, *tok;
 
-    ck_assert_ptr_nonnull(HMAC(EVP_sha256(),
-                               secret_len ? secret : &nokey,
-                               (int) secret_len,
-                               (const unsigned char *) input, strlen(input),
-                               mac, &maclen));
+    ck_assert_ptr_nonnull(HMAC(EVP_sha256(), secret_len ? secret : &nokey,
+                               (int) secret_len, (const unsigned char *) input,
+                               strlen(input), mac, &maclen));
     ck_assert_uint_eq(maclen, 32);
     sig = b64u(mac, maclen);
     tok = hd_asprintf("%s.%s", input, sig);
@@ -85,8 +83,7 @@ mk(const char *header, const char *payload)
 }
 
 /* token with the standard header, payload given as printf format */
-static char *
-mkp(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *mkp(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static char *
 mkp(const char *fmt, ...)
@@ -108,48 +105,47 @@ verify_at(const char *tok, int64_t now, int64_t leeway)
     hd_jwt_claims_t c;
     int             rc;
 
-    rc = hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), now,
-                       leeway, &c);
+    rc = hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), now, leeway,
+                       &c);
     hd_jwt_claims_free(&c);
     return rc;
 }
 
-#define EXPECT(rc, want)                                                  \
-    do {                                                                  \
-        int got_ = (rc), want_ = (want);                                  \
-        ck_assert_msg(got_ == want_, "got %d (%s), want %d (%s)", got_,   \
-                      hd_jwt_strerror(got_), want_,                       \
-                      hd_jwt_strerror(want_));                            \
+#define EXPECT(rc, want)                                                     \
+    do {                                                                     \
+        int got_ = (rc), want_ = (want);                                     \
+        ck_assert_msg(got_ == want_, "got %d (%s), want %d (%s)", got_,      \
+                      hd_jwt_strerror(got_), want_, hd_jwt_strerror(want_)); \
     } while (0)
 
 /* verify a token (freed here) at NOW, no leeway */
-#define EXPECT_TOK(tok, want)                                             \
-    do {                                                                  \
-        char *t_ = (tok);                                                 \
-        EXPECT(verify_at(t_, NOW, 0), want);                              \
-        free(t_);                                                         \
+#define EXPECT_TOK(tok, want)                \
+    do {                                     \
+        char *t_ = (tok);                    \
+        EXPECT(verify_at(t_, NOW, 0), want); \
+        free(t_);                            \
     } while (0)
 
-#define EXP_OK   "1700003600"   /* NOW + 1 h */
+#define EXP_OK "1700003600" /* NOW + 1 h */
 
 /* ---- round trip and known answers ---- */
 
 START_TEST(roundtrip_all_claims)
 {
     hd_jwt_claims_t c;
-    char *tok = hd_jwt_sign("{\"sub\":\"user-42\",\"exp\":" EXP_OK ","
-                            "\"nbf\":1699999000,\"iat\":1699999000,"
-                            "\"tenant\":\"acme.eu-1_x\","
-                            "\"channels\":[\"news:*\",\"chat:room1\"],"
-                            "\"extra\":{\"ignored\":[1,2,3]}}",
-                            SECRET, strlen(SECRET));
+    char           *tok = hd_jwt_sign("{\"sub\":\"user-42\",\"exp\":" EXP_OK ","
+                                                "\"nbf\":1699999000,\"iat\":1699999000,"
+                                                "\"tenant\":\"acme.eu-1_x\","
+                                                "\"channels\":[\"news:*\",\"chat:room1\"],"
+                                                "\"extra\":{\"ignored\":[1,2,3]}}",
+                                      SECRET, strlen(SECRET));
 
     ck_assert_ptr_nonnull(tok);
     /* the fixed header, exactly */
-    ck_assert_int_eq(strncmp(tok, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.",
-                             37), 0);
-    EXPECT(hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), NOW, 0,
-                         &c), HD_JWT_OK);
+    ck_assert_int_eq(strncmp(tok, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.", 37),
+                     0);
+    EXPECT(hd_jwt_verify(tok, strlen(tok), SECRET, strlen(SECRET), NOW, 0, &c),
+           HD_JWT_OK);
     ck_assert_str_eq(c.sub, "user-42");
     ck_assert_str_eq(c.tenant, "acme.eu-1_x");
     ck_assert_int_eq(c.exp, 1700003600);
@@ -165,7 +161,7 @@ START_TEST(roundtrip_all_claims)
     ck_assert_ptr_null(c.tenant);
     ck_assert_ptr_null(c.channels);
     ck_assert_uint_eq(c.nchannels, 0);
-    hd_jwt_claims_free(&c);     /* zeroed: a second free is harmless */
+    hd_jwt_claims_free(&c); /* zeroed: a second free is harmless */
     hd_jwt_claims_free(NULL);
     free(tok);
 }
@@ -174,8 +170,8 @@ END_TEST
 START_TEST(sign_matches_independent_builder)
 {
     const char *payload = "{\"sub\":\"a\",\"exp\":" EXP_OK "}";
-    char *mine = hd_jwt_sign(payload, SECRET, strlen(SECRET));
-    char *ref = mk(HS256_H, payload);
+    char       *mine = hd_jwt_sign(payload, SECRET, strlen(SECRET));
+    char       *ref = mk(HS256_H, payload);
 
     ck_assert_str_eq(mine, ref);
     free(mine);
@@ -205,8 +201,9 @@ START_TEST(known_answer_openssl)
     const char     *key = "herald-test-secret";
     char           *signed_here;
 
-    EXPECT(hd_jwt_verify(kat_token, strlen(kat_token), key, strlen(key),
-                         NOW, 0, &c), HD_JWT_OK);
+    EXPECT(hd_jwt_verify(kat_token, strlen(kat_token), key, strlen(key), NOW, 0,
+                         &c),
+           HD_JWT_OK);
     ck_assert_str_eq(c.sub, "alice");
     ck_assert_str_eq(c.tenant, "acme");
     ck_assert_int_eq(c.exp, INT64_C(4102444800));
@@ -216,8 +213,9 @@ START_TEST(known_answer_openssl)
     hd_jwt_claims_free(&c);
 
     /* one byte off in the key */
-    EXPECT(hd_jwt_verify(kat_token, strlen(kat_token), "herald-test-secreT",
-                         18, NOW, 0, &c), HD_JWT_ESIGNATURE);
+    EXPECT(hd_jwt_verify(kat_token, strlen(kat_token), "herald-test-secreT", 18,
+                         NOW, 0, &c),
+           HD_JWT_ESIGNATURE);
 
     /* and hd_jwt_sign() produces exactly the same token */
     signed_here = hd_jwt_sign("{\"sub\":\"alice\",\"exp\":4102444800,"
@@ -250,12 +248,15 @@ START_TEST(known_answer_rfc7515)
 
     ck_assert_int_eq(klen, 64);
     EXPECT(hd_jwt_verify(tok, strlen(tok), key, (size_t) klen, 1300819379, 0,
-                         NULL), HD_JWT_ECLAIMS);
+                         NULL),
+           HD_JWT_ECLAIMS);
     EXPECT(hd_jwt_verify(tok, strlen(tok), key, (size_t) klen, 1300819380, 0,
-                         NULL), HD_JWT_EEXPIRED);
+                         NULL),
+           HD_JWT_EEXPIRED);
     key[63] ^= 1;
     EXPECT(hd_jwt_verify(tok, strlen(tok), key, (size_t) klen, 1300819379, 0,
-                         NULL), HD_JWT_ESIGNATURE);
+                         NULL),
+           HD_JWT_ESIGNATURE);
 }
 END_TEST
 
@@ -269,9 +270,11 @@ START_TEST(known_answer_jwtio)
         "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
 
     EXPECT(hd_jwt_verify(tok, strlen(tok), "your-256-bit-secret", 19, NOW, 0,
-                         NULL), HD_JWT_ENOEXP);
+                         NULL),
+           HD_JWT_ENOEXP);
     EXPECT(hd_jwt_verify(tok, strlen(tok), "your-256-bit-secreT", 19, NOW, 0,
-                         NULL), HD_JWT_ESIGNATURE);
+                         NULL),
+           HD_JWT_ESIGNATURE);
 }
 END_TEST
 
@@ -282,9 +285,9 @@ END_TEST
 START_TEST(alg_none)
 {
     const char *hn = "{\"alg\":\"none\",\"typ\":\"JWT\"}";
-    char *h = b64u(hn, strlen(hn));
-    char *p = b64u(GOOD_P, strlen(GOOD_P));
-    char *t;
+    char       *h = b64u(hn, strlen(hn));
+    char       *p = b64u(GOOD_P, strlen(GOOD_P));
+    char       *t;
 
     /* unsecured JWT as RFC 7519 6.1 spells it: empty third part */
     t = hd_asprintf("%s.%s.", h, p);
@@ -323,11 +326,10 @@ END_TEST
 START_TEST(typ_and_crit)
 {
     EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":\"jwt\"}", GOOD_P), HD_JWT_OK);
-    EXPECT_TOK(mk("{\"typ\":\"Jwt\",\"alg\":\"HS256\",\"kid\":\"k1\"}",
-                  GOOD_P), HD_JWT_OK);
+    EXPECT_TOK(mk("{\"typ\":\"Jwt\",\"alg\":\"HS256\",\"kid\":\"k1\"}", GOOD_P),
+               HD_JWT_OK);
     EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":\"JWS\"}", GOOD_P), HD_JWT_EALG);
-    EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":\"JWTX\"}", GOOD_P),
-               HD_JWT_EALG);
+    EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":\"JWTX\"}", GOOD_P), HD_JWT_EALG);
     EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":\"\"}", GOOD_P), HD_JWT_EALG);
     EXPECT_TOK(mk("{\"alg\":\"HS256\",\"typ\":1}", GOOD_P), HD_JWT_EALG);
     EXPECT_TOK(mk("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", GOOD_P),
@@ -356,11 +358,11 @@ END_TEST
 
 START_TEST(bad_signature)
 {
-    char    *tok = mkp(GOOD_P);
-    char    *t, *dot2, *sig;
-    uint8_t  raw[64];
-    long     n;
-    char     enc[64];
+    char   *tok = mkp(GOOD_P);
+    char   *t, *dot2, *sig;
+    uint8_t raw[64];
+    long    n;
+    char    enc[64];
 
     EXPECT(verify_at(tok, NOW, 0), HD_JWT_OK);
     dot2 = strrchr(tok, '.');
@@ -412,8 +414,7 @@ START_TEST(wrong_secret)
 
     /* binary secrets: an embedded NUL is part of the key */
     tok = hd_jwt_sign(GOOD_P, "a\0b", 3);
-    EXPECT(hd_jwt_verify(tok, strlen(tok), "a\0b", 3, NOW, 0, NULL),
-           HD_JWT_OK);
+    EXPECT(hd_jwt_verify(tok, strlen(tok), "a\0b", 3, NOW, 0, NULL), HD_JWT_OK);
     EXPECT(hd_jwt_verify(tok, strlen(tok), "a\0c", 3, NOW, 0, NULL),
            HD_JWT_ESIGNATURE);
     EXPECT(hd_jwt_verify(tok, strlen(tok), "a", 1, NOW, 0, NULL),
@@ -442,8 +443,9 @@ START_TEST(wrong_secret)
      * (the length is checked before the key is read) */
     tok = mkp(GOOD_P);
     ck_assert_ptr_null(hd_jwt_sign(GOOD_P, SECRET, (size_t) INT_MAX + 1));
-    EXPECT(hd_jwt_verify(tok, strlen(tok), SECRET, (size_t) INT_MAX + 1, NOW,
-                         0, NULL), HD_JWT_ESIGNATURE);
+    EXPECT(hd_jwt_verify(tok, strlen(tok), SECRET, (size_t) INT_MAX + 1, NOW, 0,
+                         NULL),
+           HD_JWT_ESIGNATURE);
     free(tok);
 }
 END_TEST
@@ -457,10 +459,10 @@ START_TEST(part_count)
 
     EXPECT(verify_at(tok, NOW, 0), HD_JWT_OK);
     EXPECT_TOK(hd_asprintf("%.*s", (int) (dot2 - tok), tok),
-               HD_JWT_EMALFORMED);                       /* 2 parts */
+               HD_JWT_EMALFORMED);                          /* 2 parts */
     EXPECT_TOK(hd_asprintf("%s.", tok), HD_JWT_EMALFORMED); /* 4, last empty */
-    EXPECT_TOK(hd_asprintf("%s.AAAA", tok), HD_JWT_EMALFORMED);  /* 4 */
-    EXPECT_TOK(hd_asprintf("%s.a.b", tok), HD_JWT_EMALFORMED);   /* 5 */
+    EXPECT_TOK(hd_asprintf("%s.AAAA", tok), HD_JWT_EMALFORMED);       /* 4 */
+    EXPECT_TOK(hd_asprintf("%s.a.b", tok), HD_JWT_EMALFORMED);        /* 5 */
     EXPECT_TOK(hd_strdup("eyJhbGciOiJIUzI1NiJ9"), HD_JWT_EMALFORMED); /* 1 */
     EXPECT_TOK(hd_strdup(""), HD_JWT_EMALFORMED);
     EXPECT_TOK(hd_strdup("."), HD_JWT_EMALFORMED);
@@ -484,8 +486,7 @@ START_TEST(empty_parts)
     /* empty payload, correctly signed: passes the MAC, fails as JSON */
     EXPECT_TOK(sign_parts(h, "", SECRET, strlen(SECRET)), HD_JWT_EMALFORMED);
     /* empty signature */
-    EXPECT_TOK(hd_asprintf("%.*s.", (int) (d2 - tok), tok),
-               HD_JWT_ESIGNATURE);
+    EXPECT_TOK(hd_asprintf("%.*s.", (int) (d2 - tok), tok), HD_JWT_ESIGNATURE);
     /* empty header and payload */
     EXPECT_TOK(hd_asprintf(".%s", d2), HD_JWT_EMALFORMED);
     free(h);
@@ -495,16 +496,16 @@ END_TEST
 
 START_TEST(bad_base64url)
 {
-    char       *tok = mkp(GOOD_P);
-    size_t      len = strlen(tok);
-    char       *d2 = strrchr(tok, '.');
-    size_t      hpos = 3;                          /* inside the header */
-    size_t      spos = (size_t) (d2 - tok) + 5;    /* inside the signature */
-    char       *h = b64u(HS256_H, strlen(HS256_H));
-    char       *p = b64u(GOOD_P, strlen(GOOD_P));
-    const char  bad[] = "+/= !*\"\\\n\t\x80\xff~$%,;";
+    char      *tok = mkp(GOOD_P);
+    size_t     len = strlen(tok);
+    char      *d2 = strrchr(tok, '.');
+    size_t     hpos = 3;                       /* inside the header */
+    size_t     spos = (size_t) (d2 - tok) + 5; /* inside the signature */
+    char      *h = b64u(HS256_H, strlen(HS256_H));
+    char      *p = b64u(GOOD_P, strlen(GOOD_P));
+    const char bad[] = "+/= !*\"\\\n\t\x80\xff~$%,;";
 
-    for (size_t i = 0; i < sizeof(bad); i++) {   /* includes the NUL */
+    for (size_t i = 0; i < sizeof(bad); i++) { /* includes the NUL */
         char  *t = hd_malloc(len);
         char  *pb, *ts;
         size_t tlen;
@@ -572,13 +573,13 @@ END_TEST
 
 START_TEST(noncanonical_trailing_bits)
 {
-    char  *tok = mkp(GOOD_P);
-    size_t len = strlen(tok);
-    char  *t = hd_strdup(tok);
-    char   last = tok[len - 1];
+    char             *tok = mkp(GOOD_P);
+    size_t            len = strlen(tok);
+    char             *t = hd_strdup(tok);
+    char              last = tok[len - 1];
     static const char alpha[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    int    v = (int) (strchr(alpha, last) - alpha);
+    int v = (int) (strchr(alpha, last) - alpha);
 
     /* 43 chars carry 258 bits for 256: the low 2 bits of the last char
      * must be zero. Setting one decodes to the same bytes, and must not
@@ -599,7 +600,7 @@ START_TEST(max_length)
      * length so the whole token is exactly HD_JWT_MAX_LEN, then one more */
     for (int extra = 0; extra <= 1; extra++) {
         size_t target = HD_JWT_MAX_LEN + (size_t) extra;
-        char   *tok = NULL;
+        char  *tok = NULL;
 
         for (size_t pad = 5900; pad < 6200; pad++) {
             char *padding = hd_malloc(pad + 1);
@@ -614,8 +615,7 @@ START_TEST(max_length)
             tok = NULL;
         }
         ck_assert_ptr_nonnull(tok);
-        EXPECT(verify_at(tok, NOW, 0),
-               extra ? HD_JWT_EMALFORMED : HD_JWT_OK);
+        EXPECT(verify_at(tok, NOW, 0), extra ? HD_JWT_EMALFORMED : HD_JWT_OK);
         free(tok);
     }
 
@@ -629,8 +629,8 @@ START_TEST(max_length)
         size_t jl = HD_B64URL_DECMAX(want);
         int    k = (int) jl - 24;
 
-        snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS256\",\"kid\":\"%0*d\"}",
-                 k, 0);
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"HS256\",\"kid\":\"%0*d\"}", k,
+                 0);
         ck_assert_uint_eq(strlen(hdr), jl);
         hb64 = b64u(hdr, jl);
         ck_assert_uint_eq(strlen(hb64), want);
@@ -682,7 +682,8 @@ START_TEST(duplicate_keys)
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":1,\"exp\":" EXP_OK "}"),
                HD_JWT_EMALFORMED);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[\"x\"],"
-                   "\"channels\":[\"y\"]}"), HD_JWT_EMALFORMED);
+                   "\"channels\":[\"y\"]}"),
+               HD_JWT_EMALFORMED);
 }
 END_TEST
 
@@ -708,10 +709,10 @@ START_TEST(sub_claim)
     {
         char u[300] = "";
         for (int i = 0; i < 128; i++)
-            strcat(u, "\xc3\xa9");      /* 256 bytes */
+            strcat(u, "\xc3\xa9"); /* 256 bytes */
         EXPECT_TOK(mkp("{\"sub\":\"%s\",\"exp\":" EXP_OK "}", u),
                    HD_JWT_ECLAIMS);
-        u[254] = '\0';                  /* 127 x é = 254 bytes */
+        u[254] = '\0'; /* 127 x é = 254 bytes */
         EXPECT_TOK(mkp("{\"sub\":\"%s\",\"exp\":" EXP_OK "}", u), HD_JWT_OK);
     }
 }
@@ -742,8 +743,8 @@ START_TEST(exp_claim)
 
     /* reals: whole seconds, fractions rounded down (the stricter side) */
     t = mkp("{\"sub\":\"a\",\"exp\":1.7e9}");
-    EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW - 10, 0,
-                         &c), HD_JWT_OK);
+    EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW - 10, 0, &c),
+           HD_JWT_OK);
     ck_assert_int_eq(c.exp, 1700000000);
     hd_jwt_claims_free(&c);
     free(t);
@@ -780,7 +781,7 @@ START_TEST(leeway)
     char *t = mkp("{\"sub\":\"a\",\"exp\":%lld}", (long long) NOW - 5);
 
     EXPECT(verify_at(t, NOW, 0), HD_JWT_EEXPIRED);
-    EXPECT(verify_at(t, NOW, 5), HD_JWT_EEXPIRED);   /* now >= exp + 5 */
+    EXPECT(verify_at(t, NOW, 5), HD_JWT_EEXPIRED); /* now >= exp + 5 */
     EXPECT(verify_at(t, NOW, 6), HD_JWT_OK);
     EXPECT(verify_at(t, NOW, 3600), HD_JWT_OK);
     EXPECT(verify_at(t, NOW, -100), HD_JWT_EEXPIRED);
@@ -805,10 +806,12 @@ START_TEST(nbf_claim)
     EXPECT(verify_at(t, NOW + 9, 0), HD_JWT_ECLAIMS);
     free(t);
 
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"nbf\":%lld}",
-                   (long long) NOW), HD_JWT_OK);
+    EXPECT_TOK(
+        mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"nbf\":%lld}", (long long) NOW),
+        HD_JWT_OK);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"nbf\":%lld.1}",
-                   (long long) NOW), HD_JWT_ECLAIMS);  /* rounded up */
+                   (long long) NOW),
+               HD_JWT_ECLAIMS); /* rounded up */
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"nbf\":\"0\"}"),
                HD_JWT_EMALFORMED);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"nbf\":null}"),
@@ -835,18 +838,20 @@ START_TEST(tenant_claim)
     hd_jwt_claims_free(&c);
     free(t);
 
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}",
-                   "Az09_.-"), HD_JWT_OK);
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}",
-                   t64), HD_JWT_OK);
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}",
-                   t65), HD_JWT_ECLAIMS);
+    EXPECT_TOK(
+        mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}", "Az09_.-"),
+        HD_JWT_OK);
+    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}", t64),
+               HD_JWT_OK);
+    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}", t65),
+               HD_JWT_ECLAIMS);
     static const char *bad[] = {
         "", "a b", "a:b", "a@b", "a*", "a/b", "\\u00e9", "a\\nb", "%",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}",
-                       bad[i]), HD_JWT_ECLAIMS);
+        EXPECT_TOK(
+            mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":\"%s\"}", bad[i]),
+            HD_JWT_ECLAIMS);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":7}"),
                HD_JWT_ECLAIMS);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"tenant\":null}"),
@@ -866,7 +871,8 @@ START_TEST(channels_claim)
     memset(c256, 'c', 256);
     c256[256] = '\0';
     t = mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":"
-            "[\"a\",\"news:*\",\"x@y.z-_:1\",\"%s\",\"%s*\"]}", c255, c255);
+            "[\"a\",\"news:*\",\"x@y.z-_:1\",\"%s\",\"%s*\"]}",
+            c255, c255);
     EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW, 0, &c),
            HD_JWT_OK);
     ck_assert_uint_eq(c.nchannels, 5);
@@ -890,16 +896,20 @@ START_TEST(channels_claim)
     free(t);
 
     static const char *bad[] = {
-        "\"*\"", "\"a**\"", "\"a*b\"", "\"*a\"", "\"\"", "\"a b\"",
-        "\"a/b\"", "\"a#\"", "\"\\u00e9\"", "1", "null", "[\"a\"]",
+        "\"*\"",   "\"a**\"", "\"a*b\"",     "\"*a\"", "\"\"", "\"a b\"",
+        "\"a/b\"", "\"a#\"",  "\"\\u00e9\"", "1",      "null", "[\"a\"]",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":"
-                       "[\"ok\",%s]}", bad[i]), HD_JWT_ECLAIMS);
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[\"%s\"]}",
-                   c256), HD_JWT_ECLAIMS);
-    EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[\"%s*\"]}",
-                   c256), HD_JWT_ECLAIMS);
+                       "[\"ok\",%s]}",
+                       bad[i]),
+                   HD_JWT_ECLAIMS);
+    EXPECT_TOK(
+        mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[\"%s\"]}", c256),
+        HD_JWT_ECLAIMS);
+    EXPECT_TOK(
+        mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[\"%s*\"]}", c256),
+        HD_JWT_ECLAIMS);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":\"a\"}"),
                HD_JWT_ECLAIMS);
     EXPECT_TOK(mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":{}}"),
@@ -912,18 +922,18 @@ END_TEST
 START_TEST(channels_count_limit)
 {
     for (int extra = 0; extra <= 1; extra++) {
-        size_t n = HD_JWT_MAX_CHANNELS + (size_t) extra;
-        char   list[HD_JWT_MAX_CHANNELS * 8 + 16];
-        size_t o = 0;
+        size_t          n = HD_JWT_MAX_CHANNELS + (size_t) extra;
+        char            list[HD_JWT_MAX_CHANNELS * 8 + 16];
+        size_t          o = 0;
         hd_jwt_claims_t c;
-        char  *t;
+        char           *t;
 
         for (size_t i = 0; i < n; i++)
             o += (size_t) snprintf(list + o, sizeof(list) - o, "%s\"c%zu\"",
                                    i ? "," : "", i);
         t = mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":[%s]}", list);
-        EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW, 0,
-                             &c), extra ? HD_JWT_ECLAIMS : HD_JWT_OK);
+        EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW, 0, &c),
+               extra ? HD_JWT_ECLAIMS : HD_JWT_OK);
         if (!extra) {
             ck_assert_uint_eq(c.nchannels, HD_JWT_MAX_CHANNELS);
             ck_assert_str_eq(c.channels[255], "c255");
@@ -968,12 +978,13 @@ START_TEST(not_nul_terminated)
     char  *t = hd_malloc(len + 8);
 
     memcpy(t, tok, len);
-    memcpy(t + len, "AAAA.xx", 8);   /* garbage after len must be ignored */
+    memcpy(t + len, "AAAA.xx", 8); /* garbage after len must be ignored */
     EXPECT(hd_jwt_verify(t, len, SECRET, strlen(SECRET), NOW, 0, NULL),
            HD_JWT_OK);
     /* and a length one short is a different, refused token */
-    ck_assert_int_ne(hd_jwt_verify(t, len - 1, SECRET, strlen(SECRET), NOW,
-                                   0, NULL), HD_JWT_OK);
+    ck_assert_int_ne(
+        hd_jwt_verify(t, len - 1, SECRET, strlen(SECRET), NOW, 0, NULL),
+        HD_JWT_OK);
     free(t);
     free(tok);
 }
@@ -984,8 +995,8 @@ END_TEST
 START_TEST(channel_allowed)
 {
     hd_jwt_claims_t c;
-    char *t = mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":"
-                  "[\"chat:room1\",\"news:*\",\"u*\"]}");
+    char           *t = mkp("{\"sub\":\"a\",\"exp\":" EXP_OK ",\"channels\":"
+                                      "[\"chat:room1\",\"news:*\",\"u*\"]}");
 
     EXPECT(hd_jwt_verify(t, strlen(t), SECRET, strlen(SECRET), NOW, 0, &c),
            HD_JWT_OK);
@@ -1032,19 +1043,27 @@ END_TEST
 START_TEST(b64url_vectors)
 {
     /* RFC 4648 section 10, without padding */
-    static const struct { const char *in, *out; } v[] = {
-        { "", "" }, { "f", "Zg" }, { "fo", "Zm8" }, { "foo", "Zm9v" },
-        { "foob", "Zm9vYg" }, { "fooba", "Zm9vYmE" },
+    static const struct {
+        const char *in, *out;
+    } v[] = {
+        { "", "" },
+        { "f", "Zg" },
+        { "fo", "Zm8" },
+        { "foo", "Zm9v" },
+        { "foob", "Zm9vYg" },
+        { "fooba", "Zm9vYmE" },
         { "foobar", "Zm9vYmFy" },
-        { "\xfb\xff", "-_8" }, { "\xff\xff\xfe", "___-" },
+        { "\xfb\xff", "-_8" },
+        { "\xff\xff\xfe", "___-" },
     };
     char    enc[32];
     uint8_t dec[32];
 
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t il = strlen(v[i].in), ol = strlen(v[i].out);
-        ck_assert_uint_eq(hd_b64url_encode((const uint8_t *) v[i].in, il,
-                                           enc, sizeof(enc)), ol);
+        ck_assert_uint_eq(
+            hd_b64url_encode((const uint8_t *) v[i].in, il, enc, sizeof(enc)),
+            ol);
         ck_assert_str_eq(enc, v[i].out);
         ck_assert_int_eq(hd_b64url_decode(v[i].out, ol, dec, sizeof(dec)),
                          (long) il);
@@ -1077,8 +1096,8 @@ START_TEST(b64url_errors)
 
     /* encode: snprintf-like, nothing written when it does not fit */
     memset(enc, '#', sizeof(enc));
-    ck_assert_uint_eq(hd_b64url_encode((const uint8_t *) "foobar", 6, enc,
-                                       8), 8);
+    ck_assert_uint_eq(hd_b64url_encode((const uint8_t *) "foobar", 6, enc, 8),
+                      8);
     ck_assert_int_eq(enc[0], '#');
     ck_assert_uint_eq(hd_b64url_encode((const uint8_t *) "fooba", 5, enc, 8),
                       7);
@@ -1107,9 +1126,10 @@ END_TEST
 
 START_TEST(strerror_distinct)
 {
-    int codes[] = { HD_JWT_OK, HD_JWT_EMALFORMED, HD_JWT_EALG,
-                    HD_JWT_ESIGNATURE, HD_JWT_EEXPIRED, HD_JWT_ENOEXP,
-                    HD_JWT_ECLAIMS, -99 };
+    int    codes[] = { HD_JWT_OK,       HD_JWT_EMALFORMED,
+                       HD_JWT_EALG,     HD_JWT_ESIGNATURE,
+                       HD_JWT_EEXPIRED, HD_JWT_ENOEXP,
+                       HD_JWT_ECLAIMS,  -99 };
     size_t n = sizeof(codes) / sizeof(codes[0]);
 
     for (size_t i = 0; i < n; i++) {

@@ -28,7 +28,9 @@ static char logpath[128];
 static int
 rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    (void) sb; (void) flag; (void) ftw;
+    (void) sb;
+    (void) flag;
+    (void) ftw;
     return remove(p);
 }
 
@@ -59,7 +61,7 @@ read_file(const char *path)
     int fd = open(path, O_RDONLY);
     ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
+    char  *buf = malloc(cap);
     for (;;) {
         if (len + 1 >= cap)
             buf = realloc(buf, cap *= 2);
@@ -101,7 +103,7 @@ static json_t *
 parse(const char *line)
 {
     json_error_t e;
-    json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &e);
+    json_t      *j = json_loads(line, JSON_REJECT_DUPLICATES, &e);
     ck_assert_msg(j != NULL, "invalid JSON (%s) in: %s", e.text, line);
     ck_assert(json_is_object(j));
     return j;
@@ -130,7 +132,8 @@ static json_t *
 fmt_json(enum hd_log_level lvl, const char *msg, const char *const *kv)
 {
     static char buf[HD_LOG_LINE_MAX];
-    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, lvl, msg, kv);
+    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, lvl, msg,
+                                  kv);
     ck_assert_uint_eq(n, strlen(buf));
     ck_assert_msg(n > 0 && buf[n - 1] == '\n', "no newline: %s", buf);
     ck_assert_msg(strchr(buf, '\n') == buf + n - 1, "newline inside: %s", buf);
@@ -146,15 +149,21 @@ valid_utf8(const char *s, size_t n)
     return j != NULL;
 }
 
-#define TIME_RE "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z"
+#define TIME_RE \
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z"
 
 /* ---- names ------------------------------------------------------------ */
 
 START_TEST(level_names)
 {
-    static const struct { const char *s; enum hd_log_level l; } t[] = {
-        { "error", HD_LOG_ERROR }, { "warn", HD_LOG_WARN },
-        { "info", HD_LOG_INFO }, { "debug", HD_LOG_DEBUG },
+    static const struct {
+        const char       *s;
+        enum hd_log_level l;
+    } t[] = {
+        { "error", HD_LOG_ERROR },
+        { "warn", HD_LOG_WARN },
+        { "info", HD_LOG_INFO },
+        { "debug", HD_LOG_DEBUG },
     };
     for (size_t i = 0; i < 4; i++) {
         enum hd_log_level l = (enum hd_log_level) 99;
@@ -162,11 +171,13 @@ START_TEST(level_names)
         ck_assert_int_eq(l, t[i].l);
         ck_assert_str_eq(hd_log_level_name(l), t[i].s);
     }
-    const char *bad[] = { "", "WARN", "warning", "Info", "info ", "verbose", "3" };
+    const char *bad[] = {
+        "", "WARN", "warning", "Info", "info ", "verbose", "3"
+    };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         enum hd_log_level l = HD_LOG_WARN;
         ck_assert_int_eq(hd_log_level_parse(bad[i], &l), -1);
-        ck_assert_int_eq(l, HD_LOG_WARN);   /* untouched on error */
+        ck_assert_int_eq(l, HD_LOG_WARN); /* untouched on error */
     }
     enum hd_log_level l = HD_LOG_WARN;
     ck_assert_int_eq(hd_log_level_parse(NULL, &l), -1);
@@ -190,8 +201,11 @@ START_TEST(format_names)
         ck_assert_int_eq(f, HD_LOG_FMT_TEXT);
     }
     ck_assert_int_eq(hd_log_format_parse(NULL, &f), -1);
-    ck_assert_int_eq(hd_log_configure((enum hd_log_level) 4, HD_LOG_FMT_JSON, NULL), -EINVAL);
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, (enum hd_log_format) 3, NULL), -EINVAL);
+    ck_assert_int_eq(
+        hd_log_configure((enum hd_log_level) 4, HD_LOG_FMT_JSON, NULL),
+        -EINVAL);
+    ck_assert_int_eq(
+        hd_log_configure(HD_LOG_INFO, (enum hd_log_format) 3, NULL), -EINVAL);
 }
 END_TEST
 
@@ -200,7 +214,7 @@ END_TEST
 START_TEST(json_all_keys)
 {
     const char *kv[] = { "channel", "news", "user", "u1", NULL };
-    char buf[HD_LOG_LINE_MAX];
+    char        buf[HD_LOG_LINE_MAX];
 
     hd_log_set_role("worker", 3);
     size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON,
@@ -230,12 +244,15 @@ START_TEST(json_all_keys)
     json_decref(j);
 
     /* documented order: time level pid role worker msg, then fields */
-    const char *keys[] = { "\"time\"", "\"level\"", "\"pid\"", "\"role\"",
-                           "\"worker\"", "\"msg\"", "\"channel\"", "\"user\"" };
+    const char *keys[] = {
+        "\"time\"",   "\"level\"", "\"pid\"",     "\"role\"",
+        "\"worker\"", "\"msg\"",   "\"channel\"", "\"user\""
+    };
     const char *prev = buf;
     for (size_t i = 0; i < 8; i++) {
         const char *p = strstr(buf, keys[i]);
-        ck_assert_msg(p != NULL && p >= prev, "%s out of order in %s", keys[i], buf);
+        ck_assert_msg(p != NULL && p >= prev, "%s out of order in %s", keys[i],
+                      buf);
         prev = p;
     }
 
@@ -279,7 +296,7 @@ START_TEST(json_escaping)
 {
     const char *msg = "say \"hi\" \\ back\nline2\ttab\rcr\b\f\x01\x1f\x7f end";
     const char *kv[] = { "k\"ey", "v\"al\\ue\n", "ctl", "\x02\x03", NULL };
-    char buf[HD_LOG_LINE_MAX];
+    char        buf[HD_LOG_LINE_MAX];
 
     size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON,
                                   HD_LOG_ERROR, msg, kv);
@@ -287,7 +304,8 @@ START_TEST(json_escaping)
     for (size_t i = 0; i + 1 < n; i++)
         ck_assert_msg((unsigned char) buf[i] >= 0x20 && buf[i] != 0x7f,
                       "raw control 0x%02x at %zu: %s", buf[i], i, buf);
-    ck_assert_ptr_nonnull(strstr(buf, "say \\\"hi\\\" \\\\ back\\nline2\\ttab\\rcr"));
+    ck_assert_ptr_nonnull(
+        strstr(buf, "say \\\"hi\\\" \\\\ back\\nline2\\ttab\\rcr"));
     ck_assert_ptr_nonnull(strstr(buf, "\\u0001\\u001f\\u007f end"));
     ck_assert_ptr_nonnull(strstr(buf, "\"ctl\":\"\\u0002\\u0003\""));
 
@@ -301,22 +319,30 @@ END_TEST
 
 START_TEST(json_utf8)
 {
-    static const struct { const char *in, *out; } t[] = {
+    static const struct {
+        const char *in, *out;
+    } t[] = {
         /* valid: kept byte for byte */
-        { "h\xc3\xa9llo \xe2\x82\xac \xf0\x9d\x84\x9e", "h\xc3\xa9llo \xe2\x82\xac \xf0\x9d\x84\x9e" },
+        { "h\xc3\xa9llo \xe2\x82\xac \xf0\x9d\x84\x9e",
+          "h\xc3\xa9llo \xe2\x82\xac \xf0\x9d\x84\x9e" },
         /* a stray byte */
-        { "a\xff" "b", "a\xef\xbf\xbd" "b" },
+        { "a\xff"
+          "b",
+          "a\xef\xbf\xbd"
+          "b" },
         /* overlong '/' */
         { "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },
         /* UTF-16 surrogate encoded in UTF-8 */
         { "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
         /* past U+10FFFF */
-        { "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+        { "\xf4\x90\x80\x80",
+          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
         /* a sequence cut at the end */
         { "x\xe2\x82", "x\xef\xbf\xbd\xef\xbf\xbd" },
         /* lone continuation, then valid */
         { "\x80\xc3\xa9", "\xef\xbf\xbd\xc3\xa9" },
-        { "\xf8\x88\x80\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+        { "\xf8\x88\x80\x80\x80",
+          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
     };
     char buf[HD_LOG_LINE_MAX];
 
@@ -325,14 +351,20 @@ START_TEST(json_utf8)
         hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO,
                            t[i].in, kv);
         json_t *j = parse(buf);
-        ck_assert_msg(strcmp(jstr(j, "msg"), t[i].out) == 0, "case %zu: %s", i, buf);
-        ck_assert_msg(strcmp(jstr(j, "f"), t[i].out) == 0, "case %zu: %s", i, buf);
+        ck_assert_msg(strcmp(jstr(j, "msg"), t[i].out) == 0, "case %zu: %s", i,
+                      buf);
+        ck_assert_msg(strcmp(jstr(j, "f"), t[i].out) == 0, "case %zu: %s", i,
+                      buf);
         json_decref(j);
     }
     /* valid multibyte text is not \u-escaped */
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, t[0].in, NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, t[0].in,
+                       NULL);
     ck_assert_ptr_nonnull(strstr(buf, t[0].in));
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, "a\xff" "b", NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO,
+                       "a\xff"
+                       "b",
+                       NULL);
     ck_assert_ptr_nonnull(strstr(buf, "a\\ufffdb"));
 }
 END_TEST
@@ -340,7 +372,7 @@ END_TEST
 START_TEST(json_reserved_keys_and_null)
 {
     const char *kv[] = { "msg", "shadow", "level", "x", "ok", NULL };
-    json_t *j = fmt_json(HD_LOG_INFO, "real", kv);
+    json_t     *j = fmt_json(HD_LOG_INFO, "real", kv);
     ck_assert_str_eq(jstr(j, "msg"), "real");
     ck_assert_str_eq(jstr(j, "level"), "info");
     ck_assert_str_eq(jstr(j, "_msg"), "shadow");
@@ -359,41 +391,50 @@ END_TEST
 START_TEST(text_shape)
 {
     const char *kv[] = { "key", "value", "key2", "value with spaces", NULL };
-    char buf[HD_LOG_LINE_MAX], re[256];
+    char        buf[HD_LOG_LINE_MAX], re[256];
 
     hd_log_set_role("worker", 0);
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, "message", kv);
-    snprintf(re, sizeof(re), "^" TIME_RE " INFO  worker\\[0\\] %d: message "
-             "key=value key2=\"value with spaces\"\n$", (int) getpid());
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO,
+                       "message", kv);
+    snprintf(re, sizeof(re),
+             "^" TIME_RE " INFO  worker\\[0\\] %d: message "
+             "key=value key2=\"value with spaces\"\n$",
+             (int) getpid());
     ck_assert_msg(matches(re, buf), "'%s' !~ '%s'", buf, re);
 
     static const char *const lv[] = { "ERROR ", "WARN  ", "INFO  ", "DEBUG " };
     for (int l = 0; l < 4; l++) {
-        hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, (enum hd_log_level) l, "m", NULL);
+        hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT,
+                           (enum hd_log_level) l, "m", NULL);
         ck_assert_msg(buf[23] == 'Z' && buf[24] == ' ', "%s", buf);
         ck_assert_msg(strncmp(buf + 25, lv[l], 6) == 0, "%s", buf);
         ck_assert_msg(strncmp(buf + 31, "worker[0] ", 10) == 0, "%s", buf);
     }
 
     hd_log_set_role("master", -1);
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_WARN, "up", NULL);
-    snprintf(re, sizeof(re), "^" TIME_RE " WARN  master %d: up\n$", (int) getpid());
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_WARN, "up",
+                       NULL);
+    snprintf(re, sizeof(re), "^" TIME_RE " WARN  master %d: up\n$",
+             (int) getpid());
     ck_assert_msg(matches(re, buf), "'%s' !~ '%s'", buf, re);
 }
 END_TEST
 
 START_TEST(text_escaping)
 {
-    const char *kv[] = { "empty", "", "q", "a\"b", "eq", "a=b", "nl", "x\ny",
-                         "plain", "caf\xc3\xa9", "bad", "\xff", NULL };
-    char buf[HD_LOG_LINE_MAX];
+    const char *kv[] = { "empty", "",     "q",    "a\"b",  "eq",
+                         "a=b",   "nl",   "x\ny", "plain", "caf\xc3\xa9",
+                         "bad",   "\xff", NULL };
+    char        buf[HD_LOG_LINE_MAX];
 
-    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO,
+    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT,
+                                  HD_LOG_INFO,
                                   "two\nlines\tand \x01 \"q\" \xfe", kv);
     ck_assert_msg(strchr(buf, '\n') == buf + n - 1, "%s", buf);
-    const char *want = ": two\\nlines\\tand \\x01 \"q\" \xef\xbf\xbd empty=\"\" "
-                       "q=\"a\\\"b\" eq=\"a=b\" nl=\"x\\ny\" plain=caf\xc3\xa9 "
-                       "bad=\xef\xbf\xbd\n";
+    const char *want =
+        ": two\\nlines\\tand \\x01 \"q\" \xef\xbf\xbd empty=\"\" "
+        "q=\"a\\\"b\" eq=\"a=b\" nl=\"x\\ny\" plain=caf\xc3\xa9 "
+        "bad=\xef\xbf\xbd\n";
     ck_assert_msg(n > strlen(want) && strcmp(buf + n - strlen(want), want) == 0,
                   "got '%s'", buf);
     ck_assert(valid_utf8(buf, n));
@@ -407,14 +448,19 @@ START_TEST(redact_message)
     char buf[HD_LOG_LINE_MAX];
 
     hd_log_add_secret("hunter2");
-    json_t *j = fmt_json(HD_LOG_INFO, "pw=hunter2, again hunter2hunter2 and xhunter2y", NULL);
-    ck_assert_str_eq(jstr(j, "msg"), "pw=[redacted], again [redacted][redacted] and x[redacted]y");
+    json_t *j = fmt_json(
+        HD_LOG_INFO, "pw=hunter2, again hunter2hunter2 and xhunter2y", NULL);
+    ck_assert_str_eq(
+        jstr(j, "msg"),
+        "pw=[redacted], again [redacted][redacted] and x[redacted]y");
     json_decref(j);
 
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, "hunter2", NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO,
+                       "hunter2", NULL);
     ck_assert_ptr_null(strstr(buf, "hunter2"));
     ck_assert_ptr_null(strstr(buf, "hunter"));
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, "a hunter2 b", NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO,
+                       "a hunter2 b", NULL);
     ck_assert_ptr_null(strstr(buf, "hunter"));
     ck_assert_ptr_nonnull(strstr(buf, ": a [redacted] b\n"));
 
@@ -427,12 +473,15 @@ END_TEST
 
 START_TEST(redact_fields)
 {
-    const char *kv[] = { "password", "hunter2", "note", "my hunter2 here hunter2",
-                         "hunter2", "as a key", NULL };
-    char buf[HD_LOG_LINE_MAX];
+    const char *kv[] = { "password", "hunter2",
+                         "note",     "my hunter2 here hunter2",
+                         "hunter2",  "as a key",
+                         NULL };
+    char        buf[HD_LOG_LINE_MAX];
 
     hd_log_add_secret("hunter2");
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, "login", kv);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, "login",
+                       kv);
     ck_assert_ptr_null(strstr(buf, "hunter2"));
     json_t *j = parse(buf);
     ck_assert_str_eq(jstr(j, "password"), "[redacted]");
@@ -440,43 +489,55 @@ START_TEST(redact_fields)
     ck_assert_str_eq(jstr(j, "[redacted]"), "as a key");
     json_decref(j);
 
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, "login", kv);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, "login",
+                       kv);
     ck_assert_ptr_null(strstr(buf, "hunter2"));
-    ck_assert_ptr_nonnull(strstr(buf, " password=[redacted] note=\"my [redacted] here [redacted]\""));
+    ck_assert_ptr_nonnull(strstr(
+        buf, " password=[redacted] note=\"my [redacted] here [redacted]\""));
 }
 END_TEST
 
 START_TEST(redact_printf_args_to_file)
 {
     const char *secret = "s3cr3t-T0ken";
-    char *s, *l;
-    json_t *j;
+    char       *s, *l;
+    json_t     *j;
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_add_secret(secret);
     hd_log_info("login user=%s pass=%s", "bob", secret);
-    hd_log_kv(HD_LOG_WARN, "redis auth", "url", "redis://:s3cr3t-T0ken@host:6379", NULL);
+    hd_log_kv(HD_LOG_WARN, "redis auth", "url",
+              "redis://:s3cr3t-T0ken@host:6379", NULL);
     hd_log_write_raw(HD_LOG_ERROR, "hiredis", "AUTH s3cr3t-T0ken failed\n");
-    hd_log(HD_LOG_ERROR, "%.6s%s", secret, secret + 6);   /* built by printf */
+    hd_log(HD_LOG_ERROR, "%.6s%s", secret, secret + 6); /* built by printf */
 
     s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 4);
     ck_assert_msg(strstr(s, "s3cr3t") == NULL, "leak: %s", s);
     ck_assert_msg(strstr(s, "T0ken") == NULL, "leak: %s", s);
 
-    l = line_at(s, 0); j = parse(l);
+    l = line_at(s, 0);
+    j = parse(l);
     ck_assert_str_eq(jstr(j, "msg"), "login user=bob pass=[redacted]");
-    json_decref(j); free(l);
-    l = line_at(s, 1); j = parse(l);
+    json_decref(j);
+    free(l);
+    l = line_at(s, 1);
+    j = parse(l);
     ck_assert_str_eq(jstr(j, "url"), "redis://:[redacted]@host:6379");
-    json_decref(j); free(l);
-    l = line_at(s, 2); j = parse(l);
+    json_decref(j);
+    free(l);
+    l = line_at(s, 2);
+    j = parse(l);
     ck_assert_str_eq(jstr(j, "msg"), "AUTH [redacted] failed");
     ck_assert_str_eq(jstr(j, "component"), "hiredis");
-    json_decref(j); free(l);
-    l = line_at(s, 3); j = parse(l);
+    json_decref(j);
+    free(l);
+    l = line_at(s, 3);
+    j = parse(l);
     ck_assert_str_eq(jstr(j, "msg"), "[redacted]");
-    json_decref(j); free(l);
+    json_decref(j);
+    free(l);
     free(s);
 }
 END_TEST
@@ -509,8 +570,12 @@ START_TEST(redact_edges)
 
     /* matched before escaping: a secret with a quote and a control byte */
     char buf[HD_LOG_LINE_MAX];
-    hd_log_add_secret("p\"w\x01" "d");
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, "[p\"w\x01" "d]", NULL);
+    hd_log_add_secret("p\"w\x01"
+                      "d");
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO,
+                       "[p\"w\x01"
+                       "d]",
+                       NULL);
     ck_assert_ptr_null(strstr(buf, "p\\\"w"));
     j = parse(buf);
     ck_assert_str_eq(jstr(j, "msg"), "[[redacted]]");
@@ -520,7 +585,7 @@ START_TEST(redact_edges)
     /* the secret is copied */
     char mut[] = "mutable-1";
     hd_log_add_secret(mut);
-    hd_log_add_secret(mut);   /* duplicate: harmless */
+    hd_log_add_secret(mut); /* duplicate: harmless */
     memset(mut, 'z', sizeof(mut) - 1);
     j = fmt_json(HD_LOG_INFO, "is mutable-1", NULL);
     ck_assert_str_eq(jstr(j, "msg"), "is [redacted]");
@@ -560,24 +625,26 @@ START_TEST(redact_cut_secret)
         secret[i] = "sekrit0123456789"[i % 16];
     secret[100] = '\0';
 
-    size_t keep = HD_LOG_LINE_MAX - 1;   /* what vsnprintf keeps */
-    char *msg = malloc(keep + 200);
+    size_t keep = HD_LOG_LINE_MAX - 1; /* what vsnprintf keeps */
+    char  *msg = malloc(keep + 200);
     size_t len = 0;
     for (int i = 0; i < 70; i++, len += 100)
         memcpy(msg + len, secret, 100);
     while (len < keep - 20)
         msg[len++] = '.';
-    memcpy(msg + len, secret, 100);      /* only 20 bytes of it survive */
+    memcpy(msg + len, secret, 100); /* only 20 bytes of it survive */
     len += 100;
     msg[len] = '\0';
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_add_secret(secret);
     hd_log_info("%s", msg);
 
     char *s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 1);
-    ck_assert_msg(strstr(s, "sekrit") == NULL, "leak: ...%s", s + strlen(s) - 80);
+    ck_assert_msg(strstr(s, "sekrit") == NULL, "leak: ...%s",
+                  s + strlen(s) - 80);
     json_t *j = parse(s);
     ck_assert(json_is_true(json_object_get(j, "truncated")));
     const char *m = jstr(j, "msg");
@@ -601,12 +668,13 @@ START_TEST(level_filter)
 {
     int calls = 0;
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_WARN, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_WARN, HD_LOG_FMT_JSON, logpath),
+                     0);
     ck_assert(hd_log_enabled(HD_LOG_ERROR));
     ck_assert(hd_log_enabled(HD_LOG_WARN));
     ck_assert(!hd_log_enabled(HD_LOG_INFO));
     ck_assert(!hd_log_enabled(HD_LOG_DEBUG));
-    ck_assert(!hd_log_enabled((enum hd_log_level) -1));
+    ck_assert(!hd_log_enabled((enum hd_log_level) - 1));
     ck_assert(!hd_log_enabled((enum hd_log_level) 4));
 
     hd_log_info("info-line");
@@ -617,7 +685,7 @@ START_TEST(level_filter)
     hd_log_kv(HD_LOG_WARN, "kv-warn", "a", "b", NULL);
     hd_log_write_raw(HD_LOG_INFO, "lws", "raw-info");
     hd_log((enum hd_log_level) 5, "bogus-level");
-    ck_assert_int_eq(calls, 0);   /* args of a disabled debug not evaluated */
+    ck_assert_int_eq(calls, 0); /* args of a disabled debug not evaluated */
 
     char *s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 3);
@@ -629,7 +697,8 @@ START_TEST(level_filter)
     ck_assert_ptr_null(strstr(s, "bogus"));
     free(s);
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_DEBUG, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_DEBUG, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_debug("debug-line %d", side_effect(&calls));
     ck_assert_int_eq(calls, 1);
     s = read_file(logpath);
@@ -637,7 +706,8 @@ START_TEST(level_filter)
     ck_assert_ptr_nonnull(strstr(s, "debug-line 1"));
     free(s);
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_ERROR, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_ERROR, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_warn("warn-2");
     s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 4);
@@ -652,10 +722,11 @@ END_TEST
 static char *
 rich_message(size_t min_len)
 {
-    static const char piece[] = "ab\"c\\d\ne\x01 \xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e ";
+    static const char piece[] =
+        "ab\"c\\d\ne\x01 \xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e ";
     size_t plen = sizeof(piece) - 1;
     size_t n = (min_len / plen + 1) * plen;
-    char *m = malloc(n + 1);
+    char  *m = malloc(n + 1);
     for (size_t i = 0; i < n; i += plen)
         memcpy(m + i, piece, plen);
     m[n] = '\0';
@@ -664,14 +735,15 @@ rich_message(size_t min_len)
 
 START_TEST(truncation_long_message)
 {
-    char buf[HD_LOG_LINE_MAX];
-    char *msg = rich_message(20000);
+    char        buf[HD_LOG_LINE_MAX];
+    char       *msg = rich_message(20000);
     const char *kv[] = { "after", "the message", NULL };
 
     hd_log_set_role("worker", 12);
-    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON, HD_LOG_INFO, msg, kv);
+    size_t n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_JSON,
+                                  HD_LOG_INFO, msg, kv);
     ck_assert_uint_le(n, sizeof(buf) - 1);
-    ck_assert_uint_ge(n, sizeof(buf) - 16);   /* cut near the end, not early */
+    ck_assert_uint_ge(n, sizeof(buf) - 16); /* cut near the end, not early */
     ck_assert_uint_eq(strlen(buf), n);
     ck_assert_int_eq(buf[n - 1], '\n');
     json_t *j = parse(buf);
@@ -683,7 +755,8 @@ START_TEST(truncation_long_message)
     ck_assert_int_eq(json_integer_value(json_object_get(j, "worker")), 12);
     json_decref(j);
 
-    n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, msg, kv);
+    n = hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_TEXT, HD_LOG_INFO, msg,
+                           kv);
     ck_assert_uint_le(n, sizeof(buf) - 1);
     ck_assert_uint_ge(n, sizeof(buf) - 16);
     ck_assert_str_eq(buf + n - 13, " [truncated]\n");
@@ -691,7 +764,8 @@ START_TEST(truncation_long_message)
     ck_assert(valid_utf8(buf, n));
 
     /* through hd_log, to a file: one line, one write */
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_info("%s", msg);
     hd_log_info("next");
     char *s = read_file(logpath);
@@ -711,11 +785,14 @@ END_TEST
  * and whatever it holds is true (fields whole, msg a prefix). */
 START_TEST(truncation_every_cap)
 {
-    char *msg = rich_message(300);
-    const char *kv[] = { "k1", "v1 value", "k2", "\"quoted\"\n", "k3", "\xe2\x82\xac\xe2\x82\xac", NULL };
-    size_t bufcap = 1400;
-    char *buf = malloc(bufcap);
-    char full[HD_LOG_LINE_MAX];
+    char       *msg = rich_message(300);
+    const char *kv[] = { "k1", "v1 value",
+                         "k2", "\"quoted\"\n",
+                         "k3", "\xe2\x82\xac\xe2\x82\xac",
+                         NULL };
+    size_t      bufcap = 1400;
+    char       *buf = malloc(bufcap);
+    char        full[HD_LOG_LINE_MAX];
 
     hd_log_set_role("worker", 7);
     size_t full_len = hd_log_format_line(full, sizeof(full), HD_LOG_FMT_JSON,
@@ -726,7 +803,8 @@ START_TEST(truncation_every_cap)
     bool was_whole = false;
     for (size_t cap = 0; cap < bufcap; cap++) {
         memset(buf, 'Z', bufcap);
-        size_t n = hd_log_format_line(buf, cap, HD_LOG_FMT_JSON, HD_LOG_DEBUG, msg, kv);
+        size_t n = hd_log_format_line(buf, cap, HD_LOG_FMT_JSON, HD_LOG_DEBUG,
+                                      msg, kv);
         if (cap == 0) {
             ck_assert_uint_eq(n, 0);
             ck_assert_int_eq(buf[0], 'Z');
@@ -734,7 +812,7 @@ START_TEST(truncation_every_cap)
         }
         ck_assert_msg(n < cap, "cap %zu len %zu", cap, n);
         ck_assert_int_eq(buf[n], '\0');
-        ck_assert_int_eq(buf[cap], 'Z');   /* nothing written past cap */
+        ck_assert_int_eq(buf[cap], 'Z'); /* nothing written past cap */
         if (cap == 1) {
             ck_assert_uint_eq(n, 0);
             continue;
@@ -747,20 +825,23 @@ START_TEST(truncation_every_cap)
                       "cap %zu: %s", cap, buf);
         json_t *j = parse(buf);
         json_t *t = json_object_get(j, "truncated");
-        bool whole = t == NULL;
+        bool    whole = t == NULL;
         ck_assert(whole || json_is_true(t));
-        ck_assert_msg(whole == (cap > full_len), "cap %zu full %zu: %s", cap, full_len, buf);
+        ck_assert_msg(whole == (cap > full_len), "cap %zu full %zu: %s", cap,
+                      full_len, buf);
         ck_assert(!was_whole || whole);
         was_whole = whole;
         /* all of the header or none of it */
         size_t hdr = json_object_get(j, "time") != NULL;
         ck_assert_msg((json_object_get(j, "level") != NULL) == hdr
-                      && (json_object_get(j, "pid") != NULL) == hdr
-                      && (json_object_get(j, "worker") != NULL) == hdr, "%s", buf);
+                          && (json_object_get(j, "pid") != NULL) == hdr
+                          && (json_object_get(j, "worker") != NULL) == hdr,
+                      "%s", buf);
         json_t *m = json_object_get(j, "msg");
         if (m != NULL) {
             const char *ms = json_string_value(m);
-            ck_assert_msg(strncmp(ms, msg, strlen(ms)) == 0, "cap %zu: %s", cap, buf);
+            ck_assert_msg(strncmp(ms, msg, strlen(ms)) == 0, "cap %zu: %s", cap,
+                          buf);
             if (whole)
                 ck_assert_str_eq(ms, msg);
         } else {
@@ -778,19 +859,20 @@ START_TEST(truncation_every_cap)
     ck_assert(was_whole);
 
     /* text: same promises, checked on shape and UTF-8 */
-    char tfull[HD_LOG_LINE_MAX];
+    char   tfull[HD_LOG_LINE_MAX];
     size_t tfull_len = hd_log_format_line(tfull, sizeof(tfull), HD_LOG_FMT_TEXT,
                                           HD_LOG_DEBUG, msg, kv);
     for (size_t cap = 32; cap < bufcap; cap++) {
         memset(buf, 'Z', bufcap);
-        size_t n = hd_log_format_line(buf, cap, HD_LOG_FMT_TEXT, HD_LOG_DEBUG, msg, kv);
+        size_t n = hd_log_format_line(buf, cap, HD_LOG_FMT_TEXT, HD_LOG_DEBUG,
+                                      msg, kv);
         ck_assert(n < cap && buf[n] == '\0' && buf[cap] == 'Z');
         ck_assert_msg(buf[n - 1] == '\n' && strchr(buf, '\n') == buf + n - 1,
                       "cap %zu: %s", cap, buf);
         ck_assert_msg(valid_utf8(buf, n), "cap %zu: bad UTF-8", cap);
         if (cap > tfull_len) {
             ck_assert_uint_eq(n, tfull_len);
-            ck_assert_str_eq(buf + 24, tfull + 24);   /* past the clock */
+            ck_assert_str_eq(buf + 24, tfull + 24); /* past the clock */
         } else {
             ck_assert_msg(n >= 12 && strcmp(buf + n - 12, "[truncated]\n") == 0,
                           "cap %zu: %s", cap, buf);
@@ -805,9 +887,9 @@ END_TEST
 
 START_TEST(file_and_reopen)
 {
-    char rotated[160];
+    char        rotated[160];
     struct stat st;
-    char *s;
+    char       *s;
 
     snprintf(rotated, sizeof(rotated), "%s.1", logpath);
     umask(022);
@@ -816,7 +898,8 @@ START_TEST(file_and_reopen)
     ck_assert(write(pre, "existing\n", 9) == 9);
     close(pre);
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     int fd = hd_log_fd();
     ck_assert_int_gt(fd, 2);
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_JSON);
@@ -825,9 +908,9 @@ START_TEST(file_and_reopen)
     hd_log_info("line one");
 
     ck_assert_int_eq(rename(logpath, rotated), 0);
-    hd_log_info("line two");            /* still the old, renamed file */
+    hd_log_info("line two"); /* still the old, renamed file */
     ck_assert_int_eq(hd_log_reopen(), 0);
-    ck_assert_int_eq(hd_log_fd(), fd);  /* same number */
+    ck_assert_int_eq(hd_log_fd(), fd); /* same number */
     ck_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
     hd_log_info("line three");
 
@@ -864,7 +947,7 @@ END_TEST
 
 START_TEST(reopen_failure_keeps_old)
 {
-    char sub[128], path[160], moved[128], movedpath[160];
+    char  sub[128], path[160], moved[128], movedpath[160];
     char *s;
 
     snprintf(sub, sizeof(sub), "%s/sub", tmpdir);
@@ -882,7 +965,8 @@ START_TEST(reopen_failure_keeps_old)
 
     /* a failed configure changes nothing: not level, format, nor file */
     ck_assert_int_eq(hd_log_configure(HD_LOG_DEBUG, HD_LOG_FMT_TEXT,
-                                      "/nonexistent-hd-dir/x.log"), -ENOENT);
+                                      "/nonexistent-hd-dir/x.log"),
+                     -ENOENT);
     ck_assert(!hd_log_enabled(HD_LOG_DEBUG));
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_JSON);
     ck_assert_int_eq(hd_log_fd(), fd);
@@ -899,16 +983,17 @@ END_TEST
 START_TEST(back_to_stderr)
 {
     ck_assert_int_eq(hd_log_fd(), STDERR_FILENO);
-    ck_assert_int_eq(hd_log_reopen(), 0);   /* no-op on stderr */
+    ck_assert_int_eq(hd_log_reopen(), 0); /* no-op on stderr */
     ck_assert_int_eq(hd_log_fd(), STDERR_FILENO);
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     int fd = hd_log_fd();
     ck_assert_int_ne(fd, STDERR_FILENO);
     ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, ""), 0);
     ck_assert_int_eq(hd_log_fd(), STDERR_FILENO);
     errno = 0;
-    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);   /* ours was closed */
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1); /* ours was closed */
     ck_assert_int_eq(errno, EBADF);
     ck_assert_int_ne(fcntl(STDERR_FILENO, F_GETFD), -1);
 }
@@ -918,13 +1003,17 @@ START_TEST(auto_format)
 {
     char buf[HD_LOG_LINE_MAX];
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, logpath),
+                     0);
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_JSON);
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_AUTO, HD_LOG_INFO, "a", NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_AUTO, HD_LOG_INFO, "a",
+                       NULL);
     ck_assert_int_eq(buf[0], '{');
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_TEXT, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_TEXT, logpath),
+                     0);
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_TEXT);
-    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_AUTO, HD_LOG_INFO, "a", NULL);
+    hd_log_format_line(buf, sizeof(buf), HD_LOG_FMT_AUTO, HD_LOG_INFO, "a",
+                       NULL);
     ck_assert(matches("^" TIME_RE " INFO  ", buf));
 
     /* a terminal gets text */
@@ -936,9 +1025,11 @@ START_TEST(auto_format)
     }
     ck_assert_int_eq(grantpt(m), 0);
     ck_assert_int_eq(unlockpt(m), 0);
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, ptsname(m)), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, ptsname(m)),
+                     0);
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_TEXT);
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, ptsname(m)), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, ptsname(m)),
+                     0);
     ck_assert_int_eq(hd_log_effective_format(), HD_LOG_FMT_JSON);
     hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, NULL);
     close(m);
@@ -949,16 +1040,17 @@ END_TEST
 
 START_TEST(write_raw_bridge)
 {
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     hd_log_set_role("worker", 2);
     hd_log_write_raw(HD_LOG_WARN, "lws", "lws_create_context: failed  \r\n \n");
-    hd_log_write_raw(HD_LOG_INFO, "lws", "\n");           /* empty: dropped */
+    hd_log_write_raw(HD_LOG_INFO, "lws", "\n");            /* empty: dropped */
     hd_log_write_raw(HD_LOG_DEBUG, "lws", "too chatty\n"); /* filtered */
     hd_log_write_raw(HD_LOG_ERROR, "hiredis", "  keeps leading blanks");
 
     char *s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 2);
-    char *l = line_at(s, 0);
+    char   *l = line_at(s, 0);
     json_t *j = parse(l);
     ck_assert_str_eq(jstr(j, "msg"), "lws_create_context: failed");
     ck_assert_str_eq(jstr(j, "component"), "lws");
@@ -979,20 +1071,21 @@ END_TEST
 
 START_TEST(kv_to_file)
 {
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
-    hd_log_kv(HD_LOG_INFO, "subscribed", "channel", "news", "user", (char *) NULL, (char *) NULL);
-    hd_log_kv(HD_LOG_INFO, "many",
-              "a0", "0", "a1", "1", "a2", "2", "a3", "3", "a4", "4", "a5", "5",
-              "a6", "6", "a7", "7", "a8", "8", "a9", "9", "b0", "0", "b1", "1",
-              "b2", "2", "b3", "3", "b4", "4", "b5", "5", "b6", "6", "b7", "7",
-              "b8", "8", "b9", "9", "c0", "0", "c1", "1", "c2", "2", "c3", "3",
-              "c4", "4", "c5", "5", "c6", "6", "c7", "7", "c8", "8", "c9", "9",
-              "d0", "0", "d1", "1", "d2", "2", "d3", "3", "d4", "4", "d5", "5",
-              (char *) NULL);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
+    hd_log_kv(HD_LOG_INFO, "subscribed", "channel", "news", "user",
+              (char *) NULL, (char *) NULL);
+    hd_log_kv(HD_LOG_INFO, "many", "a0", "0", "a1", "1", "a2", "2", "a3", "3",
+              "a4", "4", "a5", "5", "a6", "6", "a7", "7", "a8", "8", "a9", "9",
+              "b0", "0", "b1", "1", "b2", "2", "b3", "3", "b4", "4", "b5", "5",
+              "b6", "6", "b7", "7", "b8", "8", "b9", "9", "c0", "0", "c1", "1",
+              "c2", "2", "c3", "3", "c4", "4", "c5", "5", "c6", "6", "c7", "7",
+              "c8", "8", "c9", "9", "d0", "0", "d1", "1", "d2", "2", "d3", "3",
+              "d4", "4", "d5", "5", (char *) NULL);
 
     char *s = read_file(logpath);
     ck_assert_uint_eq(count_lines(s), 2);
-    char *l = line_at(s, 0);
+    char   *l = line_at(s, 0);
     json_t *j = parse(l);
     ck_assert_str_eq(jstr(j, "msg"), "subscribed");
     ck_assert_str_eq(jstr(j, "channel"), "news");
@@ -1013,13 +1106,15 @@ END_TEST
 
 START_TEST(errno_kept)
 {
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, logpath),
+                     0);
     errno = ENOENT;
     hd_log_error("open(x) failed: %m");
     ck_assert_int_eq(errno, ENOENT);
 
     /* every write to /dev/full fails with ENOSPC: errno must not show it */
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, "/dev/full"), 0);
+    ck_assert_int_eq(
+        hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_AUTO, "/dev/full"), 0);
     errno = ENOENT;
     hd_log_error("lost");
     ck_assert_int_eq(errno, ENOENT);
@@ -1033,10 +1128,11 @@ START_TEST(errno_kept)
     hd_log_debug("dropped");
     ck_assert_int_eq(errno, EINTR);
 
-    char *s = read_file(logpath);
-    char *l = line_at(s, 0);
+    char   *s = read_file(logpath);
+    char   *l = line_at(s, 0);
     json_t *j = parse(l);
-    ck_assert_str_eq(jstr(j, "msg"), "open(x) failed: No such file or directory");
+    ck_assert_str_eq(jstr(j, "msg"),
+                     "open(x) failed: No such file or directory");
     json_decref(j);
     free(l);
     free(s);
@@ -1049,10 +1145,14 @@ END_TEST
  */
 START_TEST(no_interleaving)
 {
-    enum { PROCS = 4, LINES = 200 };
+    enum {
+        PROCS = 4,
+        LINES = 200
+    };
     char fill[3000];
 
-    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath), 0);
+    ck_assert_int_eq(hd_log_configure(HD_LOG_INFO, HD_LOG_FMT_JSON, logpath),
+                     0);
     for (int p = 0; p < PROCS; p++) {
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
@@ -1075,9 +1175,9 @@ START_TEST(no_interleaving)
     ck_assert_uint_eq(count_lines(s), PROCS * LINES);
     int per[PROCS] = { 0 };
     for (size_t i = 0; i < PROCS * LINES; i++) {
-        char *l = line_at(s, i);
+        char   *l = line_at(s, i);
         json_t *j = parse(l);
-        int w = (int) json_integer_value(json_object_get(j, "worker"));
+        int     w = (int) json_integer_value(json_object_get(j, "worker"));
         ck_assert(w >= 0 && w < PROCS);
         const char *m = jstr(j, "msg");
         ck_assert_uint_eq(strlen(m), sizeof(fill) - 1);

@@ -89,7 +89,7 @@ spray(const char *addr, int port, const int *fds, int n, int conns, int *count)
         count[k] = 0;
         if (fds[k] < 0)
             continue;
-        while ((a = accept(fds[k], NULL, NULL)) >= 0) {   /* non-blocking */
+        while ((a = accept(fds[k], NULL, NULL)) >= 0) { /* non-blocking */
             count[k]++;
             close(a);
         }
@@ -108,7 +108,7 @@ close_all(int *fds, int n)
 
 START_TEST(identity_steers_to_first_n)
 {
-    int fds[4], count[4], port;
+    int      fds[4], count[4], port;
     uint16_t idx[2] = { 0, 1 };
 
     port = group("127.0.0.1", fds, 4);
@@ -126,7 +126,7 @@ END_TEST
 
 START_TEST(mapping_steers_to_listed_indices)
 {
-    int fds[4], count[4], port;
+    int      fds[4], count[4], port;
     uint16_t idx[2] = { 3, 1 };
 
     port = group("127.0.0.1", fds, 4);
@@ -143,7 +143,7 @@ END_TEST
 
 START_TEST(reattach_replaces_program)
 {
-    int fds[3], count[3], port;
+    int      fds[3], count[3], port;
     uint16_t a[1] = { 2 }, b[1] = { 0 };
 
     port = group("127.0.0.1", fds, 3);
@@ -161,10 +161,10 @@ END_TEST
 /* The assumption the master's array model rests on. */
 START_TEST(kernel_moves_last_into_closed_slot)
 {
-    int fds[4], count[4], port;
-    uint16_t one[1] = { 1 }, last[1] = { 2 };
+    int                  fds[4], count[4], port;
+    uint16_t             one[1] = { 1 }, last[1] = { 2 };
     hd_reuseport_group_t g = { 0 };
-    int tag[4];
+    int                  tag[4];
 
     port = group("127.0.0.1", fds, 4);
     for (int i = 0; i < 4; i++)
@@ -199,25 +199,25 @@ END_TEST
 
 START_TEST(out_of_range_index_falls_back_to_hash)
 {
-    int fds[2], count[2], port;
+    int      fds[2], count[2], port;
     uint16_t idx[1] = { 7 };
 
     port = group("127.0.0.1", fds, 2);
     ck_assert_int_eq(hd_reuseport_steer(fds[0], idx, 1), 0);
     spray("127.0.0.1", port, fds, 2, 40, count);
-    ck_assert_int_eq(count[0] + count[1], 40);   /* none refused */
+    ck_assert_int_eq(count[0] + count[1], 40); /* none refused */
     close_all(fds, 2);
 }
 END_TEST
 
 START_TEST(ipv6_source_port)
 {
-    int fds[3], count[3], port, probe;
+    int      fds[3], count[3], port, probe;
     uint16_t idx[2] = { 2, 0 };
 
     probe = hd_net_listen("::1", 0, 1, true, NULL);
     if (probe < 0)
-        return;                 /* no IPv6 loopback here */
+        return; /* no IPv6 loopback here */
     close(probe);
     port = group("::1", fds, 3);
     ck_assert_int_eq(hd_reuseport_steer(fds[0], idx, 2), 0);
@@ -233,10 +233,11 @@ END_TEST
 START_TEST(bad_arguments)
 {
     uint16_t idx[1] = { 0 };
-    int fd = listener("127.0.0.1", 0);
+    int      fd = listener("127.0.0.1", 0);
 
     ck_assert_int_eq(hd_reuseport_steer(fd, idx, 0), -EINVAL);
-    ck_assert_int_eq(hd_reuseport_steer(fd, idx, HD_REUSEPORT_MAX + 1), -EINVAL);
+    ck_assert_int_eq(hd_reuseport_steer(fd, idx, HD_REUSEPORT_MAX + 1),
+                     -EINVAL);
     ck_assert_int_lt(hd_reuseport_steer(-1, idx, 1), 0);
     close(fd);
 }
@@ -245,16 +246,16 @@ END_TEST
 START_TEST(model_add_remove)
 {
     hd_reuseport_group_t g = { 0 };
-    int t[20];
+    int                  t[20];
 
     for (int i = 0; i < 20; i++)
         ck_assert_int_eq(hd_reuseport_group_add(&g, &t[i]), 0);
-    hd_reuseport_group_remove(&g, &t[19]);      /* last: nothing moves */
+    hd_reuseport_group_remove(&g, &t[19]); /* last: nothing moves */
     ck_assert_int_eq(g.n, 19);
     ck_assert_int_eq(hd_reuseport_group_index(&g, &t[18]), 18);
     hd_reuseport_group_remove(&g, &t[0]);
     ck_assert_int_eq(hd_reuseport_group_index(&g, &t[18]), 0);
-    hd_reuseport_group_remove(&g, &t[0]);       /* unknown: ignored */
+    hd_reuseport_group_remove(&g, &t[0]); /* unknown: ignored */
     ck_assert_int_eq(g.n, 18);
     hd_reuseport_group_free(&g);
     ck_assert_int_eq(g.n, 0);

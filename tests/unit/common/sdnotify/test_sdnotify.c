@@ -51,11 +51,12 @@ static int
 dgram_socket(void)
 {
     struct timeval tv = { 2, 0 };
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int            fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
     ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
     /* a missing datagram fails the test instead of hanging it */
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)),
+                     0);
     return fd;
 }
 
@@ -77,7 +78,7 @@ static void
 listen_abstract(char *env, size_t envlen)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int n;
+    int                n;
 
     n = snprintf(env, envlen, "@hd-sdnotify-test-%d-%ld", (int) getpid(),
                  (long) time(NULL));
@@ -85,9 +86,11 @@ listen_abstract(char *env, size_t envlen)
     rfd = dgram_socket();
     memcpy(sa.sun_path, env, (size_t) n);
     sa.sun_path[0] = '\0';
-    ck_assert_msg(bind(rfd, (struct sockaddr *) &sa,
-                       (socklen_t) (offsetof(struct sockaddr_un, sun_path) + (size_t) n)) == 0,
-                  "bind abstract: %s", strerror(errno));
+    ck_assert_msg(
+        bind(rfd, (struct sockaddr *) &sa,
+             (socklen_t) (offsetof(struct sockaddr_un, sun_path) + (size_t) n))
+            == 0,
+        "bind abstract: %s", strerror(errno));
     ck_assert_int_eq(setenv("NOTIFY_SOCKET", env, 1), 0);
 }
 
@@ -221,8 +224,8 @@ START_TEST(reloading_carries_monotonic_usec)
     ck_assert_msg(sscanf(buf + 27, "%llu%7s", &us, tail) == 1, "got %s", buf);
     ck_assert_uint_eq(strspn(buf + 27, "0123456789"), strlen(buf + 27));
     ck_assert_msg(us >= before && us <= after,
-                  "MONOTONIC_USEC %llu outside [%" PRIu64 ", %" PRIu64 "]",
-                  us, before, after);
+                  "MONOTONIC_USEC %llu outside [%" PRIu64 ", %" PRIu64 "]", us,
+                  before, after);
 }
 END_TEST
 
@@ -267,7 +270,8 @@ START_TEST(nobody_listening)
     ck_assert_int_eq(hd_sdnotify("READY=1"), -ECONNREFUSED);
 
     /* an abstract name nobody holds */
-    ck_assert_int_eq(setenv("NOTIFY_SOCKET", "@hd-sdnotify-test-nobody-here", 1), 0);
+    ck_assert_int_eq(
+        setenv("NOTIFY_SOCKET", "@hd-sdnotify-test-nobody-here", 1), 0);
     ck_assert_int_eq(hd_sdnotify("READY=1"), -ECONNREFUSED);
 }
 END_TEST
