@@ -25,7 +25,11 @@
  * flushed, Redis restarted without persistence) or when the namespace keeps
  * history, publications were made, and the stream is gone (expired or
  * evicted); a new epoch numbers from 1 again. With history on, meta and
- * stream get the same TTL on every publish, so they go together.
+ * stream get the same TTL on every publish, so they go together; but an
+ * eviction under a volatile-* policy or a DEL can still take the meta alone.
+ * A new epoch therefore always starts from an empty stream: otherwise XADD
+ * refuses its ids until they pass the old top entry, and history and
+ * recovery would serve the old epoch's entries as the new one's.
  *
  * Common ARGV prefix of every script: [1] a fresh epoch to use if a new one
  * is needed, [2] the TTL for the meta (s), [3] history size (0 = none).
@@ -38,6 +42,7 @@
     "then\n"                                                                   \
     "  e = ARGV[1]\n"                                                          \
     "  o = 0\n"                                                                \
+    "  redis.call('DEL', KEYS[2])\n"                                           \
     "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
     "end\n"
 

@@ -633,3 +633,44 @@ def test_new_epoch_after_flushall_reaches_connected_subscriber(hist_herald, redi
         assert res["recovered"] is False and res["epoch"] == e2, res
         await close_all(list(subs.values()) + [pub, fresh, c])
     run(go())
+
+
+def test_new_epoch_when_meta_is_deleted_but_stream_survives(hist_herald, redis_server):
+    """The meta hash can go while the stream stays (a volatile-* eviction
+    policy picks keys one by one, or a DEL): the new epoch must start from
+    an empty stream. Before, the new epoch numbered from 1 over the old
+    stream: XADD refused every publish until the offset passed the old top
+    id, and history/recovery served old-epoch entries under the new epoch."""
+    h = hist_herald
+    ch = "hist:meta"
+
+    async def go():
+        tok = token_for(h)
+        pub = await open_tclient(h.url, tok)
+        old = await publish_window(pub, ch, ["a", "b", "c", "d", "e"])
+        assert sorted(old) == [1, 2, 3, 4, 5]
+        e1 = (await pub.call("history", {"channel": ch}))["result"]["epoch"]
+        meta = "{herald||%s}:meta" % ch
+        assert redis_cli(redis_server.port, "DEL", meta).strip() == "1", "no meta hash at %s" % meta
+
+        r = await pub.publish(ch, "n1")
+        assert "result" in r, "the first publish of the new epoch failed: %r" % (r,)
+        assert r["result"]["offset"] == 1, r
+        r = await pub.publish(ch, "n2")
+        assert "result" in r and r["result"]["offset"] == 2, r
+
+        res = (await pub.call("history", {"channel": ch}))["result"]
+        e2 = res["epoch"]
+        assert e2 != e1
+        assert res["offset"] == 2, res
+        assert [(p["offset"], p["data"]) for p in res["publications"]] == [(1, "n1"), (2, "n2")], res
+
+        c = await open_tclient(h.url, tok)
+        rec = await recover(c, ch, 0, e2)
+        assert rec["recovered"] is True and rec["epoch"] == e2, rec
+        assert [(p["offset"], p["data"]) for p in rec["publications"]] == [(1, "n1"), (2, "n2")], rec
+        c2 = await open_tclient(h.url, tok)
+        rec = await recover(c2, ch, 3, e1)
+        assert rec["recovered"] is False and rec["epoch"] == e2, rec
+        await close_all([pub, c, c2])
+    run(go())
