@@ -252,6 +252,27 @@ hd_admit_accept(int fd, const struct sockaddr *peer)
     return 0;
 }
 
+/*
+ * The per-user key: tenant, a NUL, then sub. A `sub` is only unique inside
+ * its tenant (two tenants' "alice" are two people), and a tenant name never
+ * holds a NUL, so ("ab", "c") and ("a", "bc") stay apart. Returns the key
+ * length, or 0 when it does not fit in cap.
+ */
+static size_t
+user_key(const char *user, const char *tenant, char *buf, size_t cap)
+{
+    size_t tl = tenant != NULL ? strlen(tenant) : 0;
+    size_t ul = strlen(user);
+
+    if (tl + 1 + ul > cap)
+        return 0;
+    if (tl)
+        memcpy(buf, tenant, tl);
+    buf[tl] = '\0';
+    memcpy(buf + tl + 1, user, ul);
+    return tl + 1 + ul;
+}
+
 int
 hd_admit_connect(int fd, const char *user, const char *tenant,
                  const char **what)
@@ -262,8 +283,19 @@ hd_admit_connect(int fd, const char *user, const char *tenant,
     if (hd_w.limits == NULL || fd < 0)
         return 0;
     if (user != NULL && c->conns_per_user > 0) {
-        rc = hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_USER, user,
-                               strlen(user), (uint32_t) c->conns_per_user);
+        char   kbuf[1024];
+        size_t klen = user_key(user, tenant, kbuf, sizeof(kbuf));
+        char  *big = NULL;
+
+        if (klen == 0) {
+            size_t cap = (tenant ? strlen(tenant) : 0) + 1 + strlen(user);
+            big = hd_malloc(cap);
+            klen = user_key(user, tenant, big, cap);
+        }
+        rc = hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_USER,
+                               big ? big : kbuf, klen,
+                               (uint32_t) c->conns_per_user);
+        free(big);
         if (rc == -ENOSPC)
             table_full("user");
         if (rc < 0) {
@@ -272,14 +304,19 @@ hd_admit_connect(int fd, const char *user, const char *tenant,
             return -1;
         }
     }
-    /* always counted (limit 0 = none): /stats shows connections per tenant */
+    /*
+     * Always counted, for /stats' connections per tenant; but with no limit
+     * (0) counting is all it is for: a full table (-ENOSPC) or a count at
+     * its 24-bit ceiling admits the connection uncounted instead of
+     * refusing a tenant that no limit applies to.
+     */
     if (tenant != NULL) {
         rc = hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_TENANT,
                                tenant, strlen(tenant),
                                (uint32_t) c->conns_per_tenant);
         if (rc == -ENOSPC)
             table_full("tenant");
-        if (rc < 0) {
+        if (rc < 0 && c->conns_per_tenant > 0) {
             hd_limits_release(hd_w.limits, hd_w.lease, fd, HD_LIM_USER);
             hd_reject_inc(HD_REJ_TENANT_LIMIT);
             *what = "connections per tenant";
