@@ -69,8 +69,8 @@ START_TEST(test_tenant_unlimited_when_table_full)
     conf.conns_per_tenant = 0;
     for (fd = 100; fd < 100 + (int) HD_LIMITS_TENANT_ENTRIES; fd++) {
         snprintf(name, sizeof(name), "t%d", fd);
-        rc = hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_TENANT,
-                               name, strlen(name), 0);
+        rc = hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_TENANT, name,
+                               strlen(name), 0);
         if (rc == -ENOSPC)
             break;
         ck_assert_int_eq(rc, 0);
