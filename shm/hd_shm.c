@@ -409,10 +409,13 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
         snap_add_cells(w, &r->m);
     }
 
-    /* redis_up: min over RUNNING/DRAINING; over STARTING if none serves */
-    int64_t up_start[HD_SHM_WORKER_IDS];
+    /* redis_up: min over RUNNING slots; over DRAINING, then STARTING ones
+     * only when no slot of that id runs. A draining worker closes its
+     * Redis connections while its replacement serves: counting it made
+     * every replacing reload a /health 503. */
+    int64_t up_start[HD_SHM_WORKER_IDS], up_drain[HD_SHM_WORKER_IDS];
     for (unsigned id = 0; id < HD_SHM_WORKER_IDS; id++)
-        up_start[id] = INT64_MAX;
+        up_start[id] = up_drain[id] = INT64_MAX;
 
     for (unsigned i = 0; i < HD_SHM_SLOTS; i++) {
         const struct hd_shm_slot *s = &shm->slot[i];
@@ -444,12 +447,16 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
                 w->gauge[g] += v;
             else if (stt == HD_SLOT_STARTING)
                 up_start[id] = v < up_start[id] ? v : up_start[id];
+            else if (stt == HD_SLOT_DRAINING)
+                up_drain[id] = v < up_drain[id] ? v : up_drain[id];
             else if (v < w->gauge[g])
                 w->gauge[g] = v;
         }
     }
     for (size_t k = 0; k < n; k++) {
         hd_shm_worker_snap_t *w = &out->w[k];
+        if (w->gauge[HD_G_REDIS_UP] == INT64_MAX)
+            w->gauge[HD_G_REDIS_UP] = up_drain[w->worker_id];
         if (w->gauge[HD_G_REDIS_UP] == INT64_MAX)
             w->gauge[HD_G_REDIS_UP] = up_start[w->worker_id];
         if (w->gauge[HD_G_REDIS_UP] == INT64_MAX)

@@ -42,6 +42,34 @@ static struct {
     bool     exit_now;       /* HD_CTL_EXIT, SIGQUIT: leave at once */
 } D;
 
+#define READY_WAIT_MS 1000
+#define READY_POLL_S  0.005
+
+static ev_timer ready_w;
+static unsigned ready_generation;
+static uint64_t ready_deadline_ms;
+
+static void send_ctl(uint32_t type);
+
+static void
+ready_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) revents;
+
+    if (!(hd_redis_cmd_up() && hd_redis_sub_up())
+        && hd_mono_ms() < ready_deadline_ms)
+        return;
+    ev_timer_stop(loop, w);
+    if (!hd_w.draining) /* told to drain while starting: stay DRAINING */
+        hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);
+    /* logged before READY, so the log shows it before whatever the master
+     * does on READY (e.g. draining the worker this one replaces) */
+    hd_log_info("worker started (generation %u)%s", ready_generation,
+                hd_redis_cmd_up() && hd_redis_sub_up() ? ""
+                                                       : ", Redis not yet up");
+    send_ctl(HD_CTL_READY);
+}
+
 /* lws writes its own log lines; route them through ours */
 static void
 worker_cmd_up(void)
@@ -487,11 +515,14 @@ hd_worker_main(const hd_worker_args_t *a)
     ev_timer_init(&hd_w.heartbeat_w, hd_ws_heartbeat_cb, 1., 1.);
     ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
 
-    hd_shm_slot_set_state(hd_w.slot, HD_SLOT_RUNNING);
-    /* logged before READY, so the log shows it before whatever the master
-     * does on READY (e.g. draining the worker this one replaces) */
-    hd_log_info("worker started (generation %u)", a->generation);
-    send_ctl(HD_CTL_READY);
+    /* READY once Redis is up (or READY_WAIT_S passed): a reload drains the
+     * worker this one replaces on READY, and /health counts RUNNING
+     * workers' Redis, so a replacement that reported READY before its
+     * Redis connections were up made every replacing reload a 503 */
+    ready_generation = a->generation;
+    ready_deadline_ms = hd_mono_ms() + READY_WAIT_MS;
+    ev_timer_init(&ready_w, ready_cb, 0., READY_POLL_S);
+    ev_timer_start(hd_w.loop, &ready_w);
 
     /* The loop ends on EXIT/SIGQUIT or when a drain is done; a client's
      * close (hd_ws.c) also breaks it when the last one goes, which is too

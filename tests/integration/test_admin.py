@@ -365,3 +365,37 @@ def test_admin_paths_and_methods(herald):
         assert rh.get("cache-control") == "no-store", rh
         # No token configured: no authentication.
         assert get(h, path)[0] == 200
+
+
+def test_admin_health_ok_across_replacing_reloads(make_herald):
+    """A reload that replaces workers must not flip /health: the draining
+    worker closes its Redis connection while its replacement already
+    serves, and only serving workers count (issue 17 item 4)."""
+    h = make_herald(workers=2, log={"level": "info"})
+    assert_health_ok(*health(h), 2)
+    bad = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            status, body = health(h)
+            if status != 200:
+                bad.append((status, body))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        for i in range(4):
+            old = set(h.worker_pids().values())
+            h.config["timeouts"]["connect_ms"] = 12345 + i  # a worker-level key
+            h.write_config()
+            h.send_signal(signal.SIGHUP)
+            h.wait_workers({0: None, 1: None}, timeout=15 + h.shutdown_s,
+                           what="two new workers", exclude=old)
+            # the old ones are gone: their drain (and Redis close) happened
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+    assert not bad, bad[:3]
