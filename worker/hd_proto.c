@@ -44,6 +44,7 @@ typedef struct hd_op {
     struct hd_op *prev, *next;
     hd_conn_t    *conn;
     int64_t       id;
+    int64_t       since; /* history: since.offset, or -1 */
 } hd_op_t;
 
 static void
@@ -650,11 +651,40 @@ hd_proto_recover(hd_conn_t *c, uint32_t sub_i)
     return 0;
 }
 
+/*
+ * With since: the publications after since.offset that history no longer
+ * holds (the stream keeps only the latest history_size), as
+ * ,"gap":{"from":F,"to":T}, so a reader never takes a partial answer for
+ * the whole one. Nothing when the first publication after since is there.
+ */
+static void
+put_history_gap(hd_strbuf_t *b, const hd_hist_reply_t *r, int64_t since)
+{
+    uint64_t first = r->offset + 1; /* oldest returned; none: past the end */
+    uint64_t from = (uint64_t) since + 1;
+
+    if (since < 0 || from > r->offset)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        hd_envelope_t env;
+        if (hd_envelope_decode(r->env[i], r->env_len[i], &env) == 0
+            && env.offset > (uint64_t) since) {
+            first = env.offset;
+            break;
+        }
+    }
+    if (first <= from)
+        return;
+    hd_strbuf_printf(b, ",\"gap\":{\"from\":%llu,\"to\":%llu}",
+                     (unsigned long long) from,
+                     (unsigned long long) (first - 1));
+}
+
 static void
 history_cb(int err, const hd_hist_reply_t *r, void *arg)
 {
     hd_op_t    *op = arg;
-    int64_t     id = op->id;
+    int64_t     id = op->id, since = op->since;
     hd_conn_t  *c = op_done(op);
     hd_strbuf_t b = HD_STRBUF_INIT;
 
@@ -673,6 +703,7 @@ history_cb(int err, const hd_hist_reply_t *r, void *arg)
                          (long long) id, (unsigned long long) r->offset,
                          r->epoch);
         put_publications(&b, r, 0, r->offset);
+        put_history_gap(&b, r, since);
         hd_strbuf_puts(&b, "}}");
         reply_buf(c, &b);
         hd_strbuf_free(&b);
@@ -706,13 +737,13 @@ m_history(cmd_t *cmd)
     limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
         : json_is_integer(jl) ? json_integer_value(jl)
                               : -1;
-    if (limit < 1 || limit > ns->history_size) {
+    if (limit < 1) {
         reply_error(cmd, HD_ERR_BAD_REQUEST,
-                    "\"limit\" must be an integer "
-                    "from 1 to %d",
-                    ns->history_size);
+                    "\"limit\" must be a positive integer");
         return;
     }
+    if (limit > ns->history_size)
+        limit = ns->history_size; /* no more is kept: cap, as documented */
     js = json_object_get(cmd->params, "since");
     if (js != NULL) {
         joff = json_object_get(js, "offset");
@@ -730,6 +761,7 @@ m_history(cmd_t *cmd)
         epoch = json_string_value(jep);
     }
     op = op_new(cmd->conn, cmd->id);
+    op->since = since;
     if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
                           history_cb, op)
         < 0) {

@@ -538,14 +538,49 @@ def test_history_method(hist_herald):
         res = (await c.call("history", {"channel": "tiny:h"}))["result"]
         assert_pubs(res["publications"], small, range(4, 9), "history of a history_size 5 channel")
         r = await c.call("history", {"channel": "tiny:h", "limit": 6})
-        if "result" in r:
-            assert len(r["result"]["publications"]) <= 5, r
-        else:
-            assert r["error"]["code"] == 400, r
+        assert len(r["result"]["publications"]) == 5, r
         # the subscribe result agrees with history on offset and epoch
         s = await open_tclient(h.url, tok)
         assert await subscribed(s, ch) == {"offset": 30, "epoch": epoch}
         await close_all([c, s])
+    run(go())
+
+
+def test_history_since_says_what_fell_out(hist_herald):
+    """history_size 5, 8 publications, since offset 1: offsets 4-8 come
+    back and the reply says that 2-3 are gone (a gap, as the gap push
+    words it), never a silent hole; a limit over history_size is capped
+    (issue 17 item 5)."""
+    h = hist_herald
+    ch = "tiny:holes"
+
+    async def go():
+        c = await open_tclient(h.url, token_for(h))
+        acked = await publish_window(c, ch, ["t%d" % i for i in range(8)])
+        res = (await c.call("history", {"channel": ch}))["result"]
+        epoch = res["epoch"]
+        assert "gap" not in res, res
+        res = (await c.call("history", {"channel": ch, "since": {"offset": 1, "epoch": epoch}}))["result"]
+        assert_pubs(res["publications"], acked, range(4, 9), "since 1 in a history of 5")
+        assert res["gap"] == {"from": 2, "to": 3}, res
+        # with a limit the gap is still the part before what is returned
+        res = (await c.call("history", {"channel": ch, "limit": 2,
+                                        "since": {"offset": 0, "epoch": epoch}}))["result"]
+        assert_pubs(res["publications"], acked, [4, 5], "since 0, limit 2")
+        assert res["gap"] == {"from": 1, "to": 3}, res
+        # nothing fell out after 3 (offset 4 is the oldest kept): no gap
+        res = (await c.call("history", {"channel": ch, "since": {"offset": 3, "epoch": epoch}}))["result"]
+        assert_pubs(res["publications"], acked, range(4, 9), "since 3")
+        assert "gap" not in res, res
+        res = (await c.call("history", {"channel": ch, "since": {"offset": 8, "epoch": epoch}}))["result"]
+        assert res["publications"] == [] and "gap" not in res, res
+        # a limit above history_size is capped, not refused
+        r = await c.call("history", {"channel": ch, "limit": 6})
+        assert "result" in r, r
+        assert_pubs(r["result"]["publications"], acked, range(4, 9), "limit 6 capped to 5")
+        r = await c.call("history", {"channel": ch, "limit": 0})
+        assert r["error"]["code"] == 400, r
+        await close_all([c])
     run(go())
 
 
