@@ -325,9 +325,15 @@ m_connect(cmd_t *cmd)
     }
     token = param_str(cmd, "token", &tlen);
     if (token == NULL) {
-        if (cmd->params != NULL
-            && json_object_get(cmd->params, "token") != NULL) {
-            reply_error(cmd, HD_ERR_BAD_REQUEST, "\"token\" must be a string");
+        json_t *jt = cmd->params ? json_object_get(cmd->params, "token") : NULL;
+        /* null is no token; any other non-string is a rejected token:
+         * 401 then 4500, the same as a bad one (docs/protocol.md) */
+        if (jt != NULL && !json_is_null(jt)) {
+            hd_reject_inc(HD_REJ_AUTH);
+            reply_error(cmd, HD_ERR_UNAUTHORIZED,
+                        "invalid token: \"token\" must be a string");
+            hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN,
+                                      "invalid token");
             return;
         }
         if (!conf->auth_allow_anonymous) {
@@ -854,8 +860,15 @@ handle_line(const char *line, size_t len, void *arg)
             goto done;
         }
     }
-    reply_error(&cmd, HD_ERR_UNKNOWN_METHOD, "unknown method \"%.64s\"",
-                pc.method);
+    /* before connect only ping and connect exist: 401, as for any other
+     * command then (docs/protocol.md) */
+    if (!c->connected && !hd_w.conf->auth_allow_anonymous)
+        reply_error(&cmd, HD_ERR_UNAUTHORIZED,
+                    "send \"connect\" first (unknown method \"%.64s\")",
+                    pc.method);
+    else
+        reply_error(&cmd, HD_ERR_UNKNOWN_METHOD, "unknown method \"%.64s\"",
+                    pc.method);
 done:
     hd_cmd_free(&pc);
     /* stop at the first command that closed the connection */

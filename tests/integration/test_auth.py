@@ -84,6 +84,25 @@ def test_rejected_tokens_get_401_then_close_4500(pubsub_herald):
     assert not problems, "tokens not rejected as specified:\n" + "\n".join(problems)
 
 
+def test_non_string_tokens_get_401_then_close_4500(pubsub_herald):
+    """{"token": null} or a token that is not a string is a missing token:
+    401 then 4500, as docs/protocol.md says (issue 17 item 9)."""
+    h = pubsub_herald
+
+    async def go():
+        for params in ({"token": None}, {"token": 42}, {"token": ["x"]},
+                       {"token": {"jwt": "x"}}, {"token": True}):
+            c = await open_client(h.url, do_connect=False)
+            try:
+                r = await c.call("connect", params)
+                assert r.get("error", {}).get("code") == 401, (params, r)
+                code = await c.wait_closed(10)
+                assert code == 4500, (params, code)
+            finally:
+                await c.close()
+    run(go())
+
+
 def test_accepted_token_variants(pubsub_herald):
     """Sanity for the rejection test: the same builder makes tokens that
     are accepted (typ absent, typ lower case, nbf in the past, a tenant of
@@ -138,6 +157,9 @@ def test_commands_before_connect_get_401_and_connection_stays(pubsub_herald):
                                ("unsubscribe", {"channel": "chat:a"})):
             r = await c.call(method, params)
             assert r.get("error", {}).get("code") == 401, (method, r)
+        # before connect only ping and connect exist (issue 17 item 9)
+        r = await c.call("no-such-method", {})
+        assert r.get("error", {}).get("code") == 401, r
         r = await c.call("ping")
         assert "result" in r, r
         r = await c.connect(token_for(h))
