@@ -250,6 +250,45 @@ filter_upgrade(struct lws *wsi)
     return 1;
 }
 
+/*
+ * Before lws picks a protocol: a client that offers subprotocols, none of
+ * them herald.v1, gets a 400 that says what to offer (lws would hang up
+ * without a word). One that offers none is served herald.v1.
+ */
+static int
+confirm_upgrade(struct lws *wsi)
+{
+    char        buf[1024];
+    int         n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+    const char *p, *end;
+
+    if (n <= 0)
+        return 0;
+    if (n < (int) sizeof(buf)
+        && lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL) == n) {
+        for (p = buf, end = buf + n; p < end;) {
+            const char *e;
+            size_t      len;
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            for (e = p; e < end && *e != ','; e++)
+                ;
+            len = (size_t) (e - p);
+            while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+                len--;
+            if (len == 9 && memcmp(p, "herald.v1", 9) == 0)
+                return 0;
+            p = e;
+        }
+    }
+    hd_reject_inc(HD_REJ_HANDSHAKE);
+    hd_log_debug("upgrade refused: no subprotocol herald.v1 offered");
+    lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                           "unsupported WebSocket subprotocol: offer "
+                           "herald.v1 (or none)");
+    return 1;
+}
+
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             void *in, size_t len)
@@ -274,6 +313,9 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return filter_upgrade(wsi);
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(wsi);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len == 1) {

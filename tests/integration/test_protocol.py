@@ -129,3 +129,51 @@ def test_many_sequential_connections(herald):
             r = await ping_once(herald.url, cmd_id=i)
             assert r["id"] == i and "result" in r, r
     run(go())
+
+
+def _upgrade(port, protocol_header):
+    """A raw upgrade request; returns the response head and what follows
+    it (up to 4 KB)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        req = ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n")
+        if protocol_header is not None:
+            req += "Sec-WebSocket-Protocol: %s\r\n" % protocol_header
+        s.sendall((req + "\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        if head.split(b" ")[1:2] == [b"400"]:
+            s.settimeout(2)
+            try:
+                while len(rest) < 4096:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    rest += chunk
+            except OSError:
+                pass
+        return head.decode("latin-1"), rest.decode("latin-1", "replace")
+    finally:
+        s.close()
+
+
+def test_unknown_subprotocol_only_gets_400_with_a_reason(herald):
+    """A client that offers only subprotocols herald does not speak gets an
+    HTTP 400 naming herald.v1, not a silently closed connection (issue 17
+    item 8); one that also offers herald.v1 gets it."""
+    head, body = _upgrade(herald.port, "chat.v2, mqtt")
+    assert head.split(" ")[1] == "400", (head, body)
+    assert "herald.v1" in body, body
+    head, _ = _upgrade(herald.port, "chat.v2, herald.v1")
+    assert head.startswith("HTTP/1.1 101"), head
+    assert "sec-websocket-protocol: herald.v1" in head.lower(), head
+    head, _ = _upgrade(herald.port, None)
+    assert head.startswith("HTTP/1.1 101"), head
