@@ -141,10 +141,12 @@ static const struct key keys[] = {
     K_INT("heartbeat.pong_timeout_ms", pong_timeout_ms, 1000, 3600000, "10000",
           RELOAD_WORKER),
 
-    K_INT("limits.max_connections", max_connections, 0, 16777215, "0",
-          RELOAD_WORKER),
-    K_INT("limits.connections_per_ip", conns_per_ip, 0, 16777215, "0",
-          RELOAD_WORKER),
+    /* non-zero by default: on a default install one address must not be
+     * able to open unlimited connections (and Redis subscriptions) */
+    K_INT("limits.max_connections", max_connections, 0, 16777215,
+          HD_CONF_DEFAULT_MAX_CONNECTIONS, RELOAD_WORKER),
+    K_INT("limits.connections_per_ip", conns_per_ip, 0, 16777215,
+          HD_CONF_DEFAULT_CONNS_PER_IP, RELOAD_WORKER),
     K_INT("limits.connections_per_user", conns_per_user, 0, 16777215, "0",
           RELOAD_WORKER),
     K_INT("limits.connections_per_tenant", conns_per_tenant, 0, 16777215, "0",
@@ -755,6 +757,87 @@ defaults(struct load *ld)
     }
 }
 
+/* True when every key named (NULL-ended) was set validly or defaulted. */
+static bool
+keys_good(const struct load *ld, ...)
+{
+    va_list     ap;
+    const char *p;
+    bool        good = true;
+
+    va_start(ap, ld);
+    while ((p = va_arg(ap, const char *)) != NULL) {
+        int i = key_index(p);
+        if (i < 0 || ld->state[i] == ST_BAD)
+            good = false;
+    }
+    va_end(ap);
+    return good;
+}
+
+/*
+ * One publication larger than the outbound queue closes every subscriber
+ * of its channel as a slow consumer, however fast they read: the queue
+ * must hold the largest push a client (limits.message_bytes) or the HTTP
+ * API (api.max_body_bytes) can cause, plus its envelope.
+ */
+static void
+check_outq(struct load *ld)
+{
+    long long need;
+    int       big;
+
+    if (!keys_good(ld, "limits.outbound_queue_bytes", "limits.message_bytes",
+                   "api.max_body_bytes", NULL))
+        return;
+    big = ld->c->message_bytes > ld->c->api_max_body_bytes
+        ? ld->c->message_bytes
+        : ld->c->api_max_body_bytes;
+    need = (long long) big + HD_CONF_PUSH_ENVELOPE;
+    if (ld->c->outq_bytes < need)
+        hd_conf_err(ld, "$.limits.outbound_queue_bytes",
+                    "must be at least %lld (the largest publication: "
+                    "limits.message_bytes %d, api.max_body_bytes %d, plus "
+                    "%d bytes of envelope), got %d; a publication that "
+                    "large would close every subscriber as a slow consumer",
+                    need, ld->c->message_bytes, ld->c->api_max_body_bytes,
+                    HD_CONF_PUSH_ENVELOPE, ld->c->outq_bytes);
+}
+
+/* The admin server answers /metrics, /stats and /health (and whatever
+ * admin commands come later): off loopback it needs a token. */
+static void
+check_admin(struct load *ld)
+{
+    if (!keys_good(ld, "admin.address", "admin.port", "admin.token", NULL))
+        return;
+    if (ld->c->admin_port == 0 || ld->c->admin_token != NULL
+        || ld->c->admin_address == NULL
+        || hd_conf_addr_is_loopback(ld->c->admin_address))
+        return;
+    char *q = hd_conf_echo(ld->c->admin_address);
+    hd_conf_err(ld, "$.admin.token",
+                "required when admin.address (%s) is not a loopback "
+                "address",
+                q);
+    free(q);
+}
+
+bool
+hd_conf_addr_is_loopback(const char *s)
+{
+    struct in_addr  a4;
+    struct in6_addr a6;
+
+    if (inet_pton(AF_INET, s, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, s, &a6) != 1)
+        return false;
+    if (IN6_IS_ADDR_LOOPBACK(&a6))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+}
+
 /* Rules that span keys; each runs only when its keys were valid. */
 static void
 cross_checks(struct load *ld)
@@ -777,6 +860,9 @@ cross_checks(struct load *ld)
         hd_conf_err(ld, "$.redis.reconnect_min_ms",
                     "must not be greater than redis.reconnect_max_ms (%d)",
                     ld->c->redis_reconnect_max_ms);
+
+    check_outq(ld);
+    check_admin(ld);
 }
 
 /* A token safe to quote: punctuation, a short number, or a misspelt literal. */

@@ -16,6 +16,15 @@
 #define HD_CONF_DEFAULT_PATH "conf/herald.json"
 #define HD_WORKERS_MAX       256
 
+/* Defaults of limits.max_connections and limits.connections_per_ip (JSON
+ * text for the key table; docs/configuration.md quotes them). */
+#define HD_CONF_DEFAULT_MAX_CONNECTIONS "100000"
+#define HD_CONF_DEFAULT_CONNS_PER_IP    "1000"
+/* What a push adds around a publication's data: {"push":{"channel":...,
+ * "pub":{"offset":N,"epoch":"E","data":...}}} with the longest channel
+ * name (255) and epoch (32) is under 400 bytes; the rest is headroom. */
+#define HD_CONF_PUSH_ENVELOPE           1024
+
 /* Per-namespace options: namespaces.<name> in the file. Channels without a
  * ':' belong to the namespace named "default". */
 typedef struct hd_ns {
@@ -151,6 +160,10 @@ void hd_conf_register_secrets(const hd_conf_t *c);
 bool hd_conf_worker_changed(const hd_conf_t *a, const hd_conf_t *b);
 /* True when the listen sockets must be reopened (address, port, backlog). */
 bool hd_conf_listen_changed(const hd_conf_t *a, const hd_conf_t *b);
+
+/* True when s is an IPv4 loopback (127.0.0.0/8), ::1 or an IPv4-mapped
+ * 127.x address. */
+bool hd_conf_addr_is_loopback(const char *s);
 
 /* The number of online CPUs, >= 1 (used for "auto"). */
 int hd_conf_online_cpus(void);

@@ -131,7 +131,7 @@ hb_start_herald() {
     "log": { "level": "warn", "format": "text" },
     "timeouts": { "shutdown_ms": 2000, "handshake_ms": 30000, "connect_ms": 60000 },
     "batch": { "max_messages": $batch_msgs, "flush_delay_ms": $delay },
-    "limits": { "commands_per_second": 0 },
+    "limits": { "commands_per_second": 0, "max_connections": 0, "connections_per_ip": 0 },
     "namespaces": { "default": { "publish": true } }
 }
 JSON

@@ -133,7 +133,7 @@ start_herald() {        # start_herald true|false
     "auth": { "hmac_secret": "$SECRET", "allow_anonymous": false },
     "log": { "level": "warn", "format": "text" },
     "timeouts": { "shutdown_ms": 2000, "handshake_ms": 60000, "connect_ms": 120000 },
-    "limits": { "commands_per_second": 0 },
+    "limits": { "commands_per_second": 0, "max_connections": 0, "connections_per_ip": 0 },
     "compression": { "enabled": $1 },
     "namespaces": { "default": {} }
 }

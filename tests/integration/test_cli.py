@@ -258,3 +258,28 @@ def test_start_with_bad_config_fails(herald_bin, tmp_path):
     rc, out = herald(herald_bin, "-c", path, timeout=15)
     assert rc != 0, out
     assert semantic(path, "$.workers").search(out), out
+
+
+# -- rules that span keys (#16 items 13, 14) ---------------------------------
+
+def test_check_outbound_queue_smaller_than_a_publication(herald_bin, tmp_path):
+    """One publication larger than the outbound queue would close every
+    subscriber as a slow consumer: herald -t refuses the file."""
+    path = write(tmp_path, with_(limits={"message_bytes": 262144,
+                                         "outbound_queue_bytes": 262144}))
+    rc, out = herald(herald_bin, "-t", "-c", path)
+    assert rc == 1, out
+    assert semantic(path, "$.limits.outbound_queue_bytes").search(out), out
+    assert "263168" in out, out        # 262144 + 1024 of envelope
+
+
+def test_check_public_admin_needs_token(herald_bin, tmp_path):
+    conf = with_()
+    conf["admin"] = {"address": "0.0.0.0", "port": 19090}
+    path = write(tmp_path, conf)
+    rc, out = herald(herald_bin, "-t", "-c", path)
+    assert rc == 1, out
+    assert semantic(path, "$.admin.token").search(out), out
+    conf["admin"]["token"] = "admin-token-0123456789"
+    rc, out = herald(herald_bin, "-t", "-c", write(tmp_path, conf))
+    assert rc == 0, out

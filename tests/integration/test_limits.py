@@ -259,7 +259,7 @@ def test_slow_consumer_closed_4000_others_unaffected(make_herald):
     with large publications is closed with 4000 once its queue passes
     limits.outbound_queue_bytes -- while it still does not read -- and a
     healthy subscriber on the same worker gets every publication."""
-    h = make_herald(**pubsub_config(workers=1, limits={"outbound_queue_bytes": 65536}))
+    h = make_herald(**pubsub_config(workers=1, limits={"outbound_queue_bytes": 65536 + 1024}))
     before = metric_sum(h, "herald_disconnects_total", code="4000")
     chan = "chat:slow"
     slow = RawWS.open(h.port, rcvbuf=4096)

@@ -120,6 +120,10 @@ START_TEST(test_defaults)
     ck_assert_ptr_null(c->log_file);
     ck_assert_int_eq(c->shutdown_ms, 10000);
     ck_assert_int_eq(c->handshake_ms, 5000);
+    /* safe by default: one address cannot take the node (#16 item 12) */
+    ck_assert_int_eq(c->max_connections, 100000);
+    ck_assert_int_eq(c->conns_per_ip, 1000);
+    ck_assert_int_eq(c->conns_per_user, 0);
     hd_conf_free(c);
 }
 END_TEST
@@ -568,7 +572,8 @@ START_TEST(test_addresses)
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         snprintf(json, sizeof(json),
                  "{" AUTH ", \"listen\": {\"address\": "
-                 "\"%s\"}, \"admin\": {\"address\": \"%s\"}}",
+                 "\"%s\"}, \"admin\": {\"address\": \"%s\","
+                 " \"token\": \"admin-token-0123456789\"}}",
                  good[i], good[i]);
         hd_conf_t *c = load_ok(json);
         ck_assert_str_eq(c->listen_address, good[i]);
@@ -1204,6 +1209,83 @@ START_TEST(test_docs_cover_every_key)
 }
 END_TEST
 
+/* #16 item 13: the outbound queue holds the largest publication */
+START_TEST(test_outq_holds_largest_publication)
+{
+    hd_conf_t *c;
+
+    /* the defaults hold: 1 MiB >= 64 KiB + envelope */
+    c = load_ok("{" AUTH "}");
+    hd_conf_free(c);
+    /* exactly enough */
+    c = load_ok("{" AUTH ", \"limits\": {\"message_bytes\": 65536,"
+                " \"outbound_queue_bytes\": 66560}}");
+    hd_conf_free(c);
+    expect_error("{" AUTH ", \"limits\": {\"outbound_queue_bytes\": 65536}}",
+                 "t.json: $.limits.outbound_queue_bytes: must be at least "
+                 "66560 (the largest publication: limits.message_bytes "
+                 "65536, api.max_body_bytes 65536, plus 1024 bytes of "
+                 "envelope), got 65536; a publication that large would "
+                 "close every subscriber as a slow consumer");
+    /* the HTTP API's body counts too */
+    expect_error("{" AUTH ", \"limits\": {\"message_bytes\": 4096,"
+                 " \"outbound_queue_bytes\": 100000},"
+                 " \"api\": {\"max_body_bytes\": 200000}}",
+                 "t.json: $.limits.outbound_queue_bytes: must be at least "
+                 "201024 (the largest publication: limits.message_bytes "
+                 "4096, api.max_body_bytes 200000, plus 1024 bytes of "
+                 "envelope), got 100000; a publication that large would "
+                 "close every subscriber as a slow consumer");
+    /* a key that is itself bad gives one error, not two */
+    expect_error("{" AUTH ", \"limits\": {\"message_bytes\": 1,"
+                 " \"outbound_queue_bytes\": 65536}}",
+                 "t.json: $.limits.message_bytes: must be between 1024 and "
+                 "16777216, got 1");
+}
+END_TEST
+
+/* #16 item 14: an admin server off loopback needs a token */
+START_TEST(test_admin_token_off_loopback)
+{
+    static const char *const loop[] = { "127.0.0.1", "127.8.9.1", "::1",
+                                        "::ffff:127.0.0.1" };
+    static const char *const open_[] = { "0.0.0.0",     "::",
+                                         "10.0.0.1",    "192.0.2.7",
+                                         "2001:db8::1", "::ffff:10.0.0.1" };
+    char                     json[256], want[256];
+    hd_conf_t               *c;
+
+    for (size_t i = 0; i < sizeof(loop) / sizeof(loop[0]); i++) {
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"admin\": {\"address\": \"%s\"}}", loop[i]);
+        c = load_ok(json);
+        hd_conf_free(c);
+    }
+    for (size_t i = 0; i < sizeof(open_) / sizeof(open_[0]); i++) {
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"admin\": {\"address\": \"%s\"}}", open_[i]);
+        snprintf(want, sizeof(want),
+                 "t.json: $.admin.token: required when admin.address "
+                 "(\"%s\") is not a loopback address",
+                 open_[i]);
+        expect_error(json, want);
+        /* with a token, or with the admin server off, it is fine */
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"admin\": {\"address\": \"%s\","
+                 " \"token\": \"admin-token-0123456789\"}}",
+                 open_[i]);
+        c = load_ok(json);
+        hd_conf_free(c);
+        snprintf(json, sizeof(json),
+                 "{" AUTH ", \"admin\": {\"address\": \"%s\","
+                 " \"port\": 0}}",
+                 open_[i]);
+        c = load_ok(json);
+        hd_conf_free(c);
+    }
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1241,6 +1323,8 @@ conf_suite(void)
     tcase_add_test(tc, test_changed_truth_table);
     tcase_add_test(tc, test_changed_walks_table);
     tcase_add_test(tc, test_docs_cover_every_key);
+    tcase_add_test(tc, test_outq_holds_largest_publication);
+    tcase_add_test(tc, test_admin_token_off_loopback);
     suite_add_tcase(s, tc);
     return s;
 }
