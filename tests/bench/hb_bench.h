@@ -12,6 +12,7 @@
 #include "hb_hist.h"
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -181,6 +182,9 @@ int hb_load_run(const hb_opts_t *o, uint32_t idx, int ctl);
 /* Self-test of the histogram, frame codec, handshake check and line
  * parser; prints failures, returns the number of failed checks. */
 int hb_selftest(void);
+/* "30s", "500ms", "2m", or a bare number: seconds, or milliseconds when
+ * bare_ms (TEST_DURATION). Seconds, or -1 when s is not a duration. */
+double hb_parse_duration(const char *s, bool bare_ms);
 
 /* Raw loopback write() probe (kernel.sh): "herald-bench kernel ...". */
 int hb_kernel_main(int argc, char **argv);

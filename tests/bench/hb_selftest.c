@@ -326,6 +326,25 @@ test_codes(void)
     CHECK(b.n == HB_MAX_CODES && b.other == 6);
 }
 
+/* #16 item 16: TEST_DURATION=300000 is five minutes, as in the seeds */
+static void
+test_durations(void)
+{
+    CHECK(hb_parse_duration("300000", true) == 300.0);
+    CHECK(hb_parse_duration("1800000", true) == 1800.0);
+    CHECK(hb_parse_duration("1500", true) == 1.5);
+    CHECK(hb_parse_duration("30s", true) == 30.0);
+    CHECK(hb_parse_duration("500ms", true) == 0.5);
+    CHECK(hb_parse_duration("2m", true) == 120.0);
+    /* options keep bare seconds */
+    CHECK(hb_parse_duration("10", false) == 10.0);
+    CHECK(hb_parse_duration("250ms", false) == 0.25);
+    CHECK(hb_parse_duration("", true) < 0);
+    CHECK(hb_parse_duration("5h", true) < 0);
+    CHECK(hb_parse_duration("-1", true) < 0);
+    CHECK(hb_parse_duration("x", false) < 0);
+}
+
 int
 hb_selftest(void)
 {
@@ -336,6 +355,7 @@ hb_selftest(void)
     test_track();
     test_scrape();
     test_codes();
+    test_durations();
     if (fails == 0)
         printf("herald-bench self-test: ok\n");
     return fails;
