@@ -11,6 +11,7 @@
 #include "hd_channel.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
+#include "hd_publish.h"
 #include "hd_pubsub.h"
 #include "hd_redis.h"
 #include "hd_worker_int.h"
@@ -238,16 +239,121 @@ one_done(int err, uint64_t offset, const char *epoch, void *arg)
         req_finish(r);
 }
 
+/* One API call between its body and its publishes. */
+typedef struct api_call {
+    json_t          *root;  /* the body */
+    json_t          *chans; /* the channel names (a reference) */
+    hd_publisher_t   who;
+    hd_pub_target_t *targets;
+    size_t           n;
+    char            *text; /* the data, encoded once for every channel */
+} api_call_t;
+
+static int
+api_fail(hd_pub_error_t *e, const char *msg)
+{
+    e->code = HD_ERR_BAD_REQUEST;
+    snprintf(e->msg, sizeof(e->msg), "%s", msg);
+    return -1;
+}
+
+/* The body: a JSON object with an optional "tenant" (the API publishes as
+ * the server, for any tenant) and "data". */
+static int
+parse_body(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
+{
+    json_error_t jerr;
+    json_t      *jt;
+
+    a->root = json_loadb(h->body ? h->body : "", h->body_len,
+                         JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(a->root)) {
+        e->code = HD_ERR_BAD_REQUEST;
+        snprintf(e->msg, sizeof(e->msg), "body must be a JSON object%s%s",
+                 a->root ? "" : ": ", a->root ? "" : jerr.text);
+        return -1;
+    }
+    a->who.server = true;
+    jt = json_object_get(a->root, "tenant");
+    if (jt != NULL) {
+        if (!json_is_string(jt)
+            || !hd_tenant_valid(json_string_value(jt), json_string_length(jt)))
+            return api_fail(e, "\"tenant\" must match [A-Za-z0-9_.-]{1,64}");
+        a->who.tenant = json_string_value(jt);
+    }
+    a->text = hd_pub_encode(json_object_get(a->root, "data"), e);
+    return a->text != NULL ? 0 : -1;
+}
+
+/* "channel" (publish) or "channels" (broadcast), every one resolved
+ * before anything is published. */
+static int
+parse_targets(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
+{
+    bool        one = h->route == R_PUBLISH;
+    const char *invalid = one ? "\"channel\" must be a valid channel name"
+                              : "\"channels\" holds an invalid channel name";
+
+    if (one) {
+        a->chans = json_array();
+        if (!json_is_string(json_object_get(a->root, "channel")))
+            return api_fail(e, invalid);
+        json_array_append(a->chans, json_object_get(a->root, "channel"));
+    } else {
+        a->chans = json_incref(json_object_get(a->root, "channels"));
+        if (!json_is_array(a->chans) || json_array_size(a->chans) == 0
+            || json_array_size(a->chans) > BROADCAST_MAX)
+            return api_fail(e,
+                            "\"channels\" must be an array of "
+                            "1..1000 channel names");
+    }
+    a->n = json_array_size(a->chans);
+    a->targets = hd_calloc(a->n, sizeof(*a->targets));
+    for (size_t i = 0; i < a->n; i++) {
+        json_t *jc = json_array_get(a->chans, i);
+        if (!json_is_string(jc))
+            return api_fail(e, invalid);
+        if (hd_pub_resolve(&a->who, json_string_value(jc),
+                           json_string_length(jc), true, &a->targets[i], e)
+            < 0)
+            return e->why == HD_PUB_INVALID ? api_fail(e, invalid) : -1;
+    }
+    return 0;
+}
+
+/* Publish to every target; the response goes out when the last reply is
+ * in (req_finish). */
+static void
+publish_all(hd_http_t *h, api_call_t *a)
+{
+    pubreq_t *r = hd_calloc(1, sizeof(*r));
+
+    r->http = h;
+    r->n = a->n;
+    r->broadcast = h->route == R_BROADCAST;
+    r->offsets = json_array();
+    for (size_t i = 0; i < a->n; i++)
+        json_array_append_new(r->offsets, json_null());
+    h->req = r;
+    for (size_t i = 0; i < a->n; i++) {
+        pubarg_t *pa = hd_malloc(sizeof(*pa));
+        pa->req = r;
+        pa->i = i;
+        if (hd_pub_publish(&a->who, &a->targets[i], a->text, strlen(a->text),
+                           one_done, pa)
+            < 0)
+            one_done(HD_ERR_UNAVAILABLE, 0, NULL, pa);
+    }
+}
+
+/* The API front end of the publish path (hd_publish.h). */
 int
 hd_api_body_done(struct lws *wsi, hd_conn_t *c)
 {
-    hd_http_t   *h = http_state(c, wsi);
-    json_error_t jerr;
-    json_t      *root = NULL, *data, *chans, *jt;
-    const char  *tenant = NULL;
-    char        *text = NULL;
-    size_t       n;
-    pubreq_t    *r;
+    hd_http_t     *h = http_state(c, wsi);
+    api_call_t     a = { 0 };
+    hd_pub_error_t e = { 0 };
+    int            rc = 0;
 
     if (h->body_done) {
         /* lws 4.1 signals the completion again, in a loop, while more
@@ -261,122 +367,23 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         return 0;
     if (h->too_big)
         return respond_error(h, 413, "body too large");
-    root = json_loadb(h->body ? h->body : "", h->body_len,
-                      JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(root)) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "body must be a JSON object%s%s",
-                 root ? "" : ": ", root ? "" : jerr.text);
-        json_decref(root);
-        return respond_error(h, 400, msg);
-    }
-    jt = json_object_get(root, "tenant");
-    if (jt != NULL) {
-        if (!json_is_string(jt)
-            || !hd_tenant_valid(json_string_value(jt),
-                                json_string_length(jt))) {
-            json_decref(root);
-            return respond_error(h, 400,
-                                 "\"tenant\" must match "
-                                 "[A-Za-z0-9_.-]{1,64}");
-        }
-        tenant = json_string_value(jt);
-    }
-    data = json_object_get(root, "data");
-    if (data == NULL) {
-        json_decref(root);
-        return respond_error(h, 400, "\"data\" is required");
-    }
-    if (h->route == R_PUBLISH) {
-        if (!json_is_string(json_object_get(root, "channel"))) {
-            json_decref(root);
-            return respond_error(h, 400,
-                                 "\"channel\" must be a valid "
-                                 "channel name");
-        }
-        chans = json_array();
-        json_array_append(chans, json_object_get(root, "channel"));
-    } else {
-        chans = json_incref(json_object_get(root, "channels"));
-        if (!json_is_array(chans) || json_array_size(chans) == 0
-            || json_array_size(chans) > BROADCAST_MAX) {
-            json_decref(chans);
-            json_decref(root);
-            return respond_error(h, 400,
-                                 "\"channels\" must be an array of "
-                                 "1..1000 channel names");
-        }
-    }
-    n = json_array_size(chans);
-
-    /* validate everything before publishing anything */
-    const hd_ns_t **nss = hd_calloc(n, sizeof(*nss));
-    for (size_t i = 0; i < n; i++) {
-        json_t *jc = json_array_get(chans, i);
-        bool    has_ns;
-        size_t  nl;
-        if (!json_is_string(jc)
-            || !hd_channel_valid(json_string_value(jc),
-                                 json_string_length(jc))) {
-            free(nss);
-            json_decref(chans);
-            json_decref(root);
-            return respond_error(
-                h, 400,
-                h->route == R_PUBLISH
-                    ? "\"channel\" must be a valid channel name"
-                    : "\"channels\" holds an invalid channel name");
-        }
-        nl = hd_channel_namespace(json_string_value(jc), json_string_length(jc),
-                                  &has_ns);
-        nss[i] = has_ns && nl == 0
-            ? NULL
-            : hd_conf_ns(hd_w.conf, json_string_value(jc), has_ns ? nl : 0);
-        if (nss[i] == NULL) {
-            free(nss);
-            json_decref(chans);
-            json_decref(root);
-            return respond_error(h, 400, "unknown namespace");
-        }
-    }
+    if (parse_body(h, &a, &e) < 0 || parse_targets(h, &a, &e) < 0)
+        goto fail;
     if (!hd_redis_cmd_up()) {
-        free(nss);
-        json_decref(chans);
-        json_decref(root);
-        return respond_error(h, 503, "redis unavailable, not published");
+        e.code = HD_ERR_UNAVAILABLE;
+        snprintf(e.msg, sizeof(e.msg), "redis unavailable, not published");
+        goto fail;
     }
-    text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-
-    r = hd_calloc(1, sizeof(*r));
-    r->http = h;
-    r->n = n;
-    r->broadcast = h->route == R_BROADCAST;
-    r->offsets = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(r->offsets, json_null());
-    h->req = r;
-
-    for (size_t i = 0; i < n; i++) {
-        json_t   *jc = json_array_get(chans, i);
-        char      key[HD_KEY_MAX];
-        size_t    name_off, kl;
-        pubarg_t *a = hd_malloc(sizeof(*a));
-
-        a->req = r;
-        a->i = i;
-        kl = hd_pubsub_key(tenant, json_string_value(jc),
-                           json_string_length(jc), key, sizeof(key), &name_off);
-        if (kl == 0
-            || hd_pubsub_publish(nss[i], key, kl, text, strlen(text), one_done,
-                                 a)
-                < 0)
-            one_done(HD_ERR_UNAVAILABLE, 0, NULL, a);
-    }
-    free(text);
-    free(nss);
-    json_decref(chans);
-    json_decref(root);
-    return 0;
+    publish_all(h, &a);
+    goto done;
+fail:
+    rc = respond_error(h, e.code, e.msg);
+done:
+    free(a.text);
+    free(a.targets);
+    json_decref(a.chans);
+    json_decref(a.root);
+    return rc;
 }
 
 int

@@ -5,26 +5,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+
 #include "hd_alloc.h"
 #include "hd_chan.h"
+#include "hd_codes.h"
 #include "hd_conn.h"
 #include "hd_envelope.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_pubsub.h"
 #include "hd_redis.h"
-#include "hd_worker_int.h"
 
 #define BUFFER_MAX 8192 /* pushes kept for pending members */
 #define SUB_BATCH  256  /* channels per SUBSCRIBE command */
 
 static struct {
-    hd_chan_t **tab;
-    size_t      cap; /* power of two */
-    size_t      n;
-    hd_chan_t  *flush; /* channels whose Redis state must move */
-    ev_prepare  flush_w;
-    ev_idle     idle_w;
+    hd_chan_t     **tab;
+    size_t          cap; /* power of two */
+    size_t          n;
+    hd_chan_t      *flush; /* channels whose Redis state must move */
+    ev_prepare      flush_w;
+    ev_idle         idle_w;
+    struct ev_loop *loop;
+    hd_chan_hooks_t hooks;
 } T;
 
 static void chan_maybe_free(hd_chan_t *ch);
@@ -143,7 +147,7 @@ flush_add(hd_chan_t *ch)
     ch->fnext = T.flush;
     T.flush = ch;
     if (!ev_is_active(&T.idle_w))
-        ev_idle_start(hd_w.loop, &T.idle_w); /* don't block with work left */
+        ev_idle_start(T.loop, &T.idle_w); /* don't block with work left */
 }
 
 /* Free a channel nobody needs: no members and nothing in flight. */
@@ -290,15 +294,10 @@ build_push(hd_chan_t *ch, const hd_envelope_t *env)
     return m;
 }
 
-static void
+static inline void
 deliver(hd_conn_t *c, hd_msg_t *m)
 {
-    if (hd_conn_enqueue(c, m) < 0) {
-        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER,
-                      "slow consumer: outbound queue full");
-        return;
-    }
-    hd_conn_want_push(c);
+    T.hooks.deliver(c, m);
 }
 
 /*
@@ -316,7 +315,7 @@ epoch_restart(hd_chan_t *ch, uint64_t next)
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
         if (s->state != HD_SUB_ACTIVE)
             continue;
-        hd_proto_gap(c, ch, 1, next - 1, ch->epoch);
+        T.hooks.gap(c, ch, 1, next - 1, ch->epoch);
         s->min_offset = next - 1;
     }
 }
@@ -401,7 +400,7 @@ go_live(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t offset,
     s->min_offset = offset;
     ch->npending--;
     if (ch->buf_lost_upto > s->min_offset) {
-        hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
+        T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
         s->min_offset = ch->buf_lost_upto;
     }
     if (!ch->resync)
@@ -422,7 +421,7 @@ activate_pending(hd_chan_t *ch, uint64_t offset, const char *epoch)
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
         if (s->state != HD_SUB_PENDING || s->recovering)
             continue;
-        hd_proto_subscribed(c, s->cmd_id, offset, epoch);
+        T.hooks.subscribed(c, s->cmd_id, offset, epoch);
         go_live(ch, c, s, offset, epoch);
     }
 }
@@ -457,7 +456,7 @@ start_pending(hd_chan_t *ch)
             plain = true;
         else if (!s->recover_sent) {
             s->recover_sent = true;
-            if (hd_proto_recover(c, ch->members[i].sub_i) < 0)
+            if (T.hooks.recover(c, ch->members[i].sub_i) < 0)
                 failed = true;
         }
     }
@@ -484,8 +483,7 @@ fail_pending(hd_chan_t *ch, int code, const char *msg)
             i++;
             continue;
         }
-        hd_proto_error(c, s->cmd_id, code, msg);
-        hd_conn_want_write(c);
+        T.hooks.failed(c, s->cmd_id, code, msg);
         hd_chan_leave(c, si); /* swap-remove: look at index i again */
     }
 }
@@ -502,8 +500,7 @@ resync_done(hd_chan_t *ch)
         if (s->state != HD_SUB_ACTIVE)
             continue;
         if (ch->buf_lost_upto > s->min_offset) {
-            hd_proto_gap(c, ch, s->min_offset + 1, ch->buf_lost_upto,
-                         ch->epoch);
+            T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, ch->epoch);
             s->min_offset = ch->buf_lost_upto;
         }
         for (uint32_t k = 0; k < ch->nbuf; k++)
@@ -535,10 +532,10 @@ resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
             continue;
         if (epoch_changed) {
             /* the old numbering is gone: everything is suspect */
-            hd_proto_gap(c, ch, 1, to, epoch);
+            T.hooks.gap(c, ch, 1, to, epoch);
             s->min_offset = to;
         } else if (to > s->min_offset) {
-            hd_proto_gap(c, ch, s->min_offset + 1, to, epoch);
+            T.hooks.gap(c, ch, s->min_offset + 1, to, epoch);
             s->min_offset = to;
         }
     }
@@ -687,7 +684,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
     list = T.flush;
     T.flush = NULL;
-    ev_idle_stop(hd_w.loop, &T.idle_w);
+    ev_idle_stop(T.loop, &T.idle_w);
     while (list != NULL) {
         ch = list;
         list = ch->fnext;
@@ -818,22 +815,24 @@ hd_chan_cmd_up(void)
 }
 
 void
-hd_chan_init(void)
+hd_chan_init(struct ev_loop *loop, const hd_chan_hooks_t *hooks)
 {
     memset(&T, 0, sizeof(T));
+    T.loop = loop;
+    T.hooks = *hooks;
     grow();
     ev_prepare_init(&T.flush_w, flush_cb);
-    ev_prepare_start(hd_w.loop, &T.flush_w);
-    ev_unref(hd_w.loop); /* bookkeeping: never keeps the loop alive */
+    ev_prepare_start(T.loop, &T.flush_w);
+    ev_unref(T.loop); /* bookkeeping: never keeps the loop alive */
     ev_idle_init(&T.idle_w, idle_cb);
 }
 
 void
 hd_chan_shutdown(void)
 {
-    ev_ref(hd_w.loop);
-    ev_prepare_stop(hd_w.loop, &T.flush_w);
-    ev_idle_stop(hd_w.loop, &T.idle_w);
+    ev_ref(T.loop);
+    ev_prepare_stop(T.loop, &T.flush_w);
+    ev_idle_stop(T.loop, &T.idle_w);
     for (size_t i = 0; i < T.cap; i++) {
         hd_chan_t *ch = T.tab[i], *next;
         for (; ch != NULL; ch = next) {

@@ -9,6 +9,11 @@
  * meantime are kept on the channel and replayed by offset when the member
  * goes ACTIVE, so nothing published after the reply's offset is missed and
  * nothing at or before it is sent twice.
+ *
+ * The table knows nothing of the protocol: what members must be told
+ * (a subscribe reply, an error, a gap, a push) goes out through the hooks
+ * given to hd_chan_init(), the way hd_redis_hooks_t reports Redis events.
+ * Its Redis side is hd_redis_subscribe() and hd_pubsub_meta/recover().
  */
 #ifndef HD_CHAN_H
 #define HD_CHAN_H
@@ -21,6 +26,7 @@
 #include "hd_envelope.h"
 #include "hd_msg.h"
 
+struct ev_loop;
 struct hd_conn;
 
 enum hd_rstate {
@@ -89,6 +95,33 @@ typedef struct hd_sub {
     char      *recover_epoch; /* the client's epoch (heap), while pending */
 } hd_sub_t;
 
+/*
+ * What the table reports. Every hook is required. The channel table stays
+ * consistent whatever a hook does to the connection, except that a hook
+ * must not join or leave channels.
+ */
+typedef struct hd_chan_hooks {
+    /* a plain (non-recovering) pending member is live: send its subscribe
+     * reply (offset and epoch as of the subscription) */
+    void (*subscribed)(struct hd_conn *c, int64_t cmd_id, uint64_t offset,
+                       const char *epoch);
+    /* a pending member's subscribe failed: send the error; the member is
+     * removed right after the hook returns */
+    void (*failed)(struct hd_conn *c, int64_t cmd_id, int code,
+                   const char *msg);
+    /* an active member missed offsets from..to (to may be below from: an
+     * epoch restart with nothing of the new epoch missed) */
+    void (*gap)(struct hd_conn *c, const hd_chan_t *ch, uint64_t from,
+                uint64_t to, const char *epoch);
+    /* start the recovery read of the recovering member sub_i; its reply
+     * ends in hd_chan_activate() or hd_chan_leave(). -1 when Redis is
+     * unavailable (nothing sent: the table fails the member) */
+    int (*recover)(struct hd_conn *c, uint32_t sub_i);
+    /* a push for an active member (m is borrowed: take a reference to
+     * keep it). The hook handles a full queue itself. */
+    void (*deliver)(struct hd_conn *c, hd_msg_t *m);
+} hd_chan_hooks_t;
+
 /* Find or create the channel for key (tenant-qualified). name_off is where
  * the client-visible name starts inside key. */
 hd_chan_t *hd_chan_get(const char *key, size_t key_len, size_t name_off,
@@ -97,7 +130,7 @@ hd_chan_t *hd_chan_find(const char *key, size_t key_len);
 
 /* Add conn as a PENDING member; returns the index into conn->subs. With
  * recover_epoch set, the member asks to recover what it missed after
- * since (hd_proto_recover() runs it once the channel is live). */
+ * since (the recover hook runs it once the channel is live). */
 int hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id,
                  uint64_t since, const char *recover_epoch);
 /* A recovering member got its reply (sent by the caller): make it ACTIVE at
@@ -120,7 +153,9 @@ void hd_chan_cmd_up(void);
 void hd_chan_confirmed(const char *key, size_t key_len, bool subscribed);
 
 size_t hd_chan_count(void);
-void   hd_chan_init(void);
-void   hd_chan_shutdown(void);
+/* Start the table on loop (Redis state changes are batched once per loop
+ * turn). hooks is copied. */
+void hd_chan_init(struct ev_loop *loop, const hd_chan_hooks_t *hooks);
+void hd_chan_shutdown(void);
 
 #endif

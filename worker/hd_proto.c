@@ -23,6 +23,8 @@
 #include "hd_jwt.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
+#include "hd_proto.h"
+#include "hd_publish.h"
 #include "hd_pubsub.h"
 #include "hd_redis.h"
 #include "hd_time.h"
@@ -105,15 +107,17 @@ send_result(hd_conn_t *c, int64_t id, json_t *result)
     json_decref(root);
 }
 
-void
-hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg)
+/* ---- what the channel table reports (hd_proto_chan_hooks) ------------------ */
+
+static void
+chan_failed(hd_conn_t *c, int64_t id, int code, const char *msg)
 {
     send_error(c, true, id, code, msg);
+    hd_conn_want_write(c);
 }
 
-void
-hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
-                    const char *epoch)
+static void
+chan_subscribed(hd_conn_t *c, int64_t id, uint64_t offset, const char *epoch)
 {
     send_result(
         c, id,
@@ -121,9 +125,9 @@ hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
     hd_conn_want_write(c);
 }
 
-void
-hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
-             const char *epoch)
+static void
+chan_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
+         const char *epoch)
 {
     char buf[512];
     int  n = snprintf(buf, sizeof(buf),
@@ -136,6 +140,27 @@ hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
         hd_conn_want_write(c);
     }
 }
+
+static void
+chan_deliver(hd_conn_t *c, hd_msg_t *m)
+{
+    if (hd_conn_enqueue(c, m) < 0) {
+        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER,
+                      "slow consumer: outbound queue full");
+        return;
+    }
+    hd_conn_want_push(c);
+}
+
+static int chan_recover(hd_conn_t *c, uint32_t sub_i);
+
+const hd_chan_hooks_t hd_proto_chan_hooks = {
+    .subscribed = chan_subscribed,
+    .failed = chan_failed,
+    .gap = chan_gap,
+    .recover = chan_recover,
+    .deliver = chan_deliver,
+};
 
 /* ---- ops ------------------------------------------------------------------ */
 
@@ -240,63 +265,47 @@ param_str(cmd_t *cmd, const char *name, size_t *len)
     return json_string_value(v);
 }
 
-/*
- * Resolve params.channel: validity, namespace, the token's allow-list and,
- * for anonymous clients, the namespace's anonymous flag. On success fills
- * the Redis key and returns the namespace; otherwise replies and returns
- * NULL.
- */
-static const hd_ns_t *
-resolve_channel(cmd_t *cmd, char *key, size_t *key_len, size_t *name_off,
-                const char **chan, size_t *chan_len)
+/* The connection as a publisher (hd_publish.h). */
+static void
+publisher_of(const hd_conn_t *c, hd_publisher_t *who)
 {
-    const hd_ns_t *ns;
-    size_t         nslen;
-    bool           has_ns;
-    hd_conn_t     *c = cmd->conn;
+    who->server = false;
+    who->anonymous = !c->connected || c->anonymous;
+    who->claims = c->claims;
+    who->tenant = c->claims ? c->claims->tenant : NULL;
+}
 
-    *chan = param_str(cmd, "channel", chan_len);
-    if (*chan == NULL) {
+/*
+ * Resolve params.channel for the connection (hd_pub_resolve(): validity,
+ * namespace, anonymous clients, the token's allow-list and, with publish,
+ * client publishing) and build its Redis key. On success fills key and
+ * the target; otherwise replies and returns -1.
+ */
+static int
+resolve_channel(cmd_t *cmd, bool publish, hd_pub_target_t *t, char *key,
+                size_t *key_len, size_t *name_off)
+{
+    hd_publisher_t who;
+    hd_pub_error_t e;
+    const char    *chan;
+    size_t         chan_len;
+
+    chan = param_str(cmd, "channel", &chan_len);
+    if (chan == NULL) {
         reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a string");
-        return NULL;
+        return -1;
     }
-    if (!hd_channel_valid(*chan, *chan_len)) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST,
-                    "invalid channel name: 1..255 "
-                    "bytes of [A-Za-z0-9_.:@-]");
-        return NULL;
+    publisher_of(cmd->conn, &who);
+    if (hd_pub_resolve(&who, chan, chan_len, publish, t, &e) < 0) {
+        reply_error(cmd, e.code, "%s", e.msg);
+        return -1;
     }
-    nslen = hd_channel_namespace(*chan, *chan_len, &has_ns);
-    /* ":x" has an (empty) namespace, which no config can name */
-    ns = has_ns && nslen == 0
-        ? NULL
-        : hd_conf_ns(hd_w.conf, *chan, has_ns ? nslen : 0);
-    if (ns == NULL) {
-        reply_error(cmd, HD_ERR_FORBIDDEN, "unknown namespace \"%.*s\"",
-                    (int) (has_ns ? nslen : 7), has_ns ? *chan : "default");
-        return NULL;
-    }
-    if ((!c->connected || c->anonymous) && !ns->anonymous) {
-        reply_error(cmd, HD_ERR_FORBIDDEN,
-                    "namespace \"%s\" does not allow "
-                    "anonymous clients",
-                    ns->name);
-        return NULL;
-    }
-    if (c->claims != NULL
-        && !hd_jwt_channel_allowed(c->claims, *chan, *chan_len)) {
-        reply_error(cmd, HD_ERR_FORBIDDEN,
-                    "the token does not allow this "
-                    "channel");
-        return NULL;
-    }
-    *key_len = hd_pubsub_key(c->claims ? c->claims->tenant : NULL, *chan,
-                             *chan_len, key, HD_KEY_MAX, name_off);
+    *key_len = hd_pub_key(&who, t, key, name_off);
     if (*key_len == 0) {
         reply_error(cmd, HD_ERR_BAD_REQUEST, "channel name too long");
-        return NULL;
+        return -1;
     }
-    return ns;
+    return 0;
 }
 
 /* ---- methods ------------------------------------------------------------------ */
@@ -410,19 +419,18 @@ find_sub(hd_conn_t *c, const char *key, size_t key_len)
 static void
 m_subscribe(cmd_t *cmd)
 {
-    hd_conn_t     *c = cmd->conn;
-    char           key[HD_KEY_MAX];
-    size_t         key_len, name_off, chan_len;
-    const char    *chan, *epoch = NULL;
-    hd_chan_t     *ch;
-    const hd_ns_t *ns;
-    json_t        *jrec, *joff, *jep;
-    uint64_t       since = 0;
+    hd_conn_t      *c = cmd->conn;
+    char            key[HD_KEY_MAX];
+    size_t          key_len, name_off;
+    const char     *epoch = NULL;
+    hd_chan_t      *ch;
+    hd_pub_target_t t;
+    json_t         *jrec, *joff, *jep;
+    uint64_t        since = 0;
 
     if (!may_act(cmd))
         return;
-    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
-    if (ns == NULL)
+    if (resolve_channel(cmd, false, &t, key, &key_len, &name_off) < 0)
         return;
     jrec = json_object_get(cmd->params, "recover");
     if (jrec != NULL && !json_is_boolean(jrec)) {
@@ -458,7 +466,7 @@ m_subscribe(cmd_t *cmd)
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
         return;
     }
-    ch = hd_chan_get(key, key_len, name_off, ns);
+    ch = hd_chan_get(key, key_len, name_off, t.ns);
     hd_chan_join(ch, c, cmd->id, since,
                  epoch); /* the reply comes when it is live */
 }
@@ -513,43 +521,38 @@ publish_cb(int err, uint64_t offset, const char *epoch, void *arg)
     hd_conn_want_write(c);
 }
 
+/* The WebSocket front end of the publish path (hd_publish.h). */
 static void
 m_publish(cmd_t *cmd)
 {
-    hd_conn_t     *c = cmd->conn;
-    char           key[HD_KEY_MAX];
-    size_t         key_len, name_off, chan_len;
-    const char    *chan;
-    const hd_ns_t *ns;
-    json_t        *data;
-    char          *text;
-    hd_op_t       *op;
+    hd_conn_t      *c = cmd->conn;
+    hd_publisher_t  who;
+    hd_pub_target_t t;
+    hd_pub_error_t  e;
+    const char     *chan;
+    size_t          chan_len;
+    char           *text;
+    hd_op_t        *op;
 
     if (!may_act(cmd))
         return;
-    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
-    if (ns == NULL)
-        return;
-    if (!ns->publish) {
-        reply_error(cmd, HD_ERR_FORBIDDEN,
-                    "namespace \"%s\" does not allow "
-                    "client publishing",
-                    ns->name);
+    chan = param_str(cmd, "channel", &chan_len);
+    if (chan == NULL) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a string");
         return;
     }
-    data = json_object_get(cmd->params, "data");
-    if (data == NULL) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"data\" is required");
+    publisher_of(c, &who);
+    if (hd_pub_resolve(&who, chan, chan_len, true, &t, &e) < 0) {
+        reply_error(cmd, e.code, "%s", e.msg);
         return;
     }
-    text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    text = hd_pub_encode(json_object_get(cmd->params, "data"), &e);
     if (text == NULL) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"data\" cannot be encoded");
+        reply_error(cmd, e.code, "%s", e.msg);
         return;
     }
     op = op_new(c, cmd->id);
-    if (hd_pubsub_publish(ns, key, key_len, text, strlen(text), publish_cb, op)
-        < 0) {
+    if (hd_pub_publish(&who, &t, text, strlen(text), publish_cb, op) < 0) {
         op_done(op);
         reply_error(cmd, HD_ERR_UNAVAILABLE,
                     "redis unavailable, not published");
@@ -640,8 +643,9 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
     hd_chan_activate(c, (uint32_t) i, r->offset, r->epoch);
 }
 
-int
-hd_proto_recover(hd_conn_t *c, uint32_t sub_i)
+/* The recover hook: the recovery read of a recovering member. */
+static int
+chan_recover(hd_conn_t *c, uint32_t sub_i)
 {
     hd_sub_t  *s = &c->subs[sub_i];
     hd_chan_t *ch = s->chan;
@@ -720,20 +724,21 @@ history_cb(int err, const hd_hist_reply_t *r, void *arg)
 static void
 m_history(cmd_t *cmd)
 {
-    char           key[HD_KEY_MAX];
-    size_t         key_len, name_off, chan_len;
-    const char    *chan, *epoch = NULL;
-    const hd_ns_t *ns;
-    json_t        *jl, *js, *joff, *jep;
-    int64_t        since = -1;
-    json_int_t     limit;
-    hd_op_t       *op;
+    char            key[HD_KEY_MAX];
+    size_t          key_len, name_off;
+    const char     *epoch = NULL;
+    const hd_ns_t  *ns;
+    hd_pub_target_t t;
+    json_t         *jl, *js, *joff, *jep;
+    int64_t         since = -1;
+    json_int_t      limit;
+    hd_op_t        *op;
 
     if (!may_act(cmd))
         return;
-    ns = resolve_channel(cmd, key, &key_len, &name_off, &chan, &chan_len);
-    if (ns == NULL)
+    if (resolve_channel(cmd, false, &t, key, &key_len, &name_off) < 0)
         return;
+    ns = t.ns;
     if (ns->history_size == 0) {
         reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" keeps no history",
                     ns->name);

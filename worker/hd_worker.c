@@ -27,6 +27,7 @@
 #include "hd_worker.h"
 #include "hd_admit.h"
 #include "hd_worker_int.h"
+#include "hd_proto.h"
 #include "hd_wsguard.h"
 
 #define ACCEPT_BATCH 64
@@ -493,7 +494,7 @@ hd_worker_main(const hd_worker_args_t *a)
     if (create_lws() < 0)
         _exit(HD_EXIT_FATAL);
     hd_pubsub_init();
-    hd_chan_init();
+    hd_chan_init(hd_w.loop, &hd_proto_chan_hooks);
     hd_conn_io_init();
     {
         static const hd_redis_hooks_t hooks = {

@@ -65,22 +65,4 @@ void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 /* hd_ws.c: the lws protocol table and callback */
 extern const struct lws_protocols *const hd_ws_protocols;
 
-/* hd_proto.c: handle one complete inbound WebSocket message (may hold
- * several newline-separated commands). */
-void hd_proto_handle(hd_conn_t *c, const char *buf, size_t len);
-/* after ESTABLISHED: start the connect deadline */
-void hd_proto_conn_open(hd_conn_t *c);
-/* at CLOSED: timers, pending Redis ops, subscriptions, claims */
-void hd_proto_conn_release(hd_conn_t *c);
-/* replies that channels send when Redis answers */
-void hd_proto_subscribed(hd_conn_t *c, int64_t id, uint64_t offset,
-                         const char *epoch);
-void hd_proto_error(hd_conn_t *c, int64_t id, int code, const char *msg);
-/* run the recovery read of conn's pending subscription sub_i; -1 when
- * Redis is unavailable (nothing sent, the caller fails the member) */
-int hd_proto_recover(hd_conn_t *c, uint32_t sub_i);
-/* a push telling the client it missed offsets from..to on ch */
-void hd_proto_gap(hd_conn_t *c, const hd_chan_t *ch, uint64_t from, uint64_t to,
-                  const char *epoch);
-
 #endif

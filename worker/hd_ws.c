@@ -14,6 +14,7 @@
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_time.h"
+#include "hd_proto.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
 

@@ -1,0 +1,109 @@
+/*
+ * The one publish path: see hd_publish.h.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hd_channel.h"
+#include "hd_codes.h"
+#include "hd_jwt.h"
+#include "hd_publish.h"
+#include "hd_worker_int.h"
+
+static int fail(hd_pub_error_t *e, enum hd_pub_why why, int code,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int
+fail(hd_pub_error_t *e, enum hd_pub_why why, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    e->why = why;
+    e->code = code;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int
+hd_pub_resolve(const hd_publisher_t *who, const char *name, size_t len,
+               bool publish, hd_pub_target_t *t, hd_pub_error_t *e)
+{
+    const hd_ns_t *ns;
+    size_t         nslen;
+    bool           has_ns;
+
+    if (!hd_channel_valid(name, len))
+        return who->server
+            ? fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
+                   "\"channel\" must be a valid channel name")
+            : fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
+                   "invalid channel name: 1..255 bytes of [A-Za-z0-9_.:@-]");
+    nslen = hd_channel_namespace(name, len, &has_ns);
+    /* ":x" has an (empty) namespace, which no config can name */
+    ns = has_ns && nslen == 0 ? NULL
+                              : hd_conf_ns(hd_w.conf, name, has_ns ? nslen : 0);
+    if (ns == NULL)
+        return who->server
+            ? fail(e, HD_PUB_UNKNOWN_NS, HD_ERR_BAD_REQUEST,
+                   "unknown namespace")
+            : fail(e, HD_PUB_UNKNOWN_NS, HD_ERR_FORBIDDEN,
+                   "unknown namespace \"%.*s\"", (int) (has_ns ? nslen : 7),
+                   has_ns ? name : "default");
+    if (!who->server) {
+        if (who->anonymous && !ns->anonymous)
+            return fail(e, HD_PUB_ANONYMOUS, HD_ERR_FORBIDDEN,
+                        "namespace \"%s\" does not allow anonymous clients",
+                        ns->name);
+        if (who->claims != NULL
+            && !hd_jwt_channel_allowed(who->claims, name, len))
+            return fail(e, HD_PUB_NOT_ALLOWED, HD_ERR_FORBIDDEN,
+                        "the token does not allow this channel");
+        if (publish && !ns->publish)
+            return fail(e, HD_PUB_NO_PUBLISH, HD_ERR_FORBIDDEN,
+                        "namespace \"%s\" does not allow client publishing",
+                        ns->name);
+    }
+    t->ns = ns;
+    t->name = name;
+    t->name_len = len;
+    return 0;
+}
+
+size_t
+hd_pub_key(const hd_publisher_t *who, const hd_pub_target_t *t, char *buf,
+           size_t *name_off)
+{
+    return hd_pubsub_key(who->tenant, t->name, t->name_len, buf, HD_KEY_MAX,
+                         name_off);
+}
+
+char *
+hd_pub_encode(const json_t *data, hd_pub_error_t *e)
+{
+    char *text;
+
+    if (data == NULL) {
+        fail(e, HD_PUB_NO_DATA, HD_ERR_BAD_REQUEST, "\"data\" is required");
+        return NULL;
+    }
+    text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        fail(e, HD_PUB_BAD_DATA, HD_ERR_BAD_REQUEST,
+             "\"data\" cannot be encoded");
+    return text;
+}
+
+int
+hd_pub_publish(const hd_publisher_t *who, const hd_pub_target_t *t,
+               const char *text, size_t len, hd_pub_cb *cb, void *arg)
+{
+    char   key[HD_KEY_MAX];
+    size_t name_off, key_len = hd_pub_key(who, t, key, &name_off);
+
+    if (key_len == 0)
+        return -1;
+    return hd_pubsub_publish(t->ns, key, key_len, text, len, cb, arg);
+}
