@@ -29,7 +29,7 @@ struct hd_jwt_claims;
 
 /* Who acts. Borrowed: must outlive the call it is passed to. */
 typedef struct hd_publisher {
-    bool server; /* the HTTP API (a backend holding the API key): any
+    bool server;    /* the HTTP API (a backend holding the API key): any
                     namespace, no per-client checks */
     bool anonymous; /* a client without a token (or before connect): the
                        namespace must allow anonymous clients */
@@ -47,13 +47,13 @@ typedef struct hd_pub_target {
 /* Why a step refused; the front ends word some of these themselves. */
 enum hd_pub_why {
     HD_PUB_OK = 0,
-    HD_PUB_INVALID,      /* not a valid channel name */
-    HD_PUB_UNKNOWN_NS,   /* no such namespace */
-    HD_PUB_ANONYMOUS,    /* the namespace refuses anonymous clients */
-    HD_PUB_NOT_ALLOWED,  /* the token's allow-list */
-    HD_PUB_NO_PUBLISH,   /* the namespace refuses client publishing */
-    HD_PUB_NO_DATA,      /* "data" missing */
-    HD_PUB_BAD_DATA,     /* "data" does not encode */
+    HD_PUB_INVALID,     /* not a valid channel name */
+    HD_PUB_UNKNOWN_NS,  /* no such namespace */
+    HD_PUB_ANONYMOUS,   /* the namespace refuses anonymous clients */
+    HD_PUB_NOT_ALLOWED, /* the token's allow-list */
+    HD_PUB_NO_PUBLISH,  /* the namespace refuses client publishing */
+    HD_PUB_NO_DATA,     /* "data" missing */
+    HD_PUB_BAD_DATA,    /* "data" does not encode */
 };
 
 typedef struct hd_pub_error {
