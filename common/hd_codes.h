@@ -30,6 +30,7 @@
 #define HD_CLOSE_FORBIDDEN       4501
 #define HD_CLOSE_CONN_LIMIT      4502 /* per-user / per-tenant limit */
 #define HD_CLOSE_BAD_REQUEST     4503 /* repeated protocol misuse */
+#define HD_CLOSE_DISCONNECTED    4504 /* POST /api/disconnect (default code) */
 
 /* command error codes (in {"error": {"code": N}}) */
 #define HD_ERR_BAD_REQUEST    400 /* malformed JSON or command shape */

@@ -111,6 +111,18 @@ static const struct key keys[] = {
            RELOAD_WORKER),
 
     K_STR("api.key", api_key, 16, 1024, NULL, RELOAD_WORKER, F_SECRET, NULL),
+    K_BOOL("api.expose_client_ips", api_expose_ips, "false", RELOAD_WORKER),
+    K_INT("api.list_max", api_list_max, 1, 100000, "1000", RELOAD_WORKER),
+
+    K_STR("cluster.node_name", node_name, 1, 64, NULL, RELOAD_WORKER, 0, NULL),
+    K_INT("cluster.heartbeat_ms", cluster_hb_ms, 100, 60000, "2000",
+          RELOAD_WORKER),
+    K_INT("cluster.node_ttl_ms", cluster_node_ttl_ms, 300, 600000, "10000",
+          RELOAD_WORKER),
+    K_INT("cluster.call_timeout_ms", cluster_timeout_ms, 50, 60000, "2000",
+          RELOAD_WORKER),
+    K_INT("limits.presence_info_bytes", presence_info_bytes, 0, 65536, "1024",
+          RELOAD_WORKER),
 
     K_ENUM("log.level", log_level, log_levels, "\"info\"", RELOAD_MASTER),
     K_ENUM("log.format", log_format, log_formats, "\"auto\"", RELOAD_MASTER),
@@ -863,6 +875,16 @@ cross_checks(struct load *ld)
 
     check_outq(ld);
     check_admin(ld);
+
+    /* a node must beat at least twice per ttl, or a live node blinks out
+     * of the registry between two beats */
+    int hb = key_index("cluster.heartbeat_ms");
+    int nt = key_index("cluster.node_ttl_ms");
+    if (hb >= 0 && nt >= 0 && ld->state[hb] != ST_BAD && ld->state[nt] != ST_BAD
+        && ld->c->cluster_node_ttl_ms < 2 * ld->c->cluster_hb_ms)
+        hd_conf_err(ld, "$.cluster.node_ttl_ms",
+                    "must be at least twice cluster.heartbeat_ms (%d)",
+                    ld->c->cluster_hb_ms);
 }
 
 /* A token safe to quote: punctuation, a short number, or a misspelt literal. */

@@ -34,6 +34,8 @@ typedef struct hd_ns {
     int   history_size;  /* publications kept; 0 = no history */
     int   history_ttl_s; /* seconds history is kept after the last
                                    publish; 0 = no history */
+    bool  presence;      /* who is subscribed is kept in Redis */
+    bool  join_leave;    /* join/leave pushes to subscribers */
 } hd_ns_t;
 
 typedef struct hd_conf {
@@ -66,7 +68,14 @@ typedef struct hd_conf {
     char *auth_hmac_secret;     /* NULL = none (only valid with anonymous) */
     bool  auth_allow_anonymous; /* default false */
 
-    char *api_key; /* NULL = HTTP API disabled */
+    char *api_key;             /* NULL = HTTP API disabled */
+    bool  api_expose_ips;      /* api.expose_client_ips, false */
+    int   api_list_max;        /* api.list_max, 1000: rows per list reply */
+    char *node_name;           /* cluster.node_name; NULL = hostname */
+    int   cluster_hb_ms;       /* cluster.heartbeat_ms, 2000 */
+    int   cluster_node_ttl_ms; /* cluster.node_ttl_ms, 10000 */
+    int   cluster_timeout_ms;  /* cluster.call_timeout_ms, 2000 */
+    int   presence_info_bytes; /* limits.presence_info_bytes, 1024 */
 
     int   log_level;  /* enum hd_log_level, default info */
     int   log_format; /* enum hd_log_format, default auto */

@@ -66,6 +66,8 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         { "anonymous", true, 0 },
         { "history_size", false, 1000000 },
         { "history_ttl_s", false, 31536000 },
+        { "presence", true, 0 },
+        { "join_leave", true, 0 },
     };
     const char *fname;
     json_t     *v;
@@ -86,7 +88,8 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         if (i == sizeof(F) / sizeof(F[0])) {
             hd_conf_err(ld, fp,
                         "unknown key (expected publish, anonymous, "
-                        "history_size or history_ttl_s)");
+                        "history_size, history_ttl_s, presence or "
+                        "join_leave)");
             rc = -1;
         } else if (F[i].is_bool) {
             if (!json_is_boolean(v)) {
@@ -95,8 +98,12 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
                 rc = -1;
             } else if (i == 0) {
                 ns->publish = json_is_true(v);
-            } else {
+            } else if (i == 1) {
                 ns->anonymous = json_is_true(v);
+            } else if (i == 4) {
+                ns->presence = json_is_true(v);
+            } else {
+                ns->join_leave = json_is_true(v);
             }
         } else {
             if (!json_is_integer(v)) {
@@ -178,7 +185,8 @@ differs_namespaces(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
         if (strcmp(x->name, y->name) != 0 || x->publish != y->publish
             || x->anonymous != y->anonymous
             || x->history_size != y->history_size
-            || x->history_ttl_s != y->history_ttl_s)
+            || x->history_ttl_s != y->history_ttl_s
+            || x->presence != y->presence || x->join_leave != y->join_leave)
             return true;
     }
     return false;

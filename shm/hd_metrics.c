@@ -24,6 +24,27 @@ static const uint16_t disc_codes[HD_DISC_KNOWN] = {
     4007, 4500, 4501, 4502, 4503, 4504, 4505, 4506, 4507, 4508,
 };
 
+static const char *const api_methods[HD_API__COUNT] = {
+    "publish",     "broadcast",      "disconnect", "subscribe",
+    "unsubscribe", "channels",       "presence",   "presence_stats",
+    "history",     "history_remove", "info",       "connections",
+};
+static const char *const api_results[HD_APIR__COUNT] = {
+    "ok", "partial", "bad_request", "unauthorized", "error",
+};
+
+const char *
+hd_api_method_name(enum hd_api_method m)
+{
+    return (unsigned) m < HD_API__COUNT ? api_methods[m] : "unknown";
+}
+
+const char *
+hd_api_result_name(enum hd_api_result r)
+{
+    return (unsigned) r < HD_APIR__COUNT ? api_results[r] : "unknown";
+}
+
 #define DISC_MAP_SIZE 5000
 static uint8_t disc_map[DISC_MAP_SIZE]; /* code -> index (+1), 0 = other */
 

@@ -47,6 +47,32 @@ enum hd_reject_reason {
     HD_REJ__COUNT
 };
 
+/* herald_api_requests_total{method, result}: HTTP API calls */
+enum hd_api_method {
+    HD_API_PUBLISH = 0,
+    HD_API_BROADCAST,
+    HD_API_DISCONNECT,
+    HD_API_SUBSCRIBE,
+    HD_API_UNSUBSCRIBE,
+    HD_API_CHANNELS,
+    HD_API_PRESENCE,
+    HD_API_PRESENCE_STATS,
+    HD_API_HISTORY,
+    HD_API_HISTORY_REMOVE,
+    HD_API_INFO,
+    HD_API_CONNECTIONS,
+    HD_API__COUNT
+};
+enum hd_api_result {
+    HD_APIR_OK = 0,       /* 2xx, every node answered */
+    HD_APIR_PARTIAL,      /* 2xx, some node did not answer in time */
+    HD_APIR_BAD_REQUEST,  /* 4xx other than 401 */
+    HD_APIR_UNAUTHORIZED, /* 401: missing or wrong API key */
+    HD_APIR_ERROR,        /* 5xx */
+    HD_APIR__COUNT
+};
+#define HD_API_CELLS (HD_API__COUNT * HD_APIR__COUNT)
+
 enum hd_gauge {
     HD_G_CONNECTIONS = 0, /* herald_connections */
     HD_G_REDIS_UP,        /* herald_redis_up */
@@ -108,6 +134,7 @@ typedef struct hd_metrics_cells {
     _Atomic uint64_t ctr[HD_C__COUNT];
     _Atomic uint64_t rej[HD_REJ__COUNT];
     _Atomic uint64_t disc[HD_DISC__COUNT];
+    _Atomic uint64_t api[HD_API_CELLS]; /* [method * HD_APIR__COUNT + result] */
     _Atomic int64_t  gauge[HD_G__COUNT];
     _Atomic int64_t  conn_peak; /* high-water mark of HD_G_CONNECTIONS */
     _Alignas(64) hd_hist_cells_t hist[HD_H__COUNT];
@@ -147,6 +174,18 @@ hd_reject_inc(enum hd_reject_reason r)
     if (m != NULL)
         hd_cell_add_(&m->rej[r], 1);
 }
+
+static inline void
+hd_api_inc(enum hd_api_method m, enum hd_api_result r)
+{
+    hd_metrics_cells_t *c = hd_metrics_cur;
+    if (c != NULL)
+        hd_cell_add_(&c->api[m * HD_APIR__COUNT + r], 1);
+}
+
+/* Names in the exported labels (hd_render.c). */
+const char *hd_api_method_name(enum hd_api_method m);
+const char *hd_api_result_name(enum hd_api_result r);
 
 /* WebSocket close code sent or seen; unknown codes count as "other". */
 void hd_disconnect_inc(unsigned close_code);

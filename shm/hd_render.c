@@ -407,6 +407,21 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
             sample_u64(b, snap->w[k].disc[i]);
         }
 
+    family(b, "herald_api_requests_total", "counter",
+           "HTTP API requests, by method and result.");
+    for (size_t k = 0; k < snap->nworkers; k++)
+        for (unsigned m = 0; m < HD_API__COUNT; m++)
+            for (unsigned r = 0; r < HD_APIR__COUNT; r++) {
+                open_worker(b, "herald_api_requests_total",
+                            snap->w[k].worker_id);
+                hd_strbuf_puts(b, ",method=\"");
+                hd_strbuf_puts(b, hd_api_method_name(m));
+                hd_strbuf_puts(b, "\",result=\"");
+                hd_strbuf_puts(b, hd_api_result_name(r));
+                hd_strbuf_puts(b, "\"}");
+                sample_u64(b, snap->w[k].api[m * HD_APIR__COUNT + r]);
+            }
+
     gauge_family(b, snap, HD_G_SUBSCRIPTIONS, "herald_subscriptions",
                  "Client channel subscriptions.");
     gauge_family(b, snap, HD_G_CHANNELS, "herald_channels",

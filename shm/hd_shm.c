@@ -126,6 +126,8 @@ cells_zero(hd_metrics_cells_t *m)
         st(&m->rej[i], 0);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&m->disc[i], 0);
+    for (unsigned i = 0; i < HD_API_CELLS; i++)
+        st(&m->api[i], 0);
     for (unsigned i = 0; i < HD_G__COUNT; i++)
         atomic_store_explicit(&m->gauge[i], 0, RLX);
     atomic_store_explicit(&m->conn_peak, 0, RLX);
@@ -148,6 +150,8 @@ cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
         st(&dst->rej[i], ld(&dst->rej[i]) + ld(&src->rej[i]));
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&dst->disc[i], ld(&dst->disc[i]) + ld(&src->disc[i]));
+    for (unsigned i = 0; i < HD_API_CELLS; i++)
+        st(&dst->api[i], ld(&dst->api[i]) + ld(&src->api[i]));
     if (lds(&src->conn_peak) > lds(&dst->conn_peak))
         atomic_store_explicit(&dst->conn_peak, lds(&src->conn_peak), RLX);
     for (unsigned h = 0; h < HD_H__COUNT; h++) {
@@ -346,6 +350,8 @@ snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
         w->rej[i] += ld(&m->rej[i]);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         w->disc[i] += ld(&m->disc[i]);
+    for (unsigned i = 0; i < HD_API_CELLS; i++)
+        w->api[i] += ld(&m->api[i]);
     if (lds(&m->conn_peak) > w->conn_peak)
         w->conn_peak = lds(&m->conn_peak);
     for (unsigned h = 0; h < HD_H__COUNT; h++) {

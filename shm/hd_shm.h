@@ -123,6 +123,7 @@ typedef struct hd_shm_worker_snap {
     uint64_t ctr[HD_C__COUNT];
     uint64_t rej[HD_REJ__COUNT];
     uint64_t disc[HD_DISC__COUNT];
+    uint64_t api[HD_API_CELLS];
     /* Live slots only (a dead process contributes nothing). Sums, except
      * HD_G_REDIS_UP: the minimum over RUNNING/DRAINING slots (over
      * STARTING ones if none runs), so 1 means every serving process of

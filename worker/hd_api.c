@@ -21,8 +21,25 @@
 enum api_route {
     R_NONE = 0,
     R_PUBLISH,
-    R_BROADCAST
+    R_BROADCAST,
+    R_OTHER /* a handler from the routes table */
 };
+
+/* Every path the API serves: publish and broadcast here, the rest in
+ * hd_capi.c. */
+static const struct {
+    const char        *path;
+    enum hd_api_method method;
+    hd_api_fn         *fn; /* NULL: publish/broadcast */
+} routes[] = {
+    { "/api/publish", HD_API_PUBLISH, NULL },
+    { "/api/broadcast", HD_API_BROADCAST, NULL },
+    { "/api/disconnect", HD_API_DISCONNECT, hd_capi_disconnect },
+    { "/api/channels", HD_API_CHANNELS, hd_capi_channels },
+    { "/api/info", HD_API_INFO, hd_capi_info },
+    { "/api/connections", HD_API_CONNECTIONS, hd_capi_connections },
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 /* Per-request state; c->http points at it while a request is in progress. */
 typedef struct hd_http {
@@ -36,9 +53,17 @@ typedef struct hd_http {
     int    status;
     char  *resp;
     size_t resp_len;
+    int    ri; /* index in routes[], -1: none */
     /* broadcast/publish in flight */
     struct pubreq *req;
+    /* another method's answer pending */
+    struct hd_api_call *call;
 } hd_http_t;
+
+/* An asynchronous answer; outlives the request (http == NULL then). */
+struct hd_api_call {
+    hd_http_t *http;
+};
 
 /* One API call's publishes. Outlives the HTTP request if the client goes
  * away (http == NULL then) and frees itself when the last reply is in. */
@@ -56,6 +81,7 @@ http_state(hd_conn_t *c, struct lws *wsi)
     if (c->http == NULL) {
         c->http = hd_calloc(1, sizeof(hd_http_t));
         c->http->wsi = wsi;
+        c->http->ri = -1;
     }
     return c->http;
 }
@@ -69,16 +95,29 @@ http_reset(hd_conn_t *c)
         return;
     if (h->req != NULL)
         h->req->http = NULL;
+    if (h->call != NULL)
+        h->call->http = NULL;
     free(h->body);
     free(h->resp);
     free(h);
     c->http = NULL;
 }
 
-/* Queue a response; it is written on the next writable callback. */
+/* Queue a response; it is written on the next writable callback. Counts
+ * it for the route's method by result. */
 static int
 respond(hd_http_t *h, int status, json_t *body)
 {
+    if (h->ri >= 0) {
+        enum hd_api_result r = status == 401 ? HD_APIR_UNAUTHORIZED
+            : status >= 500                  ? HD_APIR_ERROR
+            : status >= 400                  ? HD_APIR_BAD_REQUEST
+            : json_is_true(
+                  json_object_get(json_object_get(body, "result"), "partial"))
+            ? HD_APIR_PARTIAL
+            : HD_APIR_OK;
+        hd_api_inc(routes[h->ri].method, r);
+    }
     free(h->resp);
     h->resp = json_dumps(body, JSON_COMPACT);
     h->resp_len = h->resp ? strlen(h->resp) : 0;
@@ -122,7 +161,7 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
 
     if (c->http != NULL
         && (c->http->route != R_NONE || c->http->req != NULL
-            || c->http->resp != NULL)) {
+            || c->http->call != NULL || c->http->resp != NULL)) {
         /* a pipelined request while the previous one is unanswered: not
          * supported (one request at a time per connection, as browsers and
          * HTTP libraries do); close rather than mix up two requests */
@@ -134,9 +173,11 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     h->wsi = wsi;
     h->body_done = h->too_big = false; /* a new request */
     h->body_len = 0;
-    if (hd_w.conf->api_key == NULL
-        || (strcmp(uri, "/api/publish") != 0
-            && strcmp(uri, "/api/broadcast") != 0))
+    h->ri = -1;
+    for (size_t i = 0; i < NROUTES && hd_w.conf->api_key != NULL; i++)
+        if (strcmp(uri, routes[i].path) == 0)
+            h->ri = (int) i;
+    if (h->ri < 0)
         return respond_error(h, 404,
                              hd_w.conf->api_key == NULL
                                  ? "the HTTP API is disabled (no api.key)"
@@ -157,7 +198,9 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     if (strtoull(cl, NULL, 10)
         > (unsigned long long) hd_w.conf->api_max_body_bytes)
         return respond_error(h, 413, "body too large");
-    h->route = strcmp(uri, "/api/publish") == 0 ? R_PUBLISH : R_BROADCAST;
+    h->route = routes[h->ri].fn != NULL          ? R_OTHER
+        : routes[h->ri].method == HD_API_PUBLISH ? R_PUBLISH
+                                                 : R_BROADCAST;
     return 0; /* the body follows */
 }
 
@@ -281,6 +324,8 @@ parse_body(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
             return api_fail(e, "\"tenant\" must match [A-Za-z0-9_.-]{1,64}");
         a->who.tenant = json_string_value(jt);
     }
+    if (h->route == R_OTHER)
+        return 0; /* the handler reads the rest */
     a->text = hd_pub_encode(json_object_get(a->root, "data"), e);
     return a->text != NULL ? 0 : -1;
 }
@@ -367,7 +412,16 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         return 0;
     if (h->too_big)
         return respond_error(h, 413, "body too large");
-    if (parse_body(h, &a, &e) < 0 || parse_targets(h, &a, &e) < 0)
+    if (parse_body(h, &a, &e) < 0)
+        goto fail;
+    if (h->route == R_OTHER) {
+        hd_api_call_t *call = hd_calloc(1, sizeof(*call));
+        call->http = h;
+        h->call = call;
+        routes[h->ri].fn(call, a.root, a.who.tenant);
+        goto done;
+    }
+    if (parse_targets(h, &a, &e) < 0)
         goto fail;
     if (!hd_redis_cmd_up()) {
         e.code = HD_ERR_UNAVAILABLE;
@@ -384,6 +438,30 @@ done:
     json_decref(a.chans);
     json_decref(a.root);
     return rc;
+}
+
+void
+hd_api_answer(hd_api_call_t *a, int status, json_t *body)
+{
+    hd_http_t *h = a->http;
+
+    if (h != NULL) {
+        h->call = NULL;
+        if (status >= 400)
+            hd_ctr_inc(HD_C_ERRORS);
+        respond(h, status, body);
+    } else {
+        json_decref(body);
+    }
+    free(a);
+}
+
+void
+hd_api_fail(hd_api_call_t *a, int status, const char *msg)
+{
+    hd_api_answer(
+        a, status,
+        json_pack("{s:{s:i, s:s}}", "error", "code", status, "message", msg));
 }
 
 int

@@ -107,6 +107,14 @@ hd_chan_count(void)
     return T.n;
 }
 
+void
+hd_chan_foreach(void (*fn)(const hd_chan_t *ch, void *arg), void *arg)
+{
+    for (size_t i = 0; i < T.cap; i++)
+        for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext)
+            fn(ch, arg);
+}
+
 static void
 unlink_chan(hd_chan_t *ch)
 {

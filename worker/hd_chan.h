@@ -153,6 +153,8 @@ void hd_chan_cmd_up(void);
 void hd_chan_confirmed(const char *key, size_t key_len, bool subscribed);
 
 size_t hd_chan_count(void);
+/* Call fn for every channel of the table (fn must not change it). */
+void hd_chan_foreach(void (*fn)(const hd_chan_t *ch, void *arg), void *arg);
 /* Start the table on loop (Redis state changes are batched once per loop
  * turn). hooks is copied. */
 void hd_chan_init(struct ev_loop *loop, const hd_chan_hooks_t *hooks);

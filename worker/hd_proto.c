@@ -17,6 +17,7 @@
 #include "hd_admit.h"
 #include "hd_alloc.h"
 #include "hd_channel.h"
+#include "hd_cluster.h"
 #include "hd_cmd.h"
 #include "hd_envelope.h"
 #include "hd_strbuf.h"
@@ -325,7 +326,7 @@ m_connect(cmd_t *cmd)
     const char      *token;
     size_t           tlen;
     hd_jwt_claims_t  claims;
-    char             client[48];
+    char             client[HD_CLIENT_ID_MAX];
     int              rc;
 
     if (c->connected) {
@@ -398,8 +399,7 @@ m_connect(cmd_t *cmd)
         ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
         ev_timer_start(hd_w.loop, &c->timer);
     }
-    snprintf(client, sizeof(client), "%x-%u-%llx", (unsigned) getpid(), hd_w.id,
-             (unsigned long long) c->id);
+    hd_cluster_client_id(c, client);
     send_result(c, cmd->id,
                 json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
                           (int) hd_w.id, "version", HD_VERSION,

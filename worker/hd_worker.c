@@ -20,6 +20,7 @@
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_chan.h"
+#include "hd_cluster.h"
 #include "hd_proc.h"
 #include "hd_pubsub.h"
 #include "hd_redis.h"
@@ -77,6 +78,36 @@ worker_cmd_up(void)
 {
     hd_pubsub_cmd_up(); /* scripts first: they are pipelined ahead */
     hd_chan_cmd_up();
+    hd_cluster_cmd_up();
+}
+
+static void
+worker_sub_up(void)
+{
+    hd_cluster_sub_up();
+    hd_chan_redis_up();
+}
+
+static void
+worker_sub_down(void)
+{
+    hd_cluster_sub_down();
+    hd_chan_redis_down();
+}
+
+/* Control channels first: they are few and never client channels. */
+static void
+worker_message(const char *chan, size_t chan_len, const char *data, size_t len)
+{
+    if (!hd_cluster_message(chan, chan_len, data, len))
+        hd_chan_dispatch(chan, chan_len, data, len);
+}
+
+static void
+worker_confirmed(const char *chan, size_t chan_len, bool sub)
+{
+    if (!hd_cluster_confirmed(chan, chan_len, sub))
+        hd_chan_confirmed(chan, chan_len, sub);
 }
 
 static void
@@ -495,13 +526,14 @@ hd_worker_main(const hd_worker_args_t *a)
         _exit(HD_EXIT_FATAL);
     hd_pubsub_init();
     hd_chan_init(hd_w.loop, &hd_proto_chan_hooks);
+    hd_cluster_init();
     hd_conn_io_init();
     {
         static const hd_redis_hooks_t hooks = {
-            .sub_up = hd_chan_redis_up,
-            .sub_down = hd_chan_redis_down,
-            .message = hd_chan_dispatch,
-            .subscribed = hd_chan_confirmed,
+            .sub_up = worker_sub_up,
+            .sub_down = worker_sub_down,
+            .message = worker_message,
+            .subscribed = worker_confirmed,
             .cmd_up = worker_cmd_up,
         };
         hd_redis_start(&hooks);
@@ -535,6 +567,7 @@ hd_worker_main(const hd_worker_args_t *a)
     }
 
     hd_log_info("worker exiting");
+    hd_cluster_shutdown();
     hd_redis_stop();
     hd_conn_io_shutdown();
     shutdown_lws();

@@ -185,6 +185,13 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->cmd_rate, 50);
     ck_assert_int_eq(c->cmd_burst, 80);
     ck_assert_int_eq(c->rate_abuse_ms, 2000);
+    ck_assert(c->api_expose_ips);
+    ck_assert_int_eq(c->api_list_max, 50);
+    ck_assert_str_eq(c->node_name, "full-node");
+    ck_assert_int_eq(c->cluster_hb_ms, 1000);
+    ck_assert_int_eq(c->cluster_node_ttl_ms, 5000);
+    ck_assert_int_eq(c->cluster_timeout_ms, 700);
+    ck_assert_int_eq(c->presence_info_bytes, 512);
     ck_assert_uint_eq(c->nallowed_origins, 2);
     ck_assert(!c->allow_missing_origin);
     ck_assert(c->compression);
@@ -205,10 +212,12 @@ START_TEST(test_every_key)
     ck_assert(chat->publish && chat->anonymous);
     ck_assert_int_eq(chat->history_size, 100);
     ck_assert_int_eq(chat->history_ttl_s, 600);
+    ck_assert(chat->presence && chat->join_leave);
     const hd_ns_t *def = hd_conf_ns(c, "", 0);
     ck_assert_ptr_nonnull(def);
     ck_assert_str_eq(def->name, "default");
     ck_assert(!def->publish && !def->anonymous && def->history_size == 0);
+    ck_assert(!def->presence && !def->join_leave);
     ck_assert_ptr_null(hd_conf_ns(c, "cha", 3));
     ck_assert_ptr_null(hd_conf_ns(c, "chatx", 5));
     hd_conf_free(c);
@@ -238,7 +247,8 @@ START_TEST(test_namespaces)
                  "hold [A-Za-z0-9_.@-], got \"a:b\"");
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"pub\": true}}}",
                  "t.json: $.namespaces.a.pub: unknown key (expected publish, "
-                 "anonymous, history_size or history_ttl_s)");
+                 "anonymous, history_size, history_ttl_s, presence or "
+                 "join_leave)");
     expect_error(
         "{" AUTH ", \"namespaces\": {\"a\": {\"publish\": 1}}}",
         "t.json: $.namespaces.a.publish: expected boolean, got integer");

@@ -1,0 +1,510 @@
+/*
+ * The cluster-wide HTTP API methods (docs/api.md): the handlers that
+ * validate a request and either answer from Redis (presence, history) or
+ * send it over the control channel to every worker of every node
+ * (disconnect, subscribe, unsubscribe, channels, connections), and the
+ * local side of those control operations (hd_cluster_ops[]).
+ */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "hd_alloc.h"
+#include "hd_api.h"
+#include "hd_channel.h"
+#include "hd_cluster.h"
+#include "hd_jwt.h"
+#include "hd_log.h"
+#include "hd_pubsub.h"
+#include "hd_time.h"
+#include "hd_worker_int.h"
+
+#define USER_MAX    255
+#define REASON_MAX  63 /* fits a close frame's reason as herald keeps it */
+#define PATTERN_MAX 255
+
+/* ---- validation ------------------------------------------------------------ */
+
+/* A string field: NULL with *bad set when present but not a string of
+ * 1..max bytes. */
+static const char *
+opt_str(json_t *body, const char *name, size_t max, bool *bad)
+{
+    json_t *v = json_object_get(body, name);
+
+    if (v == NULL)
+        return NULL;
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) > max
+        || strlen(json_string_value(v)) != json_string_length(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static bool
+tenant_eq(const hd_conn_t *c, const char *tenant)
+{
+    const char *t = c->claims != NULL ? c->claims->tenant : NULL;
+
+    if (t == NULL || tenant == NULL)
+        return t == tenant;
+    return strcmp(t, tenant) == 0;
+}
+
+static bool
+user_eq(const hd_conn_t *c, const char *user)
+{
+    return c->claims != NULL && c->claims->sub != NULL
+        && strcmp(c->claims->sub, user) == 0;
+}
+
+static const char *
+arg_str(json_t *args, const char *name)
+{
+    return json_string_value(json_object_get(args, name));
+}
+
+/* The common tail of a gathered reply: partial and the missing nodes. */
+static json_t *
+with_partial(json_t *result, json_t *missing)
+{
+    json_object_set_new(result, "partial",
+                        json_boolean(json_array_size(missing) > 0));
+    json_object_set(result, "missing", missing);
+    return json_pack("{s:o}", "result", result);
+}
+
+typedef struct ctx {
+    hd_api_call_t *a;
+    size_t         limit;
+} ctx_t;
+
+static ctx_t *
+ctx_new(hd_api_call_t *a, size_t limit)
+{
+    ctx_t *x = hd_malloc(sizeof(*x));
+    x->a = a;
+    x->limit = limit;
+    return x;
+}
+
+static int
+call_or_fail(hd_api_call_t *a, const char *op, json_t *args, hd_call_cb *cb,
+             ctx_t *x)
+{
+    int rc = hd_cluster_call(op, args, cb, x);
+
+    json_decref(args);
+    if (rc < 0) {
+        free(x);
+        hd_api_fail(a, 503, "redis unavailable, nothing was done");
+    }
+    return rc;
+}
+
+/* "limit": 1..api.list_max, default api.list_max. 0 on a bad value. */
+static size_t
+get_limit(json_t *body)
+{
+    json_t *v = json_object_get(body, "limit");
+    int     max = hd_w.conf->api_list_max;
+
+    if (v == NULL)
+        return (size_t) max;
+    if (!json_is_integer(v) || json_integer_value(v) < 1
+        || json_integer_value(v) > max)
+        return 0;
+    return (size_t) json_integer_value(v);
+}
+
+/* ---- disconnect --------------------------------------------------------------- */
+
+static json_t *
+op_disconnect(json_t *args)
+{
+    const char *user = arg_str(args, "user");
+    const char *tenant = arg_str(args, "tenant");
+    const char *client = arg_str(args, "client");
+    const char *reason = arg_str(args, "reason");
+    json_int_t  code = json_integer_value(json_object_get(args, "code"));
+    json_int_t  n = 0;
+    char        cid[HD_CLIENT_ID_MAX];
+
+    if (user == NULL || code < 4000 || code > 4999)
+        return json_pack("{s:s}", "error", "bad arguments");
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (!c->connected || c->close_code != 0 || !user_eq(c, user)
+            || !tenant_eq(c, tenant))
+            continue;
+        if (client != NULL
+            && (hd_cluster_client_id(c, cid) == 0 || strcmp(cid, client) != 0))
+            continue;
+        hd_conn_close(c, (uint16_t) code,
+                      reason ? reason : "disconnected by server");
+        n++;
+    }
+    return json_pack("{s:I}", "closed", n);
+}
+
+static void
+disconnect_done(int err, json_t *replies, json_t *missing, void *arg)
+{
+    ctx_t     *x = arg;
+    json_int_t n = 0;
+    size_t     i;
+    json_t    *r;
+
+    if (err != 0) {
+        hd_api_fail(x->a, 503, "redis unavailable, nothing was done");
+        free(x);
+        return;
+    }
+    json_array_foreach(replies, i, r)
+    {
+        n += json_integer_value(
+            json_object_get(json_object_get(r, "result"), "closed"));
+    }
+    hd_api_answer(x->a, 200,
+                  with_partial(json_pack("{s:I}", "closed", n), missing));
+    free(x);
+}
+
+void
+hd_capi_disconnect(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    bool        bad = false;
+    const char *user = opt_str(body, "user", USER_MAX, &bad);
+    const char *client, *reason;
+    json_t     *jc = json_object_get(body, "code"), *args;
+    json_int_t  code = HD_CLOSE_DISCONNECTED;
+
+    if (user == NULL) {
+        hd_api_fail(a, 400, "\"user\" must be a string of 1..255 bytes");
+        return;
+    }
+    client = opt_str(body, "client", HD_CLIENT_ID_MAX - 1, &bad);
+    if (bad) {
+        hd_api_fail(a, 400, "\"client\" must be a client id string");
+        return;
+    }
+    reason = opt_str(body, "reason", REASON_MAX, &bad);
+    if (bad) {
+        hd_api_fail(a, 400, "\"reason\" must be a string of 1..63 bytes");
+        return;
+    }
+    if (jc != NULL) {
+        if (!json_is_integer(jc) || json_integer_value(jc) < 4000
+            || json_integer_value(jc) > 4999) {
+            hd_api_fail(a, 400,
+                        "\"code\" must be a close code from 4000 to 4999 "
+                        "(4000-4499: the client may reconnect, 4500-4999: "
+                        "it should not)");
+            return;
+        }
+        code = json_integer_value(jc);
+    }
+    args = json_pack("{s:s, s:I}", "user", user, "code", code);
+    if (tenant != NULL)
+        json_object_set_new(args, "tenant", json_string(tenant));
+    if (client != NULL)
+        json_object_set_new(args, "client", json_string(client));
+    if (reason != NULL)
+        json_object_set_new(args, "reason", json_string(reason));
+    call_or_fail(a, "disconnect", args, disconnect_done, ctx_new(a, 0));
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static json_t *
+conn_row(const hd_conn_t *c, double now_wall, uint64_t now_mono)
+{
+    char    cid[HD_CLIENT_ID_MAX];
+    json_t *subs = json_array();
+    json_t *row;
+
+    hd_cluster_client_id(c, cid);
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        json_array_append_new(
+            subs,
+            json_stringn(c->subs[i].chan->name, c->subs[i].chan->name_len));
+    row = json_pack("{s:s, s:s, s:i, s:f, s:o, s:I}", "client", cid, "node",
+                    hd_node_id, "worker", (int) hd_w.id, "connected_at",
+                    now_wall - (double) (now_mono - c->accepted_ns) / 1e9,
+                    "subscriptions", subs, "queued_bytes",
+                    (json_int_t) c->q_bytes);
+    if (c->claims != NULL && c->claims->sub != NULL)
+        json_object_set_new(row, "user", json_string(c->claims->sub));
+    if (c->claims != NULL && c->claims->tenant != NULL)
+        json_object_set_new(row, "tenant", json_string(c->claims->tenant));
+    if (hd_w.conf->api_expose_ips)
+        json_object_set_new(row, "ip", json_string(c->peer));
+    return row;
+}
+
+static json_t *
+op_connections(json_t *args)
+{
+    const char *user = arg_str(args, "user");
+    const char *tenant = arg_str(args, "tenant");
+    size_t  limit = (size_t) json_integer_value(json_object_get(args, "limit"));
+    json_t *rows = json_array();
+    json_int_t total = 0;
+    double     now_wall = hd_wall_sec();
+    uint64_t   now_mono = hd_mono_ns();
+
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (!c->connected || !tenant_eq(c, tenant)
+            || (user != NULL && !user_eq(c, user)))
+            continue;
+        total++;
+        if (json_array_size(rows) < limit)
+            json_array_append_new(rows, conn_row(c, now_wall, now_mono));
+    }
+    return json_pack("{s:o, s:I}", "connections", rows, "total", total);
+}
+
+static void
+connections_done(int err, json_t *replies, json_t *missing, void *arg)
+{
+    ctx_t     *x = arg;
+    json_t    *rows = json_array(), *r, *row;
+    json_int_t total = 0;
+    size_t     i, k;
+
+    if (err != 0) {
+        json_decref(rows);
+        hd_api_fail(x->a, 503, "redis unavailable");
+        free(x);
+        return;
+    }
+    json_array_foreach(replies, i, r)
+    {
+        json_t *res = json_object_get(r, "result");
+        total += json_integer_value(json_object_get(res, "total"));
+        json_array_foreach(json_object_get(res, "connections"), k, row)
+        {
+            if (json_array_size(rows) < x->limit)
+                json_array_append(rows, row);
+        }
+    }
+    hd_api_answer(
+        x->a, 200,
+        with_partial(json_pack("{s:o, s:I, s:b}", "connections", rows, "total",
+                               total, "truncated",
+                               (json_int_t) json_array_size(rows) < total),
+                     missing));
+    free(x);
+}
+
+void
+hd_capi_connections(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    bool        bad = false;
+    const char *user = opt_str(body, "user", USER_MAX, &bad);
+    size_t      limit = get_limit(body);
+    json_t     *args;
+
+    if (bad) {
+        hd_api_fail(a, 400, "\"user\" must be a string of 1..255 bytes");
+        return;
+    }
+    if (limit == 0) {
+        hd_api_fail(a, 400,
+                    "\"limit\" must be an integer from 1 to "
+                    "api.list_max");
+        return;
+    }
+    args = json_pack("{s:I}", "limit", (json_int_t) limit);
+    if (user != NULL)
+        json_object_set_new(args, "user", json_string(user));
+    if (tenant != NULL)
+        json_object_set_new(args, "tenant", json_string(tenant));
+    call_or_fail(a, "connections", args, connections_done, ctx_new(a, limit));
+}
+
+/* ---- channels ------------------------------------------------------------------ */
+
+typedef struct chan_walk {
+    const char *tenant;
+    const char *pattern;
+    json_t     *out; /* name -> local subscribers */
+} chan_walk_t;
+
+static void
+chan_visit(const hd_chan_t *ch, void *arg)
+{
+    chan_walk_t *w = arg;
+    size_t       tl = w->tenant ? strlen(w->tenant) : 0;
+    char         name[256];
+
+    if (ch->nmembers == 0 || ch->name_len >= sizeof(name))
+        return;
+    /* key "herald|T|C": the tenant is between the bars */
+    if ((size_t) (ch->name - ch->key) != 8 + tl
+        || (tl > 0 && memcmp(ch->key + 7, w->tenant, tl) != 0))
+        return;
+    memcpy(name, ch->name, ch->name_len);
+    name[ch->name_len] = '\0';
+    if (w->pattern != NULL && fnmatch(w->pattern, name, 0) != 0)
+        return;
+    json_object_set_new(w->out, name, json_integer(ch->nmembers));
+}
+
+static json_t *
+op_channels(json_t *args)
+{
+    chan_walk_t w = { arg_str(args, "tenant"), arg_str(args, "pattern"),
+                      json_object() };
+
+    hd_chan_foreach(chan_visit, &w);
+    return json_pack("{s:o}", "channels", w.out);
+}
+
+static void
+channels_done(int err, json_t *replies, json_t *missing, void *arg)
+{
+    ctx_t      *x = arg;
+    json_t     *sum = json_object(), *r, *v, *list;
+    const char *name;
+    size_t      i;
+
+    if (err != 0) {
+        json_decref(sum);
+        hd_api_fail(x->a, 503, "redis unavailable");
+        free(x);
+        return;
+    }
+    json_array_foreach(replies, i, r)
+    {
+        json_object_foreach(
+            json_object_get(json_object_get(r, "result"), "channels"), name, v)
+        {
+            json_t *cur = json_object_get(sum, name);
+            json_object_set_new(
+                sum, name,
+                json_integer(json_integer_value(cur) + json_integer_value(v)));
+        }
+    }
+    list = json_array();
+    json_object_foreach(sum, name, v)
+    {
+        if (json_array_size(list) >= x->limit)
+            break;
+        json_array_append_new(
+            list, json_pack("{s:s, s:O}", "channel", name, "subscribers", v));
+    }
+    hd_api_answer(
+        x->a, 200,
+        with_partial(json_pack("{s:o, s:I, s:b}", "channels", list, "total",
+                               (json_int_t) json_object_size(sum), "truncated",
+                               json_array_size(list) < json_object_size(sum)),
+                     missing));
+    json_decref(sum);
+    free(x);
+}
+
+void
+hd_capi_channels(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    bool        bad = false;
+    const char *pattern = opt_str(body, "pattern", PATTERN_MAX, &bad);
+    size_t      limit = get_limit(body);
+    json_t     *args;
+
+    if (bad) {
+        hd_api_fail(a, 400,
+                    "\"pattern\" must be a glob (fnmatch) of 1..255 bytes");
+        return;
+    }
+    if (limit == 0) {
+        hd_api_fail(a, 400,
+                    "\"limit\" must be an integer from 1 to "
+                    "api.list_max");
+        return;
+    }
+    args = json_object();
+    if (pattern != NULL)
+        json_object_set_new(args, "pattern", json_string(pattern));
+    if (tenant != NULL)
+        json_object_set_new(args, "tenant", json_string(tenant));
+    call_or_fail(a, "channels", args, channels_done, ctx_new(a, limit));
+}
+
+/* ---- info ------------------------------------------------------------------------ */
+
+static void
+info_done(int err, json_t *instances, void *arg)
+{
+    ctx_t      *x = arg;
+    json_t     *nodes, *list, *inst, *n;
+    const char *id;
+    double      now = hd_wall_sec();
+
+    if (err != 0) {
+        hd_api_fail(x->a, 503, "redis unavailable");
+        free(x);
+        return;
+    }
+    nodes = json_object();
+    json_object_foreach(instances, id, inst)
+    {
+        const char *nid = json_string_value(json_object_get(inst, "node"));
+        if (nid == NULL)
+            continue;
+        n = json_object_get(nodes, nid);
+        if (n == NULL) {
+            double st = json_number_value(json_object_get(inst, "started_at"));
+            n = json_pack("{s:s, s:O, s:O, s:f, s:f, s:i, s:i, s:i, s:i}", "id",
+                          nid, "name", json_object_get(inst, "name"), "version",
+                          json_object_get(inst, "version"), "started_at", st,
+                          "uptime_s", now - st, "workers", 0, "connections", 0,
+                          "subscriptions", 0, "channels", 0);
+            json_object_set_new(nodes, nid, n);
+        }
+        static const char *const sum[] = { "connections", "subscriptions",
+                                           "channels" };
+        for (size_t i = 0; i < 3; i++)
+            json_object_set_new(
+                n, sum[i],
+                json_integer(
+                    json_integer_value(json_object_get(n, sum[i]))
+                    + json_integer_value(json_object_get(inst, sum[i]))));
+        json_object_set_new(
+            n, "workers",
+            json_integer(json_integer_value(json_object_get(n, "workers"))
+                         + 1));
+    }
+    list = json_array();
+    json_object_foreach(nodes, id, n)
+    {
+        json_array_append(list, n);
+    }
+    json_decref(nodes);
+    hd_api_answer(x->a, 200, json_pack("{s:{s:o}}", "result", "nodes", list));
+    free(x);
+}
+
+void
+hd_capi_info(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    ctx_t *x = ctx_new(a, 0);
+    (void) body;
+    (void) tenant;
+
+    if (hd_cluster_instances(info_done, x) < 0) {
+        free(x);
+        hd_api_fail(a, 503, "redis unavailable");
+    }
+}
+
+const hd_cluster_op_t hd_cluster_ops[] = {
+    { "disconnect", op_disconnect },
+    { "connections", op_connections },
+    { "channels", op_channels },
+    { NULL, NULL },
+};

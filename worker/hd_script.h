@@ -1,0 +1,32 @@
+/*
+ * Lua scripts on the command connection, by EVALSHA with one EVAL retry on
+ * NOSCRIPT (first use on a server, or after SCRIPT FLUSH). For scripts
+ * whose order against other commands does not matter (the publish path
+ * has its own loader in hd_pubsub.c for that reason).
+ *
+ * Ownership: the arguments are copied; the reply passed to cb is valid
+ * only during the callback.
+ */
+#ifndef HD_SCRIPT_H
+#define HD_SCRIPT_H
+
+#include <stddef.h>
+
+#include "hd_redis.h"
+
+typedef struct hd_script {
+    const char *body;
+    char        sha[41]; /* filled on first use */
+} hd_script_t;
+
+#define HD_SCRIPT(b) \
+    {                \
+        (b), ""      \
+    }
+
+/* Run s with nkeys of args as KEYS, the rest as ARGV. 0 (cb runs once) or
+ * -1 when the command connection is down (cb does not run). */
+int hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
+                  const size_t *lens, hd_redis_cb *cb, void *arg);
+
+#endif
