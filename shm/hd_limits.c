@@ -101,6 +101,7 @@
 #include <unistd.h>
 
 #include "hd_alloc.h"
+#include "hd_hash.h"
 #include "hd_limits.h"
 #include "hd_log.h"
 
@@ -202,75 +203,6 @@ hd_limit_kind_name(enum hd_limit_kind k)
 
 /* ---- hashing ---- */
 
-static inline uint64_t
-rotl(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-#define SIPROUND           \
-    do {                   \
-        v0 += v1;          \
-        v1 = rotl(v1, 13); \
-        v1 ^= v0;          \
-        v0 = rotl(v0, 32); \
-        v2 += v3;          \
-        v3 = rotl(v3, 16); \
-        v3 ^= v2;          \
-        v0 += v3;          \
-        v3 = rotl(v3, 21); \
-        v3 ^= v0;          \
-        v2 += v1;          \
-        v1 = rotl(v1, 17); \
-        v1 ^= v2;          \
-        v2 = rotl(v2, 32); \
-    } while (0)
-
-static inline uint64_t
-le64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-/* SipHash-c-d (Aumasson and Bernstein), 64-bit output. Production uses
- * 1-3 (as Rust's and CPython's hash tables do); the unit test checks 2-4
- * against the reference vectors. */
-static uint64_t
-siphash(const uint64_t k[2], const void *data, size_t len, int crounds,
-        int drounds)
-{
-    uint64_t             v0 = 0x736f6d6570736575ull ^ k[0];
-    uint64_t             v1 = 0x646f72616e646f6dull ^ k[1];
-    uint64_t             v2 = 0x6c7967656e657261ull ^ k[0];
-    uint64_t             v3 = 0x7465646279746573ull ^ k[1];
-    const unsigned char *p = data;
-    size_t               full = len & ~(size_t) 7;
-
-    for (size_t i = 0; i < full; i += 8) {
-        uint64_t m = le64(p + i);
-        v3 ^= m;
-        for (int r = 0; r < crounds; r++)
-            SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t b = (uint64_t) len << 56;
-    for (size_t i = 0; i < (len & 7); i++)
-        b |= (uint64_t) p[full + i] << (8 * i);
-    v3 ^= b;
-    for (int r = 0; r < crounds; r++)
-        SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    for (int r = 0; r < drounds; r++)
-        SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
 /* Where key K lives: its tag and the first entry of each bucket. */
 struct probe {
     uint64_t tag;
@@ -281,7 +213,7 @@ static void
 probe_of(const hd_limits_t *l, enum hd_limit_kind k, const void *key,
          size_t len, struct probe *pr)
 {
-    uint64_t h = siphash(l->seed, key, len, 1, 3);
+    uint64_t h = hd_siphash(l->seed, key, len, 1, 3);
     uint32_t mask = kind_entries[k] / BUCKET - 1;
     uint32_t b1 = (uint32_t) h & mask;
     uint32_t b2 = (uint32_t) (h >> 16) & mask;
@@ -321,21 +253,6 @@ ctable(const hd_limits_t *l, enum hd_limit_kind k)
 
 /* ---- create / destroy ---- */
 
-static int
-fill_seed(uint64_t seed[2])
-{
-    ssize_t n = getrandom(seed, 2 * sizeof(uint64_t), 0);
-    if (n == (ssize_t) (2 * sizeof(uint64_t)))
-        return 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    n = read(fd, seed, 2 * sizeof(uint64_t));
-    int err = errno;
-    close(fd);
-    return n == (ssize_t) (2 * sizeof(uint64_t)) ? 0 : -(err ? err : EIO);
-}
-
 int
 hd_limits_create(hd_limits_t **out)
 {
@@ -350,7 +267,7 @@ hd_limits_create(hd_limits_t **out)
         return -err;
     }
     hd_limits_t *l = p;
-    int          rc = fill_seed(l->seed);
+    int          rc = hd_hash_seed(l->seed);
     if (rc < 0) {
         hd_log_error("getrandom() failed: %s", strerror(-rc));
         munmap(p, sizeof(struct hd_limits));

@@ -12,6 +12,7 @@
 #include "hd_codes.h"
 #include "hd_conn.h"
 #include "hd_envelope.h"
+#include "hd_hash.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_pubsub.h"
@@ -34,15 +35,12 @@ static struct {
 static void chan_maybe_free(hd_chan_t *ch);
 static void meta_read(hd_chan_t *ch);
 
+/* Channel names are chosen by clients: keyed with this process's secret
+ * seed, so nobody can precompute names that share a bucket. */
 static uint64_t
 hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char) s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return hd_hash_bytes(s, n);
 }
 
 static void

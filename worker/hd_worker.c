@@ -17,6 +17,7 @@
 
 #include "hd_alloc.h"
 #include "hd_ctl.h"
+#include "hd_hash.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_chan.h"
@@ -477,6 +478,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.ctl_fd = a->ctl_fd;
 
     hd_log_set_role("worker", (int) a->worker_id);
+    hd_hash_reseed(); /* a key of our own, not one inherited over fork */
     hd_proc_title_set("herald: worker %u", a->worker_id);
     (void) prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 

@@ -7,7 +7,7 @@
  *
  * Single process: limits per kind and node, unlimited, release, tombstone
  * reuse (own and foreign), full -> -ENOSPC, top-N tenants with names,
- * address keys, reclaim, the in-flight record, SipHash against OpenSSL.
+ * address keys, reclaim, the in-flight record (SipHash itself: common/hash).
  *
  * Multi-process (the test process plays the master):
  *   concurrent_exact  forked workers, each with its own lease, take and give
@@ -39,10 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 
 #include "hd_limits.c"
 
@@ -142,51 +138,6 @@ cnt(enum hd_limit_kind k, const char *key)
 }
 
 /* ---- hashing ---- */
-
-START_TEST(siphash_matches_openssl)
-{
-    /* reference vectors of the SipHash paper (2-4, key 00..0f) */
-    uint64_t      k[2] = { 0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull };
-    unsigned char msg[64];
-    for (unsigned i = 0; i < sizeof(msg); i++)
-        msg[i] = (unsigned char) i;
-    ck_assert_uint_eq(siphash(k, msg, 0, 2, 4), 0x726fdb47dd0e0e31ull);
-    ck_assert_uint_eq(siphash(k, msg, 1, 2, 4), 0x74f839c593dc67fdull);
-
-    /* 1-3 (what the tables use) against OpenSSL's SIPHASH MAC with the
-     * same rounds, every length 0..63, random keys */
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
-    ck_assert_ptr_nonnull(mac);
-    for (unsigned trial = 0; trial < 8; trial++) {
-        unsigned char key[16];
-        for (unsigned i = 0; i < 16; i++)
-            key[i] = (unsigned char) rnd();
-        for (unsigned i = 0; i < sizeof(msg); i++)
-            msg[i] = (unsigned char) rnd();
-        uint64_t kk[2];
-        memcpy(kk, key, 16); /* little-endian host */
-        for (size_t len = 0; len < sizeof(msg); len++) {
-            unsigned int  c = 1, d = 3;
-            size_t        size = 8, outl = 0;
-            unsigned char out[8];
-            OSSL_PARAM    ps[] = {
-                   OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size),
-                   OSSL_PARAM_construct_uint(OSSL_MAC_PARAM_C_ROUNDS, &c),
-                   OSSL_PARAM_construct_uint(OSSL_MAC_PARAM_D_ROUNDS, &d),
-                   OSSL_PARAM_construct_end(),
-            };
-            EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-            ck_assert_int_eq(EVP_MAC_init(ctx, key, 16, ps), 1);
-            ck_assert_int_eq(EVP_MAC_update(ctx, msg, len), 1);
-            ck_assert_int_eq(EVP_MAC_final(ctx, out, &outl, 8), 1);
-            EVP_MAC_CTX_free(ctx);
-            ck_assert_uint_eq(outl, 8);
-            ck_assert_uint_eq(siphash(kk, msg, len, 1, 3), le64(out));
-        }
-    }
-    EVP_MAC_free(mac);
-}
-END_TEST
 
 START_TEST(seed_is_random)
 {
@@ -1161,7 +1112,6 @@ suite(void)
     TCase *tc = tcase_create("single");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, siphash_matches_openssl);
     tcase_add_test(tc, seed_is_random);
     tcase_add_test(tc, limit_per_kind);
     tcase_add_test(tc, node_limit);
