@@ -23,12 +23,21 @@
  * and tests/unit/shm proves it with a reader racing a folding master.
  * Workers are not part of the seqlock: their cells only grow while their
  * slot is live, and a reaped process writes nothing.
+ *
+ * Because the retry is never needed in the real server, an odd fold_seq
+ * seen by the master's reader means the seqlock is broken (a stray write):
+ * spinning on it would hang the master's loop (supervision, signals, the
+ * admin server). So the reader gives up after HD_SHM_SNAP_TRIES attempts
+ * and serves the last consistent snapshot it took, and workers cannot make
+ * the stray write in the first place: the master's part of the segment is
+ * read-only in them (hd_shm_protect_master_part()).
  */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "hd_alloc.h"
 #include "hd_log.h"
@@ -85,11 +94,37 @@ hd_shm_create(hd_shm_t **out)
     return 0;
 }
 
+static void last_forget(const hd_shm_t *shm);
+
 void
 hd_shm_destroy(hd_shm_t *shm)
 {
-    if (shm != NULL)
+    if (shm != NULL) {
+        last_forget(shm);
         munmap(shm, sizeof(struct hd_shm));
+    }
+}
+
+int
+hd_shm_protect_master_part(hd_shm_t *shm)
+{
+    long   pg = sysconf(_SC_PAGESIZE);
+    size_t len = offsetof(struct hd_shm, slot);
+
+    if (pg <= 0 || len % (size_t) pg != 0) {
+        /* larger pages than the layout's: the slots share a page with
+         * the master's part; leave it writable rather than fault */
+        hd_log_warn("shm: page size %ld does not divide %zu: the master's "
+                    "part of the segment stays writable in workers",
+                    pg, len);
+        return -EINVAL;
+    }
+    if (mprotect(shm, len, PROT_READ) < 0) {
+        int err = errno;
+        hd_log_error("mprotect() of the shm header failed: %s", strerror(err));
+        return -err;
+    }
+    return 0;
 }
 
 hd_shm_slot_t *
@@ -475,22 +510,88 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
         out->node_conn_peak = sum;
 }
 
-void
+/* The last consistent snapshot, per segment (the master has one; tests
+ * make several in turn). */
+static struct {
+    const hd_shm_t   *shm;
+    bool              have;
+    hd_shm_snapshot_t snap;
+    uint64_t          warned_ms;
+} last;
+
+/* a new segment may come back at the same address */
+static void
+last_forget(const hd_shm_t *shm)
+{
+    if (last.shm == shm) {
+        hd_free(last.snap.w);
+        memset(&last, 0, sizeof(last));
+    }
+}
+
+static void
+snap_copy(hd_shm_snapshot_t *dst, const hd_shm_snapshot_t *src)
+{
+    hd_shm_worker_snap_t *keep = dst->w;
+    size_t                keepcap = dst->wcap;
+
+    if (src->nworkers > keepcap) {
+        hd_free(keep);
+        keepcap = src->nworkers;
+        keep = hd_malloc(keepcap * sizeof(*keep));
+    }
+    memcpy(dst, src, sizeof(*dst));
+    dst->w = keep;
+    dst->wcap = keepcap;
+    if (src->nworkers > 0)
+        memcpy(dst->w, src->w, src->nworkers * sizeof(*dst->w));
+}
+
+int
 hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out)
 {
+    bool read = false;
+
     out->w = NULL;
     out->wcap = 0;
-    for (;;) {
+    out->nworkers = 0;
+    if (last.shm != shm) {
+        last_forget(last.shm);
+        last.shm = shm;
+    }
+    for (unsigned i = 0; i < HD_SHM_SNAP_TRIES; i++) {
         uint64_t s1 = atomic_load_explicit(&shm->hdr.fold_seq,
                                            memory_order_acquire);
         if (s1 & 1)
-            continue; /* a fold is running: it is short, spin */
+            continue; /* a fold is running: it is short, retry */
         snap_read(shm, out);
+        read = true;
         atomic_thread_fence(memory_order_acquire);
         uint64_t s2 = atomic_load_explicit(&shm->hdr.fold_seq, RLX);
-        if (s1 == s2)
-            return;
+        if (s1 == s2) {
+            snap_copy(&last.snap, out);
+            last.have = true;
+            return 0;
+        }
     }
+    uint64_t now = hd_mono_ms();
+    if (last.warned_ms == 0 || now - last.warned_ms >= 10000) {
+        last.warned_ms = now;
+        hd_log_error(
+            "shm: no consistent snapshot in %d tries (fold "
+            "sequence %llu): serving %s",
+            HD_SHM_SNAP_TRIES,
+            (unsigned long long) atomic_load_explicit(&shm->hdr.fold_seq, RLX),
+            last.have ? "the last consistent one"
+                      : "a possibly inconsistent read");
+    }
+    if (last.have) {
+        snap_copy(out, &last.snap);
+        return -EAGAIN;
+    }
+    if (!read)
+        snap_read(shm, out);
+    return -EIO;
 }
 
 void

@@ -64,6 +64,15 @@ void hd_shm_slot_retire(hd_shm_t *shm, int idx, double cpu_seconds);
 
 hd_shm_slot_t *hd_shm_slot(hd_shm_t *shm, int idx);
 
+/*
+ * Worker, right after fork: map the master's part of the segment (header
+ * and retired totals, everything before the slots) read-only in this
+ * process. A stray write there then faults in the worker (which the master
+ * respawns) instead of hanging or corrupting the master's reads. The
+ * worker's own slot stays writable. Returns 0 or -errno (logged).
+ */
+int hd_shm_protect_master_part(hd_shm_t *shm);
+
 /* Either side. */
 void hd_shm_slot_set_state(hd_shm_slot_t *s, enum hd_slot_state st);
 enum hd_slot_state hd_shm_slot_state(const hd_shm_slot_t *s);
@@ -162,14 +171,22 @@ typedef struct hd_shm_snapshot {
 
 /*
  * Take a consistent snapshot (out may be uninitialised; w is allocated
- * here, ~10 KB per reported worker id): every worker id that ever had a process or
- * is below workers_expected, with its retired totals plus its live slots.
- * Consistent means a concurrent hd_shm_slot_retire() or acquire is either
- * wholly before or wholly after the read (seqlock, see hd_shm.c), so a
- * counter in a later snapshot is never below the same counter in an
- * earlier one. Never blocks a worker. Free with hd_shm_snapshot_free().
+ * here, ~10 KB per reported worker id): every worker id that ever had a
+ * process or is below workers_expected, with its retired totals plus its
+ * live slots. Consistent means a concurrent hd_shm_slot_retire() or
+ * acquire is either wholly before or wholly after the read (seqlock, see
+ * hd_shm.c), so a counter in a later snapshot is never below the same
+ * counter in an earlier one. Never blocks a worker, and never blocks the
+ * caller for long: the retries are bounded (HD_SHM_SNAP_TRIES). Returns 0
+ * for a fresh snapshot; -EAGAIN when no consistent read succeeded (the
+ * seqlock stays odd, e.g. after a stray write) and out holds a copy of the
+ * last consistent snapshot of this segment instead; -EIO when there was
+ * none yet (out then holds the last, possibly torn, read). Both are
+ * logged (at most every 10 s). Free with hd_shm_snapshot_free(). Not
+ * thread-safe (the last good snapshot is kept in this file): one reader.
  */
-void hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out);
+#define HD_SHM_SNAP_TRIES 1000
+int  hd_shm_snapshot_take(const hd_shm_t *shm, hd_shm_snapshot_t *out);
 void hd_shm_snapshot_free(hd_shm_snapshot_t *snap);
 
 #endif

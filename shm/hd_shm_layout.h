@@ -7,6 +7,12 @@
  *     retired[HD_SHM_WORKER_IDS]  folded totals per logical worker id
  *     slot[HD_SHM_SLOTS]          one per worker process, single writer
  *
+ * The slots start on a page boundary: everything before them is the
+ * master's alone, and every worker maps those pages read-only right after
+ * its fork (hd_shm_protect_master_part()), so a stray write in a worker
+ * faults in that worker instead of corrupting the seqlock or the totals
+ * the master serves.
+ *
  * Every member that another process reads concurrently is an _Atomic
  * accessed with relaxed loads and stores (the segment holds no locks).
  * The one ordering protocol is fold_seq, a seqlock the master holds (odd)
@@ -21,6 +27,10 @@
 
 #include "hd_metrics.h"
 #include "hd_shm.h"
+
+/* The smallest page size herald runs on (x86-64, arm64 with 4 KiB pages;
+ * larger pages are multiples, and hd_shm_protect_master_part() checks). */
+#define HD_SHM_PAGE 4096
 
 typedef struct hd_shm_hdr {
     /* identity, written once by hd_shm_create() */
@@ -67,7 +77,7 @@ struct hd_shm_slot {
 struct hd_shm {
     _Alignas(64) hd_shm_hdr_t hdr;
     _Alignas(64) hd_shm_retired_t retired[HD_SHM_WORKER_IDS];
-    _Alignas(64) struct hd_shm_slot slot[HD_SHM_SLOTS];
+    _Alignas(HD_SHM_PAGE) struct hd_shm_slot slot[HD_SHM_SLOTS];
 };
 
 /* Build the histogram and close-code tables (idempotent; hd_metrics.c). */
@@ -83,7 +93,8 @@ _Static_assert(offsetof(hd_metrics_cells_t, hist) % 64 == 0, "hist aligned");
 _Static_assert(sizeof(struct hd_shm_slot) % 64 == 0, "slot is whole lines");
 _Static_assert(offsetof(struct hd_shm_slot, m) == 64, "identity line first");
 _Static_assert(sizeof(hd_shm_hdr_t) <= 128, "header fits two lines");
-_Static_assert(offsetof(struct hd_shm, slot) % 64 == 0, "slots aligned");
+_Static_assert(offsetof(struct hd_shm, slot) % HD_SHM_PAGE == 0,
+               "slots start on a page: the master's part can be read-only");
 _Static_assert(offsetof(struct hd_shm, retired) % 64 == 0, "retired aligned");
 _Static_assert(HD_HIST_BUCKETS >= HD_HIST_RAW + HD_HIST_LE_COUNT,
                "room for one split per exported bound");

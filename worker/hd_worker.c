@@ -489,6 +489,7 @@ hd_worker_main(const hd_worker_args_t *a)
         keep[nkeep++] = hd_log_fd();
     hd_proc_close_fds_except(keep, nkeep);
 
+    (void) hd_shm_protect_master_part(a->shm);
     hd_metrics_bind(hd_w.slot);
     hd_shm_slot_set_pid(a->shm, a->shm_idx, getpid());
 

@@ -135,7 +135,8 @@ flood_names(size_t count, size_t cap, uint64_t *next)
     uint64_t i = *next;
 
     for (size_t got = 0; got < count; i++) {
-        int n = snprintf(buf, sizeof(buf), "flood:%llu", (unsigned long long) i);
+        int n = snprintf(buf, sizeof(buf), "flood:%llu",
+                         (unsigned long long) i);
         if ((fnv1a(buf, (size_t) n) & (cap - 1)) == 0)
             out[got++] = strdup(buf);
     }
@@ -155,7 +156,10 @@ rand_names(size_t count, int r)
     return out;
 }
 
-enum which { OLD, NEW };
+enum which {
+    OLD,
+    NEW
+};
 
 /* one run: ns per create and per lookup */
 static void
@@ -173,9 +177,9 @@ run(enum which w, char **names, size_t count, double *create_ns,
     size_t   found = 0;
     for (int r = 0; r < LOOKUPS; r++)
         for (size_t i = 0; i < count; i++)
-            found += w == OLD ? old_find(names[i], strlen(names[i])) != NULL
-                              : hd_chan_find(names[i], strlen(names[i]))
-                                    != NULL;
+            found += w == OLD
+                ? old_find(names[i], strlen(names[i])) != NULL
+                : hd_chan_find(names[i], strlen(names[i])) != NULL;
     uint64_t t2 = now_ns();
     if (found != count * LOOKUPS) {
         fprintf(stderr, "lookup lost channels: %zu of %zu\n", found,
@@ -229,8 +233,8 @@ main(int argc, char **argv)
     while (cap < count)
         cap <<= 1;
 
-    printf("%zu channels, %d lookups each, median of %d runs\n", count,
-           LOOKUPS, RUNS);
+    printf("%zu channels, %d lookups each, median of %d runs\n", count, LOOKUPS,
+           RUNS);
     printf("%-30s %10s %12s\n", "", "create ns", "lookup ns");
     row("fnv1a table, flood names", OLD, true, count, cap, &next);
     row("herald table, flood names", NEW, true, count, cap, &next);

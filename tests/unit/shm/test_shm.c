@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hd_metrics.h"
 #include "hd_shm.h"
@@ -426,6 +429,102 @@ START_TEST(test_strbuf)
 }
 END_TEST
 
+/*
+ * A fold sequence stuck odd (a stray write into the master's part of the
+ * segment) must not hang the reader (the master's loop): bounded retries,
+ * then the last consistent snapshot (issue 16 item 7). Before, the reader
+ * spun forever and this test ran into its timeout.
+ */
+START_TEST(test_stuck_seqlock_serves_last_good)
+{
+    hd_shm_note_start(shm, 1);
+    (void) start(0, HD_SLOT_RUNNING);
+    hd_ctr_add(HD_C_CONN_ACCEPTED, 5);
+
+    hd_shm_snapshot_t s;
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), 0);
+    ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 5);
+    hd_shm_snapshot_free(&s);
+
+    /* the stray write: fold_seq odd for good; the worker goes on */
+    atomic_store(&shm->hdr.fold_seq, 41);
+    hd_ctr_add(HD_C_CONN_ACCEPTED, 2);
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), -EAGAIN);
+    ck_assert_uint_eq(s.nworkers, 1);
+    ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 5);
+    hd_shm_snapshot_free(&s);
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), -EAGAIN);
+    hd_shm_snapshot_free(&s);
+
+    /* repaired: fresh again */
+    atomic_store(&shm->hdr.fold_seq, 42);
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), 0);
+    ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 7);
+    hd_shm_snapshot_free(&s);
+}
+END_TEST
+
+/* stuck from the start: nothing good to serve, but still bounded */
+START_TEST(test_stuck_seqlock_no_snapshot_yet)
+{
+    hd_shm_note_start(shm, 1);
+    (void) start(0, HD_SLOT_RUNNING);
+    hd_ctr_add(HD_C_CONN_ACCEPTED, 3);
+    atomic_store(&shm->hdr.fold_seq, 1);
+
+    hd_shm_snapshot_t s;
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), -EIO);
+    ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 3);
+    hd_shm_snapshot_free(&s);
+}
+END_TEST
+
+/*
+ * In a worker (after hd_shm_protect_master_part()) the master's part is
+ * read-only: a write to the fold sequence kills the worker with SIGSEGV;
+ * its own slot stays writable, and the master's view is untouched.
+ */
+START_TEST(test_master_part_read_only_in_workers)
+{
+    int idx = start(0, HD_SLOT_RUNNING);
+    hd_metrics_bind(NULL);
+
+    for (int which = 0; which < 3; which++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (hd_shm_protect_master_part(shm) < 0)
+                _exit(3);
+            hd_metrics_bind(hd_shm_slot(shm, idx));
+            hd_ctr_add(HD_C_CONN_ACCEPTED, 9); /* own slot: fine */
+            hd_shm_slot_set_state(hd_shm_slot(shm, idx), HD_SLOT_DRAINING);
+            if (which == 1)
+                atomic_store(&shm->hdr.fold_seq, 1); /* header */
+            else if (which == 2)
+                atomic_store(&shm->retired[0].cpu_ns, 1); /* totals */
+            _exit(0);
+        }
+        int st = 0;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        if (which == 0) {
+            ck_assert(WIFEXITED(st));
+            ck_assert_int_eq(WEXITSTATUS(st), 0);
+        } else {
+            ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV,
+                          "write %d: status %#x, expected SIGSEGV", which, st);
+        }
+    }
+    ck_assert_uint_eq(atomic_load(&shm->hdr.fold_seq) & 1, 0);
+    ck_assert_uint_eq(atomic_load(&shm->retired[0].cpu_ns), 0);
+    hd_shm_snapshot_t s;
+    ck_assert_int_eq(hd_shm_snapshot_take(shm, &s), 0);
+    ck_assert_uint_eq(find(&s, 0)->ctr[HD_C_CONN_ACCEPTED], 27);
+    hd_shm_snapshot_free(&s);
+    /* the master itself can still write it */
+    hd_shm_note_restart(shm);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -443,6 +542,13 @@ suite(void)
     tcase_add_test(tc, test_unbound_noop);
     tcase_add_test(tc, test_disconnect_table);
     tcase_add_test(tc, test_strbuf);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("robust");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 10);
+    tcase_add_test(tc, test_stuck_seqlock_serves_last_good);
+    tcase_add_test(tc, test_stuck_seqlock_no_snapshot_yet);
+    tcase_add_test(tc, test_master_part_read_only_in_workers);
     suite_add_tcase(s, tc);
     return s;
 }

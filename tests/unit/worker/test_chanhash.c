@@ -30,9 +30,9 @@ fnv1a(const char *s, size_t n)
 
 START_TEST(flood_names_spread)
 {
-    static char    names[N][32];
-    static bool    seen[CAP];
-    unsigned       distinct = 0, got = 0;
+    static char names[N][32];
+    static bool seen[CAP];
+    unsigned    distinct = 0, got = 0;
 
     /* what an attacker precomputes: N names all in bucket 0 */
     for (unsigned long i = 0; got < N; i++) {
