@@ -268,8 +268,7 @@ process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     };
     static const char *const helps[3] = {
         "Resident memory of the process (summed over a worker's processes).",
-        "User plus system CPU time; a worker's series includes its reaped "
-        "processes.",
+        "User plus system CPU time; a worker's series includes its reaped processes.",
         "Open file descriptors (summed over a worker's processes).",
     };
     static const char *const types[3] = { "gauge", "counter", "gauge" };
