@@ -8,7 +8,9 @@
 #   ./deploy/dev.sh test   install missing packages, then build and test
 #                          twice: build/ (gcc) and build-asan/ (clang with
 #                          AddressSanitizer + UBSan); unit tests (meson) and
-#                          integration tests (pytest) for each
+#                          integration tests (pytest) for each; once, the
+#                          JavaScript SDK's tests (clients/js: node, npm,
+#                          headless chromium)
 #
 # Safe to run again: build dirs are reused and reconfigured only when their
 # options or compiler do not match. Runs as root or as a sudo user.
@@ -34,7 +36,14 @@ PACKAGES=(
     redis-server python3-pytest python3-websockets prometheus
     libclang-rt-14-dev clang-format
     nginx haproxy systemd openssl python3-yaml
+    chromium
 )
+
+# Node.js for the JavaScript SDK (clients/js): Debian's nodejs and npm, but
+# only when there is no node or npm at all. A machine with Node.js from
+# elsewhere (e.g. nodesource, whose nodejs conflicts with Debian's npm) keeps
+# it; the SDK needs Node.js 18 or later.
+NODE_PACKAGES=(nodejs npm)
 
 # name | compiler | meson options
 BUILD_NORMAL=(build gcc --werror)
@@ -54,7 +63,7 @@ warn() { printf 'warning: %s\n' "$*" >&2; }
 die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '3,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # Run a command as root: directly when we are root, through sudo otherwise.
@@ -85,6 +94,9 @@ install_packages() {
             missing+=("$p")
         fi
     done
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        missing+=("${NODE_PACKAGES[@]}")
+    fi
     if [ "${#missing[@]}" -eq 0 ]; then
         return 0
     fi
@@ -317,10 +329,67 @@ test_build() {
     esac
 }
 
+# The JavaScript SDK (clients/js), once, against the normal build's binary:
+# npm ci from the committed lockfile, unit tests (fake transport and
+# clock), the TypeScript declarations (tsc --noEmit on a typed example),
+# integration tests against the real herald and redis-server, and the
+# same recovery in a real headless Chromium.
+test_js() {
+    local js="$ROOT/clients/js" bin="$ROOT/build/master/herald" rc
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        record clients/js npm-ci "FAIL (no node/npm)"
+        return 0
+    fi
+    say "[clients/js] npm ci (node $(node --version))"
+    if ! (cd "$js" && npm ci --no-audit --no-fund --loglevel=error); then
+        record clients/js npm-ci FAIL
+        return 0
+    fi
+    record clients/js npm-ci PASS
+
+    say "[clients/js] unit tests"
+    if (cd "$js" && node --test test/unit/*.test.js); then
+        record clients/js unit PASS
+    else
+        record clients/js unit FAIL
+    fi
+
+    say "[clients/js] type check"
+    if (cd "$js" && node node_modules/typescript/bin/tsc --noEmit -p .); then
+        record clients/js types PASS
+    else
+        record clients/js types FAIL
+    fi
+
+    if [ ! -x "$bin" ]; then
+        record clients/js integration "SKIP (no build)"
+        record clients/js chromium "SKIP (no build)"
+        return 0
+    fi
+    say "[clients/js] integration tests"
+    rc=0
+    (cd "$js" && HERALD_BIN="$bin" node --test test/integration/*.test.js) || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        record clients/js integration PASS
+    else
+        record clients/js integration "FAIL (node --test exit $rc)"
+    fi
+
+    say "[clients/js] headless Chromium"
+    rc=0
+    (cd "$js" && HERALD_BIN="$bin" node --test test/browser/*.test.js) || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        record clients/js chromium PASS
+    else
+        record clients/js chromium "FAIL (node --test exit $rc)"
+    fi
+}
+
 cmd_test() {
     install_packages
     local start=$SECONDS
     test_build "${BUILD_NORMAL[@]}"
+    test_js
     test_build "${BUILD_ASAN[@]}"
 
     printf '\n==================== herald test summary ====================\n'

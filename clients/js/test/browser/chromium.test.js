@@ -1,0 +1,110 @@
+// The SDK in a real headless Chromium (Debian's chromium, driven by
+// puppeteer-core): the page's WebSocket goes through a TCP proxy in this
+// process; the proxy cuts the network while a Node.js publisher keeps
+// publishing, and the page must end with every message exactly once.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import WebSocket from "ws";
+import puppeteer from "puppeteer-core";
+import { HeraldClient } from "../../src/index.js";
+import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, heraldBin, sleep, tmpDir, token, until } from "../lib/harness.js";
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const BIN = heraldBin();
+const skip = !BIN
+  ? "no herald binary (set HERALD_BIN)"
+  : !fs.existsSync(CHROMIUM)
+    ? `no ${CHROMIUM} (apt-get install chromium)`
+    : false;
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript" };
+
+/** Serve clients/js (the SDK and the test page) on 127.0.0.1. */
+async function staticServer() {
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const file = path.join(ROOT, path.normalize(rel));
+    if (!file.startsWith(ROOT + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": TYPES[path.extname(file)] || "application/octet-stream" });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return server;
+}
+
+test("Chromium: network cut while publishing, every message recovered exactly once", { skip }, async () => {
+  const dir = tmpDir("chromium");
+  const redis = await new Redis(dir).start();
+  const herald = new Herald(BIN, dir, redis.url);
+  let server, proxy, browser, pubc;
+  let ok = false;
+  try {
+    await herald.start();
+    server = await staticServer();
+    proxy = await new Proxy(herald.port).start();
+    browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      userDataDir: path.join(dir, "chromium-profile"),
+      args: [
+        "--no-sandbox", // root in CI
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    const page = await browser.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    const q = new URLSearchParams({ ws: proxy.url, token: token({ sub: "browser" }), channel: "chat:browser" });
+    await page.goto(`http://127.0.0.1:${server.address().port}/test/browser/page.html?${q}`);
+    const t = (expr) => page.evaluate(expr);
+    await until(() => t("window.heraldTest && window.heraldTest.subscribed.length === 1"), 20000, "the page to subscribe");
+
+    pubc = new HeraldClient(herald.url, { websocket: WebSocket, token: token({ sub: "pub" }), maxQueuedMessages: 100000 });
+    pubc.connect();
+    await until(() => pubc.state === "connected", 10000, "the publisher");
+    const pub = new Publisher(pubc, "chat:browser", 1000).start();
+    await until(() => t("window.heraldTest.got.length >= 200"), 15000, "200 publications in the page");
+    proxy.cut();
+    await until(() => t("window.heraldTest.disconnects.length >= 1"), 10000, "the page to see the cut");
+    const before = pub.sent;
+    await sleep(700);
+    assert.ok(pub.sent - before >= 100, `only ${pub.sent - before} published during the cut`);
+    proxy.up();
+    await until(() => t("window.heraldTest.client.state === 'connected'"), 15000, "the page to reconnect");
+    await sleep(500);
+    await pub.stop();
+    assert.equal(pub.failed.size, 0);
+    const last = pub.maxAcked();
+    await until(() => t(`window.heraldTest.got[window.heraldTest.got.length - 1] >= ${last}`), 15000, "every publication in the page");
+    await sleep(200);
+    const res = await t("({ got: heraldTest.got, seqs: heraldTest.seqs, gaps: heraldTest.gaps, subscribed: heraldTest.subscribed, stats: heraldTest.client.stats() })");
+    checkExactlyOnce(assert, res.got, pub);
+    assert.deepEqual(res.seqs, Array.from({ length: pub.sent }, (_, i) => i));
+    assert.deepEqual(res.gaps, []);
+    assert.equal(res.subscribed[res.subscribed.length - 1].recovered, true);
+    assert.equal(res.stats.duplicatesDropped >= 0, true);
+    assert.deepEqual(pageErrors, []);
+    ok = true;
+  } finally {
+    if (pubc) pubc.disconnect();
+    if (browser) await browser.close();
+    if (proxy) await proxy.stop();
+    if (server) server.close();
+    const problems = await herald.finish();
+    await redis.stop();
+    if (!ok) console.error(herald.diag());
+    else assert.deepEqual(problems, []);
+  }
+});
