@@ -11,9 +11,9 @@
 #include "hd_shm.h"
 
 #include "hd_reuseport.h"
+#include "hd_sup_ops.h"
 
 struct event_base;
-struct event;
 
 /* The SO_REUSEPORT group of one listen address: the kernel's array of its
  * listening members, modelled (see hd_reuseport.h) so the master can steer
@@ -45,31 +45,61 @@ enum hd_proc_state {
 typedef struct hd_proc {
     pid_t              pid;
     unsigned           worker_id;
+    uint64_t           seq; /* spawn order: older processes of a slot are
+                               drained when a newer one is READY */
     int                shm_idx;
     int                ctl_fd;
-    struct event      *ctl_ev;
-    struct event      *drain_kill_ev; /* SIGKILL past a reload drain */
+    void              *ctl_w;
+    hd_sup_timer_t    *drain_kill_t; /* SIGKILL past a reload drain */
     uint32_t           generation;
     enum hd_proc_state state;
     uint64_t           started_ms;
     hd_listener_t     *lst;
-    hd_lease_t        *lease;    /* its holdings in hd_m.limits; freed
-                                       by hd_lease_reclaim() after reap */
-    struct hd_proc    *replaces; /* drained once this one is READY */
+    hd_lease_t        *lease; /* its holdings in hd_m.limits; freed
+                                 by hd_lease_reclaim() after reap */
     struct hd_proc    *next;
 } hd_proc_t;
 
+/*
+ * A worker slot's life (hd_supervisor.c, slot_on() is the only place that
+ * changes it):
+ *
+ *   OFF --START--> STARTING --READY--> RUNNING
+ *   STARTING/RUNNING --EXIT--> BACKOFF --TIMER--> STARTING
+ *   STARTING/RUNNING --EXIT (fatal status)--> FATAL
+ *   any active --REPLACE--> STARTING (the older process serves until the
+ *                           new one is READY, then drains)
+ *   any --DEACTIVATE--> OFF --RETIRE--> OFF (its processes drain)
+ *
+ * While the master stops, no event starts a process.
+ */
+enum hd_wslot_state {
+    HD_WS_OFF = 0,  /* not active: never started, or retired */
+    HD_WS_STARTING, /* cur forked, READY not seen */
+    HD_WS_RUNNING,  /* cur READY */
+    HD_WS_BACKOFF,  /* no cur: the respawn timer is armed */
+    HD_WS_FATAL,    /* cur exited with HD_EXIT_FATAL: wait for a reload */
+};
+
+enum hd_slot_event {
+    HD_SE_START,      /* activate with s->lst set */
+    HD_SE_READY,      /* a process of the slot reported READY */
+    HD_SE_EXIT,       /* a process of the slot was reaped */
+    HD_SE_TIMER,      /* the respawn timer fired */
+    HD_SE_REPLACE,    /* reload: a new process, the old drained once it
+                         is READY */
+    HD_SE_DEACTIVATE, /* reload: scaled down, out of the steering */
+    HD_SE_RETIRE,     /* then: its processes drain, its socket goes */
+};
+
 typedef struct hd_wslot {
-    bool           active;
-    bool           fatal; /* exited with HD_EXIT_FATAL */
-    hd_listener_t *lst;
-    hd_proc_t     *cur;         /* the process serving it, if any */
-    hd_proc_t     *pending_old; /* to drain once a respawned
-                                       replacement is READY */
-    struct event  *respawn_ev;
-    uint64_t       backoff_ms;
-    unsigned       crashes; /* in the current crash window */
-    uint64_t       crash_window_ms;
+    enum hd_wslot_state state;
+    hd_listener_t      *lst;
+    hd_proc_t          *cur; /* the newest process serving it, if any */
+    hd_sup_timer_t     *respawn_t;
+    uint64_t            backoff_ms;
+    unsigned            crashes; /* in the current crash window */
+    uint64_t            crash_window_ms;
 } hd_wslot_t;
 
 typedef struct hd_master {
@@ -87,7 +117,8 @@ typedef struct hd_master {
     hd_listener_t     *closing; /* unreferenced, close deferred while a
                                        forked child may hold a copy */
     bool               steer_warned;
-    struct event      *kill_ev;
+    hd_sup_timer_t    *kill_t;
+    uint64_t           next_seq;
     int                exit_code;
 } hd_master_t;
 

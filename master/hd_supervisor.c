@@ -8,28 +8,21 @@
  * the replacement during a reload) accepts from the very same socket.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
-
-#include <event2/event.h>
 
 #include "hd_admin.h"
 #include "hd_alloc.h"
 #include "hd_ctl.h"
 #include "hd_log.h"
 #include "hd_master.h"
-#include "hd_net.h"
-#include "hd_proc.h"
 #include "hd_reuseport.h"
 #include "hd_sdnotify.h"
-#include "hd_time.h"
+#include "hd_sup_ops.h"
 #include "hd_worker.h"
 
 #define RESPAWN_BACKOFF_MIN_MS 100
@@ -40,8 +33,23 @@
 #define RETIRE_GRACE_MAX_MS    2000 /* queue quiet time, retiring slot */
 #define DRAIN_KILL_GRACE_MS    3000 /* past a reload drain's window */
 
-static void spawn(unsigned id, hd_proc_t *replaces);
+static const hd_sup_ops_t *ops; /* hd_sup_set_ops() */
+
 static void steer(void);
+static void slot_on(unsigned id, enum hd_slot_event ev, hd_proc_t *p,
+                    int status);
+
+void
+hd_sup_set_ops(const hd_sup_ops_t *o)
+{
+    ops = o;
+}
+
+static bool
+slot_active(const hd_wslot_t *s)
+{
+    return s->state != HD_WS_OFF;
+}
 
 /* ---- listeners ----------------------------------------------------------
  *
@@ -94,8 +102,7 @@ listener_open(const hd_conf_t *c)
     int            fd;
     hd_listener_t *l;
 
-    fd = hd_net_listen(c->listen_address, c->listen_port, c->listen_backlog,
-                       true, &what);
+    fd = ops->listen(c, &what);
     if (fd < 0) {
         hd_log_error("%s failed for %s:%d: %s", what, c->listen_address,
                      c->listen_port, strerror(-fd));
@@ -117,23 +124,10 @@ listener_ref(hd_listener_t *l)
     return l;
 }
 
-/* Connections queued on a listen socket (accepted by the kernel, not yet
- * by us), or -1 if unknown. */
-static int
-queued(int fd)
-{
-    struct tcp_info ti;
-    socklen_t       len = sizeof(ti);
-
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-        return -1;
-    return (int) ti.tcpi_unacked; /* sk_ack_backlog for a listener */
-}
-
 static void
 listener_close(hd_listener_t *l)
 {
-    int q = queued(l->fd);
+    int q = ops->queued(l->fd);
 
     if (q > 0 && !hd_m.stopping)
         hd_log_warn("closing a retired listen socket with %d queued "
@@ -197,7 +191,7 @@ slot_serving(unsigned id)
 {
     const hd_wslot_t *s = &hd_m.slots[id];
 
-    if (!s->active || s->fatal || s->lst == NULL)
+    if (!slot_active(s) || s->state == HD_WS_FATAL || s->lst == NULL)
         return false;
     for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
         if (p->worker_id == id && p->lst == s->lst
@@ -237,7 +231,8 @@ steer(void)
             int               k;
 
             if (pass == 0 ? !slot_serving(i)
-                          : !s->active || s->fatal || s->lst == NULL)
+                          : !slot_active(s) || s->state == HD_WS_FATAL
+                        || s->lst == NULL)
                 continue;
             k = hd_reuseport_group_index(&g->arr, s->lst);
             if (s->lst->group != g || k < 0)
@@ -250,10 +245,10 @@ steer(void)
         /* nothing of ours to steer to: leave it to the kernel's hash (at
          * the end of a stop: keep the program, the master exits now) */
         if (g->arr.n > 0 && !hd_m.stopping)
-            (void) hd_reuseport_unsteer(((hd_listener_t *) g->arr.sock[0])->fd);
+            (void) ops->unsteer(((hd_listener_t *) g->arr.sock[0])->fd);
         return;
     }
-    rc = hd_reuseport_steer(fd, idx, n);
+    rc = ops->steer(fd, idx, n);
     if (rc < 0 && !hd_m.steer_warned) {
         hd_m.steer_warned = true;
         hd_log_warn("setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed: %s; new "
@@ -269,53 +264,36 @@ steer(void)
 
 /* ---- control channel ---------------------------------------------------- */
 
+/*
+ * Send m to p. When the socket is full or gone, the same message is tried
+ * once more, then a signal stands in for it (SIGKILL for EXIT, SIGTERM
+ * otherwise). A retry never loses the message's flags: a retiring worker
+ * told to drain without HD_DRAIN_KEEP_ACCEPTING would stop accepting at
+ * once and the connections queued on its socket would be reset.
+ */
 static int
-ctl_send(hd_proc_t *p, uint32_t type, uint32_t code, uint32_t window_ms)
+ctl_send(hd_proc_t *p, const hd_ctl_msg_t *m)
 {
-    hd_ctl_msg_t m = { .type = type,
-                       .close_code = code,
-                       .window_ms = window_ms };
+    int rc = -EBADF;
 
-    if (p->ctl_fd >= 0
-        && send(p->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT)
-            == (ssize_t) sizeof(m))
-        return 0;
-    /* the socket is full or gone: signals are the fallback */
+    for (int i = 0; i < 2 && p->ctl_fd >= 0; i++)
+        if ((rc = ops->ctl_send(p->ctl_fd, m)) == 0)
+            return 0;
     hd_log_warn("control message to worker %u (pid %d) failed: %s; "
                 "falling back to a signal",
-                p->worker_id, (int) p->pid, strerror(errno));
-    return kill(p->pid, type == HD_CTL_EXIT ? SIGKILL : SIGTERM) == 0 ? 0
-                                                                      : -errno;
-}
-
-static int
-ctl_send_drain(hd_proc_t *p, uint32_t code, uint32_t window_ms, uint32_t flags,
-               uint32_t grace_ms)
-{
-    hd_ctl_msg_t m = { .type = HD_CTL_DRAIN,
-                       .close_code = code,
-                       .window_ms = window_ms,
-                       .flags = flags,
-                       .grace_ms = grace_ms };
-
-    if (p->ctl_fd >= 0
-        && send(p->ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT)
-            == (ssize_t) sizeof(m))
-        return 0;
-    return ctl_send(p, HD_CTL_DRAIN, code, window_ms);
+                p->worker_id, (int) p->pid, strerror(-rc));
+    return ops->kill(p->pid, m->type == HD_CTL_EXIT ? SIGKILL : SIGTERM);
 }
 
 static void
-drain_kill_cb(evutil_socket_t fd, short what, void *arg)
+drain_kill_cb(void *arg)
 {
     hd_proc_t *p = arg;
-    (void) fd;
-    (void) what;
 
     hd_log_warn("worker %u (pid %d) still running %d ms after its drain "
                 "window; killing it",
                 p->worker_id, (int) p->pid, DRAIN_KILL_GRACE_MS);
-    kill(p->pid, SIGKILL);
+    ops->kill(p->pid, SIGKILL);
 }
 
 static uint32_t
@@ -336,75 +314,71 @@ static void
 drain(hd_proc_t *p, uint16_t code)
 {
     const hd_wslot_t *s = &hd_m.slots[p->worker_id];
-    uint32_t          window = drain_window_ms(), flags = 0, grace = 0;
+    uint32_t          window = drain_window_ms();
+    hd_ctl_msg_t      m = { .type = HD_CTL_DRAIN,
+                            .close_code = code,
+                            .window_ms = window };
 
     if (p->state == HD_PROC_DRAINING)
         return;
     p->state = HD_PROC_DRAINING;
-    if (p->replaces != NULL) {
-        /* p never got READY: what it was to replace goes with it */
-        hd_proc_t *older = p->replaces;
-        p->replaces = NULL;
-        drain(older, code);
-    }
     steer();
     if (hd_m.stopping) {
-        flags = HD_DRAIN_KEEP_ACCEPTING; /* every socket closes soon */
-    } else if (!s->active || s->lst != p->lst) {
-        flags = HD_DRAIN_KEEP_ACCEPTING;
-        grace = window / 2 < RETIRE_GRACE_MAX_MS ? window / 2
-                                                 : RETIRE_GRACE_MAX_MS;
+        m.flags = HD_DRAIN_KEEP_ACCEPTING; /* every socket closes soon */
+    } else if (!slot_active(s) || s->lst != p->lst) {
+        m.flags = HD_DRAIN_KEEP_ACCEPTING;
+        m.grace_ms = window / 2 < RETIRE_GRACE_MAX_MS ? window / 2
+                                                      : RETIRE_GRACE_MAX_MS;
     }
     hd_log_info("draining worker %u (pid %d) with close code %u%s",
                 p->worker_id, (int) p->pid, code,
-                flags ? ", accepting until its queue is empty" : "");
-    ctl_send_drain(p, code, window, flags, grace);
-    if (!hd_m.stopping && p->drain_kill_ev == NULL) {
+                m.flags ? ", accepting until its queue is empty" : "");
+    ctl_send(p, &m);
+    if (!hd_m.stopping && p->drain_kill_t == NULL) {
         /* a drained worker that outlives its window (stuck, or a bug)
          * must not linger for ever: the stop path has its own deadline */
-        struct timeval tv = {
-            (time_t) ((window + DRAIN_KILL_GRACE_MS) / 1000),
-            (suseconds_t) ((window + DRAIN_KILL_GRACE_MS) % 1000) * 1000
-        };
-        p->drain_kill_ev = evtimer_new(hd_m.base, drain_kill_cb, p);
-        evtimer_add(p->drain_kill_ev, &tv);
+        p->drain_kill_t = ops->timer_new(drain_kill_cb, p);
+        ops->timer_add(p->drain_kill_t, window + DRAIN_KILL_GRACE_MS);
+    }
+}
+
+/* Drain the processes of slot id started before p (what p replaces):
+ * the slot never stops accepting, new first, old drained. */
+static void
+drain_older(unsigned id, const hd_proc_t *p)
+{
+    for (hd_proc_t *q = hd_m.procs; q != NULL; q = q->next)
+        if (q->worker_id == id && q->seq < p->seq
+            && q->state != HD_PROC_DRAINING)
+            drain(q, 1012);
+}
+
+/* A control message from p's worker. */
+static void
+ctl_msg(hd_proc_t *p, const hd_ctl_msg_t *m)
+{
+    if (m->type == HD_CTL_READY && p->state == HD_PROC_STARTING) {
+        p->state = HD_PROC_RUNNING;
+        hd_log_debug("worker %u (pid %d) ready", p->worker_id, (int) p->pid);
+        slot_on(p->worker_id, HD_SE_READY, p, 0);
+        steer();
+        flush_closing(); /* p holds only its own sockets now */
     }
 }
 
 static void
-ctl_cb(evutil_socket_t fd, short what, void *arg)
+ctl_cb(void *arg)
 {
     hd_proc_t   *p = arg;
     hd_ctl_msg_t m;
-    ssize_t      n;
-    (void) what;
+    int          rc;
 
-    for (;;) {
-        n = recv(fd, &m, sizeof(m), MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n <= 0) {
-            /* the worker exited or closed its end: SIGCHLD does the rest */
-            event_del(p->ctl_ev);
-            return;
-        }
-        if ((size_t) n != sizeof(m))
-            continue;
-        if (m.type == HD_CTL_READY && p->state == HD_PROC_STARTING) {
-            p->state = HD_PROC_RUNNING;
-            hd_log_debug("worker %u (pid %d) ready", p->worker_id,
-                         (int) p->pid);
-            if (p->replaces != NULL) {
-                /* new first, old drained: the slot never stops accepting */
-                hd_proc_t *old = p->replaces;
-                p->replaces = NULL;
-                drain(old, 1012);
-            }
-            steer();
-            flush_closing(); /* p holds only its own sockets now */
-        }
+    while ((rc = ops->ctl_recv(p->ctl_fd, &m)) > 0)
+        ctl_msg(p, &m);
+    if (rc < 0) {
+        /* the worker exited or closed its end: SIGCHLD does the rest */
+        ops->ctl_unwatch(p->ctl_w);
+        p->ctl_w = NULL;
     }
 }
 
@@ -423,65 +397,65 @@ proc_unlink(hd_proc_t *p)
 static void
 proc_free(hd_proc_t *p)
 {
-    if (p->ctl_ev != NULL)
-        event_free(p->ctl_ev);
-    if (p->drain_kill_ev != NULL)
-        event_free(p->drain_kill_ev);
+    ops->ctl_unwatch(p->ctl_w);
+    if (p->drain_kill_t != NULL)
+        ops->timer_free(p->drain_kill_t);
     if (p->ctl_fd >= 0)
-        close(p->ctl_fd);
+        ops->close(p->ctl_fd);
     listener_unref(p->lst);
-    /* anyone who was waiting to replace p no longer needs to drain it */
-    for (hd_proc_t *q = hd_m.procs; q != NULL; q = q->next)
-        if (q->replaces == p)
-            q->replaces = NULL;
     for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
-        if (hd_m.slots[i].pending_old == p)
-            hd_m.slots[i].pending_old = NULL;
+        if (hd_m.slots[i].cur == p)
+            hd_m.slots[i].cur = NULL;
     free(p);
 }
 
 static void
-respawn_cb(evutil_socket_t fd, short what, void *arg)
+respawn_cb(void *arg)
 {
-    unsigned id = (unsigned) (uintptr_t) arg;
-    (void) fd;
-    (void) what;
+    slot_on((unsigned) (uintptr_t) arg, HD_SE_TIMER, NULL, 0);
+}
 
+static void
+arm_respawn(unsigned id, uint64_t ms)
+{
     hd_wslot_t *s = &hd_m.slots[id];
 
-    if (!hd_m.stopping && s->active && s->cur == NULL) {
-        hd_proc_t *old = s->pending_old;
-        s->pending_old = NULL;
-        spawn(id, old);
-    }
+    if (s->respawn_t == NULL)
+        s->respawn_t = ops->timer_new(respawn_cb, (void *) (uintptr_t) id);
+    ops->timer_add(s->respawn_t, ms);
+}
+
+static void
+disarm_respawn(hd_wslot_t *s)
+{
+    if (s->respawn_t != NULL)
+        ops->timer_del(s->respawn_t);
 }
 
 /*
- * Fork a worker for slot id. replaces, if set, is drained once the new
- * worker reports READY. Failures are logged and retried through the
- * respawn timer, never fatal for the master.
+ * Fork a worker for slot id; it becomes the slot's cur. Returns 0, or -1
+ * after logging (the caller retries through the respawn timer: never
+ * fatal for the master).
  */
-static void
-spawn(unsigned id, hd_proc_t *replaces)
+static int
+spawn(unsigned id)
 {
     hd_wslot_t      *s = &hd_m.slots[id];
     hd_worker_args_t args;
     hd_proc_t       *p;
     hd_lease_t      *lease = NULL;
-    sigset_t         old;
     int              sv[2], idx, rc;
     pid_t            pid;
 
     idx = hd_shm_slot_acquire(hd_m.shm, id, hd_m.generation);
     if (idx < 0) {
         hd_log_error("no free shm slot for worker %u", id);
-        goto retry;
+        return -1;
     }
-    rc = hd_proc_ctl_pair(sv);
+    rc = ops->ctl_pair(sv);
     if (rc < 0) {
         hd_log_error("socketpair() failed: %s", strerror(-rc));
-        hd_shm_slot_retire(hd_m.shm, idx, 0);
-        goto retry;
+        goto fail_slot;
     }
     if (hd_m.limits != NULL) {
         /* where the worker records what it holds in the limit tables, one
@@ -493,40 +467,27 @@ spawn(unsigned id, hd_proc_t *replaces)
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < nfds)
             nfds = (unsigned) rl.rlim_cur;
         lease = hd_lease_create(nfds);
-        if (lease == NULL) {
-            close(sv[0]);
-            close(sv[1]);
-            hd_shm_slot_retire(hd_m.shm, idx, 0);
-            goto retry;
-        }
+        if (lease == NULL)
+            goto fail_pair;
     }
 
-    hd_proc_block_all(&old);
-    pid = fork();
-    if (pid == 0) {
-        close(sv[0]);
-        hd_proc_reset_signals();
-        memset(&args, 0, sizeof(args));
-        args.worker_id = id;
-        args.shm_idx = idx;
-        args.generation = hd_m.generation;
-        args.listen_fd = s->lst->fd;
-        args.ctl_fd = sv[1];
-        args.conf = hd_m.conf;
-        args.shm = hd_m.shm;
-        args.limits = hd_m.limits;
-        args.lease = lease;
-        hd_worker_main(&args);
-    }
-    rc = errno;
-    hd_proc_restore_mask(&old);
-    close(sv[1]);
+    memset(&args, 0, sizeof(args));
+    args.worker_id = id;
+    args.shm_idx = idx;
+    args.generation = hd_m.generation;
+    args.listen_fd = s->lst->fd;
+    args.ctl_fd = sv[1];
+    args.conf = hd_m.conf;
+    args.shm = hd_m.shm;
+    args.limits = hd_m.limits;
+    args.lease = lease;
+    pid = ops->fork_worker(&args, sv[0]);
+    ops->close(sv[1]);
     if (pid < 0) {
-        hd_log_error("fork() failed: %s", strerror(rc));
-        close(sv[0]);
-        hd_shm_slot_retire(hd_m.shm, idx, 0);
+        hd_log_error("fork() failed: %s", strerror((int) -pid));
+        ops->close(sv[0]);
         hd_lease_reclaim(hd_m.limits, lease); /* empty: just unmaps */
-        goto retry;
+        goto fail_slot;
     }
     /* workers forked later must not inherit this worker's lease */
     hd_lease_dontfork(lease);
@@ -534,46 +495,56 @@ spawn(unsigned id, hd_proc_t *replaces)
     p = hd_calloc(1, sizeof(*p));
     p->pid = pid;
     p->worker_id = id;
+    p->seq = ++hd_m.next_seq;
     p->shm_idx = idx;
     p->ctl_fd = sv[0];
     p->generation = hd_m.generation;
     p->state = HD_PROC_STARTING;
-    p->started_ms = hd_mono_ms();
+    p->started_ms = ops->now_ms();
     p->lst = listener_ref(s->lst);
     p->lease = lease;
-    p->replaces = replaces;
-    p->ctl_ev = event_new(hd_m.base, sv[0], EV_READ | EV_PERSIST, ctl_cb, p);
-    event_add(p->ctl_ev, NULL);
+    p->ctl_w = ops->ctl_watch(sv[0], ctl_cb, p);
     p->next = hd_m.procs;
     hd_m.procs = p;
     hd_shm_slot_set_pid(hd_m.shm, idx, pid);
     s->cur = p;
     hd_log_info("started worker %u (pid %d)", id, (int) pid);
-    return;
+    return 0;
 
-retry:
-    if (s->respawn_ev == NULL)
-        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb,
-                                    (void *) (uintptr_t) id);
-    {
-        struct timeval tv = { 1, 0 };
-        evtimer_add(s->respawn_ev, &tv);
-    }
+fail_pair:
+    ops->close(sv[0]);
+    ops->close(sv[1]);
+fail_slot:
+    hd_shm_slot_retire(hd_m.shm, idx, 0);
+    return -1;
 }
 
-static void
-schedule_respawn(unsigned id, hd_proc_t *dead, int status)
+/* Start a worker for the slot: STARTING, or BACKOFF with a retry in 1 s. */
+static enum hd_wslot_state
+start_worker(unsigned id)
 {
-    hd_wslot_t    *s = &hd_m.slots[id];
-    uint64_t       now = hd_mono_ms(), lived = now - dead->started_ms;
-    struct timeval tv;
+    if (spawn(id) == 0)
+        return HD_WS_STARTING;
+    arm_respawn(id, 1000);
+    return HD_WS_BACKOFF;
+}
+
+/*
+ * The slot's worker died unplanned: respawn it after a backoff that
+ * doubles with each quick death (100 ms .. 10 s) and resets after a
+ * worker that lived STABLE_AFTER_MS; HD_EXIT_FATAL means never.
+ */
+static enum hd_wslot_state
+after_crash(unsigned id, const hd_proc_t *dead, int status)
+{
+    hd_wslot_t *s = &hd_m.slots[id];
+    uint64_t    now = ops->now_ms(), lived = now - dead->started_ms;
 
     if (WIFEXITED(status) && WEXITSTATUS(status) == HD_EXIT_FATAL) {
-        s->fatal = true;
         hd_log_error("worker %u exited with the fatal status %d; not "
                      "respawning it (fix the cause, then reload)",
                      id, HD_EXIT_FATAL);
-        return;
+        return HD_WS_FATAL;
     }
     if (lived >= STABLE_AFTER_MS)
         s->backoff_ms = 0;
@@ -587,18 +558,83 @@ schedule_respawn(unsigned id, hd_proc_t *dead, int status)
                      "start in %llu ms",
                      id, s->crashes, CRASH_WINDOW_MS / 1000,
                      (unsigned long long) s->backoff_ms);
-
-    if (s->respawn_ev == NULL)
-        s->respawn_ev = evtimer_new(hd_m.base, respawn_cb,
-                                    (void *) (uintptr_t) id);
-    tv.tv_sec = (time_t) (s->backoff_ms / 1000);
-    tv.tv_usec = (suseconds_t) (s->backoff_ms % 1000) * 1000;
-    evtimer_add(s->respawn_ev, &tv);
-
+    arm_respawn(id, s->backoff_ms);
     s->backoff_ms = s->backoff_ms == 0 ? RESPAWN_BACKOFF_MIN_MS
                                        : s->backoff_ms * 2;
     if (s->backoff_ms > RESPAWN_BACKOFF_MAX_MS)
         s->backoff_ms = RESPAWN_BACKOFF_MAX_MS;
+    return HD_WS_BACKOFF;
+}
+
+/*
+ * The slot state machine: the one place a slot's state changes. p is the
+ * process the event is about (READY, EXIT), status its wait status (EXIT).
+ */
+static void
+slot_on(unsigned id, enum hd_slot_event ev, hd_proc_t *p, int status)
+{
+    hd_wslot_t         *s = &hd_m.slots[id];
+    enum hd_wslot_state next = s->state;
+    hd_proc_t          *old;
+
+    switch (ev) {
+    case HD_SE_START:
+        s->backoff_ms = 0;
+        s->crashes = 0;
+        next = hd_m.stopping ? HD_WS_BACKOFF : start_worker(id);
+        break;
+    case HD_SE_READY:
+        /* what p replaces drains now (an older replacement that gets
+         * READY drains what it replaced, as the newest will drain it) */
+        drain_older(id, p);
+        if (p == s->cur && s->state == HD_WS_STARTING)
+            next = HD_WS_RUNNING;
+        break;
+    case HD_SE_EXIT:
+        if (p != s->cur)
+            break; /* an old or draining one */
+        s->cur = NULL;
+        if (hd_m.stopping || !slot_active(s))
+            break;
+        /* a replacement that died before READY: the old process keeps
+         * serving until the next replacement is READY */
+        hd_shm_note_restart(hd_m.shm);
+        next = after_crash(id, p, status);
+        break;
+    case HD_SE_TIMER:
+        if (s->state == HD_WS_BACKOFF && !hd_m.stopping && s->cur == NULL)
+            next = start_worker(id);
+        break;
+    case HD_SE_REPLACE:
+        old = s->cur;
+        s->backoff_ms = 0;
+        disarm_respawn(s);
+        s->cur = NULL;
+        next = start_worker(id);
+        if (next == HD_WS_BACKOFF && old != NULL) {
+            /* fork failed: keep the old one */
+            s->cur = old;
+            next = old->state == HD_PROC_RUNNING ? HD_WS_RUNNING
+                                                 : HD_WS_STARTING;
+        }
+        break;
+    case HD_SE_DEACTIVATE:
+        next = HD_WS_OFF;
+        break;
+    case HD_SE_RETIRE:
+        s->state = next = HD_WS_OFF;
+        disarm_respawn(s);
+        for (hd_proc_t *q = hd_m.procs; q != NULL; q = q->next)
+            if (q->worker_id == id)
+                drain(q, 1012);
+        s->cur = NULL;
+        /* the processes hold their own references: the socket closes
+         * when the last of them is reaped */
+        listener_unref(s->lst);
+        s->lst = NULL;
+        break;
+    }
+    s->state = next;
 }
 
 static void
@@ -617,12 +653,12 @@ describe_status(int status, char *buf, size_t len)
 void
 hd_sup_reap(void)
 {
-    struct rusage ru;
-    int           status;
-    pid_t         pid;
-    char          how[96];
+    int    status;
+    pid_t  pid;
+    double cpu;
+    char   how[96];
 
-    while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
+    while ((pid = ops->reap(&status, &cpu)) > 0) {
         hd_proc_t *p;
         bool       planned;
 
@@ -631,8 +667,6 @@ hd_sup_reap(void)
         if (p == NULL)
             continue;
 
-        double cpu = (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
-            + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
         hd_shm_slot_retire(hd_m.shm, p->shm_idx, cpu);
         /* give back the limit-table counts it still held (none after a
          * clean exit; all of its connections' after a crash or kill -9) */
@@ -648,18 +682,7 @@ hd_sup_reap(void)
                    "worker %u (pid %d) %s", p->worker_id, (int) pid, how);
 
         proc_unlink(p);
-        if (hd_m.slots[p->worker_id].cur == p) {
-            hd_wslot_t *s = &hd_m.slots[p->worker_id];
-            s->cur = NULL;
-            if (!hd_m.stopping && s->active) {
-                /* a replacement that died before READY: the old process
-                 * keeps serving until the next replacement is READY */
-                s->pending_old = p->replaces;
-                p->replaces = NULL;
-                hd_shm_note_restart(hd_m.shm);
-                schedule_respawn(p->worker_id, p, status);
-            }
-        }
+        slot_on(p->worker_id, HD_SE_EXIT, p, status);
         proc_free(p);
     }
     /* a dead worker's slot takes no new connections until its successor
@@ -668,7 +691,7 @@ hd_sup_reap(void)
     flush_closing();
 
     if (hd_m.stopping && hd_m.procs == NULL)
-        event_base_loopbreak(hd_m.base);
+        ops->loop_break();
 }
 
 /* ---- start, reload, stop ------------------------------------------------ */
@@ -680,54 +703,12 @@ hd_sup_start(void)
         hd_m.slots[i].lst = listener_open(hd_m.conf);
         if (hd_m.slots[i].lst == NULL)
             return -1;
-        hd_m.slots[i].active = true;
     }
     hd_m.nworkers = (unsigned) hd_m.conf->workers;
     hd_shm_note_start(hd_m.shm, hd_m.nworkers);
     for (unsigned i = 0; i < hd_m.nworkers; i++)
-        spawn(i, NULL);
+        slot_on(i, HD_SE_START, NULL, 0);
     return 0;
-}
-
-static void
-retire_slot(unsigned id)
-{
-    hd_wslot_t *s = &hd_m.slots[id];
-
-    s->active = false;
-    s->fatal = false;
-    if (s->respawn_ev != NULL)
-        evtimer_del(s->respawn_ev);
-    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
-        if (p->worker_id == id)
-            drain(p, 1012);
-    s->cur = NULL;
-    s->pending_old = NULL;
-    /* the processes hold their own references: the socket closes when the
-     * last of them is reaped */
-    listener_unref(s->lst);
-    s->lst = NULL;
-}
-
-static void
-replace_slot(unsigned id, hd_listener_t *nl)
-{
-    hd_wslot_t *s = &hd_m.slots[id];
-    hd_proc_t  *old = s->cur != NULL ? s->cur : s->pending_old;
-
-    s->pending_old = NULL;
-    if (nl != NULL) {
-        listener_unref(s->lst);
-        s->lst = listener_ref(nl);
-    }
-    s->fatal = false;
-    s->backoff_ms = 0;
-    if (s->respawn_ev != NULL)
-        evtimer_del(s->respawn_ev);
-    s->cur = NULL;
-    spawn(id, old);
-    if (s->cur == NULL && old != NULL)
-        s->cur = old; /* fork failed: keep the old one */
 }
 
 void
@@ -787,27 +768,27 @@ hd_sup_reload(void)
     hd_m.conf = nc;
     hd_m.nworkers = newn;
 
-    for (i = 0; i < newn && i < oldn; i++)
-        if (worker_changed || hd_m.slots[i].fatal)
-            replace_slot(i, nls[i]);
+    for (i = 0; i < newn && i < oldn; i++) {
+        hd_wslot_t *s = &hd_m.slots[i];
+        if (!worker_changed && s->state != HD_WS_FATAL)
+            continue;
+        if (nls[i] != NULL) {
+            listener_unref(s->lst);
+            s->lst = listener_ref(nls[i]);
+        }
+        slot_on(i, HD_SE_REPLACE, NULL, 0);
+    }
     for (i = oldn; i < newn; i++) {
         hd_wslot_t *s = &hd_m.slots[i];
-        s->active = true;
-        s->fatal = false;
-        s->backoff_ms = 0;
-        s->crashes = 0;
         s->lst = nls[i] != NULL ? listener_ref(nls[i]) : listener_open(nc);
-        if (s->lst == NULL) {
-            s->active = false;
-            continue;
-        }
-        spawn(i, NULL);
+        if (s->lst != NULL)
+            slot_on(i, HD_SE_START, NULL, 0);
     }
     /* all of them out of the steering before the first one hears of it */
     for (i = newn; i < oldn; i++)
-        hd_m.slots[i].active = false;
+        slot_on(i, HD_SE_DEACTIVATE, NULL, 0);
     for (i = newn; i < oldn; i++)
-        retire_slot(i);
+        slot_on(i, HD_SE_RETIRE, NULL, 0);
     for (i = 0; i < newn; i++)
         listener_unref(nls[i]); /* slots and processes hold their refs */
 
@@ -823,62 +804,60 @@ hd_sup_reload(void)
 }
 
 static void
-kill_cb(evutil_socket_t fd, short what, void *arg)
+kill_cb(void *arg)
 {
-    (void) fd;
-    (void) what;
     (void) arg;
     for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
         hd_log_warn("worker %u (pid %d) did not exit in time; killing it",
                     p->worker_id, (int) p->pid);
-        kill(p->pid, SIGKILL);
+        ops->kill(p->pid, SIGKILL);
     }
 }
 
+/*
+ * SIGTERM/SIGINT (graceful) and SIGQUIT (immediate). A second graceful
+ * request during a graceful stop makes it immediate; once immediate, a
+ * later request of either kind changes nothing (it used to start the
+ * graceful path again and leak its kill timer).
+ */
 void
 hd_sup_shutdown(bool immediate)
 {
-    if (hd_m.stopping && !immediate && !hd_m.immediate) {
+    if (hd_m.immediate)
+        return;
+    if (hd_m.stopping)
         immediate = true; /* a second SIGTERM/SIGINT */
-    }
-    if (!hd_m.stopping)
+    else
         hd_sdnotify_stopping();
     for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
-        if (hd_m.slots[i].respawn_ev != NULL)
-            evtimer_del(hd_m.slots[i].respawn_ev);
+        disarm_respawn(&hd_m.slots[i]);
 
     if (immediate) {
         hd_m.stopping = hd_m.immediate = true;
         hd_log_warn("stopping now");
         for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
-            kill(p->pid, SIGKILL);
+            ops->kill(p->pid, SIGKILL);
     } else {
-        struct timeval tv;
-        uint64_t       ms = (uint64_t) hd_m.conf->shutdown_ms * 9 / 10;
-
         hd_m.stopping = true;
         hd_log_info("graceful stop: draining workers (up to %d ms)",
                     hd_m.conf->shutdown_ms);
         for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
             p->state = HD_PROC_RUNNING; /* re-drain even a draining one */
-            p->replaces = NULL;
             drain(p, 1001);
         }
-        hd_m.kill_ev = evtimer_new(hd_m.base, kill_cb, NULL);
-        tv.tv_sec = (time_t) (ms / 1000);
-        tv.tv_usec = (suseconds_t) (ms % 1000) * 1000;
-        evtimer_add(hd_m.kill_ev, &tv);
+        hd_m.kill_t = ops->timer_new(kill_cb, NULL);
+        ops->timer_add(hd_m.kill_t, (uint64_t) hd_m.conf->shutdown_ms * 9 / 10);
     }
     hd_admin_stop();
     if (hd_m.procs == NULL)
-        event_base_loopbreak(hd_m.base);
+        ops->loop_break();
 }
 
 void
 hd_sup_signal_all(int sig)
 {
     for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
-        kill(p->pid, sig);
+        ops->kill(p->pid, sig);
 }
 
 void
@@ -888,18 +867,18 @@ hd_sup_close_listeners(void)
         hd_wslot_t *s = &hd_m.slots[i];
         listener_unref(s->lst);
         s->lst = NULL;
-        if (s->respawn_ev != NULL)
-            event_free(s->respawn_ev);
-        s->respawn_ev = NULL;
+        if (s->respawn_t != NULL)
+            ops->timer_free(s->respawn_t);
+        s->respawn_t = NULL;
     }
     while (hd_m.procs != NULL) {
         hd_proc_t *p = hd_m.procs;
         hd_m.procs = p->next;
         proc_free(p);
     }
-    if (hd_m.kill_ev != NULL)
-        event_free(hd_m.kill_ev);
-    hd_m.kill_ev = NULL;
+    if (hd_m.kill_t != NULL)
+        ops->timer_free(hd_m.kill_t);
+    hd_m.kill_t = NULL;
     /* at exit nothing can be forked any more: close what still waits */
     while (hd_m.closing != NULL) {
         hd_listener_t *l = hd_m.closing;

@@ -27,6 +27,7 @@ hd_master_t hd_m;
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
+    int rc;
     (void) what;
     (void) arg;
 
@@ -45,8 +46,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         hd_sup_shutdown(true);
         break;
     case SIGUSR1:
-        if (hd_log_reopen() < 0)
-            hd_log_error("log reopen failed: %s", strerror(errno));
+        if ((rc = hd_log_reopen()) < 0)
+            hd_log_error("log reopen failed: %s", strerror(-rc));
         else
             hd_log_info("log reopened");
         hd_sup_signal_all(SIGUSR1);
@@ -145,6 +146,7 @@ main(int argc, char **argv)
     }
 
     hd_proc_title_set("herald: master");
+    hd_sup_set_ops(&hd_sup_os_ops);
 
     if (hd_admin_start(hd_m.base, hd_m.conf, hd_m.shm) < 0) {
         hd_log_error("cannot start the admin server on %s:%d",
