@@ -28,7 +28,7 @@ hd_net_set_cloexec(int fd)
 
 int
 hd_net_listen(const char *addr, int port, int backlog, bool reuseport,
-              const char **what)
+              bool v6only, const char **what)
 {
     struct sockaddr_storage ss;
     socklen_t               slen;
@@ -70,8 +70,15 @@ hd_net_listen(const char *addr, int port, int backlog, bool reuseport,
         *what = "setsockopt(SO_REUSEPORT)";
         goto fail;
     }
-    if (ss.ss_family == AF_INET6)
-        (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* set either way: the kernel's default (net.ipv6.bindv6only) must not
+     * decide whether "::" takes IPv4 clients */
+    if (ss.ss_family == AF_INET6) {
+        int v6 = v6only ? 1 : 0;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof(v6)) < 0) {
+            *what = "setsockopt(IPV6_V6ONLY)";
+            goto fail;
+        }
+    }
     if (bind(fd, (struct sockaddr *) &ss, slen) < 0) {
         *what = "bind()";
         goto fail;

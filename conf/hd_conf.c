@@ -35,7 +35,7 @@
 
 static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 
-static const char *check_ip(const char *s);
+#define check_ip hd_conf_check_ip
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug",
                                           NULL };
@@ -79,10 +79,9 @@ static const struct key keys[] = {
     K_TYPE("workers", &T_WORKERS, workers, 1, HD_WORKERS_MAX, "\"auto\"",
            RELOAD_MASTER),
 
-    K_STR("listen.address", listen_address, 1, 64, "\"0.0.0.0\"", RELOAD_LISTEN,
-          0, check_ip),
-    K_INT("listen.port", listen_port, 1, 65535, "8080", RELOAD_LISTEN),
-    K_INT("listen.backlog", listen_backlog, 1, 65535, "4096", RELOAD_LISTEN),
+    /* one listener object, or an array of 1..HD_LISTEN_MAX of them */
+    K_TYPE("listen", &hd_conf_type_listen, listens, 1, HD_LISTEN_MAX, "{}",
+           RELOAD_LISTEN),
 
     K_STR("admin.address", admin_address, 1, 64, "\"127.0.0.1\"", RELOAD_MASTER,
           0, check_ip),
@@ -440,8 +439,8 @@ secrets_str(const hd_conf_t *c, const struct key *k)
         hd_log_add_secret(s);
 }
 
-static const char *
-check_ip(const char *s)
+const char *
+hd_conf_check_ip(const char *s)
 {
     unsigned char buf[sizeof(struct in6_addr)];
 
@@ -640,8 +639,8 @@ hd_conf_display_path(const char *dparent, const char *key)
 }
 
 /* Edit distance, capped: a-b longer than 32 bytes are simply "far". */
-static size_t
-distance(const char *a, size_t la, const char *b, size_t lb)
+size_t
+hd_conf_distance(const char *a, size_t la, const char *b, size_t lb)
 {
     size_t row[33];
 
@@ -687,7 +686,7 @@ suggest(const char *mparent, const char *name)
             seg += plen + 1;
         }
         sl = strcspn(seg, ".");
-        d = distance(name, nlen, seg, sl);
+        d = hd_conf_distance(name, nlen, seg, sl);
         if (d < best) {
             best = d;
             bs = seg;

@@ -38,15 +38,24 @@ typedef struct hd_ns {
     bool  join_leave;    /* join/leave pushes to subscribers */
 } hd_ns_t;
 
+/* One listening address: listen (one object) or listen[i] in the file. */
+#define HD_LISTEN_MAX 16
+typedef struct hd_listen {
+    char *address;        /* IP literal, default "0.0.0.0" */
+    int   port;           /* default 8080 */
+    int   backlog;        /* default 4096, 1..65535 */
+    bool  ipv6_only;      /* IPV6_V6ONLY; false: "::" takes IPv4 too */
+    bool  proxy_protocol; /* every connection starts with a PROXY header */
+} hd_listen_t;
+
 typedef struct hd_conf {
     char *path; /* file it was loaded from */
 
     int  workers;      /* resolved: >= 1 (auto -> online CPUs) */
     bool workers_auto; /* "auto" was given */
 
-    char *listen_address; /* default "0.0.0.0" */
-    int   listen_port;    /* default 8080 */
-    int   listen_backlog; /* default 4096, 1..65535 */
+    hd_listen_t *listens; /* listen: 1..HD_LISTEN_MAX, file order */
+    size_t       nlistens;
 
     char *admin_address; /* default "127.0.0.1" */
     int   admin_port;    /* default 9090; 0 disables the admin server */

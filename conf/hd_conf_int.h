@@ -98,5 +98,11 @@ void hd_conf_secrets_none(const hd_conf_t *c, const struct key *k);
 extern const struct ktype hd_conf_type_redis;      /* hd_conf_redis.c */
 extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */
 extern const struct ktype hd_conf_type_origins;    /* hd_conf_ns.c */
+extern const struct ktype hd_conf_type_listen;     /* hd_conf_listen.c */
+
+/* NULL when s is an IPv4 or IPv6 literal, else why not. */
+const char *hd_conf_check_ip(const char *s);
+/* Edit distance of a and b (SIZE_MAX past 32 bytes), for "did you mean". */
+size_t hd_conf_distance(const char *a, size_t la, const char *b, size_t lb);
 
 #endif

@@ -21,18 +21,21 @@ struct event_base;
 typedef struct hd_rgroup {
     char                *address;
     int                  port;
+    bool                 v6only; /* a dual-stack "::" is a group of its own */
     hd_reuseport_group_t arr;
     bool                 broken; /* model unreliable: steer no more */
     struct hd_rgroup    *next;
 } hd_rgroup_t;
 
-/* A listen socket, shared by a slot and the processes serving it. It is
- * closed when the last reference goes: only then can a retiring slot's
- * queue be dropped. */
+/* A slot's listen sockets, one per configured listener (conf->listens[i]
+ * is fd[i]), shared by the slot and the processes serving it. They are
+ * closed together when the last reference goes: only then can a retiring
+ * slot's queues be dropped. */
 typedef struct hd_listener {
-    int                 fd;
+    int                 fd[HD_LISTEN_MAX];
+    hd_rgroup_t        *group[HD_LISTEN_MAX]; /* NULL: not modelled */
+    unsigned            n;
     unsigned            refs;
-    hd_rgroup_t        *group;        /* NULL: not modelled */
     struct hd_listener *next_closing; /* on hd_m.closing */
 } hd_listener_t;
 

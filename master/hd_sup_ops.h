@@ -38,9 +38,9 @@ typedef struct hd_sup_ops {
     /* Receive one control message: 1, 0 when none is waiting, -1 when the
      * peer is gone. */
     int (*ctl_recv)(int fd, hd_ctl_msg_t *m);
-    /* A SO_REUSEPORT listen socket for c's address: fd or -errno (*what
+    /* A SO_REUSEPORT listen socket for one listener: fd or -errno (*what
      * names the failing call). */
-    int (*listen)(const hd_conf_t *c, const char **what);
+    int (*listen)(const hd_listen_t *l, const char **what);
     void (*close)(int fd);
     /* Connections waiting in a listen socket's queue, -1 if unknown. */
     int (*queued)(int fd);

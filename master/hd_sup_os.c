@@ -129,10 +129,10 @@ os_ctl_unwatch(void *w)
 }
 
 static int
-os_listen(const hd_conf_t *c, const char **what)
+os_listen(const hd_listen_t *l, const char **what)
 {
-    return hd_net_listen(c->listen_address, c->listen_port, c->listen_backlog,
-                         true, what);
+    return hd_net_listen(l->address, l->port, l->backlog, true, l->ipv6_only,
+                         what);
 }
 
 static void

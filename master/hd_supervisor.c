@@ -65,16 +65,26 @@ slot_active(const hd_wslot_t *s)
  */
 
 static hd_rgroup_t *
-group_for(const char *address, int port)
+group_find(const hd_listen_t *c)
 {
-    hd_rgroup_t *g;
-
-    for (g = hd_m.groups; g != NULL; g = g->next)
-        if (g->port == port && strcmp(g->address, address) == 0)
+    for (hd_rgroup_t *g = hd_m.groups; g != NULL; g = g->next)
+        if (g->port == c->port && g->v6only == c->ipv6_only
+            && strcmp(g->address, c->address) == 0)
             return g;
+    return NULL;
+}
+
+static hd_rgroup_t *
+group_for(const hd_listen_t *c)
+{
+    hd_rgroup_t *g = group_find(c);
+
+    if (g != NULL)
+        return g;
     g = hd_calloc(1, sizeof(*g));
-    g->address = hd_strdup(address);
-    g->port = port;
+    g->address = hd_strdup(c->address);
+    g->port = c->port;
+    g->v6only = c->ipv6_only;
     g->next = hd_m.groups;
     hd_m.groups = g;
     return g;
@@ -95,25 +105,32 @@ group_release(hd_rgroup_t *g)
     free(g);
 }
 
+static void listener_close(hd_listener_t *l);
+
+/* One socket per configured listener; all or none. */
 static hd_listener_t *
 listener_open(const hd_conf_t *c)
 {
-    const char    *what = NULL;
-    int            fd;
-    hd_listener_t *l;
+    hd_listener_t *l = hd_calloc(1, sizeof(*l));
 
-    fd = ops->listen(c, &what);
-    if (fd < 0) {
-        hd_log_error("%s failed for %s:%d: %s", what, c->listen_address,
-                     c->listen_port, strerror(-fd));
-        return NULL;
-    }
-    l = hd_calloc(1, sizeof(*l));
-    l->fd = fd;
     l->refs = 1;
-    l->group = group_for(c->listen_address, c->listen_port);
-    if (hd_reuseport_group_add(&l->group->arr, l) < 0)
-        l->group->broken = true;
+    for (size_t i = 0; i < c->nlistens; i++) {
+        const hd_listen_t *lc = &c->listens[i];
+        const char        *what = NULL;
+        int                fd = ops->listen(lc, &what);
+
+        if (fd < 0) {
+            hd_log_error("%s failed for %s port %d: %s", what, lc->address,
+                         lc->port, strerror(-fd));
+            listener_close(l);
+            return NULL;
+        }
+        l->fd[l->n] = fd;
+        l->group[l->n] = group_for(lc);
+        if (hd_reuseport_group_add(&l->group[l->n]->arr, l) < 0)
+            l->group[l->n]->broken = true;
+        l->n++;
+    }
     return l;
 }
 
@@ -127,16 +144,18 @@ listener_ref(hd_listener_t *l)
 static void
 listener_close(hd_listener_t *l)
 {
-    int q = ops->queued(l->fd);
+    for (unsigned i = 0; i < l->n; i++) {
+        int q = ops->queued(l->fd[i]);
 
-    if (q > 0 && !hd_m.stopping)
-        hd_log_warn("closing a retired listen socket with %d queued "
-                    "connection%s: they are reset",
-                    q, q == 1 ? "" : "s");
-    close(l->fd);
-    if (l->group != NULL) {
-        hd_reuseport_group_remove(&l->group->arr, l);
-        group_release(l->group);
+        if (q > 0 && !hd_m.stopping)
+            hd_log_warn("closing a retired listen socket with %d queued "
+                        "connection%s: they are reset",
+                        q, q == 1 ? "" : "s");
+        close(l->fd[i]);
+        if (l->group[i] != NULL) {
+            hd_reuseport_group_remove(&l->group[i]->arr, l);
+            group_release(l->group[i]);
+        }
     }
     free(l);
 }
@@ -201,7 +220,7 @@ slot_serving(unsigned id)
 }
 
 /*
- * Point the current listen address's group at the serving slots. Called
+ * Point each current listener's group at the serving slots. Called
  * whenever the set of serving slots or the group's members change, and
  * always before a worker is told to drain, so a draining worker's socket
  * gets no new connections from the moment it hears of it. With no slot
@@ -209,20 +228,26 @@ slot_serving(unsigned id)
  * slot's socket, which the master keeps open: they queue for the workers
  * to come. Never to a retiring one.
  */
+/* The socket of g's k-th member (a listener set) that is in g. */
+static int
+member_fd(const hd_rgroup_t *g, unsigned k)
+{
+    const hd_listener_t *l = g->arr.sock[k];
+
+    for (unsigned i = 0; i < l->n; i++)
+        if (l->group[i] == g)
+            return l->fd[i];
+    return -1;
+}
+
 static void
-steer(void)
+steer_one(unsigned li)
 {
     uint16_t     idx[HD_WORKERS_MAX];
     unsigned     n = 0;
-    hd_rgroup_t *g = NULL;
+    hd_rgroup_t *g = group_find(&hd_m.conf->listens[li]);
     int          fd = -1, rc;
 
-    if (hd_m.conf == NULL || hd_m.immediate)
-        return;
-    for (hd_rgroup_t *x = hd_m.groups; x != NULL; x = x->next)
-        if (x->port == hd_m.conf->listen_port
-            && strcmp(x->address, hd_m.conf->listen_address) == 0)
-            g = x;
     if (g == NULL || g->broken)
         return;
     for (int pass = 0; pass < (hd_m.stopping ? 1 : 2) && n == 0; pass++) {
@@ -235,17 +260,17 @@ steer(void)
                         || s->lst == NULL)
                 continue;
             k = hd_reuseport_group_index(&g->arr, s->lst);
-            if (s->lst->group != g || k < 0)
+            if (li >= s->lst->n || s->lst->group[li] != g || k < 0)
                 continue;
             idx[n++] = (uint16_t) k;
-            fd = s->lst->fd;
+            fd = s->lst->fd[li];
         }
     }
     if (n == 0) {
         /* nothing of ours to steer to: leave it to the kernel's hash (at
          * the end of a stop: keep the program, the master exits now) */
         if (g->arr.n > 0 && !hd_m.stopping)
-            (void) ops->unsteer(((hd_listener_t *) g->arr.sock[0])->fd);
+            (void) ops->unsteer(member_fd(g, 0));
         return;
     }
     rc = ops->steer(fd, idx, n);
@@ -257,9 +282,18 @@ steer(void)
                     "on a retired slot unless net.ipv4.tcp_migrate_req=1",
                     strerror(-rc));
     } else if (rc == 0) {
-        hd_log_debug("steering new connections to %u slot%s", n,
-                     n == 1 ? "" : "s");
+        hd_log_debug("steering new connections on %s port %d to %u slot%s",
+                     g->address, g->port, n, n == 1 ? "" : "s");
     }
+}
+
+static void
+steer(void)
+{
+    if (hd_m.conf == NULL || hd_m.immediate)
+        return;
+    for (unsigned i = 0; i < hd_m.conf->nlistens; i++)
+        steer_one(i);
 }
 
 /* ---- control channel ---------------------------------------------------- */
@@ -475,7 +509,9 @@ spawn(unsigned id)
     args.worker_id = id;
     args.shm_idx = idx;
     args.generation = hd_m.generation;
-    args.listen_fd = s->lst->fd;
+    for (unsigned k = 0; k < s->lst->n; k++)
+        args.listen_fds[k] = s->lst->fd[k];
+    args.nlisten = s->lst->n;
     args.ctl_fd = sv[1];
     args.conf = hd_m.conf;
     args.shm = hd_m.shm;

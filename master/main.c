@@ -154,16 +154,21 @@ main(int argc, char **argv)
         return 1;
     }
     if (hd_sup_start() < 0) {
-        hd_log_error("cannot start: no listen socket on %s:%d",
-                     hd_m.conf->listen_address, hd_m.conf->listen_port);
+        hd_log_error("cannot start: cannot open the listen sockets");
         hd_sup_shutdown(true);
         event_base_dispatch(hd_m.base);
         return 1;
     }
-    hd_log_info("herald %s started: %d workers, listening on %s:%d, admin "
-                "on %s:%d",
-                HD_VERSION, hd_m.conf->workers, hd_m.conf->listen_address,
-                hd_m.conf->listen_port, hd_m.conf->admin_address,
+    for (i = 0; i < hd_m.conf->nlistens; i++) {
+        const hd_listen_t *l = &hd_m.conf->listens[i];
+        bool               v6 = strchr(l->address, ':') != NULL;
+        hd_log_info("listening on %s%s%s:%d%s%s", v6 ? "[" : "", l->address,
+                    v6 ? "]" : "", l->port,
+                    v6 && !l->ipv6_only ? " (IPv6 and IPv4)" : "",
+                    l->proxy_protocol ? ", PROXY protocol" : "");
+    }
+    hd_log_info("herald %s started: %d workers, admin on %s:%d", HD_VERSION,
+                hd_m.conf->workers, hd_m.conf->admin_address,
                 hd_m.conf->admin_port);
     /* systemd (Type=notify): the listen sockets are open, so connections
      * queue from here on even while the workers are still starting */

@@ -131,10 +131,23 @@ send_ctl(uint32_t type)
 }
 
 static void
+accept_stop(void)
+{
+    for (unsigned i = 0; i < hd_w.nlisten; i++)
+        ev_io_stop(hd_w.loop, &hd_w.accept_w[i]);
+}
+
+static void
+accept_start(void)
+{
+    for (unsigned i = 0; i < hd_w.nlisten; i++)
+        ev_io_start(hd_w.loop, &hd_w.accept_w[i]);
+}
+
+static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void) loop;
-    (void) w;
     (void) revents;
 
     for (int i = 0; i < ACCEPT_BATCH; i++) {
@@ -142,7 +155,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         socklen_t               slen = sizeof(ss);
         int                     fd, one = 1;
 
-        fd = accept4(hd_w.listen_fd, (struct sockaddr *) &ss, &slen,
+        fd = accept4(w->fd, (struct sockaddr *) &ss, &slen,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
@@ -155,7 +168,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                  * spinning; the queue stays in the kernel */
                 hd_log_warn("accept4() failed: %s; pausing accept for 100 ms",
                             strerror(errno));
-                ev_io_stop(hd_w.loop, &hd_w.accept_w);
+                accept_stop();
                 ev_timer_again(hd_w.loop, &hd_w.accept_retry_w);
                 return;
             }
@@ -189,7 +202,7 @@ accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) revents;
     ev_timer_stop(loop, w);
     if (!hd_w.draining || D.keep_accepting)
-        ev_io_start(loop, &hd_w.accept_w);
+        accept_start();
 }
 
 /*
@@ -288,7 +301,7 @@ start_drain(uint16_t code, uint64_t window_ms, uint32_t flags,
     D.last_accept_ms = 0;
     if (!D.keep_accepting) {
         /* a replacement accepts from the same socket from now on */
-        ev_io_stop(hd_w.loop, &hd_w.accept_w);
+        accept_stop();
         ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
     }
     hd_shm_slot_set_state(hd_w.slot, HD_SLOT_DRAINING);
@@ -435,7 +448,7 @@ stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 shutdown_lws(void)
 {
-    ev_io_stop(hd_w.loop, &hd_w.accept_w);
+    accept_stop();
     ev_io_stop(hd_w.loop, &hd_w.ctl_w);
     ev_timer_stop(hd_w.loop, &hd_w.drain_w);
     ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
@@ -463,7 +476,7 @@ void
 hd_worker_main(const hd_worker_args_t *a)
 {
     struct rlimit rl;
-    int           keep[3];
+    int           keep[HD_LISTEN_MAX + 2];
     size_t        nkeep = 0;
 
     memset(&hd_w, 0, sizeof(hd_w));
@@ -474,7 +487,9 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.conf = a->conf;
     hd_w.shm = a->shm;
     hd_w.slot = hd_shm_slot(a->shm, a->shm_idx);
-    hd_w.listen_fd = a->listen_fd;
+    hd_w.nlisten = a->nlisten;
+    for (unsigned i = 0; i < a->nlisten; i++)
+        hd_w.listen_fds[i] = a->listen_fds[i];
     hd_w.ctl_fd = a->ctl_fd;
 
     hd_log_set_role("worker", (int) a->worker_id);
@@ -483,7 +498,8 @@ hd_worker_main(const hd_worker_args_t *a)
     (void) prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 
     /* hold nothing of the master's but our own sockets and the log */
-    keep[nkeep++] = a->listen_fd;
+    for (unsigned i = 0; i < a->nlisten; i++)
+        keep[nkeep++] = a->listen_fds[i];
     keep[nkeep++] = a->ctl_fd;
     if (hd_log_fd() >= 0)
         keep[nkeep++] = hd_log_fd();
@@ -542,8 +558,11 @@ hd_worker_main(const hd_worker_args_t *a)
         hd_redis_start(&hooks);
     }
 
-    ev_io_init(&hd_w.accept_w, accept_cb, hd_w.listen_fd, EV_READ);
-    ev_io_start(hd_w.loop, &hd_w.accept_w);
+    for (unsigned i = 0; i < hd_w.nlisten; i++) {
+        ev_io_init(&hd_w.accept_w[i], accept_cb, hd_w.listen_fds[i], EV_READ);
+        hd_w.accept_w[i].data = (void *) (uintptr_t) i;
+    }
+    accept_start();
     ev_init(&hd_w.accept_retry_w, accept_retry_cb);
     hd_w.accept_retry_w.repeat = 0.1;
     ev_io_init(&hd_w.ctl_w, ctl_cb, hd_w.ctl_fd, EV_READ);
@@ -581,7 +600,8 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);
     hd_wsguard_shutdown();
-    close(hd_w.listen_fd);
+    for (unsigned i = 0; i < hd_w.nlisten; i++)
+        close(hd_w.listen_fds[i]);
     close(hd_w.ctl_fd);
     exit(0);
 }

@@ -13,12 +13,14 @@
 #include "hd_shm.h"
 
 typedef struct hd_worker_args {
-    unsigned         worker_id;  /* logical slot, 0-based */
-    int              shm_idx;    /* process slot in the shm segment */
-    uint32_t         generation; /* config generation it was started with */
-    int              listen_fd;  /* SO_REUSEPORT socket owned by the master */
-    int              ctl_fd;     /* worker end of the control socketpair */
-    const hd_conf_t *conf;       /* inherited through fork, never freed */
+    unsigned worker_id;  /* logical slot, 0-based */
+    int      shm_idx;    /* process slot in the shm segment */
+    uint32_t generation; /* config generation it was started with */
+    int      listen_fds[HD_LISTEN_MAX]; /* SO_REUSEPORT sockets owned by the
+                                           master, conf->listens[i] each */
+    unsigned nlisten;
+    int      ctl_fd;       /* worker end of the control socketpair */
+    const hd_conf_t *conf; /* inherited through fork, never freed */
     hd_shm_t        *shm;
     hd_limits_t     *limits; /* node-wide limit tables (NULL: off) */
     hd_lease_t      *lease;  /* this worker's own lease in them */

@@ -29,9 +29,10 @@ typedef struct hd_worker {
     struct lws_context *lws;
     struct lws_vhost   *vhost;
 
-    int       listen_fd;
+    int       listen_fds[HD_LISTEN_MAX]; /* conf->listens[i] each */
+    unsigned  nlisten;
     int       ctl_fd;
-    ev_io     accept_w;
+    ev_io     accept_w[HD_LISTEN_MAX]; /* data: the listener's index */
     ev_io     ctl_w;
     ev_signal sigterm_w, sigint_w, sigquit_w, sighup_w, sigusr1_w;
     ev_timer  drain_w;

@@ -225,6 +225,9 @@ class Herald:
         self.err_path = os.path.join(self.dir, "stderr.txt")
         self.port = free_port()
         self.admin_port = free_port()
+        # where url (and so wait_ready) connects: "[::1]" for a herald
+        # that listens on IPv6 only
+        self.host = "127.0.0.1"
         base = {
             "workers": 2,
             "listen": {"address": "127.0.0.1", "port": self.port, "backlog": 512},
@@ -250,7 +253,7 @@ class Herald:
 
     @property
     def url(self):
-        return "ws://127.0.0.1:%d/" % self.port
+        return "ws://%s:%d/" % (self.host, self.port)
 
     @property
     def shutdown_s(self):

@@ -100,9 +100,9 @@ START_TEST(test_defaults)
     ck_assert_str_eq(c->path, "t.json");
     ck_assert(c->workers_auto);
     ck_assert_int_eq(c->workers, cpus < HD_WORKERS_MAX ? cpus : HD_WORKERS_MAX);
-    ck_assert_str_eq(c->listen_address, "0.0.0.0");
-    ck_assert_int_eq(c->listen_port, 8080);
-    ck_assert_int_eq(c->listen_backlog, 4096);
+    ck_assert_str_eq(c->listens[0].address, "0.0.0.0");
+    ck_assert_int_eq(c->listens[0].port, 8080);
+    ck_assert_int_eq(c->listens[0].backlog, 4096);
     ck_assert_str_eq(c->admin_address, "127.0.0.1");
     ck_assert_int_eq(c->admin_port, 9090);
     ck_assert_ptr_null(c->admin_token);
@@ -139,9 +139,9 @@ START_TEST(test_every_key)
     ck_assert_str_eq(c->path, path);
     ck_assert(!c->workers_auto);
     ck_assert_int_eq(c->workers, 3);
-    ck_assert_str_eq(c->listen_address, "::");
-    ck_assert_int_eq(c->listen_port, 8443);
-    ck_assert_int_eq(c->listen_backlog, 128);
+    ck_assert_str_eq(c->listens[0].address, "::");
+    ck_assert_int_eq(c->listens[0].port, 8443);
+    ck_assert_int_eq(c->listens[0].backlog, 128);
     ck_assert_str_eq(c->admin_address, "::1");
     ck_assert_int_eq(c->admin_port, 0);
     ck_assert_str_eq(c->admin_token, "admin-token-0123456789");
@@ -426,7 +426,8 @@ START_TEST(test_wrong_types)
         "{" AUTH ", \"workers\": true}",
         "t.json: $.workers: expected \"auto\" or integer, got boolean");
     expect_error("{" AUTH ", \"listen\": 5}",
-                 "t.json: $.listen: expected object, got integer");
+                 "t.json: $.listen: expected object or array of objects, "
+                 "got integer");
     expect_error("{" AUTH ", \"timeouts\": null}",
                  "t.json: $.timeouts: expected object, got null");
 }
@@ -495,8 +496,8 @@ START_TEST(test_ranges)
         " \"admin\": {\"port\": 0},"
         " \"timeouts\": {\"shutdown_ms\": 600000, \"handshake_ms\": 100}}");
     ck_assert_int_eq(c->workers, 256);
-    ck_assert_int_eq(c->listen_port, 65535);
-    ck_assert_int_eq(c->listen_backlog, 1);
+    ck_assert_int_eq(c->listens[0].port, 65535);
+    ck_assert_int_eq(c->listens[0].backlog, 1);
     ck_assert_int_eq(c->admin_port, 0);
     ck_assert_int_eq(c->shutdown_ms, 600000);
     ck_assert_int_eq(c->handshake_ms, 100);
@@ -507,8 +508,8 @@ START_TEST(test_ranges)
         " \"backlog\": 65535}, \"admin\": {\"port\": 65535},"
         " \"timeouts\": {\"shutdown_ms\": 100, \"handshake_ms\": 120000}}");
     ck_assert_int_eq(c->workers, 1);
-    ck_assert_int_eq(c->listen_port, 1);
-    ck_assert_int_eq(c->listen_backlog, 65535);
+    ck_assert_int_eq(c->listens[0].port, 1);
+    ck_assert_int_eq(c->listens[0].backlog, 65535);
     ck_assert_int_eq(c->admin_port, 65535);
     ck_assert_int_eq(c->shutdown_ms, 100);
     ck_assert_int_eq(c->handshake_ms, 120000);
@@ -586,7 +587,7 @@ START_TEST(test_addresses)
                  " \"token\": \"admin-token-0123456789\"}}",
                  good[i], good[i]);
         hd_conf_t *c = load_ok(json);
-        ck_assert_str_eq(c->listen_address, good[i]);
+        ck_assert_str_eq(c->listens[0].address, good[i]);
         ck_assert_str_eq(c->admin_address, good[i]);
         hd_conf_free(c);
     }
@@ -996,8 +997,8 @@ START_TEST(test_shipped_config)
 
     ck_assert_msg(rc == 0, "%s", e.n ? e.msg[0] : "");
     ck_assert(c->workers_auto);
-    ck_assert_str_eq(c->listen_address, "0.0.0.0");
-    ck_assert_int_eq(c->listen_port, 8080);
+    ck_assert_str_eq(c->listens[0].address, "0.0.0.0");
+    ck_assert_int_eq(c->listens[0].port, 8080);
     ck_assert_str_eq(c->admin_address, "127.0.0.1");
     ck_assert_int_eq(c->admin_port, 9090);
     ck_assert_str_eq(c->redis_host, "127.0.0.1");
@@ -1049,7 +1050,7 @@ START_TEST(test_load_tmp_file)
     close(fd);
     ck_assert_int_eq(hd_conf_load(path, &c, &e), 0);
     ck_assert_str_eq(c->path, path);
-    ck_assert_int_eq(c->listen_port, 1234);
+    ck_assert_int_eq(c->listens[0].port, 1234);
     hd_conf_free(c);
     unlink(path);
 }
@@ -1142,6 +1143,9 @@ mutate(hd_conf_t *c, const struct key *k)
             c->allowed_origins, (c->nallowed_origins + 2) * sizeof(char *));
         c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
         c->allowed_origins[c->nallowed_origins] = NULL;
+    } else if (k->type == &hd_conf_type_listen) {
+        ck_assert_uint_gt(c->nlistens, 0);
+        c->listens[0].port += 1;
     } else if (k->type == &hd_conf_type_namespaces) {
         ck_assert_uint_gt(c->nnamespaces, 0);
         c->namespaces[0].history_size += 1;
@@ -1178,9 +1182,7 @@ START_TEST(test_changed_walks_table)
         enum reload r;
     } want[] = {
         { "workers", RELOAD_MASTER },
-        { "listen.address", RELOAD_LISTEN },
-        { "listen.port", RELOAD_LISTEN },
-        { "listen.backlog", RELOAD_LISTEN },
+        { "listen", RELOAD_LISTEN },
         { "admin.address", RELOAD_MASTER },
         { "admin.port", RELOAD_MASTER },
         { "admin.token", RELOAD_MASTER },
@@ -1296,6 +1298,64 @@ START_TEST(test_admin_token_off_loopback)
 }
 END_TEST
 
+/* #16 item 19: several listeners; the old one-object form still works */
+START_TEST(test_listen_many)
+{
+    hd_conf_t *c, *d;
+
+    c = load_ok("{" AUTH ", \"listen\": {\"address\": \"::\", \"port\": 81}}");
+    ck_assert_uint_eq(c->nlistens, 1);
+    ck_assert_str_eq(c->listens[0].address, "::");
+    ck_assert_int_eq(c->listens[0].port, 81);
+    ck_assert(!c->listens[0].ipv6_only); /* "::" is dual-stack by default */
+    ck_assert(!c->listens[0].proxy_protocol);
+    hd_conf_free(c);
+
+    c = load_ok("{" AUTH ", \"listen\": ["
+                "{\"address\": \"127.0.0.1\", \"port\": 8080},"
+                "{\"address\": \"::1\", \"port\": 8080, \"backlog\": 7},"
+                "{\"address\": \"::\", \"port\": 8081, \"ipv6_only\": true,"
+                " \"proxy_protocol\": true}]}");
+    ck_assert_uint_eq(c->nlistens, 3);
+    ck_assert_str_eq(c->listens[0].address, "127.0.0.1");
+    ck_assert_int_eq(c->listens[0].backlog, 4096);
+    ck_assert_str_eq(c->listens[1].address, "::1");
+    ck_assert_int_eq(c->listens[1].port, 8080);
+    ck_assert_int_eq(c->listens[1].backlog, 7);
+    ck_assert(c->listens[2].ipv6_only);
+    ck_assert(c->listens[2].proxy_protocol);
+    ck_assert_int_eq(c->listens[2].port, 8081);
+    /* a listener more, or one flag changed: reopen */
+    d = load_ok("{" AUTH ", \"listen\": ["
+                "{\"address\": \"127.0.0.1\", \"port\": 8080},"
+                "{\"address\": \"::1\", \"port\": 8080, \"backlog\": 7},"
+                "{\"address\": \"::\", \"port\": 8081, \"ipv6_only\": true}]}");
+    ck_assert(hd_conf_listen_changed(c, d));
+    hd_conf_free(d);
+    d = load_ok("{" AUTH ", \"listen\": {\"address\": \"127.0.0.1\"}}");
+    ck_assert(hd_conf_listen_changed(c, d));
+    hd_conf_free(d);
+    hd_conf_free(c);
+
+    expect_error("{" AUTH ", \"listen\": []}",
+                 "t.json: $.listen: must hold 1 to 16 listeners, got 0");
+    expect_error("{" AUTH ", \"listen\": [{\"port\": 1}, {\"port\": 1}]}",
+                 "t.json: $.listen: listeners 0 and 1 both use 0.0.0.0 port 1");
+    expect_error("{" AUTH ", \"listen\": [{\"port\": 1}, 7]}",
+                 "t.json: $.listen[1]: expected object, got integer");
+    expect_error("{" AUTH ", \"listen\": [{\"port\": 1},"
+                 " {\"address\": \"x\"}]}",
+                 "t.json: $.listen[1].address: must be an IPv4 or IPv6 "
+                 "address literal, got \"x\"");
+    expect_error("{" AUTH ", \"listen\": [{\"ipv6only\": true}]}",
+                 "t.json: $.listen[0].ipv6only: unknown key (did you mean "
+                 "\"ipv6_only\"?)");
+    expect_error("{" AUTH ", \"listen\": {\"proxy_protocol\": 1}}",
+                 "t.json: $.listen.proxy_protocol: expected boolean, got "
+                 "integer");
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1334,6 +1394,7 @@ conf_suite(void)
     tcase_add_test(tc, test_changed_walks_table);
     tcase_add_test(tc, test_docs_cover_every_key);
     tcase_add_test(tc, test_outq_holds_largest_publication);
+    tcase_add_test(tc, test_listen_many);
     tcase_add_test(tc, test_admin_token_off_loopback);
     suite_add_tcase(s, tc);
     return s;

@@ -24,7 +24,7 @@
 static int
 listener(const char *addr, int port)
 {
-    int fd = hd_net_listen(addr, port, 128, true, NULL);
+    int fd = hd_net_listen(addr, port, 128, true, true, NULL);
     ck_assert_int_ge(fd, 0);
     return fd;
 }
@@ -215,7 +215,7 @@ START_TEST(ipv6_source_port)
     int      fds[3], count[3], port, probe;
     uint16_t idx[2] = { 2, 0 };
 
-    probe = hd_net_listen("::1", 0, 1, true, NULL);
+    probe = hd_net_listen("::1", 0, 1, true, true, NULL);
     if (probe < 0)
         return; /* no IPv6 loopback here */
     close(probe);
