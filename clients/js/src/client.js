@@ -757,17 +757,22 @@ export class HeraldClient extends Emitter {
     if (!ws || lines.length === 0) return;
     let frame = "";
     let size = 0;
-    for (const line of lines) {
-      const n = byteLength(line);
-      if (frame && size + 1 + n > MAX_FRAME_BYTES) {
-        ws.send(frame);
-        frame = "";
-        size = 0;
+    try {
+      for (const line of lines) {
+        const n = byteLength(line);
+        if (frame && size + 1 + n > MAX_FRAME_BYTES) {
+          ws.send(frame);
+          frame = "";
+          size = 0;
+        }
+        frame = frame ? frame + "\n" + line : line;
+        size += (size ? 1 : 0) + n;
       }
-      frame = frame ? frame + "\n" + line : line;
-      size += (size ? 1 : 0) + n;
+      if (frame) ws.send(frame);
+    } catch (e) {
+      // The socket is going away; its close event rejects what was pending.
+      this._log("warn", "send failed:", e && e.message);
     }
-    if (frame) ws.send(frame);
   }
 
   // Send a command on the current socket now; rejects at once without one.

@@ -4,13 +4,14 @@
 // publishing, and the page must end with every message exactly once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import WebSocket from "ws";
 import puppeteer from "puppeteer-core";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, heraldBin, sleep, tmpDir, token, until } from "../lib/harness.js";
+import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, freePort, heraldBin, SECRET, sleep, tmpDir, token, until } from "../lib/harness.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -39,6 +40,23 @@ async function staticServer() {
   return server;
 }
 
+function launch(dir) {
+  return puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    userDataDir: path.join(dir, "chromium-profile"),
+    args: [
+      "--no-sandbox", // root in CI
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
 test("Chromium: network cut while publishing, every message recovered exactly once", { skip }, async () => {
   const dir = tmpDir("chromium");
   const redis = await new Redis(dir).start();
@@ -49,20 +67,7 @@ test("Chromium: network cut while publishing, every message recovered exactly on
     await herald.start();
     server = await staticServer();
     proxy = await new Proxy(herald.port).start();
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: path.join(dir, "chromium-profile"),
-      args: [
-        "--no-sandbox", // root in CI
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launch(dir);
     const page = await browser.newPage();
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
@@ -102,6 +107,78 @@ test("Chromium: network cut while publishing, every message recovered exactly on
     if (browser) await browser.close();
     if (proxy) await proxy.stop();
     if (server) server.close();
+    const problems = await herald.finish();
+    await redis.stop();
+    if (!ok) console.error(herald.diag());
+    else assert.deepEqual(problems, []);
+  }
+});
+
+// The chat example as the README says to run it: examples/serve.js (page,
+// SDK and development tokens) against herald with the shipped config's
+// secret, namespaces and origins (ports and Redis changed for the test).
+test("Chromium: the chat example works with the shipped config", { skip }, async () => {
+  const dir = tmpDir("chat");
+  const redis = await new Redis(dir).start();
+  const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, "..", "..", "conf", "herald.json"), "utf8"));
+  const herald = new Herald(BIN, dir, redis.url, {}, (config) => {
+    for (const key of ["auth", "namespaces", "security"]) {
+      if (shipped[key] === undefined) delete config[key];
+      else config[key] = shipped[key];
+    }
+    // herald refuses the shipped development secret outside --dev; serve.js
+    // signs with whatever secret the config it reads has
+    config.auth = { ...config.auth, hmac_secret: SECRET };
+  });
+  let serve, browser;
+  let ok = false;
+  try {
+    await herald.start();
+    const port = await freePort();
+    serve = spawn(process.execPath, [path.join(ROOT, "examples", "serve.js")], {
+      env: { ...process.env, PORT: String(port), HERALD_CONF: herald.confPath },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    await until(async () => {
+      try {
+        const r = await new Promise((resolve, reject) =>
+          http.get(`http://127.0.0.1:${port}/token?sub=alice`, (res) => resolve(res.statusCode)).on("error", reject),
+        );
+        return r === 200;
+      } catch {
+        return false;
+      }
+    }, 10000, "examples/serve.js");
+    browser = await launch(dir);
+    const pageUrl = `http://127.0.0.1:${port}/examples/chat.html?ws=${encodeURIComponent(herald.url)}`;
+    const open = async (name) => {
+      const p = await browser.newPage();
+      const errors = [];
+      p.on("pageerror", (e) => errors.push(String(e)));
+      await p.goto(pageUrl);
+      await p.evaluate((n) => (document.getElementById("name").value = n), name);
+      await p.click("#join");
+      await p.waitForFunction(() => !document.querySelector("#say input").disabled, { timeout: 15000 });
+      return { p, errors };
+    };
+    const say = async ({ p }, text) => {
+      await p.type("#say input", text);
+      await p.keyboard.press("Enter");
+    };
+    const sees = ({ p }, text) =>
+      p.waitForFunction((t) => document.getElementById("log").textContent.includes(t), { timeout: 15000 }, text);
+    const alice = await open("alice");
+    await say(alice, "hello from alice");
+    await sees(alice, "alice: hello from alice");
+    const bob = await open("bob"); // joins later: gets the message from history
+    await sees(bob, "alice: hello from alice");
+    await say(bob, "hi alice");
+    await sees(alice, "bob: hi alice");
+    assert.deepEqual([...alice.errors, ...bob.errors], []);
+    ok = true;
+  } finally {
+    if (browser) await browser.close();
+    if (serve) serve.kill();
     const problems = await herald.finish();
     await redis.stop();
     if (!ok) console.error(herald.diag());

@@ -267,3 +267,33 @@ test("token expiry: getToken is called and the connection restored", { skip }, a
     assert.deepEqual(r.gaps, []);
   });
 });
+
+test("token refresh refused on the live connection: 4003 at expiry, then a fresh token", { skip }, async (t) => {
+  await withHerald("refresh-refused", {}, async ({ herald, mk }) => {
+    const calls = [];
+    const getToken = async () => {
+      calls.push(Date.now());
+      const now = Math.floor(Date.now() / 1000);
+      if (calls.length === 1) return token({ sub: "alice", exp: now + 2 });
+      if (calls.length === 2) return token({ sub: "mallory", exp: now + 3600 }); // another sub: 403
+      return token({ sub: "alice", exp: now + 3600 });
+    };
+    const c = mk(herald.url, { token: undefined, getToken });
+    const results = [];
+    const codes = [];
+    const errors = [];
+    c.on("connected", (res) => results.push(res));
+    c.on("disconnected", (d) => codes.push(d.code));
+    c.on("error", (e) => errors.push(e.code));
+    await connected(c);
+    if (results[0].refresh !== true) {
+      t.skip("the server does not offer refresh on a live connection");
+      return;
+    }
+    assert.equal(typeof results[0].expires_at, "number");
+    await until(() => results.length === 2 && c.state === "connected", 15000, "the reconnect after 4003");
+    assert.deepEqual(codes, [4003]);
+    assert.deepEqual(errors, [403]);
+    assert.equal(calls.length, 3);
+  });
+});

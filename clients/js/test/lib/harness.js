@@ -150,7 +150,9 @@ function deepMerge(base, over) {
 }
 
 export class Herald {
-  constructor(bin, dir, redisUrl, overrides = {}) {
+  /** overrides: merged over the base config; edit(config): a last change in place. */
+  constructor(bin, dir, redisUrl, overrides = {}, edit = null) {
+    this.edit = edit;
     this.bin = bin;
     this.dir = dir;
     this.redisUrl = redisUrl;
@@ -188,6 +190,7 @@ export class Herald {
       },
     };
     this.config = deepMerge(base, this.overrides);
+    if (this.edit) this.edit(this.config);
     this.writeConfig();
     const err = fs.openSync(this.errPath, "a");
     this.proc = spawn(this.bin, ["-c", this.confPath], {
