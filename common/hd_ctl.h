@@ -18,6 +18,8 @@ enum hd_ctl_type {
                            passed. Stops accepting at once unless flags has
                            HD_DRAIN_KEEP_ACCEPTING (see below). */
     HD_CTL_EXIT = 2,  /* exit now */
+    HD_CTL_LOG = 3,   /* apply log settings (hd_ctl_log_msg_t): a reload
+                           changed log.level, log.format or log.file */
     /* worker -> master */
     HD_CTL_READY = 100, /* loop running, accepting */
 };
@@ -46,5 +48,17 @@ typedef struct hd_ctl_msg {
     uint32_t grace_ms;   /* HD_CTL_DRAIN with KEEP_ACCEPTING: quiet time */
     uint32_t reserved;
 } hd_ctl_msg_t;
+
+/* HD_CTL_LOG: longer than hd_ctl_msg_t (SOCK_SEQPACKET keeps it whole);
+ * a receiver reads the type from the first field of either. */
+#define HD_CTL_LOG_FILE_MAX 4096
+
+typedef struct hd_ctl_log_msg {
+    uint32_t type;   /* HD_CTL_LOG */
+    uint32_t level;  /* enum hd_log_level */
+    uint32_t format; /* enum hd_log_format */
+    uint32_t reserved;
+    char     file[HD_CTL_LOG_FILE_MAX]; /* NUL-terminated; "" = stderr */
+} hd_ctl_log_msg_t;
 
 #endif

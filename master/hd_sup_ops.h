@@ -31,6 +31,8 @@ typedef struct hd_sup_ops {
     int (*ctl_pair)(int sv[2]);
     /* Send one whole control message without blocking: 0 or -errno. */
     int (*ctl_send)(int fd, const hd_ctl_msg_t *m);
+    /* The same for HD_CTL_LOG (a longer message). */
+    int (*ctl_send_log)(int fd, const hd_ctl_log_msg_t *m);
     /* Watch the master's end of p's control socket: cb(arg) when readable
      * (NULL: nothing to watch). */
     void *(*ctl_watch)(int fd, hd_sup_timer_cb *cb, void *arg);

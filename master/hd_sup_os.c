@@ -72,6 +72,16 @@ os_ctl_send(int fd, const hd_ctl_msg_t *m)
 }
 
 static int
+os_ctl_send_log(int fd, const hd_ctl_log_msg_t *m)
+{
+    ssize_t n = send(fd, m, sizeof(*m), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+    if (n == (ssize_t) sizeof(*m))
+        return 0;
+    return n < 0 ? -errno : -EIO;
+}
+
+static int
 os_ctl_recv(int fd, hd_ctl_msg_t *m)
 {
     for (;;) {
@@ -201,6 +211,7 @@ const hd_sup_ops_t hd_sup_os_ops = {
     .reap = os_reap,
     .ctl_pair = hd_proc_ctl_pair,
     .ctl_send = os_ctl_send,
+    .ctl_send_log = os_ctl_send_log,
     .ctl_watch = os_ctl_watch,
     .ctl_unwatch = os_ctl_unwatch,
     .ctl_recv = os_ctl_recv,

@@ -319,6 +319,32 @@ ctl_send(hd_proc_t *p, const hd_ctl_msg_t *m)
     return ops->kill(p->pid, m->type == HD_CTL_EXIT ? SIGKILL : SIGTERM);
 }
 
+/*
+ * The log settings apply in place on reload: tell every live worker (a
+ * worker forked later inherits them). A worker that cannot be told keeps
+ * its settings until it is replaced; nothing else depends on them.
+ */
+static void
+send_log_settings(const hd_conf_t *nc)
+{
+    hd_ctl_log_msg_t m = { .type = HD_CTL_LOG,
+                           .level = (uint32_t) nc->log_level,
+                           .format = (uint32_t) nc->log_format };
+    int              rc;
+
+    if (nc->log_file != NULL) {
+        if (strlen(nc->log_file) >= sizeof(m.file)) {
+            hd_log_error("reload: log.file too long to hand to workers");
+            return;
+        }
+        strcpy(m.file, nc->log_file);
+    }
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
+        if (p->ctl_fd >= 0 && (rc = ops->ctl_send_log(p->ctl_fd, &m)) < 0)
+            hd_log_warn("log settings to worker %u (pid %d) failed: %s",
+                        p->worker_id, (int) p->pid, strerror(-rc));
+}
+
 static void
 drain_kill_cb(void *arg)
 {
@@ -797,6 +823,8 @@ hd_sup_reload(void)
     if (hd_log_configure(nc->log_level, nc->log_format, nc->log_file) < 0)
         hd_log_error("reload: cannot open log file %s; keeping the old one",
                      nc->log_file ? nc->log_file : "(stderr)");
+    else
+        send_log_settings(nc);
     hd_conf_register_secrets(nc);
 
     hd_m.generation++;

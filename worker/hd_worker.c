@@ -319,16 +319,44 @@ default_drain_window(void)
     return (uint64_t) hd_w.conf->shutdown_ms * 8 / 10;
 }
 
+/*
+ * A reload changed the log settings: the master applied them and tells
+ * us, so that turning on debug (or moving the file) by reload reaches the
+ * workers too. The same rules as in the master: on failure the old
+ * destination stays.
+ */
+static void
+apply_log(hd_ctl_log_msg_t *l)
+{
+    int rc;
+
+    l->file[sizeof(l->file) - 1] = '\0';
+    rc = hd_log_configure((enum hd_log_level) l->level,
+                          (enum hd_log_format) l->format,
+                          l->file[0] ? l->file : NULL);
+    if (rc < 0)
+        hd_log_error("reload: cannot apply the log settings (%s): %s; "
+                     "keeping the old ones",
+                     l->file[0] ? l->file : "(stderr)", strerror(-rc));
+    else
+        hd_log_debug("log settings applied: level %s",
+                     hd_log_level_name((enum hd_log_level) l->level));
+}
+
 static void
 ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
+    union {
+        hd_ctl_msg_t     m;
+        hd_ctl_log_msg_t l;
+    } u;
     hd_ctl_msg_t m;
     ssize_t      n;
     (void) w;
     (void) revents;
 
     for (;;) {
-        n = recv(hd_w.ctl_fd, &m, sizeof(m), MSG_DONTWAIT);
+        n = recv(hd_w.ctl_fd, &u, sizeof(u), MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -344,8 +372,14 @@ ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
                         HD_DRAIN_KEEP_ACCEPTING, 0);
             return;
         }
+        if (u.m.type == HD_CTL_LOG) {
+            if ((size_t) n == sizeof(u.l))
+                apply_log(&u.l);
+            continue;
+        }
         if ((size_t) n != sizeof(m))
             continue;
+        m = u.m;
         switch (m.type) {
         case HD_CTL_DRAIN:
             start_drain((uint16_t) m.close_code, m.window_ms, m.flags,

@@ -119,3 +119,62 @@ def test_sigusr1_reopens_log(herald):
     wait_until(lambda: os.path.getsize(herald.log_path) > size, 10,
                what="the master to write to the reopened log")
     assert herald.worker_pids()
+
+
+def test_sighup_applies_log_settings_in_workers(make_herald, tmp_path):
+    """log.level, log.format and log.file apply in place on SIGHUP in the
+    workers too (without replacing them), and a worker reopens the new
+    file on SIGUSR1 (issue 17 item 6)."""
+    from harness import open_client
+    h = make_herald(log={"level": "info"})
+    pids = h.worker_pids()
+
+    def bad_connects():
+        async def go():
+            for _ in range(4):   # reach both workers (most likely)
+                c = await open_client(h.url, do_connect=False)
+                await c.connect("not-a-token")
+                await c.wait_closed(10)
+                await c.close()
+        run(go())
+
+    def worker_lines(path, pred):
+        try:
+            with open(path, errors="replace") as f:
+                return [line for line in f if pred(line)]
+        except FileNotFoundError:
+            return []
+
+    def rejected_json(line):
+        return '"role":"worker"' in line and "connect rejected" in line
+
+    bad_connects()
+    time.sleep(0.3)
+    assert not worker_lines(h.log_path, rejected_json), "debug line at level info"
+
+    # debug on by reload
+    h.config["log"]["level"] = "debug"
+    h.write_config()
+    h.send_signal(signal.SIGHUP)
+    h.find_log(lambda l: "reload done" in l.get("msg", ""), what="reload done")
+    wait_until(lambda: (bad_connects(), worker_lines(h.log_path, rejected_json))[1], 10 * SLACK,
+               what="a worker's debug line after the reload to level debug")
+
+    # a new file and the text format
+    other = str(tmp_path / "other.log")
+    h.config["log"].update(file=other, format="text")
+    h.write_config()
+    h.send_signal(signal.SIGHUP)
+
+    def rejected_text(line):
+        return re.search(r" DEBUG +worker\[\d\] ", line) and "connect rejected" in line
+    wait_until(lambda: (bad_connects(), worker_lines(other, rejected_text))[1], 10 * SLACK,
+               what="a worker's text line in the new log file")
+
+    # rotation: the worker follows the reopened file
+    os.rename(other, other + ".1")
+    h.send_signal(signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(other), 10, what="the reopened log file")
+    wait_until(lambda: (bad_connects(), worker_lines(other, rejected_text))[1], 10 * SLACK,
+               what="a worker's line in the reopened log file")
+    assert h.worker_pids() == pids, "log settings must not replace workers"
