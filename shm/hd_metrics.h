@@ -72,10 +72,22 @@ enum hd_api_result {
     HD_APIR__COUNT
 };
 #define HD_API_CELLS (HD_API__COUNT * HD_APIR__COUNT)
+/* herald_redis_errors_total{kind}: error replies from Redis, by kind */
+enum hd_redis_err_kind {
+    HD_RERR_OOM = 0,  /* OOM: maxmemory reached, writes refused */
+    HD_RERR_READONLY, /* READONLY: a replica */
+    HD_RERR_LOADING,  /* LOADING: loading its dataset */
+    HD_RERR_BUSY,     /* BUSY: a script runs too long */
+    HD_RERR_NOPERM,   /* NOPERM: ACL */
+    HD_RERR_NOSCRIPT, /* NOSCRIPT even after sending the body */
+    HD_RERR_OTHER,    /* any other error reply */
+    HD_RERR__COUNT
+};
 
 enum hd_gauge {
     HD_G_CONNECTIONS = 0, /* herald_connections */
     HD_G_REDIS_UP,        /* herald_redis_up */
+    HD_G_REDIS_REFUSING,  /* herald_redis_refusing_writes */
     HD_G_SUBSCRIPTIONS,   /* herald_subscriptions */
     HD_G_CHANNELS,        /* herald_channels */
     HD_G__COUNT
@@ -133,6 +145,7 @@ typedef struct hd_hist_cells {
 typedef struct hd_metrics_cells {
     _Atomic uint64_t ctr[HD_C__COUNT];
     _Atomic uint64_t rej[HD_REJ__COUNT];
+    _Atomic uint64_t rerr[HD_RERR__COUNT];
     _Atomic uint64_t disc[HD_DISC__COUNT];
     _Atomic uint64_t api[HD_API_CELLS]; /* [method * HD_APIR__COUNT + result] */
     _Atomic int64_t  gauge[HD_G__COUNT];
@@ -186,6 +199,14 @@ hd_api_inc(enum hd_api_method m, enum hd_api_result r)
 /* Names in the exported labels (hd_render.c). */
 const char *hd_api_method_name(enum hd_api_method m);
 const char *hd_api_result_name(enum hd_api_result r);
+
+static inline void
+hd_redis_err_inc(enum hd_redis_err_kind k)
+{
+    hd_metrics_cells_t *m = hd_metrics_cur;
+    if (m != NULL)
+        hd_cell_add_(&m->rerr[k], 1);
+}
 
 /* WebSocket close code sent or seen; unknown codes count as "other". */
 void hd_disconnect_inc(unsigned close_code);

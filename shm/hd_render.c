@@ -15,6 +15,13 @@
 #include "hd_alloc.h"
 #include "hd_render.h"
 
+static const char *const redis_err_names[HD_RERR__COUNT] = {
+    [HD_RERR_OOM] = "oom",         [HD_RERR_READONLY] = "readonly",
+    [HD_RERR_LOADING] = "loading", [HD_RERR_BUSY] = "busy",
+    [HD_RERR_NOPERM] = "noperm",   [HD_RERR_NOSCRIPT] = "noscript",
+    [HD_RERR_OTHER] = "other",
+};
+
 static const char *const reject_names[HD_REJ__COUNT] = {
     [HD_REJ_NODE_LIMIT] = "node_limit",
     [HD_REJ_IP_LIMIT] = "ip_limit",
@@ -389,8 +396,21 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
 
     gauge_family(b, snap, HD_G_REDIS_UP, "herald_redis_up",
                  "1 when the worker's Redis connections are up, else 0.");
+    gauge_family(b, snap, HD_G_REDIS_REFUSING, "herald_redis_refusing_writes",
+                 "1 when Redis refused the worker's last write (OOM, "
+                 "READONLY) and has not taken one since, else 0.");
     ctr_family(b, snap, HD_C_REDIS_RECONNECTS, "herald_redis_reconnects_total",
                "Redis reconnections after a lost connection.");
+    family(b, "herald_redis_errors_total", "counter",
+           "Error replies from Redis, by kind.");
+    for (size_t k = 0; k < snap->nworkers; k++)
+        for (unsigned r = 0; r < HD_RERR__COUNT; r++) {
+            open_worker(b, "herald_redis_errors_total", snap->w[k].worker_id);
+            hd_strbuf_puts(b, ",kind=\"");
+            hd_strbuf_puts(b, redis_err_names[r]);
+            hd_strbuf_puts(b, "\"}");
+            sample_u64(b, snap->w[k].rerr[r]);
+        }
 
     family(b, "herald_disconnects_total", "counter",
            "Client connections closed, by WebSocket close code.");
@@ -462,10 +482,14 @@ hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
             continue;
         alive++;
         bool up = w->gauge[HD_G_REDIS_UP] > 0;
-        redis_down |= !up;
+        /* up but refusing writes (maxmemory, a replica): publishes fail,
+         * so the node is degraded even though the connections are fine */
+        bool writable = w->gauge[HD_G_REDIS_REFUSING] == 0;
+        redis_down |= !up || !writable;
         json_array_append_new(redis,
-                              json_pack("{s:I,s:b}", "worker",
-                                        (json_int_t) w->worker_id, "up", up));
+                              json_pack("{s:I,s:b,s:b}", "worker",
+                                        (json_int_t) w->worker_id, "up", up,
+                                        "writable", writable));
     }
     const char *status = alive == 0                    ? "failing"
         : alive < snap->workers_expected || redis_down ? "degraded"

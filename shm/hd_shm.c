@@ -159,6 +159,8 @@ cells_zero(hd_metrics_cells_t *m)
         st(&m->ctr[i], 0);
     for (unsigned i = 0; i < HD_REJ__COUNT; i++)
         st(&m->rej[i], 0);
+    for (unsigned i = 0; i < HD_RERR__COUNT; i++)
+        st(&m->rerr[i], 0);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&m->disc[i], 0);
     for (unsigned i = 0; i < HD_API_CELLS; i++)
@@ -183,6 +185,8 @@ cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
         st(&dst->ctr[i], ld(&dst->ctr[i]) + ld(&src->ctr[i]));
     for (unsigned i = 0; i < HD_REJ__COUNT; i++)
         st(&dst->rej[i], ld(&dst->rej[i]) + ld(&src->rej[i]));
+    for (unsigned i = 0; i < HD_RERR__COUNT; i++)
+        st(&dst->rerr[i], ld(&dst->rerr[i]) + ld(&src->rerr[i]));
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&dst->disc[i], ld(&dst->disc[i]) + ld(&src->disc[i]));
     for (unsigned i = 0; i < HD_API_CELLS; i++)
@@ -383,6 +387,8 @@ snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
         w->ctr[i] += ld(&m->ctr[i]);
     for (unsigned i = 0; i < HD_REJ__COUNT; i++)
         w->rej[i] += ld(&m->rej[i]);
+    for (unsigned i = 0; i < HD_RERR__COUNT; i++)
+        w->rerr[i] += ld(&m->rerr[i]);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         w->disc[i] += ld(&m->disc[i]);
     for (unsigned i = 0; i < HD_API_CELLS; i++)
@@ -484,6 +490,8 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
             w->running++;
         for (unsigned g = 0; g < HD_G__COUNT; g++) {
             int64_t v = lds(&s->m.gauge[g]);
+            if (g == HD_G_REDIS_REFUSING && stt != HD_SLOT_RUNNING)
+                continue; /* as redis_up: what serves counts */
             if (g != HD_G_REDIS_UP)
                 w->gauge[g] += v;
             else if (stt == HD_SLOT_STARTING)

@@ -25,7 +25,7 @@
 #include "hd_metrics.h"
 
 #define HD_SHM_MAGIC      0x48524c44u /* "HRLD" */
-#define HD_SHM_VERSION    1u
+#define HD_SHM_VERSION    2u
 #define HD_SHM_SLOTS      512u /* 2 x HD_WORKERS_MAX */
 #define HD_SHM_WORKER_IDS 256u /* logical worker ids 0..255 */
 
@@ -131,6 +131,7 @@ typedef struct hd_shm_worker_snap {
     bool     gauges;  /* export gauges: live or id < expected */
     uint64_t ctr[HD_C__COUNT];
     uint64_t rej[HD_REJ__COUNT];
+    uint64_t rerr[HD_RERR__COUNT];
     uint64_t disc[HD_DISC__COUNT];
     uint64_t api[HD_API_CELLS];
     /* Live slots only (a dead process contributes nothing). Sums, except

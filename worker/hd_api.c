@@ -70,8 +70,9 @@ struct hd_api_call {
 typedef struct pubreq {
     hd_http_t *http;
     size_t     n, done;
-    int        err;     /* first error */
-    json_t    *offsets; /* array, null where not published */
+    int        err;      /* first error */
+    char      *err_text; /* its Redis error reply, if it was one */
+    json_t    *offsets;  /* array, null where not published */
     bool       broadcast;
 } pubreq_t;
 
@@ -242,10 +243,16 @@ req_finish(pubreq_t *r)
     if (h != NULL) {
         h->req = NULL;
         if (r->err != 0) {
-            json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code", 503,
-                                     "message",
-                                     "redis unavailable; see "
-                                     "result for what was published");
+            char msg[300];
+            snprintf(msg, sizeof(msg), "%s%.180s%s",
+                     r->err_text ? "redis refused the publish: "
+                                 : "redis unavailable",
+                     r->err_text ? r->err_text : "",
+                     r->broadcast ? "; see result for what was published"
+                                  : "; not published");
+            json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code",
+                                     r->err == HD_ERR_UNAVAILABLE ? 503 : 500,
+                                     "message", msg);
             if (r->broadcast)
                 json_object_set(body, "result",
                                 json_pack("{s:O}", "offsets", r->offsets));
@@ -261,6 +268,7 @@ req_finish(pubreq_t *r)
         }
     }
     json_decref(r->offsets);
+    free(r->err_text);
     free(r);
 }
 
@@ -272,8 +280,11 @@ one_done(int err, uint64_t offset, const char *epoch, void *arg)
     (void) epoch;
 
     if (err != 0) {
-        if (r->err == 0)
+        if (r->err == 0) {
             r->err = err;
+            if (hd_pubsub_error() != NULL)
+                r->err_text = hd_strdup(hd_pubsub_error());
+        }
     } else {
         json_array_set_new(r->offsets, a->i, json_integer((json_int_t) offset));
     }

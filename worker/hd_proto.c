@@ -511,7 +511,16 @@ publish_cb(int err, uint64_t offset, const char *epoch, void *arg)
 
     if (c == NULL)
         return;
-    if (err != 0)
+    if (err != 0 && hd_pubsub_error() != NULL) {
+        /* name what Redis said (OOM, READONLY...): "unavailable" sent
+         * operators looking for an outage that was not there */
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "redis refused the publish: %.180s; "
+                 "not published",
+                 hd_pubsub_error());
+        send_error(c, true, id, err, msg);
+    } else if (err != 0)
         send_error(c, true, id, err,
                    err == HD_ERR_UNAVAILABLE
                        ? "redis unavailable, not published"

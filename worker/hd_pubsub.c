@@ -255,6 +255,88 @@ parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
     return 0;
 }
 
+/* The Redis error reply of the call whose callback runs (hd_pubsub.h). */
+static const char *cur_err;
+
+const char *
+hd_pubsub_error(void)
+{
+    return cur_err;
+}
+
+static enum hd_redis_err_kind
+err_kind(const char *s)
+{
+    static const struct {
+        const char            *prefix;
+        enum hd_redis_err_kind kind;
+    } kinds[] = {
+        { "OOM", HD_RERR_OOM },         { "READONLY", HD_RERR_READONLY },
+        { "LOADING", HD_RERR_LOADING }, { "BUSY", HD_RERR_BUSY },
+        { "NOPERM", HD_RERR_NOPERM },   { "NOSCRIPT", HD_RERR_NOSCRIPT },
+    };
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strncmp(s, kinds[i].prefix, strlen(kinds[i].prefix)) == 0)
+            return kinds[i].kind;
+    return HD_RERR_OTHER;
+}
+
+/*
+ * Redis refusing writes (maxmemory with noeviction, a replica) while its
+ * connections are fine: herald_redis_refusing_writes and /health say so.
+ * Set by a refused write, cleared by the next write Redis takes; while set,
+ * a small write check runs every REFUSING_CHECK_S, so /health recovers
+ * even when no publish comes (a load balancer may have taken the node out).
+ */
+#define REFUSING_CHECK_S 1.0
+#define WRITECHECK_KEY   "{herald|}:writecheck"
+
+static bool     refusing;
+static ev_timer refusing_w;
+
+static void set_refusing(bool on);
+
+static void
+writecheck_cb(redisReply *r, const char *err, void *arg)
+{
+    (void) err;
+    (void) arg;
+    if (r != NULL && r->type == REDIS_REPLY_STATUS)
+        set_refusing(false);
+}
+
+static void
+refusing_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    static const char *argv[] = { "SET", WRITECHECK_KEY, "1", "PX", "10000" };
+    size_t             lens[5];
+    (void) loop;
+    (void) w;
+    (void) revents;
+
+    for (int i = 0; i < 5; i++)
+        lens[i] = strlen(argv[i]);
+    if (hd_redis_cmd_up())
+        (void) hd_redis_cmd(writecheck_cb, NULL, 5, argv, lens);
+}
+
+static void
+set_refusing(bool on)
+{
+    if (on == refusing)
+        return;
+    refusing = on;
+    hd_gauge_set(HD_G_REDIS_REFUSING, on);
+    if (on) {
+        ev_timer_init(&refusing_w, refusing_tick, REFUSING_CHECK_S,
+                      REFUSING_CHECK_S);
+        ev_timer_start(hd_w.loop, &refusing_w);
+    } else {
+        ev_timer_stop(hd_w.loop, &refusing_w);
+        hd_log_info("redis takes writes again");
+    }
+}
+
 static void
 script_cb(redisReply *r, const char *err, void *arg)
 {
@@ -273,14 +355,24 @@ script_cb(redisReply *r, const char *err, void *arg)
     if (r == NULL) {
         fail(c, HD_ERR_UNAVAILABLE);
     } else if (r->type == REDIS_REPLY_ERROR) {
-        hd_log_error("redis script failed: %s", r->str);
+        enum hd_redis_err_kind k = err_kind(r->str);
+        hd_redis_err_inc(k);
+        hd_log_error("redis refused the %s script: %s",
+                     c->publish                    ? "publish"
+                         : c->script == &s_meta    ? "meta"
+                         : c->script == &s_recover ? "recover"
+                                                   : "history",
+                     r->str);
+        /* every script may write (meta, epoch, TTLs) */
+        if (k == HD_RERR_OOM || k == HD_RERR_READONLY)
+            set_refusing(true);
+        cur_err = r->str;
         fail(c,
-             strncmp(r->str, "LOADING", 7) == 0
-                     || strncmp(r->str, "BUSY", 4) == 0
-                     || strncmp(r->str, "READONLY", 8) == 0
-                     || strncmp(r->str, "OOM", 3) == 0
+             k == HD_RERR_LOADING || k == HD_RERR_BUSY || k == HD_RERR_READONLY
+                     || k == HD_RERR_OOM
                  ? HD_ERR_UNAVAILABLE
                  : HD_ERR_INTERNAL);
+        cur_err = NULL;
     } else if (c->hcb != NULL) {
         size_t          n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
                      ? r->element[3]->elements
@@ -302,6 +394,7 @@ script_cb(redisReply *r, const char *err, void *arg)
         hd_log_error("redis script returned an unexpected reply");
         c->cb(HD_ERR_INTERNAL, 0, NULL, c->arg);
     } else {
+        set_refusing(false);
         if (c->publish)
             hd_ctr_inc(HD_C_MSG_PUBLISHED);
         c->cb(0, (uint64_t) r->element[0]->integer, r->element[1]->str, c->arg);

@@ -68,6 +68,15 @@ int hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
                       unsigned limit, int64_t since, const char *since_epoch,
                       hd_hist_cb *cb, void *arg);
 
+/*
+ * Inside a hd_pub_cb / hd_hist_cb called with err != 0: the error reply
+ * Redis gave (e.g. "OOM command not allowed when used memory >
+ * 'maxmemory'..."), so that replies and logs can name it; NULL when the
+ * failure was no Redis error reply (connection lost, Redis down). Valid
+ * only during the callback.
+ */
+const char *hd_pubsub_error(void);
+
 void hd_pubsub_init(void);
 /* The command connection is (again) up: load the scripts. */
 void hd_pubsub_cmd_up(void);

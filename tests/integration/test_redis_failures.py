@@ -561,3 +561,62 @@ def test_stopped_worker_dropped_by_redis_output_limit(make_herald, redis_server)
             os.kill(stopped, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def redis_errors(h):
+    """{kind: herald_redis_errors_total summed over workers}."""
+    status, _, body = admin_request(h.admin_port, "/metrics", timeout=5)
+    assert status == 200, (status, body[:200])
+    _, samples = parse_metrics(body)
+    out = {}
+    for (name, labels), v in samples.items():
+        if name == "herald_redis_errors_total":
+            kind = dict(labels)["kind"]
+            out[kind] = out.get(kind, 0) + v
+    return out
+
+
+def test_redis_refusing_writes_is_named(make_herald, redis_server):
+    """Redis at maxmemory with noeviction refuses the publish script: the
+    WebSocket and HTTP replies and the log name the Redis error (not "redis
+    unavailable"), herald_redis_errors_total{kind="oom"} counts it, and
+    /health shows a Redis that is up but refuses writes until it takes
+    writes again (issue 17 item 10)."""
+    from harness import wait_until
+    h = make_herald(**failure_config())
+    port = redis_server.port
+    tok = token_for(h)
+
+    async def go():
+        c = await open_tclient(h.url, tok)
+        assert "result" in await c.subscribe("nohist:w")   # meta exists already
+        redis_cli(port, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+        redis_cli(port, "CONFIG", "SET", "maxmemory", "1")
+        try:
+            r = await c.publish("nohist:w", {"x": 1})
+            assert r["error"]["code"] == 503, r
+            assert "OOM" in r["error"]["message"], r
+            assert "unavailable" not in r["error"]["message"], r
+            st, body = api_request(h.port, "/api/publish", {"channel": "nohist:w", "data": 1})
+            assert st == 503, (st, body)
+            msg = body["error"]["message"]
+            assert "OOM" in msg and "see result" not in msg, body
+            assert "result" not in body, body
+            errs = redis_errors(h)
+            assert errs.get("oom", 0) >= 2, errs
+            st, hb = health(h)
+            assert st == 503 and hb["status"] == "degraded", (st, hb)
+            assert all(w["up"] for w in hb["redis"]), hb
+            assert any(w.get("writable") is False for w in hb["redis"]), hb
+            h.find_log(lambda l: l.get("role") == "worker" and "OOM" in l.get("msg", ""),
+                       what="a worker log line naming OOM")
+        finally:
+            redis_cli(port, "CONFIG", "SET", "maxmemory", "0")
+        # Redis takes writes again: /health recovers without a publish
+        wait_until(lambda: health(h)[0] == 200, 10 * SLACK, what="/health 200 again")
+        st, hb = health(h)
+        assert all(w.get("writable") is True for w in hb["redis"]), hb
+        r = await c.publish("nohist:w", {"x": 2})
+        assert "result" in r, r
+        await close_all([c])
+    run(go())
