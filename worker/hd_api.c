@@ -36,6 +36,8 @@ static const struct {
     { "/api/broadcast", HD_API_BROADCAST, NULL },
     { "/api/disconnect", HD_API_DISCONNECT, hd_capi_disconnect },
     { "/api/channels", HD_API_CHANNELS, hd_capi_channels },
+    { "/api/presence", HD_API_PRESENCE, hd_capi_presence },
+    { "/api/presence_stats", HD_API_PRESENCE_STATS, hd_capi_presence_stats },
     { "/api/info", HD_API_INFO, hd_capi_info },
     { "/api/connections", HD_API_CONNECTIONS, hd_capi_connections },
 };

@@ -18,6 +18,8 @@
 #include "hd_cluster.h"
 #include "hd_jwt.h"
 #include "hd_log.h"
+#include "hd_presence.h"
+#include "hd_publish.h"
 #include "hd_pubsub.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
@@ -500,6 +502,102 @@ hd_capi_info(hd_api_call_t *a, json_t *body, const char *tenant)
         free(x);
         hd_api_fail(a, 503, "redis unavailable");
     }
+}
+
+/* ---- presence -------------------------------------------------------------- */
+
+/*
+ * "channel" of the body, for the server (any configured namespace) in
+ * tenant: the Redis key into key (HD_KEY_MAX) and the namespace; or an
+ * answer (400) and NULL.
+ */
+static const hd_ns_t *
+api_channel(hd_api_call_t *a, json_t *body, const char *tenant, char *key,
+            size_t *key_len)
+{
+    hd_publisher_t  who = { .server = true, .tenant = tenant };
+    hd_pub_target_t t;
+    hd_pub_error_t  e;
+    json_t         *jc = json_object_get(body, "channel");
+    size_t          name_off;
+
+    if (!json_is_string(jc)
+        || hd_pub_resolve(&who, json_string_value(jc), json_string_length(jc),
+                          false, &t, &e)
+            < 0) {
+        hd_api_fail(a, 400,
+                    json_is_string(jc) && e.why == HD_PUB_UNKNOWN_NS
+                        ? "unknown namespace"
+                        : "\"channel\" must be a valid channel name");
+        return NULL;
+    }
+    *key_len = hd_pub_key(&who, &t, key, &name_off);
+    if (*key_len == 0) {
+        hd_api_fail(a, 400, "channel name too long");
+        return NULL;
+    }
+    return t.ns;
+}
+
+static void
+presence_done(int err, long long clients, long long users, json_t *entries,
+              void *arg)
+{
+    ctx_t *x = arg;
+
+    if (err != 0)
+        hd_api_fail(x->a, 503, "redis unavailable");
+    else if (x->limit == 0)
+        hd_api_answer(x->a, 200,
+                      json_pack("{s:{s:I, s:I}}", "result", "clients",
+                                (json_int_t) clients, "users",
+                                (json_int_t) users));
+    else
+        hd_api_answer(
+            x->a, 200,
+            json_pack("{s:{s:O, s:I, s:b}}", "result", "clients", entries,
+                      "total", (json_int_t) clients, "truncated",
+                      (long long) json_array_size(entries) < clients));
+    free(x);
+}
+
+static void
+presence_common(hd_api_call_t *a, json_t *body, const char *tenant, bool stats)
+{
+    char           key[HD_KEY_MAX];
+    size_t         key_len, limit = 0;
+    const hd_ns_t *ns = api_channel(a, body, tenant, key, &key_len);
+    ctx_t         *x;
+
+    if (ns == NULL)
+        return;
+    if (!ns->presence) {
+        hd_api_fail(a, 400, "the channel's namespace keeps no presence");
+        return;
+    }
+    if (!stats && (limit = get_limit(body)) == 0) {
+        hd_api_fail(a, 400,
+                    "\"limit\" must be an integer from 1 to "
+                    "api.list_max");
+        return;
+    }
+    x = ctx_new(a, limit);
+    if (hd_presence_read(ns, key, key_len, limit, presence_done, x) < 0) {
+        free(x);
+        hd_api_fail(a, 503, "redis unavailable");
+    }
+}
+
+void
+hd_capi_presence(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    presence_common(a, body, tenant, false);
+}
+
+void
+hd_capi_presence_stats(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    presence_common(a, body, tenant, true);
 }
 
 const hd_cluster_op_t hd_cluster_ops[] = {

@@ -225,6 +225,8 @@ hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
 
     if (s->state == HD_SUB_PENDING)
         ch->npending--;
+    else if (s->announced && T.hooks.left != NULL)
+        T.hooks.left(c, ch, s);
     hd_free(s->recover_epoch);
     /* swap-remove from the channel, fixing the moved member's back index */
     last = ch->nmembers - 1;
@@ -326,6 +328,50 @@ epoch_restart(hd_chan_t *ch, uint64_t next)
     }
 }
 
+/*
+ * A join or leave on ch: "J <client id> <entry JSON>" (or "L ..."),
+ * published by hd_presence.c outside the offset numbering, so it is
+ * pushed to the active members as it comes and never buffered or
+ * replayed. One push is built and shared.
+ */
+static void
+dispatch_event(hd_chan_t *ch, const char *payload, size_t len)
+{
+    const char *client = payload + 2, *sp, *entry;
+    size_t      client_len, entry_len, n;
+    hd_msg_t   *m;
+    char       *p;
+    bool        join = payload[0] == 'J';
+
+    sp = memchr(client, ' ', len - 2);
+    if (sp == NULL || T.hooks.event == NULL)
+        return;
+    client_len = (size_t) (sp - client);
+    entry = sp + 1;
+    entry_len = len - (size_t) (entry - payload);
+    /* {"push":{"channel":"<name>","join":<entry>}} */
+    n = 21 + ch->name_len + (join ? 9 : 10) + entry_len + 2;
+    m = hd_malloc(sizeof(*m) + n + 1);
+    p = m->data;
+    p += sprintf(p,
+                 "{\"push\":{\"channel\":\"%.*s\",\"%s\":", (int) ch->name_len,
+                 ch->name, join ? "join" : "leave");
+    memcpy(p, entry, entry_len);
+    p += entry_len;
+    memcpy(p, "}}", 3);
+    p += 2;
+    m->refs = 1;
+    m->len = (uint32_t) (p - m->data);
+    m->pub_ns = 0;
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state == HD_SUB_ACTIVE && !s->jl_off)
+            T.hooks.event(c, m, client, client_len);
+    }
+    hd_msg_unref(m);
+}
+
 void
 hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
                  size_t len)
@@ -336,6 +382,11 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
 
     if (ch == NULL || ch->nmembers == 0)
         return; /* an unsubscribe crossed the message */
+    if (len > 2 && (payload[0] == 'J' || payload[0] == 'L')
+        && payload[1] == ' ') {
+        dispatch_event(ch, payload, len);
+        return;
+    }
     if (hd_envelope_decode(payload, len, &env) < 0) {
         hd_log_warn("dropping a malformed envelope on %.*s (%zu bytes)",
                     (int) ch->name_len, ch->name, len);
@@ -405,6 +456,8 @@ go_live(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t offset,
     hd_free(s->recover_epoch);
     s->min_offset = offset;
     ch->npending--;
+    if (T.hooks.live != NULL)
+        T.hooks.live(c, ch, s);
     if (ch->buf_lost_upto > s->min_offset) {
         T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
         s->min_offset = ch->buf_lost_upto;

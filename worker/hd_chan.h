@@ -91,6 +91,8 @@ typedef struct hd_sub {
     bool       recover_sent;
     uint64_t   min_offset;    /* deliver pushes with offset > min_offset;
                                   while recovering: the client's offset */
+    bool       announced;     /* presence/join published (hooks.live) */
+    bool       jl_off;        /* the client wants no join/leave pushes */
     int64_t    cmd_id;        /* the subscribe command awaiting its reply */
     char      *recover_epoch; /* the client's epoch (heap), while pending */
 } hd_sub_t;
@@ -120,6 +122,16 @@ typedef struct hd_chan_hooks {
     /* a push for an active member (m is borrowed: take a reference to
      * keep it). The hook handles a full queue itself. */
     void (*deliver)(struct hd_conn *c, hd_msg_t *m);
+    /* optional: a member went ACTIVE (after its reply) / an ACTIVE member
+     * is leaving (still in the table while the hook runs). For presence
+     * and join/leave; neither may change the table. */
+    void (*live)(struct hd_conn *c, hd_chan_t *ch, hd_sub_t *s);
+    void (*left)(struct hd_conn *c, hd_chan_t *ch, hd_sub_t *s);
+    /* optional: a join/leave push m for an active member that wants them;
+     * client is the id of the client it is about (the hook skips the
+     * member when that is itself) */
+    void (*event)(struct hd_conn *c, hd_msg_t *m, const char *client,
+                  size_t client_len);
 } hd_chan_hooks_t;
 
 /* Find or create the channel for key (tenant-qualified). name_off is where

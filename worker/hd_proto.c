@@ -19,6 +19,7 @@
 #include "hd_channel.h"
 #include "hd_cluster.h"
 #include "hd_cmd.h"
+#include "hd_presence.h"
 #include "hd_envelope.h"
 #include "hd_strbuf.h"
 #include "hd_jwt.h"
@@ -153,6 +154,18 @@ chan_deliver(hd_conn_t *c, hd_msg_t *m)
     hd_conn_want_push(c);
 }
 
+/* A join/leave push: not for the client it is about. */
+static void
+chan_event(hd_conn_t *c, hd_msg_t *m, const char *client, size_t client_len)
+{
+    char   cid[HD_CLIENT_ID_MAX];
+    size_t n = hd_cluster_client_id(c, cid);
+
+    if (n == client_len && memcmp(cid, client, n) == 0)
+        return;
+    chan_deliver(c, m);
+}
+
 static int chan_recover(hd_conn_t *c, uint32_t sub_i);
 
 const hd_chan_hooks_t hd_proto_chan_hooks = {
@@ -161,6 +174,9 @@ const hd_chan_hooks_t hd_proto_chan_hooks = {
     .gap = chan_gap,
     .recover = chan_recover,
     .deliver = chan_deliver,
+    .live = hd_presence_live,
+    .left = hd_presence_left,
+    .event = chan_event,
 };
 
 /* ---- ops ------------------------------------------------------------------ */
@@ -425,13 +441,20 @@ m_subscribe(cmd_t *cmd)
     const char     *epoch = NULL;
     hd_chan_t      *ch;
     hd_pub_target_t t;
-    json_t         *jrec, *joff, *jep;
+    json_t         *jrec, *joff, *jep, *jjl;
     uint64_t        since = 0;
+    int             si;
 
     if (!may_act(cmd))
         return;
     if (resolve_channel(cmd, false, &t, key, &key_len, &name_off) < 0)
         return;
+    jjl = json_object_get(cmd->params, "join_leave");
+    if (jjl != NULL && !json_is_boolean(jjl)) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST,
+                    "\"join_leave\" must be a boolean");
+        return;
+    }
     jrec = json_object_get(cmd->params, "recover");
     if (jrec != NULL && !json_is_boolean(jrec)) {
         reply_error(cmd, HD_ERR_BAD_REQUEST, "\"recover\" must be a boolean");
@@ -467,8 +490,9 @@ m_subscribe(cmd_t *cmd)
         return;
     }
     ch = hd_chan_get(key, key_len, name_off, t.ns);
-    hd_chan_join(ch, c, cmd->id, since,
-                 epoch); /* the reply comes when it is live */
+    si = hd_chan_join(ch, c, cmd->id, since,
+                      epoch); /* the reply comes when it is live */
+    c->subs[si].jl_off = json_is_false(jjl);
 }
 
 static void
@@ -790,10 +814,88 @@ m_history(cmd_t *cmd)
     }
 }
 
+static void
+presence_cb(int err, long long clients, long long users, json_t *entries,
+            void *arg)
+{
+    hd_op_t   *op = arg;
+    int64_t    id = op->id;
+    size_t     limit = (size_t) op->since;
+    hd_conn_t *c = op_done(op);
+
+    if (c == NULL)
+        return;
+    if (err != 0)
+        send_error(c, true, id, err, "redis unavailable, retry");
+    else if (limit == 0)
+        send_result(c, id,
+                    json_pack("{s:I, s:I}", "clients", (json_int_t) clients,
+                              "users", (json_int_t) users));
+    else
+        send_result(c, id,
+                    json_pack("{s:O, s:I, s:b}", "clients", entries, "total",
+                              (json_int_t) clients, "truncated",
+                              (long long) json_array_size(entries) < clients));
+    hd_conn_want_write(c);
+}
+
+/* presence (limit > 0: the entries) and presence_stats (the counts) */
+static void
+presence_common(cmd_t *cmd, bool stats)
+{
+    char            key[HD_KEY_MAX];
+    size_t          key_len, name_off, limit = 0;
+    hd_pub_target_t t;
+    hd_op_t        *op;
+
+    if (!may_act(cmd))
+        return;
+    if (resolve_channel(cmd, false, &t, key, &key_len, &name_off) < 0)
+        return;
+    if (!t.ns->presence) {
+        reply_error(cmd, HD_ERR_FORBIDDEN, "namespace \"%s\" keeps no presence",
+                    t.ns->name);
+        return;
+    }
+    if (!stats) {
+        json_t    *jl = json_object_get(cmd->params, "limit");
+        json_int_t max = hd_w.conf->api_list_max;
+        json_int_t v = jl == NULL ? max
+            : json_is_integer(jl) ? json_integer_value(jl)
+                                  : 0;
+        if (v < 1 || v > max) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST,
+                        "\"limit\" must be an integer from 1 to %lld",
+                        (long long) max);
+            return;
+        }
+        limit = (size_t) v;
+    }
+    op = op_new(cmd->conn, cmd->id);
+    op->since = (int64_t) limit;
+    if (hd_presence_read(t.ns, key, key_len, limit, presence_cb, op) < 0) {
+        op_done(op);
+        reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+    }
+}
+
+static void
+m_presence(cmd_t *cmd)
+{
+    presence_common(cmd, false);
+}
+
+static void
+m_presence_stats(cmd_t *cmd)
+{
+    presence_common(cmd, true);
+}
+
 static const struct {
     const char *name;
     method_fn   fn;
 } methods[] = {
+    { "presence", m_presence },   { "presence_stats", m_presence_stats },
     { "ping", m_ping },           { "connect", m_connect },
     { "subscribe", m_subscribe }, { "unsubscribe", m_unsubscribe },
     { "publish", m_publish },     { "history", m_history },

@@ -22,6 +22,7 @@
 #include "hd_metrics.h"
 #include "hd_chan.h"
 #include "hd_cluster.h"
+#include "hd_presence.h"
 #include "hd_proc.h"
 #include "hd_pubsub.h"
 #include "hd_redis.h"
@@ -580,6 +581,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_pubsub_init();
     hd_chan_init(hd_w.loop, &hd_proto_chan_hooks);
     hd_cluster_init();
+    hd_presence_init();
     hd_conn_io_init();
     {
         static const hd_redis_hooks_t hooks = {
@@ -623,6 +625,7 @@ hd_worker_main(const hd_worker_args_t *a)
     }
 
     hd_log_info("worker exiting");
+    hd_presence_shutdown();
     hd_cluster_shutdown();
     hd_redis_stop();
     hd_conn_io_shutdown();
