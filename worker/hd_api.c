@@ -15,6 +15,7 @@
 #include "hd_pubsub.h"
 #include "hd_redis.h"
 #include "hd_worker_int.h"
+#include "hd_wsguard.h"
 
 #define BROADCAST_MAX 1000
 
@@ -499,7 +500,10 @@ hd_api_writeable(struct lws *wsi, hd_conn_t *c)
     http_reset(c);
     if (rc < 0)
         return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (lws_http_transaction_completed(wsi))
+        return -1;
+    hd_wsguard_http_done(lws_get_socket_fd(wsi));
+    return 0;
 }
 
 void

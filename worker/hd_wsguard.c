@@ -87,9 +87,14 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
 
 /*
  * Before the upgrade completes, the bytes are HTTP: frames start after the
- * end of a request's headers. Every "\r\n\r\n" restarts the frame parser
- * (the last request before the 101 is the upgrade); once established,
- * everything is frames.
+ * end of the request's headers. Only the first "\r\n\r\n" counts: from
+ * there on everything is frames, also before lws has processed the
+ * upgrade, since a client may send its first frames right behind the
+ * request. A "\r\n\r\n" inside frame bytes (JSON allows CR LF as
+ * whitespace) must not restart the parser: that let crafted bytes after it
+ * hide an unmasked frame. An HTTP request that was not an upgrade re-arms
+ * the scan once it is answered (hd_wsguard_http_done()), for the next
+ * request on a kept-alive connection.
  */
 static void
 feed(guard_t *g, const uint8_t *p, size_t n)
@@ -97,23 +102,22 @@ feed(guard_t *g, const uint8_t *p, size_t n)
     static const char end_hdr[] = "\r\n\r\n";
     const uint8_t    *e = p + n;
 
-    if (g->flags & F_ESTAB) {
-        feed_frames(g, p, e);
-        return;
-    }
-    for (const uint8_t *q = p; q < e; q++) {
-        if (*q == (uint8_t) end_hdr[g->crlf])
-            g->crlf++;
-        else
-            g->crlf = *q == '\r' ? 1 : 0;
-        if (g->crlf == 4) {
-            g->crlf = 0;
-            g->st = ST_HDR0;
-            g->flags = (uint8_t) ((g->flags & ~F_UNMASKED) | F_FRAMES);
-            p = q + 1;
+    if (!(g->flags & (F_ESTAB | F_FRAMES))) {
+        for (; p < e; p++) {
+            if (*p == (uint8_t) end_hdr[g->crlf])
+                g->crlf++;
+            else
+                g->crlf = *p == '\r' ? 1 : 0;
+            if (g->crlf == 4) {
+                g->crlf = 0;
+                g->st = ST_HDR0;
+                g->flags |= F_FRAMES;
+                p++;
+                break;
+            }
         }
     }
-    if (g->flags & F_FRAMES)
+    if (g->flags & (F_ESTAB | F_FRAMES))
         feed_frames(g, p, e);
 }
 
@@ -169,6 +173,20 @@ hd_wsguard_open(int fd)
     if (fd >= 0 && fd < G_cap) {
         memset(&G[fd], 0, sizeof(G[fd]));
         G[fd].flags = F_ACTIVE;
+    }
+}
+
+void
+hd_wsguard_http_done(int fd)
+{
+    if (fd >= 0 && fd < G_cap && !(G[fd].flags & F_ESTAB)) {
+        /* what came after that request's headers was its body, not
+         * frames: start over at the next request */
+        G[fd].flags = F_ACTIVE;
+        G[fd].st = ST_HDR0;
+        G[fd].crlf = 0;
+        G[fd].len = 0;
+        G[fd].n = 0;
     }
 }
 

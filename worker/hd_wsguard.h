@@ -20,6 +20,9 @@ int  hd_wsguard_init(int max_fds);
 void hd_wsguard_shutdown(void);
 /* a freshly accepted client socket */
 void hd_wsguard_open(int fd);
+/* an HTTP request (not an upgrade) on it was answered and the connection
+ * stays open for the next request: look for that request's headers */
+void hd_wsguard_http_done(int fd);
 /* its WebSocket handshake completed: what follows is frames */
 void hd_wsguard_established(int fd);
 /* it sent an unmasked frame */

@@ -783,6 +783,96 @@ def test_unmasked_frame_1002(env):
         assert all(op != 1 for op, _ in ws.frames), "the unmasked command was answered: %r" % ws.frames
 
 
+def open_with(port, first_frames, timeout=10):
+    """Send the upgrade request and first_frames in one write (so they
+    reach the server before its 101), then read the 101; a RawWS."""
+    s = tcp_connect(port, None, timeout)
+    s.sendall(upgrade_request(port) + first_frames)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while parse_http_head(data) is None:
+        left = deadline - time.monotonic()
+        assert left > 0, "no upgrade response within %.1f s: %r" % (timeout, data[:300])
+        s.settimeout(left)
+        b = s.recv(65536)
+        assert b, "connection closed during the upgrade: %r" % (data[:300],)
+        data += b
+    head = parse_http_head(data)
+    assert head[0] == 101, "upgrade refused: %r" % (data[:500],)
+    return RawWS(s, head[3], head)
+
+
+# A command whose bytes hold CR LF CR LF (JSON whitespace) and then
+# '"' 0xC3: read as a frame header, that is a masked frame of 67 bytes,
+# which hides whatever follows it from a frame watch that restarts there.
+PING_CRLF = b'{"id": 1, "method": "ping", "params": {\r\n\r\n"\xc3\xbf": 1}}'
+
+
+def zero_masked(opcode, payload):
+    """A masked frame with the all-zero key: the payload bytes go out as
+    they are (a valid masked frame)."""
+    assert len(payload) < 126
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize("masked_first", [False, True])
+def test_unmasked_frame_sent_with_the_upgrade_1002(env, masked_first):
+    """Frames sent right behind the upgrade request reach the server
+    before its handshake completes. A CR LF CR LF inside frame bytes is
+    not the end of another request: it must not restart the frame watch
+    (issue 16 item 9). Before, the watch restarted there, the crafted
+    bytes after it swallowed the unmasked frame that follows, and that
+    frame's command was answered."""
+    with env.guard():
+        first = zero_masked(1, PING_CRLF) if masked_first else frame(1, PING_CRLF, mask=False)
+        then = frame(1, json.dumps({"id": 2, "method": "ping"}).encode(), mask=False)
+        ws = open_with(env.port, first + then)
+        expect_close(ws, 1002)
+        answered = [json.loads(p) for op, p in ws.frames if op == 1]
+        if masked_first:
+            # the masked one may be answered; the unmasked one never
+            assert all(m.get("id") != 2 for m in answered), answered
+        else:
+            assert answered == [], "unmasked commands were answered: %r" % answered
+
+
+def test_upgrade_after_http_request_on_kept_alive_connection(env):
+    """An HTTP request answered on a kept-alive connection, then the
+    upgrade on the same connection: the frame watch starts over at the
+    upgrade's headers, so masked frames are served and an unmasked one is
+    still refused with 1002."""
+    with env.guard():
+        s = tcp_connect(env.port)
+        s.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + 10
+        while True:
+            head = parse_http_head(data)
+            if head is not None:
+                n = int(head[1].get("content-length", "0"))
+                if len(head[3]) >= n:
+                    break
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            b = s.recv(65536)
+            assert b, "connection closed after the HTTP answer: %r" % data
+            data += b
+        assert head[0] == 404, data
+        s.sendall(upgrade_request(env.port))
+        data = b""
+        while parse_http_head(data) is None:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            b = s.recv(65536)
+            assert b, "connection closed during the upgrade: %r" % data
+            data += b
+        head = parse_http_head(data)
+        assert head[0] == 101, data
+        ws = RawWS(s, head[3], head)
+        r = ws.call(7, "ping", {})
+        assert "result" in r, r
+        ws.send_frame(1, PING, mask=False)
+        expect_close(ws, 1002)
+
+
 @pytest.mark.parametrize("rsv", [1, 2, 4, 7])
 def test_reserved_bits_1002(env, rsv):
     # No extension is negotiated here, so even RSV1 is reserved.
