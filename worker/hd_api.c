@@ -123,9 +123,18 @@ respond(hd_http_t *h, int status, json_t *body)
         hd_api_inc(routes[h->ri].method, r);
     }
     free(h->resp);
-    h->resp = json_dumps(body, JSON_COMPACT);
-    h->resp_len = h->resp ? strlen(h->resp) : 0;
+    h->resp = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
     h->status = status;
+    if (h->resp == NULL) {
+        /* json_pack or json_dumps failed (out of memory, or a string that
+         * is not UTF-8): still answer, and never with an empty 200 */
+        static const char fallback[] = "{\"error\":{\"code\":500,"
+                                       "\"message\":\"internal error\"}}";
+        hd_log_error("HTTP API: cannot encode a %d response", status);
+        h->resp = hd_strdup(fallback);
+        h->status = 500;
+    }
+    h->resp_len = strlen(h->resp);
     json_decref(body);
     lws_callback_on_writable(h->wsi);
     return 0;
@@ -246,6 +255,9 @@ req_finish(pubreq_t *r)
     if (h != NULL) {
         h->req = NULL;
         if (r->err != 0) {
+            /* the status and the body's code agree: 503 when Redis was
+             * unavailable, 500 when it refused otherwise */
+            int  status = r->err == HD_ERR_UNAVAILABLE ? 503 : 500;
             char msg[300];
             snprintf(msg, sizeof(msg), "%s%.180s%s",
                      r->err_text ? "redis refused the publish: "
@@ -253,14 +265,13 @@ req_finish(pubreq_t *r)
                      r->err_text ? r->err_text : "",
                      r->broadcast ? "; see result for what was published"
                                   : "; not published");
-            json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code",
-                                     r->err == HD_ERR_UNAVAILABLE ? 503 : 500,
+            json_t *body = json_pack("{s:{s:i, s:s}}", "error", "code", status,
                                      "message", msg);
-            if (r->broadcast)
-                json_object_set(body, "result",
-                                json_pack("{s:O}", "offsets", r->offsets));
+            if (r->broadcast && body != NULL)
+                json_object_set_new(body, "result",
+                                    json_pack("{s:O}", "offsets", r->offsets));
             hd_ctr_inc(HD_C_ERRORS);
-            respond(h, r->err == HD_ERR_UNAVAILABLE ? 503 : 500, body);
+            respond(h, status, body);
         } else if (r->broadcast) {
             respond(h, 200,
                     json_pack("{s:{s:O}}", "result", "offsets", r->offsets));

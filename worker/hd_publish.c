@@ -72,6 +72,13 @@ hd_pub_resolve(const hd_publisher_t *who, const char *name, size_t len,
     return 0;
 }
 
+/* The longest valid tenant and channel always make a key that fits: a
+ * key that does not fit can only be a bug, never a client's fault. */
+_Static_assert(sizeof("herald|") - 1 + HD_TENANT_MAX + 1 + HD_CHANNEL_MAX
+                       + sizeof("{}:meta")
+                   <= HD_KEY_MAX,
+               "the longest tenant + channel key fits HD_KEY_MAX");
+
 size_t
 hd_pub_key(const hd_publisher_t *who, const hd_pub_target_t *t, char *buf,
            size_t *name_off)

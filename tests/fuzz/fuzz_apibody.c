@@ -32,7 +32,9 @@ conf_once(void)
 
     if (conf != NULL)
         return;
-    if (hd_conf_load_string("fuzz", FUZZ_CONF, sizeof(FUZZ_CONF) - 1, &conf, &errs) < 0)
+    if (hd_conf_load_string("fuzz", FUZZ_CONF, sizeof(FUZZ_CONF) - 1, &conf,
+                            &errs)
+        < 0)
         abort();
     hd_w.conf = conf;
 }
@@ -40,11 +42,11 @@ conf_once(void)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const enum api_route route_of[4] = { R_PUBLISH, R_BROADCAST,
-                                                R_OTHER, R_NONE };
-    hd_conn_t      c;
-    api_call_t     a = { 0 };
-    hd_pub_error_t e = { 0 };
+    static const enum api_route route_of[4] = { R_PUBLISH, R_BROADCAST, R_OTHER,
+                                                R_NONE };
+    hd_conn_t                   c;
+    api_call_t                  a = { 0 };
+    hd_pub_error_t              e = { 0 };
 
     if (size < 1)
         return 0;
@@ -62,8 +64,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     if (h->too_big && (h->body != NULL || h->body_len != 0))
         __builtin_trap();
-    if (h->route != R_NONE && !h->too_big
-        && h->body_len != size - 1)
+    if (h->route != R_NONE && !h->too_big && h->body_len != size - 1)
         __builtin_trap(); /* every byte kept, in order */
 
     if (h->route != R_NONE && !h->too_big && parse_body(h, &a, &e) == 0

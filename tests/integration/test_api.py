@@ -5,7 +5,7 @@ import asyncio
 import http.client
 import json
 
-from harness import (API_KEY, api_request, clients_on_workers, open_client,
+from harness import (API_KEY, api_request, clients_on_workers, open_client, redis_cli,
                      pubsub_config, redis_restart_same_port, run, token_for,
                      wait_until)
 
@@ -268,3 +268,47 @@ def test_api_pipelined_requests_close_the_connection(make_herald):
         assert offs == list(range(1, last + 1)), offs
         await sub.close()
     run(go())
+
+
+def test_api_broadcast_failing_partway(make_herald, redis_server):
+    """A broadcast whose publishes fail partway answers with the error and
+    the offsets of what was published (null where not). The packed result
+    used to leak (json_object_set for _set_new): the sanitizer build's
+    leak check at teardown catches it."""
+    ns = {"hist": {"publish": True, "history_size": 10, "history_ttl_s": 60}}
+    h = make_herald(**pubsub_config(namespaces=ns))
+    # the second channel's meta key holds a string: its script fails
+    assert redis_cli(redis_server.port, "SET", "{herald||hist:broken}:meta", "x").strip() == "OK"
+    for _ in range(3):
+        st, body = api_request(h.port, "/api/broadcast",
+                               {"channels": ["hist:ok", "hist:broken", "hist:ok2"], "data": 1})
+        assert st == 500 and is_error(body, 500), (st, body)
+        offsets = body["result"]["offsets"]
+        assert offsets[1] is None and isinstance(offsets[0], int) and isinstance(offsets[2], int), body
+
+
+def test_api_longest_key_publishes_and_longer_is_400(pubsub_herald):
+    """The longest names (a 64-byte tenant, a 255-byte channel) make the
+    longest Redis key: it fits (publish 200), and one byte more of either
+    is a 400 naming the field, never a 503."""
+    h = pubsub_herald
+    tenant = "t" * 64
+    chan = "chat:" + "c" * 250
+    st, body = api_request(h.port, "/api/publish", {"tenant": tenant, "channel": chan, "data": 1})
+    assert st == 200 and body == {"result": {"offset": 1}}, (st, body)
+    st, body = api_request(h.port, "/api/broadcast", {"tenant": tenant, "channels": [chan, chan], "data": 2})
+    assert st == 200 and body == {"result": {"offsets": [2, 3]}}, (st, body)
+    for what, req in (("tenant of 65", {"tenant": tenant + "t", "channel": chan, "data": 1}),
+                      ("channel of 256", {"tenant": tenant, "channel": chan + "c", "data": 1})):
+        st, body = api_request(h.port, "/api/publish", req)
+        assert st == 400 and is_error(body, 400), (what, st, body)
+
+
+def test_api_error_bodies_are_json_for_any_bytes(pubsub_herald):
+    """A body that is not valid UTF-8 still gets a JSON error body: the
+    parser's message may quote the bad bytes, which JSON cannot carry."""
+    h = pubsub_herald
+    for raw in (b'{"channel": "\xff\xfe", "data": 1}', b'\xc3', b'{"data": "\xed\xa0\x80"}',
+                b'{"channel": "chat:x", "data": 1, "\xff": 2}'):
+        st, body = api_request(h.port, "/api/publish", raw)
+        assert st == 400 and is_error(body, 400), (raw, st, body)
