@@ -151,7 +151,7 @@ listener_close(hd_listener_t *l)
             hd_log_warn("closing a retired listen socket with %d queued "
                         "connection%s: they are reset",
                         q, q == 1 ? "" : "s");
-        close(l->fd[i]);
+        ops->close(l->fd[i]);
         if (l->group[i] != NULL) {
             hd_reuseport_group_remove(&l->group[i]->arr, l);
             group_release(l->group[i]);
