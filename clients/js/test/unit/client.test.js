@@ -526,3 +526,67 @@ test("a listener that throws does not break delivery", async () => {
   assert.deepEqual(s.got, [1, 2]);
   assert.ok(h.events.some((e) => e[0] === "error" && e[1].message === "app bug"));
 });
+
+test("browser: the online event ends a backoff wait at once", async () => {
+  const listeners = {};
+  const saved = {
+    add: globalThis.addEventListener,
+    remove: globalThis.removeEventListener,
+    nav: Object.getOwnPropertyDescriptor(globalThis, "navigator"),
+  };
+  globalThis.addEventListener = (name, fn) => (listeners[name] = fn);
+  globalThis.removeEventListener = (name, fn) => {
+    if (listeners[name] === fn) delete listeners[name];
+  };
+  Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
+  try {
+    const h = make({ minReconnectDelay: 5000, maxReconnectDelay: 60000 });
+    h.client.connect();
+    await h.accept();
+    assert.equal(typeof listeners.online, "function");
+    h.ws.serverClose(1006);
+    await settle();
+    assert.equal(h.WS.sockets.length, 1);
+    listeners.online();
+    await settle();
+    assert.equal(h.WS.sockets.length, 2, "reconnected without waiting for the backoff");
+    h.client.disconnect();
+    assert.equal(listeners.online, undefined, "listener removed by disconnect()");
+  } finally {
+    globalThis.addEventListener = saved.add;
+    globalThis.removeEventListener = saved.remove;
+    if (saved.nav) Object.defineProperty(globalThis, "navigator", saved.nav);
+    else delete globalThis.navigator;
+  }
+});
+
+test("no console output unless a logger is given or the profile is development", async () => {
+  const calls = [];
+  const saved = {};
+  for (const k of ["debug", "info", "warn", "error", "log"]) {
+    saved[k] = console[k];
+    console[k] = (...a) => calls.push([k, ...a]);
+  }
+  const cycle = async (options) => {
+    const h = make(options);
+    h.client.connect();
+    await h.accept();
+    h.ws.serverClose(1006);
+    await settle();
+    h.client.disconnect();
+  };
+  try {
+    await cycle({});
+    await cycle({ profile: "high-performance" });
+    assert.deepEqual(calls, []);
+    await cycle({ profile: "development" });
+    assert.ok(calls.length > 0, "development logs to the console");
+    calls.length = 0;
+    const mine = [];
+    await cycle({ logger: (level, ...a) => mine.push(level) });
+    assert.deepEqual(calls, []);
+    assert.ok(mine.includes("info"), JSON.stringify(mine));
+  } finally {
+    Object.assign(console, saved);
+  }
+});
