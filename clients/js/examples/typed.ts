@@ -16,7 +16,7 @@ const client = new HeraldClient("ws://127.0.0.1:8080/", {
 
 client.on("state", (state, previous) => console.log(previous, "->", state));
 client.on("connected", (result) => console.log("client id", result.client, "ping every", result.ping_interval_ms));
-client.on("disconnected", ({ code, reason, reconnect }) => console.log(code, reason, reconnect));
+client.on("disconnected", (code, reason, reconnect, delay) => console.log(code, reason, reconnect, delay ?? 0));
 client.on("error", (err) => console.error(err.message));
 
 const sub = client.subscribe<ChatMessage>("chat:lobby", { recover: true });

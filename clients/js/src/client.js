@@ -340,7 +340,7 @@ export class HeraldClient extends Emitter {
     this._stop();
     this._rejectQueue("disconnected", "disconnected by the client");
     this._setState("disconnected");
-    this._emit("disconnected", { code: 1000, reason: "disconnect()", reconnect: false });
+    this._emit("disconnected", 1000, "disconnect()", false);
   }
 
   /** The Subscription of channel (created and subscribed on first call). */
@@ -714,7 +714,7 @@ export class HeraldClient extends Emitter {
       for (const sub of this._subs.values()) sub.state = "unsubscribed";
       this._setState("closed");
       this._log("error", "closed for good:", code, reason);
-      this._emit("disconnected", { code, reason, reconnect: false });
+      this._emit("disconnected", code, reason, false);
       return;
     }
     let delay;
@@ -727,7 +727,7 @@ export class HeraldClient extends Emitter {
     }
     this._setState("disconnected");
     this._log("info", "disconnected", code, reason, "reconnecting in", delay, "ms");
-    this._emit("disconnected", { code, reason, reconnect: true, delay });
+    this._emit("disconnected", code, reason, true, delay);
     if (!this._started || this._gen !== gen + 1) return; // a listener intervened
     this._setTimer("reconnect", delay, () => {
       this._stats.reconnects++;

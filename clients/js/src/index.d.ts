@@ -78,14 +78,6 @@ export interface ConnectResult {
   [key: string]: unknown;
 }
 
-export interface DisconnectedEvent {
-  code: number;
-  reason: string;
-  reconnect: boolean;
-  /** ms until the next attempt, when reconnect is true */
-  delay?: number;
-}
-
 export interface PublicationContext {
   offset: number;
   epoch: string;
@@ -158,7 +150,8 @@ export declare class HeraldError extends Error {
 export interface ClientEvents {
   state: (state: ClientState, previous: ClientState) => void;
   connected: (result: ConnectResult) => void;
-  disconnected: (ev: DisconnectedEvent) => void;
+  /** delay: ms until the next attempt, when reconnect is true */
+  disconnected: (code: number, reason: string, reconnect: boolean, delay?: number) => void;
   error: (err: Error) => void;
   dropped: (msg: { method: string; params: unknown }) => void;
   refreshed: (ev: { expires_at: number | undefined }) => void;

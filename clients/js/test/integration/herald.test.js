@@ -98,7 +98,7 @@ test("socket cut while publishing at 1000/s: every message exactly once after re
       const subc = mk(proxy.url);
       const pubc = mk(herald.url);
       const disc = [];
-      subc.on("disconnected", (d) => disc.push(d));
+      subc.on("disconnected", (code, reason, reconnect) => disc.push({ code, reconnect }));
       const sub = subc.subscribe("chat:cut");
       const r = collect(sub);
       await connected(subc);
@@ -136,7 +136,7 @@ test("SIGHUP that replaces workers (1012) under load: zero loss", { skip }, asyn
     const subc = mk(herald.url);
     const pubc = mk(herald.url);
     const codes = [];
-    for (const c of [subc, pubc]) c.on("disconnected", (d) => codes.push(d.code));
+    for (const c of [subc, pubc]) c.on("disconnected", (code) => codes.push(code));
     const sub = subc.subscribe("chat:reload");
     const r = collect(sub);
     await connected(subc);
@@ -218,7 +218,7 @@ test("a terminal close (invalid token, 4500): state closed, no reconnect", { ski
     const c = mk(herald.url, { websocket: Counting, token: token({ sub: "eve" }, "not-the-secret") });
     const disc = [];
     const errors = [];
-    c.on("disconnected", (d) => disc.push(d));
+    c.on("disconnected", (code, reason, reconnect) => disc.push({ code, reconnect }));
     c.on("error", (e) => errors.push(e.code));
     c.connect();
     await until(() => c.state === "closed", 10000, "state closed");
@@ -243,7 +243,7 @@ test("token expiry: getToken is called and the connection restored", { skip }, a
     const results = [];
     const codes = [];
     c.on("connected", (res) => results.push(res));
-    c.on("disconnected", (d) => codes.push(d.code));
+    c.on("disconnected", (code) => codes.push(code));
     const refreshed = [];
     c.on("refreshed", (e) => refreshed.push(e));
     const sub = c.subscribe("chat:exp");
@@ -283,7 +283,7 @@ test("token refresh refused on the live connection: 4003 at expiry, then a fresh
     const codes = [];
     const errors = [];
     c.on("connected", (res) => results.push(res));
-    c.on("disconnected", (d) => codes.push(d.code));
+    c.on("disconnected", (code) => codes.push(code));
     c.on("error", (e) => errors.push(e.code));
     await connected(c);
     if (results[0].refresh !== true) {

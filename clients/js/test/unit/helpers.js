@@ -16,9 +16,13 @@ export function make(options = {}) {
     ...options,
   });
   const events = [];
-  for (const name of ["state", "connected", "disconnected", "error", "dropped", "refreshed"]) {
+  for (const name of ["state", "connected", "error", "dropped", "refreshed"]) {
     client.on(name, (...args) => events.push([name, ...args]));
   }
+  // positional (code, reason, reconnect, delay), kept as one object here
+  client.on("disconnected", (code, reason, reconnect, delay) =>
+    events.push(["disconnected", delay === undefined ? { code, reason, reconnect } : { code, reason, reconnect, delay }]),
+  );
   return {
     client,
     clock,
