@@ -152,8 +152,9 @@ test("SIGHUP that replaces workers (1012) under load: zero loss", { skip }, asyn
     await until(() => subc.state === "connected" && pubc.state === "connected", 15000, "both reconnected");
     await sleep(700);
     await pub.stop();
-    // a publish in flight when its connection closed may or may not have been made
-    for (const code of pub.failed.values()) assert.equal(code, "disconnected");
+    // a publish in flight when its connection closed may or may not have been
+    // made; one refused by a draining worker (503) was not
+    for (const code of pub.failed.values()) assert.ok(code === "disconnected" || code === 503, String(code));
     await until(() => r.got[r.got.length - 1] >= pub.maxAcked(), 15000, "every acknowledged publication");
     await sleep(200);
     checkExactlyOnce(assert, r.got, pub);
