@@ -443,9 +443,33 @@ export class HeraldClient extends Emitter {
     );
   }
 
+  // getToken() with a deadline: a token source that never answers must not
+  // leave the client "connecting" for ever.
+  _callGetToken() {
+    return new Promise((resolve, reject) => {
+      const ms = this._opt.connectTimeout;
+      const timer = this._clock.setTimeout(
+        () => reject(new HeraldError(`getToken() did not answer within ${ms} ms`, "token")),
+        ms,
+      );
+      Promise.resolve()
+        .then(() => this._getToken())
+        .then(
+          (t) => {
+            this._clock.clearTimeout(timer);
+            resolve(t);
+          },
+          (e) => {
+            this._clock.clearTimeout(timer);
+            reject(e);
+          },
+        );
+    });
+  }
+
   async _tokenForConnect() {
     if (this._getToken && (this._needFreshToken || this._token === undefined || this._tokenNearExpiry())) {
-      const t = await this._getToken();
+      const t = await this._callGetToken();
       if (typeof t !== "string" || !t) throw new HeraldError("getToken() returned no token", "token");
       this._token = t;
       this._needFreshToken = false;
@@ -623,7 +647,7 @@ export class HeraldClient extends Emitter {
     if (this._refreshing) return;
     this._refreshing = true;
     try {
-      const token = await this._getToken();
+      const token = await this._callGetToken();
       if (gen !== this._gen) return;
       const res = await this._internal("refresh", { token });
       if (gen !== this._gen) return;

@@ -590,3 +590,30 @@ test("no console output unless a logger is given or the profile is development",
     Object.assign(console, saved);
   }
 });
+
+test("getToken that fails or never answers: an error, then retry with backoff", async () => {
+  let n = 0;
+  const h = make({
+    token: undefined,
+    connectTimeout: 3000,
+    getToken: () => {
+      n++;
+      if (n === 1) return new Promise(() => {}); // hangs
+      if (n === 2) throw new Error("auth backend down");
+      return "fresh";
+    },
+  });
+  h.client.connect();
+  await settle();
+  assert.equal(h.client.state, "connecting");
+  await h.clock.advance(3000);
+  assert.equal(h.events.filter((e) => e[0] === "error").pop()[1].code, "token");
+  assert.equal(h.client.state, "disconnected");
+  await h.clock.advance(h.events.filter((e) => e[0] === "disconnected").pop()[1].delay);
+  assert.equal(h.events.filter((e) => e[0] === "error").pop()[1].message, "auth backend down");
+  assert.equal(h.WS.sockets.length, 0, "no socket without a token");
+  await h.clock.advance(h.events.filter((e) => e[0] === "disconnected").pop()[1].delay);
+  await h.accept();
+  assert.equal(h.ws.last("connect").params.token, "fresh");
+  assert.equal(h.client.state, "connected");
+});
