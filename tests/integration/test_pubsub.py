@@ -146,7 +146,9 @@ def test_two_nodes_share_redis(pubsub_herald, make_herald):
 
 def test_1000_subscribers_get_500_messages_batched(make_herald):
     # one publisher sends the whole burst: no per-connection command rate
-    h = make_herald(**pubsub_config(limits={"commands_per_second": 0}))
+    # 1,001 connections from 127.0.0.1: above the default per-IP limit
+    h = make_herald(**pubsub_config(limits={"commands_per_second": 0,
+                                            "connections_per_ip": 0}))
     nsub, nmsg, ch = 1000, 500, "chat:big"
     # 1,000 client sockets in this process (and as many in herald)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
