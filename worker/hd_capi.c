@@ -17,10 +17,13 @@
 #include "hd_channel.h"
 #include "hd_cluster.h"
 #include "hd_jwt.h"
+#include "hd_envelope.h"
 #include "hd_log.h"
 #include "hd_presence.h"
+#include "hd_proto.h"
 #include "hd_publish.h"
 #include "hd_pubsub.h"
+#include "hd_redis.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
 
@@ -600,9 +603,270 @@ hd_capi_presence_stats(hd_api_call_t *a, json_t *body, const char *tenant)
     presence_common(a, body, tenant, true);
 }
 
+/* ---- server-side subscribe / unsubscribe ------------------------------------ */
+
+/* Next id for a subscription the server makes: negative, so it can never
+ * be a client's command id; the subscribe hooks (hd_proto.c) push instead
+ * of replying when they see one. */
+static int64_t next_server_id = -1;
+
+static json_t *
+op_sub(json_t *args, bool sub)
+{
+    const char     *user = arg_str(args, "user");
+    const char     *tenant = arg_str(args, "tenant");
+    const char     *client = arg_str(args, "client");
+    const char     *chan = arg_str(args, "channel");
+    hd_publisher_t  who = { .server = true, .tenant = tenant };
+    hd_pub_target_t t;
+    hd_pub_error_t  e;
+    char            key[HD_KEY_MAX], cid[HD_CLIENT_ID_MAX];
+    size_t          key_len, name_off;
+    json_int_t      n = 0;
+
+    if (user == NULL || chan == NULL
+        || hd_pub_resolve(&who, chan, strlen(chan), false, &t, &e) < 0
+        || (key_len = hd_pub_key(&who, &t, key, &name_off)) == 0)
+        return json_pack("{s:s}", "error", "bad arguments");
+    for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (!c->connected || c->close_code != 0 || !user_eq(c, user)
+            || !tenant_eq(c, tenant))
+            continue;
+        if (client != NULL
+            && (hd_cluster_client_id(c, cid) == 0 || strcmp(cid, client) != 0))
+            continue;
+        if (sub) {
+            if (hd_proto_server_subscribe(c, key, key_len, name_off, t.ns,
+                                          next_server_id)
+                == 0) {
+                next_server_id--;
+                n++;
+            }
+        } else if (hd_proto_server_unsubscribe(c, key, key_len) == 0) {
+            n++;
+        }
+    }
+    return json_pack("{s:I}", sub ? "subscribed" : "unsubscribed", n);
+}
+
+static json_t *
+op_subscribe(json_t *args)
+{
+    return op_sub(args, true);
+}
+
+static json_t *
+op_unsubscribe(json_t *args)
+{
+    return op_sub(args, false);
+}
+
+static void
+sub_done(int err, json_t *replies, json_t *missing, void *arg)
+{
+    ctx_t      *x = arg;
+    const char *what = x->limit ? "subscribed" : "unsubscribed";
+    json_int_t  n = 0;
+    size_t      i;
+    json_t     *r;
+
+    if (err != 0) {
+        hd_api_fail(x->a, 503, "redis unavailable, nothing was done");
+        free(x);
+        return;
+    }
+    json_array_foreach(replies, i, r)
+    {
+        n += json_integer_value(
+            json_object_get(json_object_get(r, "result"), what));
+    }
+    hd_api_answer(x->a, 200,
+                  with_partial(json_pack("{s:I}", what, n), missing));
+    free(x);
+}
+
+static void
+sub_common(hd_api_call_t *a, json_t *body, const char *tenant, bool sub)
+{
+    bool        bad = false;
+    const char *user = opt_str(body, "user", USER_MAX, &bad);
+    const char *client;
+    char        key[HD_KEY_MAX];
+    size_t      key_len;
+    json_t     *args;
+
+    if (user == NULL) {
+        hd_api_fail(a, 400, "\"user\" must be a string of 1..255 bytes");
+        return;
+    }
+    client = opt_str(body, "client", HD_CLIENT_ID_MAX - 1, &bad);
+    if (bad) {
+        hd_api_fail(a, 400, "\"client\" must be a client id string");
+        return;
+    }
+    if (api_channel(a, body, tenant, key, &key_len) == NULL)
+        return;
+    args = json_pack("{s:s, s:O}", "user", user, "channel",
+                     json_object_get(body, "channel"));
+    if (tenant != NULL)
+        json_object_set_new(args, "tenant", json_string(tenant));
+    if (client != NULL)
+        json_object_set_new(args, "client", json_string(client));
+    call_or_fail(a, sub ? "subscribe" : "unsubscribe", args, sub_done,
+                 ctx_new(a, sub ? 1 : 0));
+}
+
+void
+hd_capi_subscribe(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    sub_common(a, body, tenant, true);
+}
+
+void
+hd_capi_unsubscribe(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    sub_common(a, body, tenant, false);
+}
+
+/* ---- history ---------------------------------------------------------------- */
+
+static void
+history_done(int err, const hd_hist_reply_t *r, void *arg)
+{
+    ctx_t  *x = arg;
+    json_t *pubs;
+
+    if (err != 0) {
+        hd_api_fail(x->a, 503, "redis unavailable");
+    } else if (r->status == -1) {
+        hd_api_fail(x->a, 410,
+                    "the channel's epoch changed: that history is gone");
+    } else {
+        pubs = json_array();
+        for (size_t i = 0; i < r->n; i++) {
+            hd_envelope_t env;
+            json_t       *d;
+            if (hd_envelope_decode(r->env[i], r->env_len[i], &env) < 0
+                || (d = json_loadb(env.data, env.data_len, JSON_DECODE_ANY,
+                                   NULL))
+                    == NULL)
+                continue;
+            json_array_append_new(pubs,
+                                  json_pack("{s:I, s:o}", "offset",
+                                            (json_int_t) env.offset, "data",
+                                            d));
+        }
+        hd_api_answer(x->a, 200,
+                      json_pack("{s:{s:I, s:s, s:o}}", "result", "offset",
+                                (json_int_t) r->offset, "epoch", r->epoch,
+                                "publications", pubs));
+    }
+    free(x);
+}
+
+void
+hd_capi_history(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    char           key[HD_KEY_MAX];
+    size_t         key_len;
+    const hd_ns_t *ns = api_channel(a, body, tenant, key, &key_len);
+    json_t        *jl, *js, *joff, *jep;
+    json_int_t     limit;
+    int64_t        since = -1;
+    const char    *epoch = NULL;
+    ctx_t         *x;
+
+    if (ns == NULL)
+        return;
+    if (ns->history_size == 0) {
+        hd_api_fail(a, 400, "the channel's namespace keeps no history");
+        return;
+    }
+    jl = json_object_get(body, "limit");
+    limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
+        : json_is_integer(jl) ? json_integer_value(jl)
+                              : -1;
+    if (limit < 1) {
+        hd_api_fail(a, 400, "\"limit\" must be a positive integer");
+        return;
+    }
+    if (limit > ns->history_size)
+        limit = ns->history_size;
+    js = json_object_get(body, "since");
+    if (js != NULL) {
+        joff = json_object_get(js, "offset");
+        jep = json_object_get(js, "epoch");
+        if (!json_is_object(js) || !json_is_integer(joff)
+            || json_integer_value(joff) < 0 || !json_is_string(jep)
+            || !hd_epoch_valid(json_string_value(jep),
+                               json_string_length(jep))) {
+            hd_api_fail(a, 400,
+                        "\"since\" must be {\"offset\": N, \"epoch\": "
+                        "\"...\"}");
+            return;
+        }
+        since = json_integer_value(joff);
+        epoch = json_string_value(jep);
+    }
+    x = ctx_new(a, 0);
+    if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
+                          history_done, x)
+        < 0) {
+        free(x);
+        hd_api_fail(a, 503, "redis unavailable");
+    }
+}
+
+static void
+remove_done(redisReply *r, const char *err, void *arg)
+{
+    ctx_t *x = arg;
+    (void) err;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        hd_api_fail(x->a, 503, "redis unavailable, nothing was removed");
+    else
+        hd_api_answer(x->a, 200,
+                      json_pack("{s:{s:I}}", "result", "removed",
+                                (json_int_t) r->integer));
+    free(x);
+}
+
+/*
+ * Empty the channel's history stream (XTRIM to 0) rather than delete it:
+ * the channel keeps its epoch and offsets, so live subscribers see no
+ * restart, and a recovery from before the removal is told it cannot
+ * recover (the publications it would need are gone), never given part.
+ */
+void
+hd_capi_history_remove(hd_api_call_t *a, json_t *body, const char *tenant)
+{
+    char           key[HD_KEY_MAX], sk[HD_KEY_MAX + 16];
+    size_t         key_len;
+    const hd_ns_t *ns = api_channel(a, body, tenant, key, &key_len);
+    ctx_t         *x;
+    int            n;
+
+    if (ns == NULL)
+        return;
+    if (ns->history_size == 0) {
+        hd_api_fail(a, 400, "the channel's namespace keeps no history");
+        return;
+    }
+    n = snprintf(sk, sizeof(sk), "{%.*s}:hist", (int) key_len, key);
+    {
+        const char *argv[4] = { "XTRIM", sk, "MAXLEN", "0" };
+        size_t      lens[4] = { 5, (size_t) n, 6, 1 };
+        x = ctx_new(a, 0);
+        if (hd_redis_cmd(remove_done, x, 4, argv, lens) < 0) {
+            free(x);
+            hd_api_fail(a, 503, "redis unavailable, nothing was removed");
+        }
+    }
+}
+
 const hd_cluster_op_t hd_cluster_ops[] = {
-    { "disconnect", op_disconnect },
-    { "connections", op_connections },
-    { "channels", op_channels },
-    { NULL, NULL },
+    { "disconnect", op_disconnect },   { "connections", op_connections },
+    { "channels", op_channels },       { "subscribe", op_subscribe },
+    { "unsubscribe", op_unsubscribe }, { NULL, NULL },
 };

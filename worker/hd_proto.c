@@ -111,9 +111,37 @@ send_result(hd_conn_t *c, int64_t id, json_t *result)
 
 /* ---- what the channel table reports (hd_proto_chan_hooks) ------------------ */
 
+/* The pending subscription a server id belongs to. */
+static const hd_chan_t *
+server_sub_chan(hd_conn_t *c, int64_t id)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].cmd_id == id)
+            return c->subs[i].chan;
+    return NULL;
+}
+
+static void
+server_push(hd_conn_t *c, const hd_chan_t *ch, const char *what, json_t *o)
+{
+    json_t *root = json_pack("{s:{s:s%, s:o}}", "push", "channel", ch->name,
+                             ch->name_len, what, o);
+    send_json(c, root);
+    json_decref(root);
+    hd_conn_want_write(c);
+}
+
 static void
 chan_failed(hd_conn_t *c, int64_t id, int code, const char *msg)
 {
+    const hd_chan_t *ch;
+
+    if (id < 0) {
+        if ((ch = server_sub_chan(c, id)) != NULL)
+            server_push(c, ch, "unsubscribe",
+                        json_pack("{s:i, s:s}", "code", code, "reason", msg));
+        return;
+    }
     send_error(c, true, id, code, msg);
     hd_conn_want_write(c);
 }
@@ -121,6 +149,15 @@ chan_failed(hd_conn_t *c, int64_t id, int code, const char *msg)
 static void
 chan_subscribed(hd_conn_t *c, int64_t id, uint64_t offset, const char *epoch)
 {
+    const hd_chan_t *ch;
+
+    if (id < 0) {
+        if ((ch = server_sub_chan(c, id)) != NULL)
+            server_push(c, ch, "subscribe",
+                        json_pack("{s:I, s:s}", "offset", (json_int_t) offset,
+                                  "epoch", epoch));
+        return;
+    }
     send_result(
         c, id,
         json_pack("{s:I, s:s}", "offset", (json_int_t) offset, "epoch", epoch));
@@ -493,6 +530,36 @@ m_subscribe(cmd_t *cmd)
     si = hd_chan_join(ch, c, cmd->id, since,
                       epoch); /* the reply comes when it is live */
     c->subs[si].jl_off = json_is_false(jjl);
+}
+
+int
+hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
+                          size_t name_off, const hd_ns_t *ns, int64_t server_id)
+{
+    if (find_sub(c, key, key_len) >= 0
+        || c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions
+        || !hd_redis_sub_up() || !hd_redis_cmd_up())
+        return -1;
+    hd_chan_join(hd_chan_get(key, key_len, name_off, ns), c, server_id, 0,
+                 NULL);
+    return 0;
+}
+
+int
+hd_proto_server_unsubscribe(hd_conn_t *c, const char *key, size_t key_len)
+{
+    int        i = find_sub(c, key, key_len);
+    hd_chan_t *ch;
+
+    if (i < 0)
+        return -1;
+    ch = c->subs[i].chan;
+    if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].cmd_id >= 0)
+        send_error(c, true, c->subs[i].cmd_id, HD_ERR_CONFLICT,
+                   "subscribe cancelled by the server");
+    server_push(c, ch, "unsubscribe", json_pack("{s:b}", "server", 1));
+    hd_chan_leave(c, (uint32_t) i);
+    return 0;
 }
 
 static void

@@ -23,6 +23,20 @@ void hd_proto_conn_open(hd_conn_t *c);
 /* At CLOSED: timers, pending Redis ops, subscriptions, claims. */
 void hd_proto_conn_release(hd_conn_t *c);
 
+/*
+ * Server-side subscriptions (POST /api/subscribe, /api/unsubscribe). The
+ * client is told with a push: {"push": {"channel": C, "subscribe":
+ * {"offset", "epoch"}}} once live (or "unsubscribe" with a code when it
+ * failed), {"push": {"channel": C, "unsubscribe": {}}} when the server
+ * removes it. server_id: a negative id, unique in the worker. 0, or -1
+ * when nothing was done (already subscribed, not subscribed, at the
+ * subscription limit, Redis down).
+ */
+int hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
+                              size_t name_off, const hd_ns_t *ns,
+                              int64_t server_id);
+int hd_proto_server_unsubscribe(hd_conn_t *c, const char *key, size_t key_len);
+
 /* What the channel table tells members, in protocol terms: give it to
  * hd_chan_init(). */
 extern const hd_chan_hooks_t hd_proto_chan_hooks;

@@ -225,3 +225,105 @@ def test_api_errors_and_metrics(make_herald):
     assert total("info", "ok") >= 1
     assert total("connections", "bad_request") == 2
     assert total("channels", "bad_request") == 2
+
+
+def test_server_side_subscribe_and_unsubscribe(make_herald):
+    a, b = two_nodes(make_herald)
+    ch = "chat:srv"
+
+    async def go():
+        bob1 = await open_client(b.url, token_for(b, sub="bob"))
+        bob2 = await open_client(a.url, token_for(a, sub="bob"))
+        acme = await open_client(b.url, token_for(b, sub="bob", tenant="acme"))
+        st, body = api_request(a.port, "/api/subscribe", {"user": "bob", "channel": ch})
+        assert st == 200 and body["result"] == {"subscribed": 2, "partial": False, "missing": []}, body
+        for c in (bob1, bob2):
+            await c.until(lambda c=c: any("subscribe" in p for p in c.pushes), what="subscribe push")
+            p = [p for p in c.pushes if "subscribe" in p][0]
+            assert p["channel"] == ch and p["subscribe"]["offset"] == 0 and p["subscribe"]["epoch"], p
+        # already subscribed: nothing more
+        st, body = api_request(b.port, "/api/subscribe", {"user": "bob", "channel": ch})
+        assert body["result"]["subscribed"] == 0, body
+        st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": 1})
+        assert body == {"result": {"offset": 1}}
+        await bob1.wait_pubs(ch, 1)
+        await bob2.wait_pubs(ch, 1)
+        # the client unsubscribes normally from a server-made subscription
+        assert "result" in await bob2.unsubscribe(ch)
+        # server-side unsubscribe of one client
+        st, body = api_request(a.port, "/api/unsubscribe",
+                               {"user": "bob", "channel": ch, "client": bob1.info["client"]})
+        assert body["result"] == {"unsubscribed": 1, "partial": False, "missing": []}, body
+        await bob1.until(lambda: any("unsubscribe" in p for p in bob1.pushes), what="unsubscribe push")
+        assert [p for p in bob1.pushes if "unsubscribe" in p][0] == {"channel": ch, "unsubscribe": {"server": True}}
+        st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": 2})
+        await bob1.drain(0.3)
+        assert [p["offset"] for p in bob1.pubs(ch)] == [1]
+        # tenant isolation: acme's bob was never touched, and only acme reaches it
+        await acme.drain(0.1)
+        assert acme.pushes == []
+        st, body = api_request(a.port, "/api/subscribe", {"user": "bob", "channel": ch, "tenant": "acme"})
+        assert body["result"]["subscribed"] == 1, body
+        await acme.until(lambda: any("subscribe" in p for p in acme.pushes), what="acme subscribe push")
+        st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": "acme", "tenant": "acme"})
+        await acme.wait_pubs(ch, 1)
+        assert acme.pubs(ch)[0]["data"] == "acme"
+        # errors
+        for path in ("/api/subscribe", "/api/unsubscribe"):
+            for bad in ({"channel": ch}, {"user": "bob"}, {"user": "bob", "channel": "nope:x"},
+                        {"user": "bob", "channel": "bad channel"}, {"user": "bob", "channel": ch, "client": 3}):
+                st, body = api_request(a.port, path, bad)
+                assert st == 400 and body["error"]["code"] == 400, (path, bad, body)
+        for c in (bob1, bob2, acme):
+            await c.close()
+    run(go())
+
+
+def test_history_and_history_remove_api(make_herald):
+    cfg = pubsub_config(cluster=dict(CLUSTER))
+    cfg["namespaces"]["hist"] = {"history_size": 10, "history_ttl_s": 60}
+    a = make_herald(**cfg)
+    ch = "hist:h"
+    for i in range(3):
+        st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": {"n": i}})
+        assert st == 200, body
+    st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": "other", "tenant": "acme"})
+    st, body = api_request(a.port, "/api/history", {"channel": ch})
+    assert st == 200, body
+    res = body["result"]
+    assert res["offset"] == 3 and [(p["offset"], p["data"]) for p in res["publications"]] == \
+        [(1, {"n": 0}), (2, {"n": 1}), (3, {"n": 2})], res
+    epoch = res["epoch"]
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "limit": 2})
+    assert [p["offset"] for p in body["result"]["publications"]] == [2, 3], body
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "since": {"offset": 2, "epoch": epoch}})
+    assert [p["offset"] for p in body["result"]["publications"]] == [3], body
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "since": {"offset": 1, "epoch": "0" * 16}})
+    assert st == 410, body
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "tenant": "acme"})
+    assert [p["data"] for p in body["result"]["publications"]] == ["other"], body
+    st, body = api_request(a.port, "/api/history_remove", {"channel": ch})
+    assert body == {"result": {"removed": 3}}, body
+    st, body = api_request(a.port, "/api/history", {"channel": ch})
+    assert body["result"]["publications"] == [] and body["result"]["epoch"] == epoch, body
+    # the numbering goes on; a recovery from before the removal cannot recover
+
+    async def go():
+        c = await open_client(a.url, token_for(a, sub="r"))
+        r = await c.call("subscribe", {"channel": ch, "recover": True, "offset": 1, "epoch": epoch})
+        assert r["result"]["recovered"] is False and r["result"]["offset"] == 3, r
+        await c.close()
+    run(go())
+    st, body = api_request(a.port, "/api/publish", {"channel": ch, "data": "after"})
+    assert body == {"result": {"offset": 4}}, body
+    # acme's history untouched
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "tenant": "acme"})
+    assert len(body["result"]["publications"]) == 1
+    for path in ("/api/history", "/api/history_remove"):
+        for bad in ({}, {"channel": "chat:nohist"}, {"channel": "nope:x"}):
+            st, body = api_request(a.port, path, bad)
+            assert st == 400, (path, bad, body)
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "limit": 0})
+    assert st == 400
+    st, body = api_request(a.port, "/api/history", {"channel": ch, "since": {"offset": 1}})
+    assert st == 400
