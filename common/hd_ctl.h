@@ -20,8 +20,13 @@ enum hd_ctl_type {
     HD_CTL_EXIT = 2,  /* exit now */
     HD_CTL_LOG = 3,   /* apply log settings (hd_ctl_log_msg_t): a reload
                            changed log.level, log.format or log.file */
+    HD_CTL_JWKS = 4,  /* a new JWK Set: the packet carries a sealed memfd
+                           (SCM_RIGHTS) with the set's JSON; the master
+                           validated it */
     /* worker -> master */
-    HD_CTL_READY = 100, /* loop running, accepting */
+    HD_CTL_READY = 100,      /* loop running, accepting */
+    HD_CTL_JWKS_STALE = 101, /* a token named a kid no key has: refetch
+                                the JWK Set (the master rate-limits) */
 };
 
 /*

@@ -1,11 +1,19 @@
 /*
- * JWT (RFC 7519) verification, HS256 only, over libcrypto HMAC with a
- * constant-time signature compare. Anything else — "alg":"none", other
- * algorithms, a "crit" header, malformed base64url or JSON, a bad
- * signature, a missing or past "exp", a missing "sub" — is rejected.
+ * JWT (RFC 7519) verification over libcrypto: HS256/384/512 (HMAC with a
+ * constant-time compare), RS256/384/512 (RSASSA-PKCS1-v1_5), PS256/384/512
+ * (RSASSA-PSS, MGF1 with the same hash, salt length = hash length),
+ * ES256/ES384 (ECDSA P-256/P-384, JWS raw r||s signatures) and EdDSA
+ * (Ed25519). Keys live in a key set (HMAC secrets, PEM public keys, JWKS);
+ * a key is only ever used with its own family (an RSA key never as an
+ * HMAC secret, a P-256 key only with ES256), so algorithm confusion cannot
+ * happen. "alg":"none", algorithms outside the policy, a "crit" header,
+ * malformed base64url or JSON, a bad signature, a missing or past "exp", a
+ * missing "sub" are all rejected.
  *
- * Ownership: claims filled by hd_jwt_verify() are owned by the caller and
- * released with hd_jwt_claims_free(); they do not point into the token.
+ * Ownership: claims filled by hd_jwt_verify*() are owned by the caller and
+ * released with hd_jwt_claims_free(); they do not point into the token. A
+ * key set is owned by its creator; verification only reads it, so a
+ * worker may share one among all its connections.
  */
 #ifndef HD_JWT_H
 #define HD_JWT_H
@@ -25,10 +33,14 @@ enum hd_jwt_result {
     HD_JWT_EMALFORMED = -1, /* not three base64url parts, bad JSON, types */
     HD_JWT_EALG = -2,       /* alg missing, not HS256, or typ not JWT */
     HD_JWT_ESIGNATURE = -3,
-    HD_JWT_EEXPIRED = -4, /* now >= exp + leeway */
-    HD_JWT_ENOEXP = -5,   /* exp missing */
-    HD_JWT_ECLAIMS = -6,  /* sub missing/empty/too long, bad tenant,
+    HD_JWT_EEXPIRED = -4,   /* now >= exp + leeway */
+    HD_JWT_ENOEXP = -5,     /* exp missing */
+    HD_JWT_ECLAIMS = -6,    /* sub missing/empty/too long, bad tenant,
                                  bad channels, nbf in the future */
+    HD_JWT_EKID = -7,       /* a kid that no key in the set has */
+    HD_JWT_EAUD = -8,       /* aud missing or not the configured audience */
+    HD_JWT_EISS = -9,       /* iss missing or not the configured issuer */
+    HD_JWT_ELIFETIME = -10, /* exp - iat (or exp - now) over the maximum */
 };
 /*
  * Which code for what, where it is not obvious:
@@ -36,9 +48,13 @@ enum hd_jwt_result {
  *    more or fewer than three parts, a part that is not canonical unpadded
  *    base64url, a header or payload that is not a JSON object (duplicate
  *    keys included), "exp"/"nbf" present but not a number: EMALFORMED;
- *  - a header without "alg":"HS256", "typ" present and not "JWT" (any
- *    case), any "crit": EALG (checked before the signature);
- *  - a signature that is not 32 bytes or does not match: ESIGNATURE.
+ *  - a header whose "alg" is not one herald knows, or not in the
+ *    policy's set, or has no key of its family in the key set, "typ"
+ *    present and not "JWT" (any case), any "crit": EALG (checked before
+ *    the signature);
+ *  - a "kid" that no key of the set carries: EKID (the caller may refresh
+ *    a remote key set and retry);
+ *  - a signature of the wrong size or that does not match: ESIGNATURE.
  * Claims are only looked at after the signature matched.
  */
 
@@ -51,11 +67,106 @@ typedef struct hd_jwt_claims {
                               empty: then nothing is allowed); one block
                               with the strings, freed as a whole */
     size_t  nchannels; /* entries ending in '*' are prefixes */
+    int64_t iat;       /* 0 when absent */
+    /* The publish claim: absent (HD_JWT_PUB_ABSENT), false, true, or a
+     * list of channels (same shape as channels) */
+    int    publish;
+    char **pub_channels;
+    size_t npub_channels;
+    /* the channel claim of a subscription token; NULL if absent */
+    char *channel;
 } hd_jwt_claims_t;
 
+enum {
+    HD_JWT_PUB_ABSENT = -1,
+    HD_JWT_PUB_NO = 0,
+    HD_JWT_PUB_YES = 1,
+    HD_JWT_PUB_LIST = 2,
+};
+
+/* ---- algorithms, keys and policy ---- */
+
+enum hd_jwt_alg {
+    HD_JWT_HS256 = 0,
+    HD_JWT_HS384,
+    HD_JWT_HS512,
+    HD_JWT_RS256,
+    HD_JWT_RS384,
+    HD_JWT_RS512,
+    HD_JWT_PS256,
+    HD_JWT_PS384,
+    HD_JWT_PS512,
+    HD_JWT_ES256,
+    HD_JWT_ES384,
+    HD_JWT_EDDSA,
+    HD_JWT_NALG
+};
+#define HD_JWT_ALG_BIT(a)  (1u << (a))
+#define HD_JWT_ALGS_ALL    ((1u << HD_JWT_NALG) - 1)
+#define HD_JWT_MAX_KID_LEN 384 /* what fits in the header bound */
+/* keys tried for one token without a kid (bounds what a forged token
+ * costs: at most this many signature checks) */
+#define HD_JWT_MAX_TRIES   8
+
+/* "HS256" -> HD_JWT_HS256; -1 when unknown. len bytes, no NUL needed. */
+int         hd_jwt_alg_parse(const char *name, size_t len);
+const char *hd_jwt_alg_name(int alg);
+
+typedef struct hd_jwt_keyset hd_jwt_keyset_t;
+
+hd_jwt_keyset_t *hd_jwt_keyset_new(void);
+void             hd_jwt_keyset_free(hd_jwt_keyset_t *ks); /* NULL is fine */
+size_t           hd_jwt_keyset_count(const hd_jwt_keyset_t *ks);
 /*
- * Verify token (len bytes, need not be NUL-terminated) with secret at time
- * now (seconds). On HD_JWT_OK fills *out; otherwise *out is zeroed.
+ * Add keys. kid may be NULL (the key then matches tokens without a kid,
+ * and tokens whose kid no key carries are EKID). The secret / PEM text is
+ * copied. Returns 0, or -1 with a message in err (errlen bytes, may be 0)
+ * that never contains key material.
+ *  - hmac: any length >= 1 (the config enforces 32);
+ *  - pem: a PUBLIC KEY (SubjectPublicKeyInfo) or RSA PUBLIC KEY block, or a
+ *    CERTIFICATE (its key is used): RSA of at least 2048 bits, EC P-256 or
+ *    P-384, Ed25519. Private keys are refused (a verifier never needs
+ *    one, and a config that holds one has leaked it).
+ *  - jwks: a JWK Set text; keys with "use" other than "sig", unknown
+ *    "kty"/"crv", or an "alg" herald does not know are skipped (counted in
+ *    *skipped when non-NULL); a key that is malformed fails the whole set
+ *    (so a half-broken set never replaces a good one). Returns the
+ *    number of keys added (>= 0) or -1.
+ */
+int hd_jwt_keyset_add_hmac(hd_jwt_keyset_t *ks, const char *kid,
+                           const void *secret, size_t len);
+int hd_jwt_keyset_add_pem(hd_jwt_keyset_t *ks, const char *kid, const char *pem,
+                          size_t len, char *err, size_t errlen);
+int hd_jwt_keyset_add_jwks(hd_jwt_keyset_t *ks, const char *json, size_t len,
+                           size_t *skipped, char *err, size_t errlen);
+/* True when some key carries kid (kid NULL: some key has no kid). */
+int hd_jwt_keyset_has_kid(const hd_jwt_keyset_t *ks, const char *kid);
+
+typedef struct hd_jwt_policy {
+    unsigned    algs;           /* HD_JWT_ALG_BIT mask; 0 means all */
+    int64_t     leeway_s;       /* clock skew for exp, nbf, iat */
+    int64_t     max_lifetime_s; /* 0: unlimited */
+    const char *aud;            /* NULL: aud not checked */
+    const char *iss;            /* NULL: iss not checked */
+} hd_jwt_policy_t;
+
+/*
+ * Verify token with the keys of ks under policy pol (NULL: all algorithms,
+ * no leeway, no aud/iss/lifetime check) at time now. On HD_JWT_OK fills
+ * *out (may be NULL); otherwise *out is zeroed.
+ */
+int hd_jwt_verify_ks(const char *token, size_t len, const hd_jwt_keyset_t *ks,
+                     const hd_jwt_policy_t *pol, int64_t now,
+                     hd_jwt_claims_t *out);
+
+/* The kid of a token's header, copied into buf (NUL-terminated); 0 when
+ * the header has one, -1 otherwise. Does not verify anything. */
+int hd_jwt_peek_kid(const char *token, size_t len, char *buf, size_t cap);
+
+/*
+ * Verify an HS256 token (len bytes, need not be NUL-terminated) with one
+ * secret at time now (seconds): hd_jwt_verify_ks() with a one-key set and
+ * only HS256 allowed. On HD_JWT_OK fills *out; otherwise *out is zeroed.
  * leeway_s is allowed clock skew for exp/nbf (0 is fine).
  */
 int         hd_jwt_verify(const char *token, size_t len, const void *secret,
@@ -79,6 +190,14 @@ int hd_jwt_channel_allowed(const hd_jwt_claims_t *c, const char *channel,
  */
 char *hd_jwt_sign(const char *claims_json, const void *secret,
                   size_t secret_len);
+/*
+ * Sign claims_json with algorithm alg (hd_jwt_alg) and an optional kid in
+ * the header. key: for HS*, the secret (key_len bytes); otherwise a PEM
+ * private key of the right family (key_len bytes). Returns a heap string
+ * or NULL (bad key, wrong family). For tests, fuzzing and herald-bench.
+ */
+char *hd_jwt_sign_alg(int alg, const char *kid, const char *claims_json,
+                      const void *key, size_t key_len);
 
 /*
  * base64url without padding.

@@ -26,6 +26,7 @@
 #include "hd_alloc.h"
 #include "hd_conf.h"
 #include "hd_conf_int.h"
+#include "hd_jwt.h"
 #include "hd_log.h"
 
 /* A config file is a few hundred bytes; anything past this is a mistake. */
@@ -36,6 +37,7 @@
 static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 
 #define check_ip hd_conf_check_ip
+static const char *check_https(const char *s);
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug",
                                           NULL };
@@ -88,6 +90,8 @@ static const struct key keys[] = {
     K_INT("admin.port", admin_port, 0, 65535, "9090", RELOAD_MASTER),
     K_STR("admin.token", admin_token, 16, 1024, NULL, RELOAD_MASTER, F_SECRET,
           NULL),
+    K_STR("admin.token_file", admin_token_file, 1, PATH_MAX - 1, NULL,
+          RELOAD_MASTER, 0, NULL),
 
     K_TYPE("redis.url", &hd_conf_type_redis, redis_url, 1, 4096,
            "\"redis://127.0.0.1:6379\"", RELOAD_WORKER),
@@ -103,11 +107,44 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("redis.meta_ttl_s", channel_meta_ttl_s, 60, 31536000, "86400",
           RELOAD_WORKER),
+    K_STR("redis.password_file", redis_password_file, 1, PATH_MAX - 1, NULL,
+          RELOAD_WORKER, 0, NULL),
 
     K_STR("auth.hmac_secret", auth_hmac_secret, 32, 4096, NULL, RELOAD_WORKER,
           F_SECRET, NULL),
+    K_STR("auth.hmac_secret_file", auth_hmac_secret_file, 1, PATH_MAX - 1, NULL,
+          RELOAD_WORKER, 0, NULL),
     K_BOOL("auth.allow_anonymous", auth_allow_anonymous, "false",
            RELOAD_WORKER),
+    K_TYPE("auth.public_keys", &hd_conf_type_pubkeys, auth_keys, 0, 64, NULL,
+           RELOAD_WORKER),
+    K_TYPE("auth.algorithms", &hd_conf_type_algs, auth_algs, 0, 0,
+           "[\"HS256\", \"HS384\", \"HS512\", \"RS256\", \"RS384\", "
+           "\"RS512\", \"PS256\", \"PS384\", \"PS512\", \"ES256\", "
+           "\"ES384\", \"EdDSA\"]",
+           RELOAD_WORKER),
+    K_STR("auth.audience", auth_audience, 1, 1024, NULL, RELOAD_WORKER, 0,
+          NULL),
+    K_STR("auth.issuer", auth_issuer, 1, 1024, NULL, RELOAD_WORKER, 0, NULL),
+    K_INT("auth.leeway_s", auth_leeway_s, 0, 600, "0", RELOAD_WORKER),
+    K_INT("auth.max_lifetime_s", auth_max_lifetime_s, 0, 31536000, "0",
+          RELOAD_WORKER),
+    K_BOOL("auth.require_publish_claim", auth_publish_claim, "false",
+           RELOAD_WORKER),
+    K_INT("auth.refresh_window_s", auth_refresh_window_s, 1, 86400, "60",
+          RELOAD_WORKER),
+    K_STR("auth.jwks_file", auth_jwks_file, 1, PATH_MAX - 1, NULL,
+          RELOAD_MASTER, 0, NULL),
+    K_STR("auth.jwks_url", auth_jwks_url, 9, 4096, NULL, RELOAD_MASTER, 0,
+          check_https),
+    K_STR("auth.jwks_ca_file", auth_jwks_ca_file, 1, PATH_MAX - 1, NULL,
+          RELOAD_MASTER, 0, NULL),
+    K_INT("auth.jwks_refresh_s", auth_jwks_refresh_s, 10, 86400, "300",
+          RELOAD_MASTER),
+    K_INT("auth.jwks_min_refresh_s", auth_jwks_min_refresh_s, 1, 3600, "10",
+          RELOAD_MASTER),
+    K_INT("auth.jwks_timeout_ms", auth_jwks_timeout_ms, 100, 60000, "5000",
+          RELOAD_MASTER),
 
     K_STR("api.key", api_key, 16, 1024, NULL, RELOAD_WORKER, F_SECRET, NULL),
     K_BOOL("api.expose_client_ips", api_expose_ips, "false", RELOAD_WORKER),
@@ -122,6 +159,8 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("limits.presence_info_bytes", presence_info_bytes, 0, 65536, "1024",
           RELOAD_WORKER),
+    K_STR("api.key_file", api_key_file, 1, PATH_MAX - 1, NULL, RELOAD_WORKER, 0,
+          NULL),
 
     K_ENUM("log.level", log_level, log_levels, "\"info\"", RELOAD_MASTER),
     K_ENUM("log.format", log_format, log_formats, "\"auto\"", RELOAD_MASTER),
@@ -447,6 +486,16 @@ hd_conf_check_ip(const char *s)
     if (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1)
         return NULL;
     return "must be an IPv4 or IPv6 address literal";
+}
+
+/* JWKS come over TLS only; http:// only for a loopback test server is
+ * still refused: the tests run their own CA. */
+static const char *
+check_https(const char *s)
+{
+    if (strncmp(s, "https://", 8) != 0 || s[8] == '\0')
+        return "must be an https:// URL";
+    return NULL;
 }
 
 /* ---- enums ------------------------------------------------------------- */
@@ -849,6 +898,50 @@ hd_conf_addr_is_loopback(const char *s)
     return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
+/*
+ * The "X_file" rows and the secret each fills. Resolved after the walk, so
+ * that the secret's own checks (length, dev secret) see the file's value.
+ */
+static const struct {
+    const char *file, *key;
+} secret_files[] = {
+    { "auth.hmac_secret_file", "auth.hmac_secret" },
+    { "api.key_file", "api.key" },
+    { "admin.token_file", "admin.token" },
+};
+
+static void
+resolve_secrets(struct load *ld)
+{
+    for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]);
+         i++) {
+        int f = key_index(secret_files[i].file);
+        int k = key_index(secret_files[i].key);
+        if (f < 0 || k < 0 || ld->state[f] != ST_OK || ld->state[k] == ST_BAD)
+            continue;
+        hd_conf_secret_file(ld, &keys[k], &keys[f],
+                            *FIELD(ld->c, &keys[k], char *) != NULL);
+    }
+    /* the Redis password lives in redis.url; its file overrides none */
+    int rf = key_index("redis.password_file");
+    if (rf >= 0 && ld->state[rf] == ST_OK) {
+        static const struct key pw = { "redis.password",
+                                       NULL,
+                                       1,
+                                       4096,
+                                       NULL,
+                                       offsetof(hd_conf_t, redis_password),
+                                       RELOAD_WORKER,
+                                       F_SECRET,
+                                       NULL,
+                                       NULL };
+        hd_conf_secret_file(ld, &pw, &keys[rf], ld->c->redis_password != NULL);
+    }
+    for (size_t i = 0; i < NKEYS; i++)
+        if (ld->state[i] != ST_BAD && keys[i].type == &T_STR)
+            hd_conf_dev_secret_check(ld, &keys[i]);
+}
+
 /* Rules that span keys; each runs only when its keys were valid. */
 static void
 cross_checks(struct load *ld)
@@ -858,10 +951,29 @@ cross_checks(struct load *ld)
 
     if (secret < 0 || anon < 0) /* renamed rows: the unit tests fail */
         return;
+    resolve_secrets(ld);
     if (ld->state[secret] != ST_BAD && ld->state[anon] != ST_BAD
-        && ld->c->auth_hmac_secret == NULL && !ld->c->auth_allow_anonymous)
+        && ld->c->auth_hmac_secret == NULL && ld->c->nauth_keys == 0
+        && ld->c->auth_jwks_file == NULL && ld->c->auth_jwks_url == NULL
+        && !ld->c->auth_allow_anonymous)
         hd_conf_err(ld, "$.auth.hmac_secret",
-                    "required unless auth.allow_anonymous is true");
+                    "a key is required (hmac_secret, hmac_secret_file, "
+                    "public_keys, jwks_file or jwks_url) unless "
+                    "auth.allow_anonymous is true");
+    /* the master reads these later, from whatever directory it runs in */
+    char **rel[] = { &ld->c->auth_jwks_file, &ld->c->auth_jwks_ca_file };
+    for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+        if (*rel[i] != NULL) {
+            char *p = hd_conf_rel_path(ld, *rel[i]);
+            free(*rel[i]);
+            *rel[i] = p;
+        }
+    }
+    if (ld->c->auth_jwks_file != NULL && ld->c->auth_jwks_url != NULL)
+        hd_conf_err(ld, "$.auth.jwks_url",
+                    "give either auth.jwks_file or auth.jwks_url, not both");
+    if (ld->c->auth_jwks_ca_file != NULL && ld->c->auth_jwks_url == NULL)
+        hd_conf_err(ld, "$.auth.jwks_ca_file", "needs auth.jwks_url");
 
     int rmin = key_index("redis.reconnect_min_ms");
     int rmax = key_index("redis.reconnect_max_ms");
@@ -1039,6 +1151,31 @@ fail:
     return rc;
 }
 
+/* A config file that holds secrets inline should be readable by herald
+ * and its operators only. */
+static void
+warn_readable(const char *path, hd_conf_t *c)
+{
+    struct stat st;
+    bool        inline_secret = false;
+
+    for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]);
+         i++) {
+        int f = key_index(secret_files[i].file);
+        int k = key_index(secret_files[i].key);
+        if (f >= 0 && k >= 0 && *FIELD(c, &keys[k], char *) != NULL
+            && *FIELD(c, &keys[f], char *) == NULL)
+            inline_secret = true;
+    }
+    if (c->redis_password != NULL && c->redis_password_file == NULL)
+        inline_secret = true;
+    if (inline_secret && stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+        hd_conf_warn(c,
+                     "%s holds secrets and is readable by other users "
+                     "(chmod 640, or move the secrets to ..._file keys)",
+                     path);
+}
+
 int
 hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs)
 {
@@ -1056,6 +1193,8 @@ hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs)
     rc = hd_conf_load_string(path, buf, len, out, errs);
     explicit_bzero(buf, len); /* it held the secrets */
     free(buf);
+    if (rc == 0)
+        warn_readable(path, *out);
     return rc;
 }
 
@@ -1066,6 +1205,9 @@ hd_conf_free(hd_conf_t *c)
         return;
     for (size_t i = 0; i < NKEYS; i++)
         keys[i].type->release(c, &keys[i]);
+    for (size_t i = 0; i < c->nwarnings; i++)
+        free(c->warnings[i]);
+    free(c->warnings);
     free(c->path);
     free(c);
 }

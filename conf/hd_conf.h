@@ -29,13 +29,14 @@
  * ':' belong to the namespace named "default". */
 typedef struct hd_ns {
     char *name;
-    bool  publish;       /* clients may publish (default false) */
-    bool  anonymous;     /* anonymous clients may subscribe */
-    int   history_size;  /* publications kept; 0 = no history */
-    int   history_ttl_s; /* seconds history is kept after the last
+    bool  publish;         /* clients may publish (default false) */
+    bool  anonymous;       /* anonymous clients may subscribe */
+    bool  subscribe_token; /* subscribing needs a subscription token */
+    int   history_size;    /* publications kept; 0 = no history */
+    int   history_ttl_s;   /* seconds history is kept after the last
                                    publish; 0 = no history */
-    bool  presence;      /* who is subscribed is kept in Redis */
-    bool  join_leave;    /* join/leave pushes to subscribers */
+    bool  presence;        /* who is subscribed is kept in Redis */
+    bool  join_leave;      /* join/leave pushes to subscribers */
 } hd_ns_t;
 
 /* One listening address: listen (one object) or listen[i] in the file. */
@@ -47,6 +48,13 @@ typedef struct hd_listen {
     bool  ipv6_only;      /* IPV6_V6ONLY; false: "::" takes IPv4 too */
     bool  proxy_protocol; /* every connection starts with a PROXY header */
 } hd_listen_t;
+
+/* One auth.public_keys entry. */
+typedef struct hd_conf_pubkey {
+    char *kid;  /* NULL: none */
+    char *pem;  /* the PEM text (read from file when file is set) */
+    char *file; /* pem_file, or NULL */
+} hd_conf_pubkey_t;
 
 typedef struct hd_conf {
     char *path; /* file it was loaded from */
@@ -74,8 +82,24 @@ typedef struct hd_conf {
     int   redis_reconnect_max_ms;   /* redis.reconnect_max_ms, 5000 */
     int   redis_heartbeat_ms;       /* redis.heartbeat_ms, 500 */
 
-    char *auth_hmac_secret;     /* NULL = none (only valid with anonymous) */
-    bool  auth_allow_anonymous; /* default false */
+    char *auth_hmac_secret;      /* NULL = none; inline or from the file */
+    char *auth_hmac_secret_file; /* auth.hmac_secret_file */
+    bool  auth_allow_anonymous;  /* default false */
+    hd_conf_pubkey_t *auth_keys; /* auth.public_keys */
+    size_t            nauth_keys;
+    unsigned          auth_algs;     /* auth.algorithms: HD_JWT_ALG_BIT mask */
+    char             *auth_audience; /* auth.audience; NULL: aud not checked */
+    char             *auth_issuer;   /* auth.issuer; NULL: iss not checked */
+    int               auth_leeway_s; /* auth.leeway_s, 0 */
+    int   auth_max_lifetime_s;       /* auth.max_lifetime_s, 0 = unlimited */
+    bool  auth_publish_claim;        /* auth.require_publish_claim, false */
+    int   auth_refresh_window_s;     /* auth.refresh_window_s, 60 */
+    char *auth_jwks_file;            /* auth.jwks_file */
+    char *auth_jwks_url;             /* auth.jwks_url (https://) */
+    char *auth_jwks_ca_file;         /* auth.jwks_ca_file */
+    int   auth_jwks_refresh_s;       /* auth.jwks_refresh_s, 300 */
+    int   auth_jwks_min_refresh_s;   /* auth.jwks_min_refresh_s, 10 */
+    int   auth_jwks_timeout_ms;      /* auth.jwks_timeout_ms, 5000 */
 
     char *api_key;             /* NULL = HTTP API disabled */
     bool  api_expose_ips;      /* api.expose_client_ips, false */
@@ -85,6 +109,14 @@ typedef struct hd_conf {
     int   cluster_node_ttl_ms; /* cluster.node_ttl_ms, 10000 */
     int   cluster_timeout_ms;  /* cluster.call_timeout_ms, 2000 */
     int   presence_info_bytes; /* limits.presence_info_bytes, 1024 */
+    char *api_key_file;        /* api.key_file */
+    char *admin_token_file;    /* admin.token_file */
+    char *redis_password_file; /* redis.password_file */
+
+    /* non-fatal findings of the load (a secret file readable by others),
+     * for the master to log */
+    char **warnings;
+    size_t nwarnings, cap_warnings;
 
     int   log_level;  /* enum hd_log_level, default info */
     int   log_format; /* enum hd_log_format, default auto */
@@ -165,6 +197,14 @@ int hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs);
 int  hd_conf_load_string(const char *name, const char *json, size_t len,
                          hd_conf_t **out, hd_conf_errors_t *errs);
 void hd_conf_free(hd_conf_t *c);
+
+/*
+ * Development mode (herald --dev, which ./deploy/dev.sh run uses): only
+ * then are the shipped development secrets accepted. Set before loading.
+ */
+extern bool hd_conf_dev_mode;
+/* True for a shipped development secret (or anything "change-me..."). */
+bool hd_conf_is_dev_secret(const char *s);
 
 /* Register every secret in c with hd_log_add_secret(). */
 void hd_conf_register_secrets(const hd_conf_t *c);

@@ -94,6 +94,17 @@ char *hd_conf_display_path(const char *dparent, const char *key);
 /* secrets() of a type that holds none */
 void hd_conf_secrets_none(const hd_conf_t *c, const struct key *k);
 
+/* auth and secrets (hd_conf_auth.c) */
+extern const struct ktype hd_conf_type_algs;
+extern const struct ktype hd_conf_type_pubkeys;
+int hd_conf_read_small(const char *path, char **out, size_t *len, bool *others);
+void  hd_conf_secret_file(struct load *ld, const struct key *key,
+                          const struct key *file_key, bool both_set);
+char *hd_conf_rel_path(const struct load *ld, const char *path);
+void  hd_conf_dev_secret_check(struct load *ld, const struct key *k);
+void  hd_conf_warn(hd_conf_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* the value types with files of their own */
 extern const struct ktype hd_conf_type_redis;      /* hd_conf_redis.c */
 extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */

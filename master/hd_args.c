@@ -68,6 +68,8 @@ parse_long(const char *arg, int argc, char *const argv[], int *i,
         flag = &out->version;
     else if (IS("help"))
         flag = &out->help;
+    else if (IS("dev"))
+        flag = &out->dev;
 #undef IS
 
     if (flag == NULL)
@@ -132,6 +134,7 @@ hd_args_parse(int argc, char *const argv[], hd_args_t *out, char *err,
     out->test_only = false;
     out->version = false;
     out->help = false;
+    out->dev = false;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
@@ -161,13 +164,15 @@ hd_args_usage(FILE *f, const char *prog)
     if (prog == NULL || prog[0] == '\0')
         prog = "herald";
     fprintf(f,
-            "Usage: %s [-c FILE] [-t] [-V] [-h]\n"
+            "Usage: %s [-c FILE] [-t] [--dev] [-V] [-h]\n"
             "\n"
             "herald: WebSocket pub/sub gateway.\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE  configuration file (default: %s)\n"
             "  -t, --test         check the configuration file and exit\n"
+            "      --dev          development mode: accept the shipped\n"
+            "                     development secrets (never in production)\n"
             "  -V, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
             "\n"

@@ -12,6 +12,8 @@ typedef struct hd_args {
     bool        test_only; /* -t, --test: check the config and exit */
     bool        version;   /* -V, --version */
     bool        help;      /* -h, --help */
+    bool        dev;       /* --dev: development mode, accepts the
+                                shipped development secrets */
 } hd_args_t;
 
 /*

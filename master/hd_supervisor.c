@@ -826,6 +826,8 @@ hd_sup_reload(void)
     else
         send_log_settings(nc);
     hd_conf_register_secrets(nc);
+    for (i = 0; i < nc->nwarnings; i++)
+        hd_log_warn("reload: %s", nc->warnings[i]);
 
     hd_m.generation++;
     hd_conf_free(hd_m.conf);

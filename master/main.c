@@ -92,6 +92,7 @@ main(int argc, char **argv)
     conf_path = hd_strdup(args.conf_path);
     hd_proc_title_init(argc, argv);
 
+    hd_conf_dev_mode = args.dev;
     if (hd_conf_load(conf_path, &hd_m.conf, &errs) < 0) {
         print_errors(&errs);
         if (args.test_only)
@@ -102,6 +103,12 @@ main(int argc, char **argv)
         return 1;
     }
     hd_conf_register_secrets(hd_m.conf);
+    for (i = 0; i < hd_m.conf->nwarnings; i++)
+        fprintf(stderr, "herald: warning: %s\n", hd_m.conf->warnings[i]);
+    if (args.dev)
+        fprintf(stderr,
+                "herald: development mode (--dev): the shipped "
+                "development secrets are accepted\n");
     if (args.test_only) {
         printf("herald: configuration %s ok\n", conf_path);
         hd_conf_free(hd_m.conf);

@@ -52,6 +52,7 @@ typedef struct hd_conn {
     bool                  connected;
     bool                  anonymous;
     ev_timer              timer; /* connect deadline, then token expiry */
+    bool refresh_pushed;         /* the refresh push for this exp went out */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */
     struct hd_http *http; /* an HTTP API request in progress */

@@ -22,6 +22,7 @@
 #include "hd_presence.h"
 #include "hd_envelope.h"
 #include "hd_strbuf.h"
+#include "hd_auth.h"
 #include "hd_jwt.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
@@ -259,16 +260,45 @@ conn_closed(hd_conn_t *c)
 
 /* ---- connection timers ------------------------------------------------------ */
 
+/*
+ * After connect the timer runs on the token's clock: first at
+ * exp - auth.refresh_window_s, to ask the client for a fresh token (the
+ * refresh push), then at exp, to close with 4003 unless a refresh moved
+ * exp meanwhile.
+ */
+static void
+arm_token_timer(hd_conn_t *c)
+{
+    double now = hd_wall_sec();
+    double at = (double) c->claims->exp;
+
+    if (!c->refresh_pushed)
+        at -= (double) hd_w.conf->auth_refresh_window_s;
+    ev_timer_stop(hd_w.loop, &c->timer);
+    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
+    ev_timer_start(hd_w.loop, &c->timer);
+}
+
 static void
 conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     hd_conn_t *c = (hd_conn_t *) ((char *) w - offsetof(hd_conn_t, timer));
+    char       buf[96];
+    int        n;
     (void) loop;
     (void) revents;
 
     if (!c->connected) {
         hd_conn_close(c, HD_CLOSE_CONNECT_TIMEOUT,
                       "no connect command in time");
+    } else if (!c->refresh_pushed && c->claims != NULL) {
+        c->refresh_pushed = true;
+        n = snprintf(buf, sizeof(buf),
+                     "{\"push\":{\"refresh\":{\"expires_at\":%lld}}}",
+                     (long long) c->claims->exp);
+        hd_conn_reply(c, buf, (size_t) n);
+        hd_conn_want_write(c);
+        arm_token_timer(c);
     } else {
         hd_conn_close(c, HD_CLOSE_TOKEN_EXPIRED,
                       "token expired, reconnect with a new one");
@@ -380,6 +410,7 @@ m_connect(cmd_t *cmd)
     size_t           tlen;
     hd_jwt_claims_t  claims;
     char             client[HD_CLIENT_ID_MAX];
+    json_t          *result;
     int              rc;
 
     if (c->connected) {
@@ -408,16 +439,15 @@ m_connect(cmd_t *cmd)
         }
         c->anonymous = true;
     } else {
-        if (conf->auth_hmac_secret == NULL) {
+        if (conf->auth_hmac_secret == NULL && conf->nauth_keys == 0
+            && conf->auth_jwks_file == NULL && conf->auth_jwks_url == NULL) {
             reply_error(cmd, HD_ERR_UNAUTHORIZED,
                         "this server accepts no "
                         "tokens (anonymous only)");
             hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "no tokens");
             return;
         }
-        rc = hd_jwt_verify(
-            token, tlen, conf->auth_hmac_secret, strlen(conf->auth_hmac_secret),
-            (int64_t) (hd_wall_ns() / 1000000000ull), 0, &claims);
+        rc = hd_auth_verify(token, tlen, &claims);
         if (rc != HD_JWT_OK) {
             hd_reject_inc(HD_REJ_AUTH);
             hd_log_debug("connect rejected from %s: %s", c->peer,
@@ -445,18 +475,68 @@ m_connect(cmd_t *cmd)
         }
     }
     c->connected = true;
-    /* the connect deadline becomes the token's expiry */
+    /* the connect deadline becomes the token's clock */
     ev_timer_stop(hd_w.loop, &c->timer);
-    if (c->claims != NULL) {
-        double left = (double) c->claims->exp - hd_wall_sec();
-        ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
-        ev_timer_start(hd_w.loop, &c->timer);
-    }
+    if (c->claims != NULL)
+        arm_token_timer(c);
     hd_cluster_client_id(c, client);
+    result = json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
+                       (int) hd_w.id, "version", HD_VERSION, "ping_interval_ms",
+                       conf->ping_interval_ms);
+    if (c->claims != NULL) {
+        json_object_set_new(result, "expires_at",
+                            json_integer((json_int_t) c->claims->exp));
+        json_object_set_new(result, "refresh", json_true());
+    }
+    send_result(c, cmd->id, result);
+}
+
+/*
+ * refresh: a new token for the same sub and tenant moves the connection's
+ * expiry (and its claims: channels, publish) without a reconnect. A bad
+ * token is an error, not a close: the old token still holds until its exp.
+ */
+static void
+m_refresh(cmd_t *cmd)
+{
+    hd_conn_t      *c = cmd->conn;
+    const char     *token;
+    size_t          tlen;
+    hd_jwt_claims_t claims;
+    int             rc;
+
+    if (!c->connected || c->claims == NULL) {
+        reply_error(cmd, HD_ERR_UNAUTHORIZED,
+                    "refresh needs a connection made with a token");
+        return;
+    }
+    token = param_str(cmd, "token", &tlen);
+    if (token == NULL) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST, "\"token\" must be a string");
+        return;
+    }
+    rc = hd_auth_verify(token, tlen, &claims);
+    if (rc != HD_JWT_OK) {
+        hd_reject_inc(HD_REJ_AUTH);
+        reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
+                    hd_jwt_strerror(rc));
+        return;
+    }
+    if (strcmp(claims.sub, c->claims->sub) != 0
+        || (claims.tenant == NULL) != (c->claims->tenant == NULL)
+        || (claims.tenant != NULL
+            && strcmp(claims.tenant, c->claims->tenant) != 0)) {
+        hd_jwt_claims_free(&claims);
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "the token is for another sub or tenant");
+        return;
+    }
+    hd_jwt_claims_free(c->claims);
+    *c->claims = claims;
+    c->refresh_pushed = false;
+    arm_token_timer(c);
     send_result(c, cmd->id,
-                json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
-                          (int) hd_w.id, "version", HD_VERSION,
-                          "ping_interval_ms", conf->ping_interval_ms));
+                json_pack("{s:I}", "expires_at", (json_int_t) claims.exp));
 }
 
 static int
@@ -644,6 +724,11 @@ m_publish(cmd_t *cmd)
     publisher_of(c, &who);
     if (hd_pub_resolve(&who, chan, chan_len, true, &t, &e) < 0) {
         reply_error(cmd, e.code, "%s", e.msg);
+        return;
+    }
+    if (!hd_auth_may_publish(c->claims, chan, chan_len)) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "the token does not allow publishing on this channel");
         return;
     }
     text = hd_pub_encode(json_object_get(cmd->params, "data"), &e);
@@ -966,6 +1051,7 @@ static const struct {
     { "ping", m_ping },           { "connect", m_connect },
     { "subscribe", m_subscribe }, { "unsubscribe", m_unsubscribe },
     { "publish", m_publish },     { "history", m_history },
+    { "refresh", m_refresh },
 };
 
 /*

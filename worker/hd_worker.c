@@ -16,6 +16,7 @@
 #include <libwebsockets.h>
 
 #include "hd_alloc.h"
+#include "hd_auth.h"
 #include "hd_ctl.h"
 #include "hd_hash.h"
 #include "hd_log.h"
@@ -357,7 +358,29 @@ ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void) revents;
 
     for (;;) {
-        n = recv(hd_w.ctl_fd, &u, sizeof(u), MSG_DONTWAIT);
+        /* a packet may carry one fd (HD_CTL_JWKS) */
+        union {
+            struct cmsghdr h;
+            char           b[CMSG_SPACE(sizeof(int))];
+        } cbuf;
+        struct iovec    iov = { &u, sizeof(u) };
+        struct msghdr   mh = { .msg_iov = &iov,
+                               .msg_iovlen = 1,
+                               .msg_control = cbuf.b,
+                               .msg_controllen = sizeof(cbuf.b) };
+        struct cmsghdr *cm;
+        int             fd = -1;
+
+        n = recvmsg(hd_w.ctl_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        cm = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+        if (cm != NULL && cm->cmsg_level == SOL_SOCKET
+            && cm->cmsg_type == SCM_RIGHTS
+            && cm->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+        if (fd >= 0 && ((size_t) n != sizeof(u.m) || u.m.type != HD_CTL_JWKS)) {
+            close(fd);
+            fd = -1;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -389,6 +412,10 @@ ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
         case HD_CTL_EXIT:
             D.exit_now = true;
             ev_break(loop, EVBREAK_ALL);
+            break;
+        case HD_CTL_JWKS:
+            if (fd >= 0)
+                hd_auth_jwks_fd(fd);
             break;
         default:
             hd_log_warn("unknown control message %u", m.type);
@@ -578,6 +605,7 @@ hd_worker_main(const hd_worker_args_t *a)
 
     if (create_lws() < 0)
         _exit(HD_EXIT_FATAL);
+    hd_auth_init(a->conf);
     hd_pubsub_init();
     hd_chan_init(hd_w.loop, &hd_proto_chan_hooks);
     hd_cluster_init();
@@ -633,6 +661,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_chan_shutdown();
     hd_conn_linger_shutdown();
     hd_admit_shutdown();
+    hd_auth_shutdown();
     ev_loop_destroy(hd_w.loop);
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);

@@ -145,8 +145,7 @@ START_TEST(test_every_key)
     ck_assert_str_eq(c->admin_address, "::1");
     ck_assert_int_eq(c->admin_port, 0);
     ck_assert_str_eq(c->admin_token, "admin-token-0123456789");
-    ck_assert_str_eq(c->redis_url,
-                     "redis://:full-pass-xyz@redis.example:6380/2");
+    ck_assert_str_eq(c->redis_url, "redis://redis.example:6380/2");
     ck_assert_str_eq(c->redis_host, "redis.example");
     ck_assert_int_eq(c->redis_port, 6380);
     ck_assert_str_eq(c->redis_password, "full-pass-xyz");
@@ -156,6 +155,24 @@ START_TEST(test_every_key)
                      "full-hmac-secret-0123456789abcdef-0123");
     ck_assert(c->auth_allow_anonymous);
     ck_assert_str_eq(c->api_key, "full-api-key-0123456789");
+    ck_assert_uint_eq(c->nauth_keys, 1);
+    ck_assert_str_eq(c->auth_keys[0].kid, "ec1");
+    ck_assert(strstr(c->auth_keys[0].pem, "BEGIN PUBLIC KEY") != NULL);
+    ck_assert_uint_eq(c->auth_algs,
+                      HD_JWT_ALG_BIT(HD_JWT_HS256)
+                          | HD_JWT_ALG_BIT(HD_JWT_ES256));
+    ck_assert_str_eq(c->auth_audience, "herald-test");
+    ck_assert_str_eq(c->auth_issuer, "https://idp.example");
+    ck_assert_int_eq(c->auth_leeway_s, 5);
+    ck_assert_int_eq(c->auth_max_lifetime_s, 86400);
+    ck_assert(c->auth_publish_claim);
+    ck_assert_int_eq(c->auth_refresh_window_s, 30);
+    ck_assert_ptr_null(c->auth_jwks_file);
+    ck_assert_str_eq(c->auth_jwks_url,
+                     "https://idp.example/.well-known/jwks.json");
+    ck_assert_int_eq(c->auth_jwks_refresh_s, 600);
+    ck_assert_int_eq(c->auth_jwks_min_refresh_s, 20);
+    ck_assert_int_eq(c->auth_jwks_timeout_ms, 3000);
     ck_assert_int_eq(c->log_level, HD_LOG_DEBUG);
     ck_assert_int_eq(c->log_format, HD_LOG_FMT_JSON);
     ck_assert_str_eq(c->log_file, "/var/log/herald.log");
@@ -792,17 +809,16 @@ START_TEST(test_secret_lengths)
 }
 END_TEST
 
+#define MISSING_KEY                                                 \
+    "t.json: $.auth.hmac_secret: a key is required (hmac_secret, "  \
+    "hmac_secret_file, public_keys, jwks_file or jwks_url) unless " \
+    "auth.allow_anonymous is true"
+
 START_TEST(test_missing_secret)
 {
-    expect_error("{}",
-                 "t.json: $.auth.hmac_secret: required unless "
-                 "auth.allow_anonymous is true");
-    expect_error("{\"auth\": {\"allow_anonymous\": false}}",
-                 "t.json: $.auth.hmac_secret: required unless "
-                 "auth.allow_anonymous is true");
-    expect_error("{\"auth\": {\"hmac_secret\": null}}",
-                 "t.json: $.auth.hmac_secret: required unless "
-                 "auth.allow_anonymous is true");
+    expect_error("{}", MISSING_KEY);
+    expect_error("{\"auth\": {\"allow_anonymous\": false}}", MISSING_KEY);
+    expect_error("{\"auth\": {\"hmac_secret\": null}}", MISSING_KEY);
 
     hd_conf_t *c = load_ok("{\"auth\": {\"allow_anonymous\": true}}");
     ck_assert_ptr_null(c->auth_hmac_secret);
@@ -868,6 +884,7 @@ START_TEST(test_register_secrets)
                            "full-pass-xyz e";
 
     ck_assert_int_eq(hd_conf_load(HD_CONF_TEST_DIR "/full.json", &c, &e), 0);
+    ck_assert_str_eq(c->redis_password, "full-pass-xyz"); /* CRLF cut */
     hd_log_clear_secrets();
     hd_conf_register_secrets(c);
     hd_log_format_line(line, sizeof(line), HD_LOG_FMT_TEXT, HD_LOG_INFO, msg,
@@ -993,7 +1010,27 @@ START_TEST(test_shipped_config)
 {
     hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
-    int rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH, &c, &e);
+    int              rc;
+
+    /* its secrets are the development ones: refused outside --dev */
+    hd_conf_dev_mode = false;
+    rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH, &c, &e);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_uint_eq(e.n, 2);
+    ck_assert_msg(strstr(e.msg[0],
+                         "$.auth.hmac_secret: is the shipped "
+                         "development secret")
+                      != NULL,
+                  "%s", e.msg[0]);
+    ck_assert_msg(strstr(e.msg[1], "$.api.key: is the shipped") != NULL, "%s",
+                  e.msg[1]);
+    ck_assert(strstr(e.msg[0], "--dev") != NULL);
+    ck_assert(strstr(e.msg[0], "change-me") == NULL); /* never echoed */
+    hd_conf_errors_free(&e);
+
+    hd_conf_dev_mode = true;
+    rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH, &c, &e);
+    hd_conf_dev_mode = false;
 
     ck_assert_msg(rc == 0, "%s", e.n ? e.msg[0] : "");
     ck_assert(c->workers_auto);
@@ -1149,6 +1186,14 @@ mutate(hd_conf_t *c, const struct key *k)
     } else if (k->type == &hd_conf_type_namespaces) {
         ck_assert_uint_gt(c->nnamespaces, 0);
         c->namespaces[0].history_size += 1;
+    } else if (k->type == &hd_conf_type_algs) {
+        c->auth_algs ^= 1u;
+    } else if (k->type == &hd_conf_type_pubkeys) {
+        c->auth_keys = hd_realloc(c->auth_keys,
+                                  (c->nauth_keys + 1) * sizeof(*c->auth_keys));
+        c->auth_keys[c->nauth_keys++] = (hd_conf_pubkey_t){
+            .kid = hd_strdup("k"), .pem = hd_strdup("x"), .file = NULL
+        };
     } else {
         ck_abort_msg("mutate() does not know the type of %s", k->path);
     }
