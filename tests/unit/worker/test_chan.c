@@ -75,7 +75,7 @@ hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
     if (F.meta_rc < 0)
         return F.meta_rc;
     ck_assert_int_lt(F.nops, MAX_OPS);
-    F.ops[F.nops++] = (fake_op_t) { .meta = true, .mcb = cb, .arg = arg };
+    F.ops[F.nops++] = (fake_op_t){ .meta = true, .mcb = cb, .arg = arg };
     note("META %.*s;", (int) key_len, key);
     return 0;
 }
@@ -88,7 +88,7 @@ hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
     (void) ns;
     (void) cap;
     ck_assert_int_lt(F.nops, MAX_OPS);
-    F.ops[F.nops] = (fake_op_t) { .hcb = cb, .arg = arg, .since = since };
+    F.ops[F.nops] = (fake_op_t){ .hcb = cb, .arg = arg, .since = since };
     snprintf(F.ops[F.nops].epoch, sizeof(F.ops[F.nops].epoch), "%s",
              since_epoch);
     F.nops++;
@@ -579,8 +579,7 @@ chan_suite(void)
     tcase_add_test(tc, resync_without_history_sends_one_gap);
     tcase_add_test(tc, resync_into_a_new_epoch_marks_everything_missed);
     tcase_add_test(tc, pending_members_fail_when_redis_goes_down);
-    tcase_add_test(tc,
-                   cmd_up_restarts_what_waited_for_the_command_connection);
+    tcase_add_test(tc, cmd_up_restarts_what_waited_for_the_command_connection);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -340,14 +340,14 @@ START_TEST(write_budget_is_shared_round_robin)
 
     /* next turn: those left out go first, then the others again */
     turn();
-    unsigned rest = NCONN - per_turn;               /* 88 */
-    unsigned again = per_turn - rest;               /* 424 */
+    unsigned rest = NCONN - per_turn; /* 88 */
+    unsigned again = per_turn - rest; /* 424 */
     for (unsigned i = 0; i < NCONN; i++) {
         int want = i >= per_turn ? FRAMES_PER_CONN
             : i < again          ? 2 * FRAMES_PER_CONN
                                  : FRAMES_PER_CONN;
-        ck_assert_msg(socks[i].frames == want, "conn %u: %d frames, not %d",
-                      i, socks[i].frames, want);
+        ck_assert_msg(socks[i].frames == want, "conn %u: %d frames, not %d", i,
+                      socks[i].frames, want);
     }
     /* until everything is out */
     for (int t = 0; t < 10; t++)
