@@ -67,6 +67,7 @@ typedef struct hd_conn {
     uint64_t last_rx_ms;
     uint64_t ping_sent_ms; /* 0: no ping outstanding */
     bool     ping_due;
+    bool     rx_paused; /* reading stopped: control frames over the rate */
 
     uint16_t        close_code;      /* != 0: close requested */
     uint64_t        close_ms;        /* when (monotonic) */

@@ -1096,6 +1096,60 @@ rate_ok(hd_conn_t *c)
     return false;
 }
 
+/*
+ * Control frames: the pings and pongs a client sent since the last sweep
+ * (the heartbeat calls this once a second with what the frame guard
+ * counted). lws answers each ping by itself, so without this a client
+ * could flood pings without limit. Each takes a token of the command
+ * bucket. A sweep that finds the bucket emptied by them refuses like a
+ * command would (the streak of rate_ok()) and stops reading the
+ * connection until the next sweep, so a flood gets at most about half a
+ * second's worth of reads a second; a streak that lasts rate_abuse_ms
+ * closes it with 4004.
+ */
+void
+hd_proto_control_frames(hd_conn_t *c, uint32_t n)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    uint64_t         now;
+
+    if (c->rx_paused) {
+        /* paused since the last sweep: nothing was read, so this sweep
+         * says nothing about the rate; read again, keep the streak */
+        c->rx_paused = false;
+        lws_rx_flow_control(c->wsi, 1);
+        return;
+    }
+    if (n == 0 || conf->cmd_rate == 0 || c->close_code != 0)
+        return;
+    now = hd_mono_ms();
+    if (c->tokens_ms == 0) {
+        c->tokens = conf->cmd_burst;
+        c->tokens_ms = now;
+    }
+    c->tokens += (double) (now - c->tokens_ms) * conf->cmd_rate / 1000.0;
+    if (c->tokens > conf->cmd_burst)
+        c->tokens = conf->cmd_burst;
+    c->tokens_ms = now;
+    if (c->tokens >= (double) n) {
+        c->tokens -= (double) n;
+        return;
+    }
+    c->tokens = 0;
+    c->last_refusal_ms = now;
+    if (c->over_since_ms == 0) {
+        c->over_since_ms = now;
+    } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
+        hd_log_info("closing %s: ping/pong frames over the command rate for "
+                    "%d ms",
+                    c->peer, conf->rate_abuse_ms);
+        hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
+        return;
+    }
+    c->rx_paused = true;
+    lws_rx_flow_control(c->wsi, 0);
+}
+
 static int
 handle_line(const char *line, size_t len, void *arg)
 {

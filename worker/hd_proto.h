@@ -20,6 +20,9 @@
 void hd_proto_handle(hd_conn_t *c, const char *buf, size_t len);
 /* After ESTABLISHED: start the connect deadline. */
 void hd_proto_conn_open(hd_conn_t *c);
+/* heartbeat: the n ping/pong frames c sent since the last sweep count
+ * against its command rate (may pause reading it, or close it with 4004) */
+void hd_proto_control_frames(hd_conn_t *c, uint32_t n);
 /* At CLOSED: timers, pending Redis ops, subscriptions, claims. */
 void hd_proto_conn_release(hd_conn_t *c);
 

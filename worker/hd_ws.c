@@ -179,6 +179,11 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
     for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
         if (c->close_code != 0) {
+            if (c->rx_paused) {
+                /* read the peer's close reply */
+                c->rx_paused = false;
+                lws_rx_flow_control(c->wsi, 1);
+            }
             hd_conn_close_check(c, now);
             continue;
         }
@@ -186,6 +191,10 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
             hd_conn_close(c, HD_CLOSE_PROTOCOL, "unmasked frame");
             continue;
         }
+        hd_proto_control_frames(
+            c, hd_wsguard_take_control(lws_get_socket_fd(c->wsi)));
+        if (c->close_code != 0)
+            continue;
         if (c->ping_sent_ms != 0) {
             if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
                 hd_conn_close(c, HD_CLOSE_STALE, "no pong");

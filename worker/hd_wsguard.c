@@ -21,6 +21,7 @@ enum {
 #define F_FRAMES     0x04 /* a request's header end was seen */
 #define F_UNMASKED   0x08 /* sticky: an unmasked frame was seen */
 #define F_MASKED_CUR 0x10 /* the current frame is masked */
+#define F_CTL_CUR    0x20 /* the current frame is a ping or a pong */
 
 typedef struct guard {
     uint64_t len; /* payload bytes left, or extended length so far */
@@ -28,6 +29,7 @@ typedef struct guard {
     uint8_t  flags;
     uint8_t  crlf; /* progress through "\r\n\r\n" */
     uint8_t  n;    /* extended-length or mask bytes left */
+    uint32_t ctl;  /* pings and pongs since hd_wsguard_take_control() */
 } guard_t;
 
 static guard_t *G;
@@ -52,6 +54,13 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
         c = *p++;
         switch (g->st) {
         case ST_HDR0:
+            /* opcode 9 ping, 10 pong: lws answers a ping by itself, so
+             * this is the only place that sees them (counted for the
+             * connection's rate, hd_wsguard_take_control()) */
+            if ((c & 0x0f) == 0x9 || (c & 0x0f) == 0xa)
+                g->flags |= F_CTL_CUR;
+            else
+                g->flags &= (uint8_t) ~F_CTL_CUR;
             g->st = ST_HDR1;
             break;
         case ST_HDR1:
@@ -59,6 +68,8 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
                 g->flags |= F_UNMASKED;
                 return;
             }
+            if ((g->flags & F_CTL_CUR) && g->ctl < UINT32_MAX)
+                g->ctl++;
             g->flags |= F_MASKED_CUR;
             g->len = c & 0x7f;
             if (g->len == 126 || g->len == 127) {
@@ -195,6 +206,18 @@ hd_wsguard_established(int fd)
 {
     if (fd >= 0 && fd < G_cap)
         G[fd].flags |= F_ESTAB;
+}
+
+uint32_t
+hd_wsguard_take_control(int fd)
+{
+    uint32_t n = 0;
+
+    if (fd >= 0 && fd < G_cap) {
+        n = G[fd].ctl;
+        G[fd].ctl = 0;
+    }
+    return n;
 }
 
 bool

@@ -4,7 +4,9 @@
  * be masked (RFC 6455 5.1). lws's recv() calls are redirected
  * (hd_plthook) through a wrapper that follows each client connection's
  * frame headers; a connection that sent an unmasked frame is closed with
- * 1002 before its payload is acted on.
+ * 1002 before its payload is acted on. The same watch counts the ping
+ * and pong frames each connection sends, which lws handles without a
+ * callback, so that they count against the connection's rate limit.
  *
  * Cost: a state machine over frame headers only (payload bytes are skipped
  * by length), 24 bytes of state per fd, allocated lazily by the kernel.
@@ -15,6 +17,7 @@
 #define HD_WSGUARD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 int  hd_wsguard_init(int max_fds);
 void hd_wsguard_shutdown(void);
@@ -25,6 +28,9 @@ void hd_wsguard_open(int fd);
 void hd_wsguard_http_done(int fd);
 /* its WebSocket handshake completed: what follows is frames */
 void hd_wsguard_established(int fd);
+/* the ping and pong frames it sent since the last call (lws answers pings
+ * without telling herald: this is how they count against the rate) */
+uint32_t hd_wsguard_take_control(int fd);
 /* it sent an unmasked frame */
 bool hd_wsguard_unmasked(int fd);
 

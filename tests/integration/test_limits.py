@@ -501,6 +501,67 @@ def test_rate_limit_429_then_4004(make_herald):
     ws.close()
 
 
+def test_ping_flood_closed_4004(make_herald):
+    """WebSocket ping frames count against the command rate (issue 16 item
+    18): a client that floods pings (lws answers each with a pong, no
+    command ever reaching herald) is closed with 4004 after
+    rate_abuse_ms, like a command flood, and meanwhile gets far fewer
+    pongs than it sent pings. A client pinging under the rate is never
+    closed. Before, a ping flood was never closed."""
+    h = make_herald(workers=1, limits={"commands_per_second": 20, "commands_burst": 40,
+                                       "rate_abuse_ms": 1000})
+    calm = RawWS.open(h.port)
+    ws = RawWS.open(h.port)
+    batch = b"".join(struct.pack("!BB", 0x89, 0x84) + b"\0\0\0\0" + b"ping"
+                                   for _ in range(200))
+    t0 = time.monotonic()
+    sent = pongs = 0
+    code = None
+    ws.sock.setblocking(False)
+    calm_at = t0
+    try:
+        while time.monotonic() - t0 < 8 * SLACK and code is None:
+            try:
+                ws.sock.send(batch)
+                sent += 200
+            except (BlockingIOError, socket.timeout):
+                pass                    # the server stopped reading: fine
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                f = ws.next_frame(0.01)
+                while f is not None:
+                    if f[2] == 10:
+                        pongs += 1
+                    elif f[2] == 8:
+                        code = ws.close_code
+                        break
+                    f = ws.next_frame(0)
+            except Closed:
+                break
+            except (BlockingIOError, socket.timeout):
+                pass
+            if time.monotonic() - calm_at >= 1.0:
+                calm_at = time.monotonic()
+                calm.send_frame(9, b"calm")
+    finally:
+        ws.sock.setblocking(True)
+    if code is None:
+        try:
+            code = ws.wait_close(5 * SLACK)
+        except AssertionError:
+            pass
+    dt = time.monotonic() - t0
+    assert code == 4004, "ping flood: close code %r after %.1f s (%d pings sent, %d pongs)" % (
+        code, dt, sent, pongs)
+    assert dt <= 1.0 + 3 + 2 * SLACK, dt
+    assert pongs < sent, (pongs, sent)
+    # the calm client (a ping about every second) is still served
+    assert calm.call(5, "ping")["result"] == {"worker": 0}
+    calm.close()
+    ws.close()
+
+
 # ==========================================================================
 # compression
 
