@@ -42,7 +42,7 @@
 #include <openssl/x509.h>
 
 #include "hd_alloc.h"
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_jwt.h"
 
 #define SUB_MAX       255
@@ -859,7 +859,7 @@ channel_entry_valid(const char *s, size_t len)
 {
     if (len > 0 && s[len - 1] == '*')
         len--;
-    return hd_channel_valid(s, len);
+    return hd_chname_valid(s, len);
 }
 
 /*
@@ -991,8 +991,8 @@ load_claims(const json_t *p, const hd_jwt_policy_t *pol, int64_t now,
     }
     if (channel != NULL
         && (!json_is_string(channel)
-            || !hd_channel_valid(json_string_value(channel),
-                                 json_string_length(channel))))
+            || !hd_chname_valid(json_string_value(channel),
+                                json_string_length(channel))))
         return HD_JWT_ECLAIMS;
 
     /* jansson strings are NUL-free without JSON_ALLOW_NUL: strdup is exact */

@@ -178,7 +178,7 @@ const char *hd_jwt_strerror(int rc);
 /* True if channel (the name the client used) is allowed by the claims'
  * channels list (exact match, or prefix match for entries ending in '*');
  * always true when the list is absent, false when c is NULL. Does not
- * validate the name itself: call hd_channel_valid() first. */
+ * validate the name itself: call hd_chname_valid() first. */
 int hd_jwt_channel_allowed(const hd_jwt_claims_t *c, const char *channel,
                            size_t len);
 

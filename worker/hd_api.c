@@ -8,7 +8,7 @@
 
 #include "hd_alloc.h"
 #include "hd_api.h"
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_publish.h"

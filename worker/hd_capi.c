@@ -14,7 +14,7 @@
 
 #include "hd_alloc.h"
 #include "hd_api.h"
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_cluster.h"
 #include "hd_jwt.h"
 #include "hd_envelope.h"

@@ -16,7 +16,7 @@
 
 #include "hd_admit.h"
 #include "hd_alloc.h"
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_cluster.h"
 #include "hd_cmd.h"
 #include "hd_presence.h"
@@ -654,7 +654,7 @@ m_unsubscribe(cmd_t *cmd)
     if (!may_act(cmd))
         return;
     chan = param_str(cmd, "channel", &chan_len);
-    if (chan == NULL || !hd_channel_valid(chan, chan_len)) {
+    if (chan == NULL || !hd_chname_valid(chan, chan_len)) {
         reply_error(cmd, HD_ERR_BAD_REQUEST,
                     "\"channel\" must be a valid "
                     "channel name");

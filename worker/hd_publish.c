@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_codes.h"
 #include "hd_jwt.h"
 #include "hd_publish.h"
@@ -35,13 +35,13 @@ hd_pub_resolve(const hd_publisher_t *who, const char *name, size_t len,
     size_t         nslen;
     bool           has_ns;
 
-    if (!hd_channel_valid(name, len))
+    if (!hd_chname_valid(name, len))
         return who->server
             ? fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
                    "\"channel\" must be a valid channel name")
             : fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
                    "invalid channel name: 1..255 bytes of [A-Za-z0-9_.:@-]");
-    nslen = hd_channel_namespace(name, len, &has_ns);
+    nslen = hd_chname_namespace(name, len, &has_ns);
     /* ":x" has an (empty) namespace, which no config can name */
     ns = has_ns && nslen == 0 ? NULL
                               : hd_conf_ns(hd_w.conf, name, has_ns ? nslen : 0);
@@ -74,7 +74,7 @@ hd_pub_resolve(const hd_publisher_t *who, const char *name, size_t len,
 
 /* The longest valid tenant and channel always make a key that fits: a
  * key that does not fit can only be a bug, never a client's fault. */
-_Static_assert(sizeof("herald|") - 1 + HD_TENANT_MAX + 1 + HD_CHANNEL_MAX
+_Static_assert(sizeof("herald|") - 1 + HD_TENANT_MAX + 1 + HD_CHNAME_MAX
                        + sizeof("{}:meta")
                    <= HD_KEY_MAX,
                "the longest tenant + channel key fits HD_KEY_MAX");

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for common/hd_jwt.c and common/hd_channel.c.
+ * libFuzzer target for common/hd_jwt.c and common/hd_chname.c.
  *
  * Every input is tried three ways:
  *  1. as a token, verified with a fixed secret (the seeds are signed with
@@ -15,7 +15,7 @@
  *
  * Build (by hand until meson wires it; the lead owns that):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Icommon tests/fuzz/fuzz_jwt.c common/hd_jwt.c common/hd_channel.c \
+ *     -Icommon tests/fuzz/fuzz_jwt.c common/hd_jwt.c common/hd_chname.c \
  *     common/hd_alloc.c $(pkg-config --cflags --libs jansson libcrypto) \
  *     -o fuzz_jwt
  *   ./fuzz_jwt -max_len=9000 tests/fuzz/seeds/jwt
@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hd_channel.h"
+#include "hd_chname.h"
 #include "hd_jwt.h"
 
 #define SECRET "fuzz-secret-0123456789abcdef!!"
@@ -65,7 +65,7 @@ check_claims(int rc, const hd_jwt_claims_t *c)
 
             if (len > 0 && e[len - 1] == '*')
                 len--;
-            CHECK(hd_channel_valid(e, len));
+            CHECK(hd_chname_valid(e, len));
             /* every entry allows itself (or its prefix) */
             CHECK(hd_jwt_channel_allowed(c, e, len));
         }
@@ -105,12 +105,12 @@ static void
 channel_helpers(const uint8_t *data, size_t size)
 {
     bool   has;
-    size_t ns = hd_channel_namespace((const char *) data, size, &has);
+    size_t ns = hd_chname_namespace((const char *) data, size, &has);
 
     CHECK(ns <= size);
     CHECK(!has || data[ns] == ':');
     CHECK(has || ns == 0);
-    (void) hd_channel_valid((const char *) data, size);
+    (void) hd_chname_valid((const char *) data, size);
 }
 
 int

@@ -1,15 +1,15 @@
-/* Unit tests for common/hd_channel.c: channel-name validation, namespaces. */
+/* Unit tests for common/hd_chname.c: channel-name validation, namespaces. */
 #include <check.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hd_channel.h"
+#include "hd_chname.h"
 
 static const char valid_chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-";
 
-#define VALID(s) hd_channel_valid((s), strlen(s))
+#define VALID(s) hd_chname_valid((s), strlen(s))
 
 START_TEST(valid_names)
 {
@@ -33,10 +33,10 @@ START_TEST(every_byte)
         char s[3] = { 'a', (char) b, 'z' };
         char one = (char) b;
 
-        ck_assert_msg(hd_channel_valid(&one, 1) == want, "byte 0x%02x", b);
-        ck_assert_msg(hd_channel_valid(s, 3) == want, "mid 0x%02x", b);
-        ck_assert_msg(hd_channel_valid(s + 1, 2) == want, "first 0x%02x", b);
-        ck_assert_msg(hd_channel_valid(s, 2) == want, "last 0x%02x", b);
+        ck_assert_msg(hd_chname_valid(&one, 1) == want, "byte 0x%02x", b);
+        ck_assert_msg(hd_chname_valid(s, 3) == want, "mid 0x%02x", b);
+        ck_assert_msg(hd_chname_valid(s + 1, 2) == want, "first 0x%02x", b);
+        ck_assert_msg(hd_chname_valid(s, 2) == want, "last 0x%02x", b);
     }
 }
 END_TEST
@@ -50,7 +50,7 @@ START_TEST(invalid_classes)
     ck_assert(!VALID("a\rb"));
     ck_assert(!VALID("a\x7f"));
     ck_assert(!VALID("\x01"));
-    ck_assert(!hd_channel_valid("a\0b", 3));
+    ck_assert(!hd_chname_valid("a\0b", 3));
     /* glob, path and quoting characters */
     ck_assert(!VALID("news:*"));
     ck_assert(!VALID("a?"));
@@ -78,21 +78,21 @@ END_TEST
 
 START_TEST(lengths)
 {
-    char buf[HD_CHANNEL_MAX + 2];
+    char buf[HD_CHNAME_MAX + 2];
 
     memset(buf, 'c', sizeof(buf));
-    ck_assert(!hd_channel_valid(buf, 0));
-    ck_assert(!hd_channel_valid("", 0));
-    ck_assert(!hd_channel_valid(NULL, 0));
-    ck_assert(!hd_channel_valid(NULL, 5));
-    ck_assert(hd_channel_valid(buf, 1));
-    ck_assert(hd_channel_valid(buf, 254));
-    ck_assert(hd_channel_valid(buf, 255));
-    ck_assert(!hd_channel_valid(buf, 256));
-    ck_assert(!hd_channel_valid(buf, 257));
+    ck_assert(!hd_chname_valid(buf, 0));
+    ck_assert(!hd_chname_valid("", 0));
+    ck_assert(!hd_chname_valid(NULL, 0));
+    ck_assert(!hd_chname_valid(NULL, 5));
+    ck_assert(hd_chname_valid(buf, 1));
+    ck_assert(hd_chname_valid(buf, 254));
+    ck_assert(hd_chname_valid(buf, 255));
+    ck_assert(!hd_chname_valid(buf, 256));
+    ck_assert(!hd_chname_valid(buf, 257));
     /* length, not NUL, ends the name */
-    ck_assert(hd_channel_valid("ab cd", 2));
-    ck_assert(!hd_channel_valid("ab cd", 3));
+    ck_assert(hd_chname_valid("ab cd", 2));
+    ck_assert(!hd_chname_valid("ab cd", 3));
 }
 END_TEST
 
@@ -100,7 +100,7 @@ START_TEST(namespace)
 {
     bool has = false;
 
-#define NS(s) hd_channel_namespace((s), strlen(s), &has)
+#define NS(s) hd_chname_namespace((s), strlen(s), &has)
     ck_assert_uint_eq(NS("news:sports"), 4);
     ck_assert(has);
     ck_assert_uint_eq(NS("news"), 0);
@@ -119,13 +119,13 @@ START_TEST(namespace)
 #undef NS
     /* a ':' past len does not count */
     has = true;
-    ck_assert_uint_eq(hd_channel_namespace("ab:c", 2, &has), 0);
+    ck_assert_uint_eq(hd_chname_namespace("ab:c", 2, &has), 0);
     ck_assert(!has);
-    ck_assert_uint_eq(hd_channel_namespace("ab:c", 3, &has), 2);
+    ck_assert_uint_eq(hd_chname_namespace("ab:c", 3, &has), 2);
     ck_assert(has);
     /* has_ns is optional */
-    ck_assert_uint_eq(hd_channel_namespace("ns:x", 4, NULL), 2);
-    ck_assert_uint_eq(hd_channel_namespace(NULL, 0, &has), 0);
+    ck_assert_uint_eq(hd_chname_namespace("ns:x", 4, NULL), 2);
+    ck_assert_uint_eq(hd_chname_namespace(NULL, 0, &has), 0);
     ck_assert(!has);
 }
 END_TEST

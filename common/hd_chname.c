@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "hd_channel.h"
+#include "hd_chname.h"
 
 /* one byte per character: 1 if allowed in a channel name */
 static const unsigned char allowed[256] = {
@@ -25,15 +25,15 @@ static const unsigned char allowed[256] = {
 };
 
 /*
- * True if name[0..len) is 1..HD_CHANNEL_MAX bytes of [A-Za-z0-9_.:@-].
+ * True if name[0..len) is 1..HD_CHNAME_MAX bytes of [A-Za-z0-9_.:@-].
  * name need not be NUL-terminated; an embedded NUL makes it invalid.
  */
 bool
-hd_channel_valid(const char *name, size_t len)
+hd_chname_valid(const char *name, size_t len)
 {
     size_t i;
 
-    if (name == NULL || len == 0 || len > HD_CHANNEL_MAX)
+    if (name == NULL || len == 0 || len > HD_CHNAME_MAX)
         return false;
     for (i = 0; i < len; i++) {
         if (!allowed[(unsigned char) name[i]])
@@ -48,7 +48,7 @@ hd_channel_valid(const char *name, size_t len)
  * zero cases apart. Does not validate the name.
  */
 size_t
-hd_channel_namespace(const char *name, size_t len, bool *has_ns)
+hd_chname_namespace(const char *name, size_t len, bool *has_ns)
 {
     const char *colon = name != NULL && len > 0 ? memchr(name, ':', len) : NULL;
 
