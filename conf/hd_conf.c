@@ -185,6 +185,8 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("api.max_body_bytes", api_max_body_bytes, 256, 16777216, "65536",
           RELOAD_WORKER),
+    K_INT("api.body_timeout_ms", api_body_timeout_ms, 100, 600000, "10000",
+          RELOAD_WORKER),
     K_INT("heartbeat.ping_interval_ms", ping_interval_ms, 1000, 3600000,
           "25000", RELOAD_WORKER),
 

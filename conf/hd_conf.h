@@ -136,6 +136,8 @@ typedef struct hd_conf {
     int batch_max_messages;   /* batch.max_messages, 256 */
     int batch_flush_delay_ms; /* batch.flush_delay_ms, 0 */
     int api_max_body_bytes;   /* api.max_body_bytes, 65536 */
+    int api_body_timeout_ms;  /* api.body_timeout_ms, 10000: the whole
+                                 body within it of the headers */
     int ping_interval_ms;     /* heartbeat.ping_interval_ms, 25000 */
     int pong_timeout_ms;      /* heartbeat.pong_timeout_ms, 10000 */
 

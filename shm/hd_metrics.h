@@ -69,6 +69,7 @@ enum hd_api_result {
     HD_APIR_BAD_REQUEST,  /* 4xx other than 401 */
     HD_APIR_UNAUTHORIZED, /* 401: missing or wrong API key */
     HD_APIR_ERROR,        /* 5xx */
+    HD_APIR_TIMEOUT,      /* closed: the body missed api.body_timeout_ms */
     HD_APIR__COUNT
 };
 #define HD_API_CELLS (HD_API__COUNT * HD_APIR__COUNT)

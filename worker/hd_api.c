@@ -65,6 +65,8 @@ typedef struct hd_http {
     struct pubreq *req;
     /* another method's answer pending */
     struct hd_api_call *call;
+    /* the body's deadline, from the headers (api.body_timeout_ms) */
+    ev_timer body_w;
 } hd_http_t;
 
 /* An asynchronous answer; outlives the request (http == NULL then). */
@@ -95,12 +97,43 @@ http_state(hd_conn_t *c, struct lws *wsi)
 }
 
 static void
+body_wait_stop(hd_http_t *h)
+{
+    if (ev_is_active(&h->body_w))
+        ev_timer_stop(hd_w.loop, &h->body_w);
+}
+
+/*
+ * The body did not arrive whole within api.body_timeout_ms of the
+ * request's headers (a client trickling it, as a slowloris does with
+ * headers): close the connection, as nginx does on client_body_timeout.
+ * Called from the loop, outside any lws callback for this wsi, so the
+ * close can be synchronous; h is freed by it (CLOSED_HTTP).
+ */
+static void
+body_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hd_http_t  *h = w->data;
+    struct lws *wsi = h->wsi;
+    (void) loop;
+    (void) revents;
+
+    if (h->ri >= 0)
+        hd_api_inc(routes[h->ri].method, HD_APIR_TIMEOUT);
+    hd_log_info("HTTP API: closing a request whose body took longer than "
+                "%d ms (%zu bytes in)",
+                hd_w.conf->api_body_timeout_ms, h->body_len);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_SYNC);
+}
+
+static void
 http_reset(hd_conn_t *c)
 {
     hd_http_t *h = c->http;
 
     if (h == NULL)
         return;
+    body_wait_stop(h);
     if (h->req != NULL)
         h->req->http = NULL;
     if (h->call != NULL)
@@ -218,7 +251,13 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     h->route = routes[h->ri].fn != NULL          ? R_OTHER
         : routes[h->ri].method == HD_API_PUBLISH ? R_PUBLISH
                                                  : R_BROADCAST;
-    return 0; /* the body follows */
+    /* the body follows, and must do so in time */
+    body_wait_stop(h);
+    ev_timer_init(&h->body_w, body_timeout_cb,
+                  hd_w.conf->api_body_timeout_ms / 1000.0, 0.0);
+    h->body_w.data = h;
+    ev_timer_start(hd_w.loop, &h->body_w);
+    return 0;
 }
 
 int
@@ -437,6 +476,7 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
         return -1;
     }
     h->body_done = true;
+    body_wait_stop(h);
     if (h->route == R_NONE)
         return 0;
     if (h->too_big)

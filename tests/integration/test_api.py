@@ -4,8 +4,10 @@ reaching WebSocket subscribers on every worker, and every error status."""
 import asyncio
 import http.client
 import json
+import socket
+import time
 
-from harness import (API_KEY, api_request, clients_on_workers, open_client, redis_cli,
+from harness import (API_KEY, SLACK, api_request, clients_on_workers, open_client, redis_cli,
                      pubsub_config, redis_restart_same_port, run, token_for,
                      wait_until)
 
@@ -312,3 +314,52 @@ def test_api_error_bodies_are_json_for_any_bytes(pubsub_herald):
                 b'{"channel": "chat:x", "data": 1, "\xff": 2}'):
         st, body = api_request(h.port, "/api/publish", raw)
         assert st == 400 and is_error(body, 400), (raw, st, body)
+
+
+def test_api_body_deadline(make_herald):
+    """A request body must arrive whole within api.body_timeout_ms of the
+    request's headers (issue 16 item 17, nginx's client_body_timeout): a
+    body trickled in a byte at a time is cut off and counted as
+    herald_api_requests_total{result="timeout"}; a body that arrives in
+    pieces within the deadline is served. Before, a trickled body held
+    the connection open indefinitely."""
+    from test_hostile import metric_sum, tcp_connect
+    h = make_herald(**pubsub_config(api={"body_timeout_ms": 1000}))
+    body = json.dumps({"channel": "chat:slow", "data": "x" * 40}).encode()
+    head = ("POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: apikey %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (API_KEY, len(body))).encode()
+
+    # in time: three pieces 0.2 s apart
+    s = tcp_connect(h.port)
+    s.sendall(head)
+    for i in range(0, len(body), 20):
+        time.sleep(0.2)
+        s.sendall(body[i:i + 20])
+    s.settimeout(10)
+    data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200"), data
+    s.close()
+
+    # trickled: a byte every 0.25 s (the whole body would take ~13 s)
+    s = tcp_connect(h.port)
+    s.sendall(head)
+    t0 = time.monotonic()
+    closed_after = None
+    for i in range(len(body)):
+        try:
+            s.sendall(body[i:i + 1])
+            s.settimeout(0.25)
+            b = s.recv(65536)
+            if not b:
+                closed_after = time.monotonic() - t0
+                break
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            closed_after = time.monotonic() - t0
+            break
+    s.close()
+    assert closed_after is not None, "a trickled body was never cut off"
+    assert 0.9 <= closed_after <= 1.0 + 3 * SLACK, closed_after
+    wait_until(lambda: metric_sum(h, "herald_api_requests_total", method="publish", result="timeout") == 1,
+               5, what="the timeout counted")
