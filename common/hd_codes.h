@@ -14,9 +14,8 @@
 #define HD_CLOSE_BAD_DATA   1007 /* invalid UTF-8 */
 #define HD_CLOSE_POLICY     1008
 #define HD_CLOSE_TOO_BIG    1009
-#define HD_CLOSE_INTERNAL   1011
 #define HD_CLOSE_RESTART    1012 /* reload / scale-down / replace */
-#define HD_CLOSE_TRY_LATER  1013 /* overload */
+#define HD_CLOSE_TRY_LATER  1013 /* overload guard (hd_overload.c) */
 #define HD_CLOSE_ABNORMAL   1006 /* never sent; counted when a peer vanishes */
 
 /* herald close codes: reconnect is fine */
@@ -27,9 +26,7 @@
 #define HD_CLOSE_RATE_LIMITED    4004 /* sustained command flood; back off */
 /* herald close codes: do not reconnect */
 #define HD_CLOSE_INVALID_TOKEN   4500
-#define HD_CLOSE_FORBIDDEN       4501
 #define HD_CLOSE_CONN_LIMIT      4502 /* per-user / per-tenant limit */
-#define HD_CLOSE_BAD_REQUEST     4503 /* repeated protocol misuse */
 #define HD_CLOSE_DISCONNECTED    4504 /* POST /api/disconnect (default code) */
 
 /* command error codes (in {"error": {"code": N}}) */
@@ -39,9 +36,11 @@
 #define HD_ERR_UNKNOWN_METHOD 404
 #define HD_ERR_CONFLICT       409 /* already connected / subscribed */
 #define HD_ERR_GONE           410 /* history epoch changed */
-#define HD_ERR_TOO_LARGE      413
-#define HD_ERR_LIMIT          429 /* rate or subscription limit */
-#define HD_ERR_INTERNAL       500
-#define HD_ERR_UNAVAILABLE    503 /* Redis unavailable, draining */
+#define HD_ERR_TOO_LARGE \
+    413                        /* HTTP API only: a WebSocket message
+                                        over the limit is closed with 1009 */
+#define HD_ERR_LIMIT       429 /* rate or subscription limit */
+#define HD_ERR_INTERNAL    500
+#define HD_ERR_UNAVAILABLE 503 /* Redis unavailable, draining */
 
 #endif

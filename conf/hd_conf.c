@@ -212,6 +212,10 @@ static const struct key keys[] = {
     K_INT("limits.commands_burst", cmd_burst, 1, 1000000, "200", RELOAD_WORKER),
     K_INT("limits.rate_abuse_ms", rate_abuse_ms, 100, 600000, "5000",
           RELOAD_WORKER),
+    K_INT("limits.worker_memory_mb", worker_memory_mb, 0, 1048576, "0",
+          RELOAD_WORKER),
+    K_INT("limits.worker_queue_mb", worker_queue_mb, 0, 1048576, "0",
+          RELOAD_WORKER),
 
     K_TYPE("security.allowed_origins", &hd_conf_type_origins, allowed_origins,
            0, 256, "[]", RELOAD_WORKER),

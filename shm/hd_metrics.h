@@ -44,6 +44,7 @@ enum hd_reject_reason {
     HD_REJ_AUTH,
     HD_REJ_HANDSHAKE, /* bad upgrade, timeout, origin */
     HD_REJ_DRAINING,
+    HD_REJ_OVERLOAD, /* the worker's overload guard (1013) */
     HD_REJ__COUNT
 };
 
@@ -91,6 +92,7 @@ enum hd_gauge {
     HD_G_REDIS_REFUSING,  /* herald_redis_refusing_writes */
     HD_G_SUBSCRIPTIONS,   /* herald_subscriptions */
     HD_G_CHANNELS,        /* herald_channels */
+    HD_G_OVERLOADED,      /* herald_overloaded */
     HD_G__COUNT
 };
 

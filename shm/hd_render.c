@@ -30,6 +30,7 @@ static const char *const reject_names[HD_REJ__COUNT] = {
     [HD_REJ_AUTH] = "auth",
     [HD_REJ_HANDSHAKE] = "handshake",
     [HD_REJ_DRAINING] = "draining",
+    [HD_REJ_OVERLOAD] = "overload",
 };
 
 const char *
@@ -443,6 +444,9 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
 
     gauge_family(b, snap, HD_G_SUBSCRIPTIONS, "herald_subscriptions",
                  "Client channel subscriptions.");
+    gauge_family(b, snap, HD_G_OVERLOADED, "herald_overloaded",
+                 "1 while the worker's overload guard refuses new "
+                 "connections (1013) and API requests (503), else 0.");
     gauge_family(b, snap, HD_G_CHANNELS, "herald_channels",
                  "Channels with at least one local subscriber.");
 

@@ -241,13 +241,17 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
                              "missing or wrong API key "
                              "(Authorization: apikey <key>)");
     }
+    if (hd_w.overloaded) /* before acting on anything (hd_overload.c) */
+        return respond_error(h, 503,
+                             "worker overloaded, try again later; "
+                             "nothing was done");
     /* lws 4.1 does not finish chunked request bodies on this path: ask
      * for a length instead of leaving the client waiting */
     if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
         return respond_error(h, 411, "Content-Length required");
     if (strtoull(cl, NULL, 10)
         > (unsigned long long) hd_w.conf->api_max_body_bytes)
-        return respond_error(h, 413, "body too large");
+        return respond_error(h, HD_ERR_TOO_LARGE, "body too large");
     h->route = routes[h->ri].fn != NULL          ? R_OTHER
         : routes[h->ri].method == HD_API_PUBLISH ? R_PUBLISH
                                                  : R_BROADCAST;
@@ -480,7 +484,7 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     if (h->route == R_NONE)
         return 0;
     if (h->too_big)
-        return respond_error(h, 413, "body too large");
+        return respond_error(h, HD_ERR_TOO_LARGE, "body too large");
     if (parse_body(h, &a, &e) < 0)
         goto fail;
     if (h->route == R_OTHER) {

@@ -38,6 +38,7 @@ enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
     c->q[(c->q_head + c->q_len) % c->q_cap] = hd_msg_ref(m);
     c->q_len++;
     c->q_bytes += m->len;
+    hd_w.queued_bytes += m->len;
     return 0;
 }
 
@@ -72,6 +73,7 @@ drop_queue(hd_conn_t *c)
         c->q_head = (c->q_head + 1) % c->q_cap;
         c->q_len--;
     }
+    hd_w.queued_bytes -= c->q_bytes;
     c->q_bytes = 0;
 }
 
@@ -468,6 +470,7 @@ write_frame(hd_conn_t *c)
                             now > m->pub_ns ? now - m->pub_ns : 0);
         }
         c->q_bytes -= m->len;
+        hd_w.queued_bytes -= m->len;
         hd_msg_unref(m);
         c->q_head = (c->q_head + 1) % c->q_cap;
         c->q_len--;

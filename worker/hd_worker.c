@@ -633,6 +633,7 @@ hd_worker_main(const hd_worker_args_t *a)
     ev_io_start(hd_w.loop, &hd_w.ctl_w);
     ev_timer_init(&hd_w.heartbeat_w, hd_ws_heartbeat_cb, 1., 1.);
     ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
+    hd_overload_start();
 
     /* READY once Redis is up (or READY_WAIT_S passed): a reload drains the
      * worker this one replaces on READY, and /health counts RUNNING
@@ -655,6 +656,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_log_info("worker exiting");
     hd_presence_shutdown();
     hd_cluster_shutdown();
+    hd_overload_stop();
     hd_redis_stop();
     hd_conn_io_shutdown();
     shutdown_lws();

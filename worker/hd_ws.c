@@ -138,8 +138,13 @@ on_established(struct lws *wsi, hd_conn_t *c)
     conn_link(c);
     hd_gauge_add(HD_G_CONNECTIONS, 1);
     hd_proto_conn_open(c);
-    if (hd_w.draining)
+    if (hd_w.draining) {
         hd_conn_close(c, hd_w.drain_code, "server draining");
+    } else if (hd_w.overloaded) {
+        /* shed load: the client retries with backoff (hd_overload.c) */
+        hd_reject_inc(HD_REJ_OVERLOAD);
+        hd_conn_close(c, HD_CLOSE_TRY_LATER, "overloaded, try again later");
+    }
     return 0;
 }
 

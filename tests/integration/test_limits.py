@@ -732,3 +732,59 @@ def test_origin_any_when_list_empty(make_herald):
         "allowed_origins": [], "allow_missing_origin": False}), "https://anything.example")
     assert upgrade_status(h, "https://anything.example") == 101
     assert upgrade_status(h, None) == 403
+
+
+def test_overload_guard_refuses_with_1013_and_503(make_herald):
+    """limits.worker_memory_mb: a worker past it sheds load before the
+    kernel's OOM killer does: new WebSocket connections are closed with
+    1013 (try later), API requests get 503, herald_overloaded is 1 and the
+    refusals are counted (issue 17 item 7). 1 MiB is below any worker's
+    resident size, so both workers are over it from the start."""
+    h = make_herald(start=False, **pubsub_config(limits={"worker_memory_mb": 1}))
+    # the harness' readiness check is a WebSocket ping, which the guard
+    # refuses: wait for the admin server and both workers instead
+    def admin_up():
+        try:
+            return harness.admin_request(h.admin_port, "/health")[0]
+        except OSError:
+            return None
+    h.wait_ready = lambda timeout=30: harness.wait_until(
+        lambda: len(h.worker_slots()) == 2 and admin_up(), timeout,
+        what="two workers and the admin server")
+    h.start()
+
+    def scrape():
+        _, _, body = harness.admin_request(h.admin_port, "/metrics")
+        return harness.parse_metrics(body)[1]
+
+    harness.wait_until(lambda: all(v == 1 for k, v in scrape().items()
+                                   if k[0] == "herald_overloaded") and
+                       sum(1 for k in scrape() if k[0] == "herald_overloaded") == 2,
+                       10 * SLACK, what="herald_overloaded 1 on both workers")
+
+    async def go():
+        for _ in range(4):
+            c = await open_client(h.url, do_connect=False)
+            code = await c.wait_closed(10)
+            assert code == 1013, code
+            await c.close()
+    run(go())
+    st, body = harness.api_request(h.port, "/api/publish", {"channel": "chat:x", "data": 1})
+    assert st == 503, (st, body)
+    assert "overload" in body["error"]["message"], body
+    rej = sum(v for k, v in scrape().items()
+              if k[0] == "herald_connections_rejected_total" and dict(k[1])["reason"] == "overload")
+    assert rej >= 4, rej
+
+
+def test_overload_guard_off_by_default_and_high_threshold(make_herald):
+    """A threshold far above the worker's size changes nothing."""
+    h = make_herald(**pubsub_config(limits={"worker_memory_mb": 65536, "worker_queue_mb": 1024}))
+
+    async def go():
+        c = await open_client(h.url, token=harness.token_for(h))
+        assert "result" in await c.subscribe("chat:ok")
+        await c.close()
+    run(go())
+    st, body = harness.api_request(h.port, "/api/publish", {"channel": "chat:x", "data": 1})
+    assert st == 200, (st, body)

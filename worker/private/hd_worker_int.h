@@ -56,9 +56,23 @@ typedef struct hd_worker {
     uint64_t drain_start_ms, drain_window_ms;
     uint64_t drain_total; /* conns at drain start */
     bool     exiting;
+
+    /* overload guard (hd_overload.c) */
+    size_t   queued_bytes; /* outbound queues of every connection */
+    bool     overloaded;
+    ev_timer overload_w;
 } hd_worker_t;
 
 extern hd_worker_t hd_w;
+
+/*
+ * hd_overload.c: the overload guard. Past limits.worker_memory_mb of
+ * resident memory or limits.worker_queue_mb of queued outbound bytes the
+ * worker refuses new connections (1013) and API requests (503) until it is
+ * back under 90 % of the limit. Checked 4 times a second.
+ */
+void hd_overload_start(void);
+void hd_overload_stop(void);
 
 /* hd_ws.c: the heartbeat sweep (a 1 s repeating timer) */
 void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
