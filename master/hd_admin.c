@@ -24,6 +24,7 @@
 #include "hd_limits.h"
 #include "hd_log.h"
 #include "hd_master.h"
+#include "hd_jwks.h"
 #include "hd_render.h"
 #include "hd_time.h"
 #include "hd_version.h"
@@ -242,6 +243,7 @@ handle(struct evhttp_request *req, void *arg)
     case R_METRICS:
         hd_procinfo_collect(snap, &adm.proc);
         hd_render_metrics(&b, snap, &adm.proc, HD_VERSION);
+        hd_jwks_render(&b);
         reply(req, 200, "OK", HD_METRICS_CONTENT_TYPE, b.p, b.len);
         break;
     case R_HEALTH:

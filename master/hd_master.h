@@ -123,6 +123,10 @@ typedef struct hd_master {
     hd_sup_timer_t    *kill_t;
     uint64_t           next_seq;
     int                exit_code;
+    /* JWK Set hooks (main.c sets them; NULL in the supervisor's tests) */
+    void (*jwks_ready)(int ctl_fd);         /* a worker is ready */
+    void (*jwks_stale)(void);               /* a worker saw an unknown kid */
+    void (*jwks_reconf)(const hd_conf_t *); /* a reload swapped the config */
 } hd_master_t;
 
 extern hd_master_t hd_m;

@@ -423,6 +423,10 @@ ctl_msg(hd_proc_t *p, const hd_ctl_msg_t *m)
         slot_on(p->worker_id, HD_SE_READY, p, 0);
         steer();
         flush_closing(); /* p holds only its own sockets now */
+        if (hd_m.jwks_ready != NULL)
+            hd_m.jwks_ready(p->ctl_fd);
+    } else if (m->type == HD_CTL_JWKS_STALE && hd_m.jwks_stale != NULL) {
+        hd_m.jwks_stale();
     }
 }
 
@@ -833,6 +837,8 @@ hd_sup_reload(void)
     hd_conf_free(hd_m.conf);
     hd_m.conf = nc;
     hd_m.nworkers = newn;
+    if (hd_m.jwks_reconf != NULL) /* it held the old config */
+        hd_m.jwks_reconf(nc);
 
     for (i = 0; i < newn && i < oldn; i++) {
         hd_wslot_t *s = &hd_m.slots[i];

@@ -16,6 +16,7 @@
 #include "hd_admin.h"
 #include "hd_alloc.h"
 #include "hd_args.h"
+#include "hd_jwks.h"
 #include "hd_log.h"
 #include "hd_master.h"
 #include "hd_proc.h"
@@ -160,6 +161,12 @@ main(int argc, char **argv)
                      hd_m.conf->admin_address, hd_m.conf->admin_port);
         return 1;
     }
+    /* before the workers: a JWK Set file is read now, so each worker gets
+     * it with its READY; a URL is fetched in the background */
+    hd_m.jwks_ready = hd_jwks_worker_ready;
+    hd_m.jwks_stale = hd_jwks_stale;
+    hd_m.jwks_reconf = hd_jwks_reconf;
+    hd_jwks_start(hd_m.base, hd_m.conf);
     if (hd_sup_start() < 0) {
         hd_log_error("cannot start: cannot open the listen sockets");
         hd_sup_shutdown(true);
@@ -186,6 +193,7 @@ main(int argc, char **argv)
     hd_log_info("herald stopped");
     hd_sup_close_listeners();
     hd_admin_stop();
+    hd_jwks_stop();
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         event_free(sev[i]);
     event_base_free(hd_m.base);
