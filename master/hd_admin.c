@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,6 +30,10 @@
 #include "hd_render.h"
 #include "hd_time.h"
 #include "hd_version.h"
+
+/* master/monitor.html, embedded at build time (monitor_html.c) */
+extern const char   hd_monitor_html[];
+extern const size_t hd_monitor_html_len;
 
 #define TOKEN_MD_LEN      32 /* SHA-256 */
 #define STATS_TOP_TENANTS 20 /* /stats "tenants.top" rows */
@@ -187,11 +193,73 @@ stats_limits(hd_strbuf_t *b)
     free(s);
 }
 
+/* ---- events --------------------------------------------------------------- */
+
+static struct {
+    double time;
+    char   event[32];
+    char   detail[96];
+} events[HD_ADMIN_EVENTS];
+static unsigned nevents; /* ever noted; the ring holds the last ones */
+
+void
+hd_admin_event(const char *event, const char *detail)
+{
+    unsigned i = nevents++ % HD_ADMIN_EVENTS;
+
+    events[i].time = hd_wall_sec();
+    snprintf(events[i].event, sizeof(events[i].event), "%s", event);
+    snprintf(events[i].detail, sizeof(events[i].detail), "%s",
+             detail ? detail : "");
+}
+
+void
+hd_admin_event_exit(unsigned worker_id, int pid, int status)
+{
+    char d[96];
+
+    if (WIFSIGNALED(status))
+        snprintf(d, sizeof(d), "worker %u (pid %d) killed by signal %d",
+                 worker_id, pid, WTERMSIG(status));
+    else
+        snprintf(d, sizeof(d), "worker %u (pid %d) exited with status %d",
+                 worker_id, pid, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    hd_admin_event("worker restart", d);
+}
+
+/* {"events": [{"time", "event", "detail"}, ...]}, oldest first. */
+static void
+render_events(hd_strbuf_t *b)
+{
+    json_t  *list = json_array(), *root;
+    unsigned n = nevents < HD_ADMIN_EVENTS ? nevents : HD_ADMIN_EVENTS;
+    char    *s;
+
+    for (unsigned k = nevents - n; k < nevents; k++) {
+        unsigned i = k % HD_ADMIN_EVENTS;
+        json_t  *e = json_pack("{s:f, s:s}", "time", events[i].time, "event",
+                               events[i].event);
+        if (events[i].detail[0] != '\0')
+            json_object_set_new(e, "detail", json_string(events[i].detail));
+        json_array_append_new(list, e);
+    }
+    root = json_pack("{s:o}", "events", list);
+    s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (s != NULL) {
+        hd_strbuf_puts(b, s);
+        hd_strbuf_putc(b, '\n');
+        free(s);
+    }
+}
+
 enum route {
     R_NONE,
     R_METRICS,
     R_HEALTH,
-    R_STATS
+    R_STATS,
+    R_EVENTS,
+    R_MONITOR
 };
 
 static enum route
@@ -207,6 +275,10 @@ route_of(struct evhttp_request *req)
         return R_HEALTH;
     if (strcmp(path, "/stats") == 0)
         return R_STATS;
+    if (strcmp(path, "/events") == 0)
+        return R_EVENTS;
+    if (strcmp(path, "/") == 0 || strcmp(path, "/monitor") == 0)
+        return R_MONITOR;
     return R_NONE;
 }
 
@@ -214,6 +286,18 @@ static void
 handle(struct evhttp_request *req, void *arg)
 {
     (void) arg;
+    if (route_of(req) == R_MONITOR
+        && (evhttp_request_get_command(req) == EVHTTP_REQ_GET
+            || evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)) {
+        /* static, no data: see hd_admin.h */
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Content-Security-Policy",
+                          "default-src 'self'; script-src 'unsafe-inline'; "
+                          "style-src 'unsafe-inline'");
+        reply(req, 200, "OK", "text/html; charset=utf-8", hd_monitor_html,
+              hd_monitor_html_len);
+        return;
+    }
     if (!authorized(req)) {
         evhttp_add_header(evhttp_request_get_output_headers(req),
                           "WWW-Authenticate", "Bearer realm=\"herald\"");
@@ -257,6 +341,11 @@ handle(struct evhttp_request *req, void *arg)
         stats_limits(&b);
         reply(req, 200, "OK", "application/json", b.p, b.len);
         break;
+    case R_EVENTS:
+        render_events(&b);
+        reply(req, 200, "OK", "application/json", b.p, b.len);
+        break;
+    case R_MONITOR:
     case R_NONE:
         break;
     }

@@ -1,12 +1,18 @@
 /*
  * The master's admin HTTP server (libevent evhttp): GET /metrics
- * (Prometheus text), GET /health (JSON, 200 or 503) and GET /stats (JSON).
+ * (Prometheus text), GET /health (JSON, 200 or 503), GET /stats (JSON),
+ * GET /events (JSON: recent reloads and worker restarts) and GET / (the
+ * session monitor page, master/monitor.html, which polls /stats and
+ * /events).
  * Runs on the master's event loop; every request renders from a fresh
  * shm snapshot, so it never blocks a worker. docs/metrics.md documents the
  * endpoints.
  *
  * Access: when admin.token is set every request must carry
- * "Authorization: Bearer <token>" (compared in constant time), else 401.
+ * "Authorization: Bearer <token>" (compared in constant time), else 401;
+ * except GET / itself, a static page holding no data (a browser cannot
+ * send a bearer token when it navigates): its script sends the token with
+ * every poll.
  * Unknown paths get 404, methods other than GET and HEAD get 405 (HEAD is
  * answered as GET without a body).
  *
@@ -39,6 +45,16 @@ int hd_admin_start(struct event_base *base, const hd_conf_t *conf,
  * which case the server keeps its previous address when it could.
  */
 int hd_admin_reconfigure(const hd_conf_t *conf);
+
+/*
+ * Remember an event for GET /events and the monitor page (the last
+ * HD_ADMIN_EVENTS, oldest dropped): reloads and unplanned worker exits.
+ * detail may be NULL. Copies both strings. Callable before start.
+ */
+#define HD_ADMIN_EVENTS 32
+void hd_admin_event(const char *event, const char *detail);
+/* An unplanned worker exit with its wait status, as an event. */
+void hd_admin_event_exit(unsigned worker_id, int pid, int status);
 
 /* Close the socket and the timer; idempotent. */
 void hd_admin_stop(void);

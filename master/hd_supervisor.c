@@ -665,6 +665,7 @@ slot_on(unsigned id, enum hd_slot_event ev, hd_proc_t *p, int status)
         /* a replacement that died before READY: the old process keeps
          * serving until the next replacement is READY */
         hd_shm_note_restart(hd_m.shm);
+        hd_admin_event_exit(id, p->pid, status);
         next = after_crash(id, p, status);
         break;
     case HD_SE_TIMER:
@@ -799,6 +800,7 @@ hd_sup_reload(void)
                      errs.n, errs.n == 1 ? "" : "s");
         hd_conf_errors_free(&errs);
         hd_shm_note_reload(hd_m.shm, false, hd_m.generation);
+        hd_admin_event("reload failed", "configuration errors, see the log");
         hd_sdnotify_ready("running; last reload failed, see the log");
         return;
     }
@@ -818,6 +820,7 @@ hd_sup_reload(void)
                     listener_unref(nls[k]);
                 hd_conf_free(nc);
                 hd_shm_note_reload(hd_m.shm, false, hd_m.generation);
+                hd_admin_event("reload failed", "cannot listen");
                 hd_sdnotify_ready("running; last reload failed, see the log");
                 return;
             }
@@ -868,6 +871,7 @@ hd_sup_reload(void)
 
     hd_shm_set_workers_expected(hd_m.shm, newn);
     hd_shm_note_reload(hd_m.shm, true, hd_m.generation);
+    hd_admin_event("reload", NULL);
     if (hd_admin_reconfigure(nc) < 0)
         hd_log_error("reload: admin server could not be reconfigured");
     hd_log_info("reload done: generation %u, %u workers%s", hd_m.generation,

@@ -315,7 +315,7 @@ def test_admin_stats_matches_metrics(make_herald):
 def test_admin_token(make_herald):
     h = make_herald(admin={"token": TOKEN})
     good = {"Authorization": "Bearer " + TOKEN}
-    for path in ("/metrics", "/health", "/stats", "/nope"):
+    for path in ("/metrics", "/health", "/stats", "/events", "/nope"):
         for hdrs in (None, {"Authorization": "Bearer " + TOKEN[:-1] + "x"},
                      {"Authorization": "Bearer " + TOKEN + "x"},
                      {"Authorization": "Bearer"},
@@ -325,7 +325,7 @@ def test_admin_token(make_herald):
             assert status == 401, (path, hdrs, status, body[:200])
             assert rh.get("www-authenticate") == 'Bearer realm="herald"', (path, rh)
             assert TOKEN not in body
-    for path in ("/metrics", "/health", "/stats"):
+    for path in ("/metrics", "/health", "/stats", "/events"):
         status, _, body = get(h, path, headers=good)
         assert status == 200, (path, status, body[:200])
         # The scheme is case-insensitive.
@@ -351,11 +351,15 @@ def test_admin_token(make_herald):
 
 def test_admin_paths_and_methods(herald):
     h = herald
-    for path in ("/", "/metric", "/metrics/x", "/healthz", "/stats.json"):
+    for path in ("/metric", "/metrics/x", "/healthz", "/stats.json", "/events/x"):
         status, rh, _ = get(h, path)
         assert status == 404, (path, status)
         assert rh.get("cache-control") == "no-store", (path, rh)
-    for path in ("/metrics", "/health", "/stats"):
+    # the monitor page (test_monitor.py)
+    status, rh, body = get(h, "/")
+    assert status == 200 and rh["content-type"] == "text/html; charset=utf-8"
+    assert "<title>herald monitor</title>" in body
+    for path in ("/metrics", "/health", "/stats", "/events", "/"):
         for method in ("POST", "PUT", "DELETE"):
             status, rh, _ = get(h, path, method=method)
             assert status == 405, (path, method, status)

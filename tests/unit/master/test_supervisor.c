@@ -20,8 +20,8 @@
 
 hd_master_t hd_m;
 
-/* hd_admin.c is not linked: the supervisor only tells it about reloads
- * and stops */
+/* hd_admin.c is not linked: the supervisor only tells it about reloads,
+ * restarts and stops */
 int
 hd_admin_reconfigure(const hd_conf_t *conf)
 {
@@ -32,6 +32,21 @@ hd_admin_reconfigure(const hd_conf_t *conf)
 void
 hd_admin_stop(void)
 {
+}
+
+void
+hd_admin_event(const char *event, const char *detail)
+{
+    (void) event;
+    (void) detail;
+}
+
+void
+hd_admin_event_exit(unsigned worker_id, int pid, int status)
+{
+    (void) worker_id;
+    (void) pid;
+    (void) status;
 }
 
 /* ---- the fake OS -------------------------------------------------------- */
