@@ -116,8 +116,9 @@ typedef struct hd_chan_hooks {
     void (*gap)(struct hd_conn *c, const hd_chan_t *ch, uint64_t from,
                 uint64_t to, const char *epoch);
     /* start the recovery read of the recovering member sub_i; its reply
-     * ends in hd_chan_activate() or hd_chan_leave(). -1 when Redis is
-     * unavailable (nothing sent: the table fails the member) */
+     * ends in hd_chan_activate() or hd_chan_leave(). A negative errno
+     * when Redis is unavailable (nothing sent: the table fails the
+     * member) */
     int (*recover)(struct hd_conn *c, uint32_t sub_i);
     /* a push for an active member (m is borrowed: take a reference to
      * keep it). The hook handles a full queue itself. */

@@ -835,15 +835,14 @@ chan_recover(hd_conn_t *c, uint32_t sub_i)
     hd_sub_t  *s = &c->subs[sub_i];
     hd_chan_t *ch = s->chan;
     hd_op_t   *op = op_new(c, s->cmd_id);
+    int        rc;
 
-    if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, s->min_offset,
-                          s->recover_epoch, (unsigned) hd_w.conf->recovery_max,
-                          recover_cb, op)
-        < 0) {
+    rc = hd_pubsub_recover(ch->ns, ch->key, ch->key_len, s->min_offset,
+                           s->recover_epoch, (unsigned) hd_w.conf->recovery_max,
+                           recover_cb, op);
+    if (rc < 0)
         op_done(op);
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 /*

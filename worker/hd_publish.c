@@ -1,6 +1,7 @@
 /*
  * The one publish path: see hd_publish.h.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -111,6 +112,6 @@ hd_pub_publish(const hd_publisher_t *who, const hd_pub_target_t *t,
     size_t name_off, key_len = hd_pub_key(who, t, key, &name_off);
 
     if (key_len == 0)
-        return -1;
+        return -ENAMETOOLONG;
     return hd_pubsub_publish(t->ns, key, key_len, text, len, cb, arg);
 }

@@ -80,7 +80,8 @@ size_t hd_pub_key(const hd_publisher_t *who, const hd_pub_target_t *t,
 char *hd_pub_encode(const json_t *data, hd_pub_error_t *e);
 
 /* Publish text on t. 0: cb runs exactly once with the offset or an
- * HD_ERR_* code; -1: Redis is unavailable, nothing sent, cb does not run. */
+ * HD_ERR_* code; a negative errno (-ENOTCONN: Redis is unavailable):
+ * nothing sent, cb does not run. */
 int hd_pub_publish(const hd_publisher_t *who, const hd_pub_target_t *t,
                    const char *text, size_t len, hd_pub_cb *cb, void *arg);
 

@@ -3,6 +3,7 @@
  * script that publishes, so every subscriber on every node sees one order
  * per channel and the publisher's ack carries the offset it got.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,6 +426,7 @@ run_script(script_t *s, bool publish, int nargs, const char **args,
 {
     call_t *c = hd_calloc(1, sizeof(*c));
     char    nk[16];
+    int     rc;
 
     c->script = s;
     c->cb = cb;
@@ -441,9 +443,9 @@ run_script(script_t *s, bool publish, int nargs, const char **args,
         c->argv[3 + i] = hd_strndup(args[i], lens[i]);
         c->lens[3 + i] = lens[i];
     }
-    if (call_send(c) < 0) {
+    if ((rc = call_send(c)) < 0) {
         call_free(c);
-        return -1;
+        return rc;
     }
     return 0;
 }
@@ -468,7 +470,7 @@ common(common_args_t *ca, const hd_ns_t *ns, const char *key, size_t key_len,
 
     if (n1 < 0 || (size_t) n1 >= sizeof(ca->mk) || n2 < 0
         || (size_t) n2 >= sizeof(ca->sk))
-        return -1;
+        return -ENAMETOOLONG;
     random_epoch(ca->epoch);
     snprintf(ca->ttl, sizeof(ca->ttl), "%d",
              hs > 0 ? ns->history_ttl_s : hd_w.conf->channel_meta_ttl_s);
@@ -490,13 +492,16 @@ int
 hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
                   const char *data, size_t data_len, hd_pub_cb *cb, void *arg)
 {
+    int           rc;
     common_args_t ca;
     char          now[24], httl[16];
     const char   *args[9];
     size_t        lens[9];
 
-    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
-        return -1;
+    if (!hd_redis_cmd_up())
+        return -ENOTCONN;
+    if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
+        return rc;
     snprintf(now, sizeof(now), "%llu",
              (unsigned long long) (hd_wall_ns() / 1000));
     snprintf(httl, sizeof(httl), "%d", ns != NULL ? ns->history_ttl_s : 0);
@@ -515,12 +520,15 @@ int
 hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
                hd_pub_cb *cb, void *arg)
 {
+    int           rc;
     common_args_t ca;
     const char   *args[5];
     size_t        lens[5];
 
-    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
-        return -1;
+    if (!hd_redis_cmd_up())
+        return -ENOTCONN;
+    if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
+        return rc;
     return run_script(&s_meta, false, 5, args, lens, 2, cb, NULL, arg);
 }
 
@@ -529,13 +537,16 @@ hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
                   uint64_t since, const char *since_epoch, unsigned cap,
                   hd_hist_cb *cb, void *arg)
 {
+    int           rc;
     common_args_t ca;
     char          s1[24], s3[16];
     const char   *args[8];
     size_t        lens[8];
 
-    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
-        return -1;
+    if (!hd_redis_cmd_up())
+        return -ENOTCONN;
+    if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
+        return rc;
     snprintf(s1, sizeof(s1), "%llu", (unsigned long long) since);
     snprintf(s3, sizeof(s3), "%u", cap);
     args[5] = s1;
@@ -552,13 +563,16 @@ hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
                   unsigned limit, int64_t since, const char *since_epoch,
                   hd_hist_cb *cb, void *arg)
 {
+    int           rc;
     common_args_t ca;
     char          s1[16], s2[24];
     const char   *args[8];
     size_t        lens[8];
 
-    if (!hd_redis_cmd_up() || common(&ca, ns, key, key_len, args, lens) < 0)
-        return -1;
+    if (!hd_redis_cmd_up())
+        return -ENOTCONN;
+    if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
+        return rc;
     snprintf(s1, sizeof(s1), "%u", limit);
     snprintf(s2, sizeof(s2), "%lld", (long long) since);
     args[5] = s1;

@@ -30,8 +30,10 @@ typedef void hd_pub_cb(int err, uint64_t offset, const char *epoch, void *arg);
 size_t hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len,
                      char *buf, size_t cap, size_t *name_off);
 
-/* Publish data (JSON text) on key. Returns 0 (cb runs once) or -1 when
- * Redis is unavailable (cb does not run). */
+/* Publish data (JSON text) on key. Returns 0 (cb runs once), or a negative
+ * errno when nothing was sent (cb does not run): -ENOTCONN when Redis is
+ * unavailable, -ENAMETOOLONG for a key too long. The same holds for
+ * hd_pubsub_meta(), hd_pubsub_recover() and hd_pubsub_history(). */
 int hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
                       const char *data, size_t data_len, hd_pub_cb *cb,
                       void *arg);

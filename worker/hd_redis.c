@@ -356,8 +356,10 @@ hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
     rconn_t   *rc = &R.cmd;
     pending_t *p;
 
-    if (rc->st != RC_UP || rc->dl_len >= DEADLINES_MAX)
-        return -1;
+    if (rc->st != RC_UP)
+        return -ENOTCONN;
+    if (rc->dl_len >= DEADLINES_MAX)
+        return -ENOBUFS;
     p = hd_malloc(sizeof(*p));
     p->cb = cb;
     p->arg = arg;
@@ -365,7 +367,7 @@ hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
     if (redisAsyncCommandArgv(rc->ac, cmd_reply_cb, p, argc, argv, lens)
         != REDIS_OK) {
         free(p);
-        return -1;
+        return -EIO;
     }
     rc->dl[(rc->dl_head + rc->dl_len) % DEADLINES_MAX] = hd_mono_ms()
         + (uint64_t) hd_w.conf->redis_command_timeout_ms;
@@ -380,8 +382,10 @@ hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens)
     size_t      *alen;
     int          rc;
 
-    if (R.sub.st != RC_UP || n <= 0)
-        return -1;
+    if (n <= 0)
+        return -EINVAL;
+    if (R.sub.st != RC_UP)
+        return -ENOTCONN;
     argv = hd_malloc((size_t) (n + 1) * sizeof(*argv));
     alen = hd_malloc((size_t) (n + 1) * sizeof(*alen));
     argv[0] = sub ? "SUBSCRIBE" : "UNSUBSCRIBE";

@@ -44,12 +44,14 @@ void hd_redis_stop(void);
 bool hd_redis_cmd_up(void);
 bool hd_redis_sub_up(void);
 
-/* Send a command on "cmd". Returns 0 (cb will run exactly once) or -1 when
- * the connection is down (cb does not run). */
+/* Send a command on "cmd". Returns 0 (cb will run exactly once), or
+ * -ENOTCONN when the connection is down, -ENOBUFS when too many commands
+ * are in flight, -EIO when hiredis refused it (cb does not run). */
 int hd_redis_cmd(hd_redis_cb *cb, void *arg, int argc, const char **argv,
                  const size_t *lens);
 
-/* (Un)subscribe channels on "sub" in one command. 0 or -1 (down). */
+/* (Un)subscribe channels on "sub" in one command. 0, -ENOTCONN (down) or
+ * -EINVAL (n < 1). */
 int hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens);
 
 #endif

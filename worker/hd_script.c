@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +66,10 @@ hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
 {
     run_t *r;
     char   nk[16];
+    int    rc;
 
     if (!hd_redis_cmd_up())
-        return -1;
+        return -ENOTCONN;
     if (s->sha[0] == '\0') {
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *) s->body, strlen(s->body), md);
@@ -88,9 +90,9 @@ hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
         r->argv[3 + i] = hd_strndup(args[i], lens[i]);
         r->lens[3 + i] = lens[i];
     }
-    if (send_run(r) < 0) {
+    if ((rc = send_run(r)) < 0) {
         run_free(r);
-        return -1;
+        return rc;
     }
     return 0;
 }

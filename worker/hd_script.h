@@ -24,8 +24,8 @@ typedef struct hd_script {
         (b), ""      \
     }
 
-/* Run s with nkeys of args as KEYS, the rest as ARGV. 0 (cb runs once) or
- * -1 when the command connection is down (cb does not run). */
+/* Run s with nkeys of args as KEYS, the rest as ARGV. 0 (cb runs once), or
+ * a negative errno as hd_redis_cmd() (cb does not run). */
 int hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
                   const size_t *lens, hd_redis_cb *cb, void *arg);
 
