@@ -231,8 +231,8 @@ test("a terminal close (invalid token, 4500): state closed, no reconnect", { ski
   });
 });
 
-test("token expiry: getToken is called and the connection restored", { skip }, async () => {
-  await withHerald("expiry", {}, async ({ herald, mk }) => {
+test("token about to expire: refreshed on the live connection, no reconnect", { skip }, async () => {
+  await withHerald("refresh", {}, async ({ herald, mk }) => {
     const issued = [];
     const getToken = async () => {
       const exp = Math.floor(Date.now() / 1000) + (issued.length === 0 ? 2 : 3600);
@@ -243,33 +243,32 @@ test("token expiry: getToken is called and the connection restored", { skip }, a
     const pubc = mk(herald.url);
     const results = [];
     const codes = [];
+    const refreshed = [];
     c.on("connected", (res) => results.push(res));
     c.on("disconnected", (code) => codes.push(code));
-    const refreshed = [];
     c.on("refreshed", (e) => refreshed.push(e));
     const sub = c.subscribe("chat:exp");
     const r = collect(sub);
     await connected(c);
     await connected(pubc);
     await isSubscribed(sub);
-    await until(() => issued.length >= 2, 10000, "getToken to be called again");
-    if (results[0].refresh === true) {
-      // the server refreshes on the live connection: no reconnect
-      await until(() => refreshed.length >= 1, 10000, "the refresh");
-      await sleep(2500);
-      assert.deepEqual(codes, []);
-      assert.equal(results.length, 1);
-    } else {
-      await until(() => results.length === 2 && c.state === "connected", 15000, "the reconnect");
-      assert.deepEqual(codes, [4003]);
-    }
+    assert.equal(results[0].refresh, true, "the server offers refresh");
+    assert.equal(results[0].expires_at, issued[0]);
+    // the token is shorter than auth.refresh_window_s: the push comes at once
+    await until(() => refreshed.length >= 1, 10000, "the refresh");
+    assert.equal(issued.length, 2);
+    assert.deepEqual(refreshed[0], { expires_at: issued[1] });
+    // past the first token's exp: still the same connection
+    await until(() => Date.now() / 1000 > issued[0] + 1.5, 10000, "the first token's expiry");
+    assert.deepEqual(codes, []);
+    assert.equal(results.length, 1);
     await pubc.publish("chat:exp", { seq: 7 });
-    await until(() => r.seqs.includes(7), 10000, "a publication on the restored connection");
+    await until(() => r.seqs.includes(7), 10000, "a publication after the refresh");
     assert.deepEqual(r.gaps, []);
   });
 });
 
-test("token refresh refused on the live connection: 4003 at expiry, then a fresh token", { skip }, async (t) => {
+test("token expiry without a refresh (refused): 4003, getToken called, connection restored", { skip }, async () => {
   await withHerald("refresh-refused", {}, async ({ herald, mk }) => {
     const calls = [];
     const getToken = async () => {
@@ -286,15 +285,23 @@ test("token refresh refused on the live connection: 4003 at expiry, then a fresh
     c.on("connected", (res) => results.push(res));
     c.on("disconnected", (code) => codes.push(code));
     c.on("error", (e) => errors.push(e.code));
+    const sub = c.subscribe("chat:exp");
+    const r = collect(sub);
+    const pubc = mk(herald.url);
+    await connected(pubc);
     await connected(c);
-    if (results[0].refresh !== true) {
-      t.skip("the server does not offer refresh on a live connection");
-      return;
-    }
+    await isSubscribed(sub);
+    assert.equal(results[0].refresh, true, "the server offers refresh");
     assert.equal(typeof results[0].expires_at, "number");
     await until(() => results.length === 2 && c.state === "connected", 15000, "the reconnect after 4003");
     assert.deepEqual(codes, [4003]);
     assert.deepEqual(errors, [403]);
     assert.equal(calls.length, 3);
+    // the subscription came back with recovery: a publication made now arrives
+    await isSubscribed(sub);
+    await pubc.publish("chat:exp", { seq: 9 });
+    await until(() => r.seqs.includes(9), 10000, "a publication on the restored connection");
+    assert.deepEqual(r.gaps, []);
+    assert.equal(r.subscribed[r.subscribed.length - 1].recovered, true);
   });
 });
