@@ -221,6 +221,9 @@ static const struct key keys[] = {
            0, 256, "[]", RELOAD_WORKER),
     K_BOOL("security.allow_missing_origin", allow_missing_origin, "true",
            RELOAD_WORKER),
+    /* peers whose X-Forwarded-For / X-Real-IP are believed */
+    K_TYPE("security.trusted_proxies", &hd_conf_type_trusted, trusted_proxies,
+           0, 256, "[]", RELOAD_WORKER),
 
     K_BOOL("compression.enabled", compression, "false", RELOAD_WORKER),
     K_INT("compression.window_bits", compression_window_bits, 9, 15, "10",

@@ -39,6 +39,13 @@ typedef struct hd_ns {
     bool  join_leave;      /* join/leave pushes to subscribers */
 } hd_ns_t;
 
+/* A network of security.trusted_proxies (IPv4 in addr[0..3]). */
+typedef struct hd_cidr {
+    uint8_t addr[16];
+    uint8_t bits;
+    bool    v4;
+} hd_cidr_t;
+
 /* One listening address: listen (one object) or listen[i] in the file. */
 #define HD_LISTEN_MAX 16
 typedef struct hd_listen {
@@ -154,6 +161,9 @@ typedef struct hd_conf {
     int worker_memory_mb; /* limits.worker_memory_mb: overload guard, 0 */
     int worker_queue_mb;  /* limits.worker_queue_mb: overload guard, 0 */
 
+    hd_cidr_t *trusted_proxies;  /* security.trusted_proxies */
+    size_t     ntrusted_proxies; /* 0: no forwarded header is believed */
+
     char **allowed_origins;      /* security.allowed_origins; NULL-ended */
     size_t nallowed_origins;     /* 0 = any origin */
     bool   allow_missing_origin; /* security.allow_missing_origin, true */
@@ -222,6 +232,11 @@ void hd_conf_register_secrets(const hd_conf_t *c);
 bool hd_conf_worker_changed(const hd_conf_t *a, const hd_conf_t *b);
 /* True when the listen sockets must be reopened (address, port, backlog). */
 bool hd_conf_listen_changed(const hd_conf_t *a, const hd_conf_t *b);
+
+/* True when sa (IPv4, IPv6 or IPv4-mapped IPv6) is in one of
+ * security.trusted_proxies. */
+struct sockaddr;
+bool hd_conf_trusted_proxy(const hd_conf_t *c, const struct sockaddr *sa);
 
 /* True when s is an IPv4 loopback (127.0.0.0/8), ::1 or an IPv4-mapped
  * 127.x address. */

@@ -5,6 +5,8 @@
  * "ipv6_only" and "proxy_protocol". Every listener gets its own
  * SO_REUSEPORT socket per worker slot (master/hd_supervisor.c).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -224,3 +226,155 @@ release_listen(hd_conf_t *c, const struct key *k)
 const struct ktype hd_conf_type_listen = { apply_listen, differs_listen,
                                            release_listen,
                                            hd_conf_secrets_none };
+
+/* ---- security.trusted_proxies: CIDR networks --------------------------- */
+
+/* "10.0.0.0/8", "2001:db8::/32", or an address alone (/32, /128). NULL,
+ * or why not. */
+static const char *
+parse_cidr(const char *s, hd_cidr_t *out)
+{
+    char        a[64];
+    const char *slash = strchr(s, '/');
+    size_t      n = slash ? (size_t) (slash - s) : strlen(s);
+    long        bits;
+    unsigned    max;
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0 || n >= sizeof(a))
+        return "must be an address or a network (\"10.0.0.0/8\", "
+               "\"fd00::/8\")";
+    memcpy(a, s, n);
+    a[n] = '\0';
+    if (inet_pton(AF_INET, a, out->addr) == 1) {
+        out->v4 = true;
+        max = 32;
+    } else if (inet_pton(AF_INET6, a, out->addr) == 1) {
+        max = 128;
+    } else {
+        return "must be an address or a network (\"10.0.0.0/8\", "
+               "\"fd00::/8\")";
+    }
+    bits = max;
+    if (slash != NULL) {
+        char *end;
+        if (slash[1] < '0' || slash[1] > '9')
+            return "bad prefix length";
+        bits = strtol(slash + 1, &end, 10);
+        if (*end != '\0' || bits < 0 || bits > (long) max)
+            return "bad prefix length";
+    }
+    out->bits = (uint8_t) bits;
+    for (unsigned i = (unsigned) bits; i < max; i++)
+        if (out->addr[i / 8] & (0x80u >> (i % 8)))
+            return "has address bits set past the prefix length";
+    return NULL;
+}
+
+static int
+apply_trusted(struct load *ld, const struct key *k, json_t *v,
+              const char *dpath)
+{
+    hd_cidr_t *l;
+    size_t     n, i;
+    int        rc = 0;
+
+    if (!json_is_array(v)) {
+        hd_conf_err(ld, dpath, "expected array of strings, got %s",
+                    hd_conf_jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n > (size_t) k->max) {
+        hd_conf_err(ld, dpath, "must hold at most %lld networks, got %zu",
+                    k->max, n);
+        return -1;
+    }
+    l = hd_calloc(n ? n : 1, sizeof(*l));
+    for (i = 0; i < n; i++) {
+        json_t     *e = json_array_get(v, i);
+        char       *ep = hd_asprintf("%s[%zu]", dpath, i);
+        const char *why;
+
+        if (!json_is_string(e)) {
+            hd_conf_err(ld, ep, "expected string, got %s", hd_conf_jtype(e));
+            rc = -1;
+        } else if ((why = parse_cidr(json_string_value(e), &l[i])) != NULL) {
+            char *q = hd_conf_echo(json_string_value(e));
+            hd_conf_err(ld, ep, "%s, got %s", why, q);
+            free(q);
+            rc = -1;
+        }
+        free(ep);
+    }
+    if (rc < 0) {
+        free(l);
+        return -1;
+    }
+    free(ld->c->trusted_proxies);
+    ld->c->trusted_proxies = l;
+    ld->c->ntrusted_proxies = n;
+    return 0;
+}
+
+static bool
+differs_trusted(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
+{
+    (void) k;
+    return a->ntrusted_proxies != b->ntrusted_proxies
+        || (a->ntrusted_proxies > 0
+            && memcmp(a->trusted_proxies, b->trusted_proxies,
+                      a->ntrusted_proxies * sizeof(hd_cidr_t))
+                   != 0);
+}
+
+static void
+release_trusted(hd_conf_t *c, const struct key *k)
+{
+    (void) k;
+    free(c->trusted_proxies);
+    c->trusted_proxies = NULL;
+    c->ntrusted_proxies = 0;
+}
+
+const struct ktype hd_conf_type_trusted = { apply_trusted, differs_trusted,
+                                            release_trusted,
+                                            hd_conf_secrets_none };
+
+static bool
+cidr_match(const hd_cidr_t *n, const uint8_t *a, bool v4)
+{
+    unsigned full = n->bits / 8, rest = n->bits % 8;
+
+    if (n->v4 != v4)
+        return false;
+    if (memcmp(n->addr, a, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t) (0xff00u >> rest);
+    return (n->addr[full] & mask) == (a[full] & mask);
+}
+
+bool
+hd_conf_trusted_proxy(const hd_conf_t *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    bool           v4;
+
+    if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *) &((const struct sockaddr_in *) sa)->sin_addr;
+        v4 = true;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)
+                                         ->sin6_addr;
+        v4 = IN6_IS_ADDR_V4MAPPED(a6); /* an IPv4 peer on a dual-stack "::" */
+        a = v4 ? a6->s6_addr + 12 : a6->s6_addr;
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < c->ntrusted_proxies; i++)
+        if (cidr_match(&c->trusted_proxies[i], a, v4))
+            return true;
+    return false;
+}

@@ -31,6 +31,7 @@ static const char *const reject_names[HD_REJ__COUNT] = {
     [HD_REJ_HANDSHAKE] = "handshake",
     [HD_REJ_DRAINING] = "draining",
     [HD_REJ_OVERLOAD] = "overload",
+    [HD_REJ_PROXY] = "proxy_protocol",
 };
 
 const char *

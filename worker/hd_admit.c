@@ -237,7 +237,10 @@ hd_admit_accept(int fd, const struct sockaddr *peer)
         refuse(fd, HD_REJ_NODE_LIMIT);
         return -1;
     }
-    if (c->conns_per_ip > 0) {
+    /* a trusted proxy's connections are counted by the address in their
+     * X-Forwarded-For / X-Real-IP, once the request is in
+     * (hd_realip_from_headers()); its own address would hit the limit */
+    if (c->conns_per_ip > 0 && !hd_conf_trusted_proxy(c, peer)) {
         klen = hd_limits_addr_key(peer, 64, key);
         rc = klen ? hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_IP,
                                       key, klen, (uint32_t) c->conns_per_ip)

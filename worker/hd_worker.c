@@ -33,6 +33,8 @@
 #include "hd_worker_int.h"
 #include "hd_proto.h"
 #include "hd_wsguard.h"
+#include "hd_proxyin.h"
+#include "hd_realip.h"
 
 #define ACCEPT_BATCH 64
 #define DRAIN_TICK_S 0.02
@@ -149,6 +151,7 @@ accept_start(void)
 static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
+    size_t li = (size_t) (uintptr_t) w->data; /* conf->listens[li] */
     (void) loop;
     (void) revents;
 
@@ -177,24 +180,34 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             hd_log_error("accept4() failed: %s", strerror(errno));
             return;
         }
-        if (hd_admit_accept(fd, (struct sockaddr *) &ss) < 0)
-            continue; /* over a limit: 503 sent, closed */
-        hd_ctr_inc(HD_C_CONN_ACCEPTED);
         if (hd_w.draining)
             D.last_accept_ms = hd_mono_ms(); /* keeps a draining worker on */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (fd < hd_w.accept_ns_cap)
-            hd_w.accept_ns[fd] = hd_mono_ns();
-        hd_wsguard_open(fd);
-        struct lws *wsi = lws_adopt_socket_vhost(hd_w.vhost, fd);
-        if (wsi == NULL) {
-            /* lws closed the fd */
-            hd_admit_failed(fd);
-            hd_reject_inc(HD_REJ_HANDSHAKE);
-            hd_log_warn("lws_adopt_socket_vhost() failed");
-        } else {
-            hd_admit_adopted(wsi, fd);
-        }
+        if (li < hd_w.conf->nlistens && hd_w.conf->listens[li].proxy_protocol)
+            hd_proxyin_start(fd, (struct sockaddr *) &ss, slen);
+        else
+            hd_worker_adopt(fd, (struct sockaddr *) &ss);
+    }
+}
+
+void
+hd_worker_adopt(int fd, const struct sockaddr *client)
+{
+    hd_realip_set(fd, client);
+    if (hd_admit_accept(fd, client) < 0)
+        return; /* over a limit: 503 sent, closed */
+    hd_ctr_inc(HD_C_CONN_ACCEPTED);
+    if (fd < hd_w.accept_ns_cap)
+        hd_w.accept_ns[fd] = hd_mono_ns();
+    hd_wsguard_open(fd);
+    struct lws *wsi = lws_adopt_socket_vhost(hd_w.vhost, fd);
+    if (wsi == NULL) {
+        /* lws closed the fd */
+        hd_admit_failed(fd);
+        hd_reject_inc(HD_REJ_HANDSHAKE);
+        hd_log_warn("lws_adopt_socket_vhost() failed");
+    } else {
+        hd_admit_adopted(wsi, fd);
     }
 }
 
@@ -511,6 +524,7 @@ static void
 shutdown_lws(void)
 {
     accept_stop();
+    hd_proxyin_shutdown();
     ev_io_stop(hd_w.loop, &hd_w.ctl_w);
     ev_timer_stop(hd_w.loop, &hd_w.drain_w);
     ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
@@ -580,7 +594,8 @@ hd_worker_main(const hd_worker_args_t *a)
     (void) hd_wsguard_init(hd_w.accept_ns_cap);
     hd_w.limits = a->limits;
     hd_w.lease = a->lease;
-    if (hd_admit_init(hd_w.accept_ns_cap) < 0) {
+    if (hd_admit_init(hd_w.accept_ns_cap) < 0
+        || hd_realip_init(hd_w.accept_ns_cap) < 0) {
         hd_log_error("cannot map the admission table");
         _exit(HD_EXIT_FATAL);
     }

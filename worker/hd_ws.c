@@ -17,6 +17,7 @@
 #include "hd_proto.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
+#include "hd_realip.h"
 
 static void
 conn_link(hd_conn_t *c)
@@ -119,7 +120,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
         hd_hist_observe(HD_H_HANDSHAKE, hd_mono_ns() - c->accepted_ns);
         hd_w.accept_ns[fd] = 0;
     }
-    lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    hd_realip_str(fd, c->peer, sizeof(c->peer));
     hd_wsguard_established(fd);
     c->last_rx_ms = hd_mono_ms();
     if (hd_w.conf->compression) {
@@ -245,6 +246,11 @@ filter_upgrade(struct lws *wsi)
     char             origin[512];
     int              n;
 
+    if (hd_realip_from_headers(wsi) < 0) {
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                               "connection limit reached");
+        return 1;
+    }
     if (!handshake_valid(wsi)) {
         lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
                                "bad Sec-WebSocket-Key or Sec-WebSocket-Version "
@@ -355,6 +361,11 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
     case LWS_CALLBACK_HTTP:
         hd_admit_request(lws_get_socket_fd(wsi));
+        if (hd_realip_from_headers(wsi) < 0) {
+            lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                                   "connection limit reached");
+            return -1;
+        }
         return hd_api_http(wsi, c, in);
     case LWS_CALLBACK_HTTP_BODY:
         return hd_api_body(wsi, c, in, len);

@@ -110,6 +110,7 @@ extern const struct ktype hd_conf_type_redis;      /* hd_conf_redis.c */
 extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */
 extern const struct ktype hd_conf_type_origins;    /* hd_conf_ns.c */
 extern const struct ktype hd_conf_type_listen;     /* hd_conf_listen.c */
+extern const struct ktype hd_conf_type_trusted;    /* hd_conf_listen.c */
 
 /* NULL when s is an IPv4 or IPv6 literal, else why not. */
 const char *hd_conf_check_ip(const char *s);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <ev.h>
 
@@ -79,5 +80,10 @@ void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* hd_ws.c: the lws protocol table and callback */
 extern const struct lws_protocols *const hd_ws_protocols;
+
+/* A connection's fd is ready for lws: client is its real address (the
+ * TCP peer, or what a PROXY header said). Admission limits, then
+ * lws_adopt_socket_vhost(); on refusal the fd is closed. */
+void hd_worker_adopt(int fd, const struct sockaddr *client);
 
 #endif

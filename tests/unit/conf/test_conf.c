@@ -214,6 +214,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->presence_info_bytes, 512);
     ck_assert_uint_eq(c->nallowed_origins, 2);
     ck_assert(!c->allow_missing_origin);
+    ck_assert_uint_eq(c->ntrusted_proxies, 2);
     ck_assert(c->compression);
     ck_assert_int_eq(c->compression_window_bits, 11);
     ck_assert_int_eq(c->compression_mem_level, 5);
@@ -1183,6 +1184,13 @@ mutate(hd_conf_t *c, const struct key *k)
             c->allowed_origins, (c->nallowed_origins + 2) * sizeof(char *));
         c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
         c->allowed_origins[c->nallowed_origins] = NULL;
+    } else if (k->type == &hd_conf_type_trusted) {
+        c->trusted_proxies = hd_realloc(
+            c->trusted_proxies,
+            (c->ntrusted_proxies + 1) * sizeof(*c->trusted_proxies));
+        memset(&c->trusted_proxies[c->ntrusted_proxies], 0,
+               sizeof(*c->trusted_proxies));
+        c->ntrusted_proxies++;
     } else if (k->type == &hd_conf_type_listen) {
         ck_assert_uint_gt(c->nlistens, 0);
         c->listens[0].port += 1;
@@ -1404,6 +1412,74 @@ START_TEST(test_listen_many)
 }
 END_TEST
 
+static bool
+trusted(const hd_conf_t *c, const char *addr)
+{
+    struct sockaddr_storage ss;
+
+    memset(&ss, 0, sizeof(ss));
+    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+        ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, addr,
+                       &((struct sockaddr_in6 *) &ss)->sin6_addr)
+             == 1)
+        ss.ss_family = AF_INET6;
+    else
+        ck_abort_msg("bad test address %s", addr);
+    return hd_conf_trusted_proxy(c, (struct sockaddr *) &ss);
+}
+
+/* #16 item 15: X-Forwarded-For / X-Real-IP only from these networks */
+START_TEST(test_trusted_proxies)
+{
+    hd_conf_t *c = load_ok("{" AUTH "}");
+
+    ck_assert_uint_eq(c->ntrusted_proxies, 0);
+    ck_assert(!trusted(c, "127.0.0.1")); /* nobody by default */
+    hd_conf_free(c);
+
+    c = load_ok("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                "[\"10.0.0.0/8\", \"192.0.2.128/25\", \"127.0.0.1\","
+                " \"fd00::/8\", \"::1\", \"0.0.0.0/0\"]}}");
+    ck_assert_uint_eq(c->ntrusted_proxies, 6);
+    hd_conf_free(c);
+    c = load_ok("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                "[\"10.0.0.0/8\", \"192.0.2.128/25\", \"127.0.0.1\","
+                " \"fd00::/8\", \"::1\"]}}");
+    ck_assert(trusted(c, "10.1.2.3"));
+    ck_assert(!trusted(c, "11.0.0.1"));
+    ck_assert(trusted(c, "192.0.2.200"));
+    ck_assert(!trusted(c, "192.0.2.127"));
+    ck_assert(trusted(c, "127.0.0.1"));
+    ck_assert(!trusted(c, "127.0.0.2"));
+    ck_assert(trusted(c, "::ffff:10.9.9.9")); /* IPv4 on a dual-stack "::" */
+    ck_assert(!trusted(c, "::ffff:11.9.9.9"));
+    ck_assert(trusted(c, "fd12::1"));
+    ck_assert(!trusted(c, "fe80::1"));
+    ck_assert(trusted(c, "::1"));
+    ck_assert(!trusted(c, "::2"));
+    hd_conf_free(c);
+
+    expect_error("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                 "[\"10.0.0.1/8\"]}}",
+                 "t.json: $.security.trusted_proxies[0]: has address bits "
+                 "set past the prefix length, got \"10.0.0.1/8\"");
+    expect_error("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                 "[\"10.0.0.0/33\"]}}",
+                 "t.json: $.security.trusted_proxies[0]: bad prefix length, "
+                 "got \"10.0.0.0/33\"");
+    expect_error("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                 "[\"proxy.local\"]}}",
+                 "t.json: $.security.trusted_proxies[0]: must be an address "
+                 "or a network (\"10.0.0.0/8\", \"fd00::/8\"), got "
+                 "\"proxy.local\"");
+    expect_error("{" AUTH ", \"security\": {\"trusted_proxies\": "
+                 "\"10.0.0.0/8\"}}",
+                 "t.json: $.security.trusted_proxies: expected array of "
+                 "strings, got string");
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1443,6 +1519,7 @@ conf_suite(void)
     tcase_add_test(tc, test_docs_cover_every_key);
     tcase_add_test(tc, test_outq_holds_largest_publication);
     tcase_add_test(tc, test_listen_many);
+    tcase_add_test(tc, test_trusted_proxies);
     tcase_add_test(tc, test_admin_token_off_loopback);
     suite_add_tcase(s, tc);
     return s;

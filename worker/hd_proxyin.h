@@ -1,0 +1,20 @@
+/*
+ * Reading the PROXY protocol header (common/hd_proxy.h) of a connection
+ * accepted on a listener with listen.proxy_protocol, before lws sees the
+ * socket: herald reads exactly the header's bytes (peeking first, so
+ * nothing of the client's request is consumed), then hands the fd to
+ * hd_worker_adopt() with the client address the header gave. A
+ * connection whose first bytes are not a valid header, or that does not
+ * send a whole one within timeouts.handshake_ms, is closed.
+ */
+#ifndef HD_PROXYIN_H
+#define HD_PROXYIN_H
+
+#include <sys/socket.h>
+
+/* Take over fd (accepted from peer); it is adopted or closed later. */
+void hd_proxyin_start(int fd, const struct sockaddr *peer, socklen_t plen);
+/* Close every connection still waiting for its header (worker exit). */
+void hd_proxyin_shutdown(void);
+
+#endif
