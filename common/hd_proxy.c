@@ -42,7 +42,7 @@ v1_field(const char **p, const char *end, const char **f, size_t *n)
         return false;
     *f = s;
     *n = (size_t) (e - s);
-    *p = e < end ? e + 1 : e; /* past the single space */
+    *p = e < end ? e + 1 : e;       /* past the single space */
     return e == end || e + 1 < end; /* no trailing space */
 }
 

@@ -325,7 +325,7 @@ differs_trusted(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
         || (a->ntrusted_proxies > 0
             && memcmp(a->trusted_proxies, b->trusted_proxies,
                       a->ntrusted_proxies * sizeof(hd_cidr_t))
-                   != 0);
+                != 0);
 }
 
 static void
@@ -366,8 +366,8 @@ hd_conf_trusted_proxy(const hd_conf_t *c, const struct sockaddr *sa)
         a = (const uint8_t *) &((const struct sockaddr_in *) sa)->sin_addr;
         v4 = true;
     } else if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *) sa)
-                                         ->sin6_addr;
+        const struct in6_addr *a6 =
+            &((const struct sockaddr_in6 *) sa)->sin6_addr;
         v4 = IN6_IS_ADDR_V4MAPPED(a6); /* an IPv4 peer on a dual-stack "::" */
         a = v4 ? a6->s6_addr + 12 : a6->s6_addr;
     } else {

@@ -180,11 +180,11 @@ hd_realip_from_headers(struct lws *wsi)
     if (c->ntrusted_proxies == 0 || !hd_realip_get(fd, &peer)
         || !hd_conf_trusted_proxy(c, (struct sockaddr *) &peer))
         return 0;
-    n = lws_hdr_custom_copy(wsi, buf, sizeof(buf), "x-forwarded-for:", 16);
+    n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_X_FORWARDED_FOR);
     if (n > 0)
         found = hd_realip_pick_xff(buf, (size_t) n, &real);
     if (!found) {
-        n = lws_hdr_custom_copy(wsi, buf, sizeof(buf), "x-real-ip:", 10);
+        n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_X_REAL_IP);
         if (n > 0)
             found = parse_addr(buf, (size_t) n, &real);
     }

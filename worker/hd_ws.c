@@ -235,6 +235,20 @@ handshake_valid(struct lws *wsi)
     return strcmp(ver, "13") == 0;
 }
 
+/* A PROXY header on a listener without listen.proxy_protocol: whoever
+ * sent it is not believed, and the request is refused (400). */
+static bool
+refuse_proxy_header(struct lws *wsi)
+{
+    if (!hd_wsguard_proxy_header(lws_get_socket_fd(wsi)))
+        return false;
+    hd_reject_inc(HD_REJ_PROXY);
+    lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                           "PROXY protocol header on a listener "
+                           "without listen.proxy_protocol");
+    return true;
+}
+
 /*
  * Before the 101: the Origin allow-list. A browser page from another site
  * gets 403 and never a WebSocket.
@@ -246,6 +260,8 @@ filter_upgrade(struct lws *wsi)
     char             origin[512];
     int              n;
 
+    if (refuse_proxy_header(wsi))
+        return 1;
     if (hd_realip_from_headers(wsi) < 0) {
         lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
                                "connection limit reached");
@@ -361,6 +377,8 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
     case LWS_CALLBACK_HTTP:
         hd_admit_request(lws_get_socket_fd(wsi));
+        if (refuse_proxy_header(wsi))
+            return -1;
         if (hd_realip_from_headers(wsi) < 0) {
             lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
                                    "connection limit reached");

@@ -22,6 +22,8 @@ enum {
 #define F_UNMASKED   0x08 /* sticky: an unmasked frame was seen */
 #define F_MASKED_CUR 0x10 /* the current frame is masked */
 #define F_CTL_CUR    0x20 /* the current frame is a ping or a pong */
+#define F_SEEN       0x40 /* a request's first bytes were looked at */
+#define F_PROXYHDR   0x80 /* sticky: they were a PROXY protocol header */
 
 typedef struct guard {
     uint64_t len; /* payload bytes left, or extended length so far */
@@ -132,14 +134,35 @@ feed(guard_t *g, const uint8_t *p, size_t n)
         feed_frames(g, p, e);
 }
 
+/*
+ * A PROXY protocol header (v1 "PROXY ", v2's binary signature) where the
+ * listener does not take one: lws would read past it as a request line,
+ * so it is flagged here, at the request's first bytes, and refused by
+ * hd_ws.c. A header on a listener with listen.proxy_protocol never gets
+ * here: hd_proxyin.c takes it off the socket before lws.
+ */
+static void
+look_at_start(guard_t *g, const uint8_t *p, size_t n)
+{
+    static const uint8_t v2[] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d };
+
+    g->flags |= F_SEEN;
+    if ((n >= 6 && memcmp(p, "PROXY ", 6) == 0)
+        || (n >= sizeof(v2) && memcmp(p, v2, sizeof(v2)) == 0))
+        g->flags |= F_PROXYHDR;
+}
+
 static ssize_t
 guarded_recv(int fd, void *buf, size_t len, int flags)
 {
     ssize_t n = recv(fd, buf, len, flags);
 
     if (n > 0 && !(flags & MSG_PEEK) && fd >= 0 && fd < G_cap
-        && (G[fd].flags & F_ACTIVE))
+        && (G[fd].flags & F_ACTIVE)) {
+        if (!(G[fd].flags & (F_SEEN | F_ESTAB)))
+            look_at_start(&G[fd], buf, (size_t) n);
         feed(&G[fd], buf, (size_t) n);
+    }
     return n;
 }
 
@@ -193,7 +216,7 @@ hd_wsguard_http_done(int fd)
     if (fd >= 0 && fd < G_cap && !(G[fd].flags & F_ESTAB)) {
         /* what came after that request's headers was its body, not
          * frames: start over at the next request */
-        G[fd].flags = F_ACTIVE;
+        G[fd].flags = F_ACTIVE | (G[fd].flags & F_PROXYHDR);
         G[fd].st = ST_HDR0;
         G[fd].crlf = 0;
         G[fd].len = 0;
@@ -225,4 +248,10 @@ hd_wsguard_unmasked(int fd)
 {
     return fd >= 0 && fd < G_cap
         && (G[fd].flags & (F_ESTAB | F_UNMASKED)) == (F_ESTAB | F_UNMASKED);
+}
+
+bool
+hd_wsguard_proxy_header(int fd)
+{
+    return fd >= 0 && fd < G_cap && (G[fd].flags & F_PROXYHDR);
 }

@@ -33,5 +33,8 @@ void hd_wsguard_established(int fd);
 uint32_t hd_wsguard_take_control(int fd);
 /* it sent an unmasked frame */
 bool hd_wsguard_unmasked(int fd);
+/* its request began with a PROXY protocol header (refused: the listener
+ * is not configured for one) */
+bool hd_wsguard_proxy_header(int fd);
 
 #endif

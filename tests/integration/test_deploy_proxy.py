@@ -85,8 +85,12 @@ def client_ssl(cert):
 class Proxy:
     """nginx or HAProxy, foreground, in its own process group."""
 
-    def __init__(self, kind, workdir, tls, backend_port, admin_port):
+    def __init__(self, kind, workdir, tls, backend_port, admin_port,
+                 proxy_protocol=True):
         self.kind = kind
+        # False: drop HAProxy's send-proxy-v2, for a stand-in backend that
+        # does not speak the PROXY protocol
+        self.proxy_protocol = proxy_protocol
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -161,8 +165,9 @@ class Proxy:
             (r"^(\s*maxconn) 200000$", r"\1 2000", 1),
             (r"^(\s*bind) :::443 v4v6 ssl crt /etc/haproxy/certs/herald\.pem ",
              r"\1 127.0.0.1:%d ssl crt %s " % (self.port, pem), 1),
-            (r"^(\s*server herald1) 127\.0\.0\.1:8080 check port 9090$",
-             r"\1 127.0.0.1:%d check port %d" % (backend_port, admin_port), 1),
+            (r"^(\s*server herald1) 127\.0\.0\.1:8080 check port 9090 send-proxy-v2$",
+             r"\1 127.0.0.1:%d check port %d%s"
+             % (backend_port, admin_port, " send-proxy-v2" if self.proxy_protocol else ""), 1),
         ], HAPROXY_CFG)
         path = os.path.join(self.dir, "haproxy.cfg")
         with open(path, "w") as f:
@@ -226,10 +231,14 @@ class Proxy:
 
     def haproxy_server_status(self):
         """(status, check_status) of backend herald / server herald1 from
-        the stats socket, e.g. ("UP", "L7OK")."""
+        the stats socket, e.g. ("UP", "L7OK"); None while HAProxy has not
+        made the socket yet (it binds its frontend first)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
-            s.connect(self.stats_sock)
+            try:
+                s.connect(self.stats_sock)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None
             s.sendall(b"show stat\n")
             data = b""
             while True:
@@ -250,9 +259,9 @@ class Proxy:
 def make_proxy(tmp_path, tls_cert, request):
     made = []
 
-    def make(kind, backend_port, admin_port):
+    def make(kind, backend_port, admin_port, proxy_protocol=True):
         p = Proxy(kind, tmp_path / ("%s%d" % (kind, len(made))), tls_cert,
-                  backend_port, admin_port)
+                  backend_port, admin_port, proxy_protocol)
         made.append(p)
         return p.start()
 
@@ -263,17 +272,34 @@ def make_proxy(tmp_path, tls_cert, request):
         print(p.diag())
 
 
-def pubsub_herald(make_herald):
-    return make_herald(
+def pubsub_herald(make_herald, kind, **over):
+    """herald set up as docs/operations.md says for each proxy: behind
+    HAProxy a listener with proxy_protocol (send-proxy-v2) next to the
+    plain one the harness checks readiness on; behind nginx, nginx's
+    address in security.trusted_proxies. Returns (herald, backend port)."""
+    h = make_herald(
+        start=False,
         timeouts={"shutdown_ms": 400},
         api={"key": API_KEY},
-        namespaces={"default": {"publish": True, "anonymous": True}})
+        namespaces={"default": {"publish": True, "anonymous": True}}, **over)
+    backend = h.port
+    if kind == "haproxy":
+        backend = free_port()
+        h.config["listen"] = [
+            {"address": "127.0.0.1", "port": h.port},
+            {"address": "127.0.0.1", "port": backend, "proxy_protocol": True}]
+    else:
+        h.config.setdefault("security", {})["trusted_proxies"] = ["127.0.0.1"]
+    h.write_config()
+    h.start()
+    return h, backend
 
 
-def wss_connect(url, ctx, extra_headers=None):
+def wss_connect(url, ctx, extra_headers=None, source=None):
+    kw = {"local_addr": (source, 0)} if source else {}
     return websockets.connect(url, ssl=ctx, subprotocols=[harness.SUBPROTOCOL],
                               open_timeout=10, close_timeout=5, ping_interval=None,
-                              extra_headers=extra_headers)
+                              extra_headers=extra_headers, **kw)
 
 
 async def send_cmd(ws, cmd_id, method, params):
@@ -328,8 +354,8 @@ def https_get(url, ctx):
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
 def test_deploy_proxy_wss_subscribe_and_publish(kind, make_herald, make_proxy, tls_cert):
-    herald = pubsub_herald(make_herald)
-    proxy = make_proxy(kind, herald.port, herald.admin_port)
+    herald, backend = pubsub_herald(make_herald, kind)
+    proxy = make_proxy(kind, backend, herald.admin_port)
     ctx = client_ssl(tls_cert[0])
     base = "127.0.0.1:%d" % proxy.port
     chan = "deploy-%s" % kind
@@ -414,7 +440,7 @@ def test_deploy_proxy_forwarded_headers(kind, make_proxy, tls_cert):
     async def go():
         async with websockets.serve(handler, "127.0.0.1", backend_port,
                                     process_request=health):
-            proxy = make_proxy(kind, backend_port, backend_port)
+            proxy = make_proxy(kind, backend_port, backend_port, proxy_protocol=False)
             try:
                 if kind == "haproxy":
                     # its health check must reach this loop's /health first
@@ -435,3 +461,43 @@ def test_deploy_proxy_forwarded_headers(kind, make_proxy, tls_cert):
     assert seen["_xff_all"] == ["127.0.0.1"], seen
     assert seen.get("x-forwarded-proto") == "https", seen
     assert seen.get("x-real-ip") == "127.0.0.1", seen
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_deploy_proxy_passes_client_address(kind, make_herald, make_proxy, tls_cert):
+    """With the shipped proxy configs (HAProxy: send-proxy-v2; nginx:
+    X-Real-IP / X-Forwarded-For, believed from trusted_proxies), herald
+    counts connections per client address, not per proxy: clients on
+    127.0.0.2 and 127.0.0.3 (the proxy is on 127.0.0.1) with
+    connections_per_ip 1 get one connection each, a second one from
+    127.0.0.2 is refused, and a spoofed X-Forwarded-For changes nothing.
+    The log names the client's address."""
+    herald, backend = pubsub_herald(make_herald, kind, limits={"connections_per_ip": 1},
+                                    log={"level": "debug"})
+    proxy = make_proxy(kind, backend, herald.admin_port)
+    if kind == "haproxy":
+        wait_until(lambda: proxy.haproxy_server_status() == ("UP", "L7OK"), 10,
+                   interval=0.1, what="haproxy health check L7OK")
+    ctx = client_ssl(tls_cert[0])
+    url = "wss://127.0.0.1:%d/" % proxy.port
+
+    async def go():
+        async with wss_connect(url, ctx, source="127.0.0.2",
+                               extra_headers={"X-Forwarded-For": "198.51.100.1"}) as a:
+            await send_cmd(a, 1, "ping", {})
+            assert "result" in await wait_reply(a, 1, [])
+            # a second one from the same client: over its limit, however
+            # it dresses up its headers
+            with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+                async with wss_connect(url, ctx, source="127.0.0.2",
+                                       extra_headers={"X-Forwarded-For": "198.51.100.2",
+                                                      "X-Real-IP": "198.51.100.3"}):
+                    pass
+            assert e.value.status_code == 503
+            async with wss_connect(url, ctx, source="127.0.0.3") as b:
+                await send_cmd(b, 2, "connect", {"token": "not.a.token"})
+                r = await wait_reply(b, 2, [])
+                assert "error" in r, r
+    harness.run(go())
+    herald.find_log(lambda l: "127.0.0.3" in str(l.get("msg", "")), 10,
+                    what="a log line naming the client 127.0.0.3")

@@ -1185,9 +1185,9 @@ mutate(hd_conf_t *c, const struct key *k)
         c->allowed_origins[c->nallowed_origins++] = hd_strdup("https://x.test");
         c->allowed_origins[c->nallowed_origins] = NULL;
     } else if (k->type == &hd_conf_type_trusted) {
-        c->trusted_proxies = hd_realloc(
-            c->trusted_proxies,
-            (c->ntrusted_proxies + 1) * sizeof(*c->trusted_proxies));
+        c->trusted_proxies = hd_realloc(c->trusted_proxies,
+                                        (c->ntrusted_proxies + 1)
+                                            * sizeof(*c->trusted_proxies));
         memset(&c->trusted_proxies[c->ntrusted_proxies], 0,
                sizeof(*c->trusted_proxies));
         c->ntrusted_proxies++;

@@ -85,25 +85,25 @@ END_TEST
 START_TEST(test_v1_bad)
 {
     static const char *const T[] = {
-        "GET / HTTP/1.1\r\n",                            /* not PROXY */
-        "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",            /* case */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",              /* no CR */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n",          /* stray CR */
-        "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",           /* two spaces */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",           /* trailing space */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",              /* a field short */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",          /* one too many */
-        "PROXY TCP4 ::1 ::1 1 2\r\n",                    /* family mismatch */
-        "PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",            /* family mismatch */
-        "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",              /* bad address */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",        /* port range */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",           /* leading zero */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",           /* sign */
-        "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",            /* protocol */
-        "PROXY \r\n",                                    /* empty */
-        "PROXY TCP4 1.2.3.4\x01 5.6.7.8 1 2\r\n",        /* control byte */
-        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\x80\r\n",        /* non-ASCII */
-        "\r\nGET",                                       /* not v2 either */
+        "GET / HTTP/1.1\r\n",                     /* not PROXY */
+        "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",     /* case */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",       /* no CR */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n",   /* stray CR */
+        "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",    /* two spaces */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",    /* trailing space */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",       /* a field short */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",   /* one too many */
+        "PROXY TCP4 ::1 ::1 1 2\r\n",             /* family mismatch */
+        "PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",     /* family mismatch */
+        "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",       /* bad address */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", /* port range */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",    /* leading zero */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",    /* sign */
+        "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",     /* protocol */
+        "PROXY \r\n",                             /* empty */
+        "PROXY TCP4 1.2.3.4\x01 5.6.7.8 1 2\r\n", /* control byte */
+        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\x80\r\n", /* non-ASCII */
+        "\r\nGET",                                /* not v2 either */
     };
     for (size_t i = 0; i < sizeof(T) / sizeof(T[0]); i++) {
         hd_proxy_info_t pi;
@@ -144,7 +144,9 @@ START_TEST(test_v2_good)
     size_t          n;
 
     /* TCP over IPv4: 192.0.2.9:40000 -> 10.0.0.1:8080 */
-    const uint8_t r4[12] = { 192, 0, 2, 9, 10, 0, 0, 1, 0x9c, 0x40, 0x1f, 0x90 };
+    const uint8_t r4[12] = {
+        192, 0, 2, 9, 10, 0, 0, 1, 0x9c, 0x40, 0x1f, 0x90
+    };
     n = v2(b, 1, 0x11, r4, sizeof(r4));
     memcpy(b + n, "GET", 3);
     ck_assert_int_eq(parse_all(b, n + 3, &pi), (int) n);
