@@ -45,7 +45,7 @@ enum hd_reject_reason {
     HD_REJ_HANDSHAKE, /* bad upgrade, timeout, origin */
     HD_REJ_DRAINING,
     HD_REJ_OVERLOAD, /* the worker's overload guard (1013) */
-    HD_REJ_PROXY, /* no valid PROXY header on a proxy_protocol listener */
+    HD_REJ_PROXY,    /* no valid PROXY header on a proxy_protocol listener */
     HD_REJ__COUNT
 };
 
