@@ -93,6 +93,8 @@ typedef struct hd_sub {
                                   while recovering: the client's offset */
     bool       announced;     /* presence/join published (hooks.live) */
     bool       jl_off;        /* the client wants no join/leave pushes */
+    uint32_t   rec_seq;       /* the recovery read in flight (hooks.recover
+                                 sets it; its reply must match it) */
     int64_t    cmd_id;        /* the subscribe command awaiting its reply */
     char      *recover_epoch; /* the client's epoch (heap), while pending */
 } hd_sub_t;

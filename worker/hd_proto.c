@@ -49,7 +49,8 @@ typedef struct hd_op {
     struct hd_op *prev, *next;
     hd_conn_t    *conn;
     int64_t       id;
-    int64_t       since; /* history: since.offset, or -1 */
+    int64_t       since;   /* history: since.offset, or -1 */
+    uint32_t      rec_seq; /* recover: the subscription's read */
 } hd_op_t;
 
 static void
@@ -784,12 +785,19 @@ reply_buf(hd_conn_t *c, hd_strbuf_t *b)
     hd_conn_want_write(c);
 }
 
+/*
+ * The subscription a recovery reply belongs to: matched by the read's
+ * sequence number, not by command id alone. A client may reuse an id: a
+ * reply for channel A's cancelled subscribe must never be taken for a
+ * later subscribe to B with the same id (B would get A's publications and
+ * lose its own pushes up to A's offset).
+ */
 static int
-find_pending(hd_conn_t *c, int64_t id)
+find_pending(hd_conn_t *c, int64_t id, uint32_t rec_seq)
 {
     for (uint32_t i = 0; i < c->nsubs; i++)
         if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].recovering
-            && c->subs[i].cmd_id == id)
+            && c->subs[i].cmd_id == id && c->subs[i].rec_seq == rec_seq)
             return (int) i;
     return -1;
 }
@@ -799,12 +807,13 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
 {
     hd_op_t    *op = arg;
     int64_t     id = op->id;
+    uint32_t    rec_seq = op->rec_seq;
     hd_conn_t  *c = op_done(op);
     int         i;
     hd_sub_t   *s;
     hd_strbuf_t b = HD_STRBUF_INIT;
 
-    if (c == NULL || (i = find_pending(c, id)) < 0)
+    if (c == NULL || (i = find_pending(c, id, rec_seq)) < 0)
         return; /* closed, or unsubscribed meanwhile */
     s = &c->subs[i];
     if (err != 0) {
@@ -832,10 +841,15 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
 static int
 chan_recover(hd_conn_t *c, uint32_t sub_i)
 {
-    hd_sub_t  *s = &c->subs[sub_i];
-    hd_chan_t *ch = s->chan;
-    hd_op_t   *op = op_new(c, s->cmd_id);
-    int        rc;
+    static uint32_t seq;
+    hd_sub_t       *s = &c->subs[sub_i];
+    hd_chan_t      *ch = s->chan;
+    hd_op_t        *op = op_new(c, s->cmd_id);
+    int             rc;
+
+    if (++seq == 0) /* 0: no read sent */
+        seq = 1;
+    s->rec_seq = op->rec_seq = seq;
 
     rc = hd_pubsub_recover(ch->ns, ch->key, ch->key_len, s->min_offset,
                            s->recover_epoch, (unsigned) hd_w.conf->recovery_max,

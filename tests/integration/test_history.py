@@ -709,3 +709,76 @@ def test_new_epoch_when_meta_is_deleted_but_stream_survives(hist_herald, redis_s
         assert rec["recovered"] is False and rec["epoch"] == e2, rec
         await close_all([pub, c, c2])
     run(go())
+
+
+def test_recover_reply_matched_by_subscription_not_id(hist_herald):
+    """Recovery replies are matched to the subscription, not to the
+    command id alone (issue 16 item 6): subscribe A with recover (id 5),
+    unsubscribe A, subscribe B with recover reusing id 5, all before Redis
+    answers. The one reply for id 5 must be B's, and B's later
+    publications must arrive. Before, A's recovery (its offset, epoch and
+    publications) was applied to B, whose pushes up to A's offset were
+    then dropped."""
+    h = hist_herald
+    a, b = "hist:idA", "hist:idB"
+
+    async def go():
+        tok = token_for(h)
+        pub = await open_tclient(h.url, tok)
+        acked_a = await publish_window(pub, a, ["a%d" % i for i in range(10)])
+        acked_b = await publish_window(pub, b, ["b%d" % i for i in range(3)])
+        ea = (await pub.call("history", {"channel": a, "limit": 1}))["result"]["epoch"]
+        eb = (await pub.call("history", {"channel": b, "limit": 1}))["result"]["epoch"]
+        assert ea != eb
+
+        ws = await websockets.connect(h.url, subprotocols=[SUBPROTOCOL], open_timeout=20,
+                                      close_timeout=5, ping_interval=None)
+        await ws.send(json.dumps({"id": 1, "method": "connect", "params": {"token": tok}}))
+        info = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert "result" in info, info
+        # a witness keeps A live on this worker, so A's recovery read goes
+        # out at once, while B must first be subscribed on Redis
+        slot = info["result"]["worker"]
+        witness = (await tclients_on_workers(h.url, tok, slots=(slot,)))[slot]
+        await subscribed(witness, a)
+        await ws.send("\n".join(json.dumps(m) for m in (
+            {"id": 5, "method": "subscribe", "params": {"channel": a, "recover": True, "offset": 0, "epoch": ea}},
+            {"id": 6, "method": "unsubscribe", "params": {"channel": a}},
+            {"id": 5, "method": "subscribe", "params": {"channel": b, "recover": True, "offset": 1, "epoch": eb}},
+        )))
+        msgs = []
+
+        async def until(pred, what):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not pred():
+                left = deadline - loop.time()
+                assert left > 0, "timed out waiting for %s: %r" % (what, msgs)
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), left)
+                except asyncio.TimeoutError:
+                    continue
+                msgs.extend(json.loads(line) for line in frame.split("\n") if line.strip())
+
+        def results5():
+            return [m for m in msgs if m.get("id") == 5 and "result" in m]
+        await until(lambda: results5() and any(m.get("id") == 6 for m in msgs), "the replies")
+        await asyncio.sleep(0.3)
+        await until(lambda: True, "more")
+        r5 = results5()
+        assert len(r5) == 1, "replies for id 5: %r" % msgs
+        res = r5[0]["result"]
+        assert res["epoch"] == eb and res["offset"] == 3 and res["recovered"] is True, \
+            "the reply for id 5 is not channel B's recovery: %r" % res
+        assert [(p["offset"], p["data"]) for p in res["publications"]] == [(2, "b1"), (3, "b2")], res
+
+        r = await pub.publish(b, "b-live")
+        assert r["result"]["offset"] == 4, r
+        await until(lambda: any(m.get("push", {}).get("channel") == b for m in msgs), "B's push")
+        pushes = [m["push"] for m in msgs if "push" in m]
+        assert [p["pub"]["offset"] for p in pushes if p.get("channel") == b and "pub" in p] == [4], pushes
+        assert not [p for p in pushes if p.get("channel") == a], pushes
+        await ws.close()
+        await close_all([pub, witness])
+        assert sorted(acked_a) == list(range(1, 11)) and sorted(acked_b) == [1, 2, 3]
+    run(go())
