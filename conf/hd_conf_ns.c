@@ -68,6 +68,7 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         { "history_ttl_s", false, 31536000 },
         { "presence", true, 0 },
         { "join_leave", true, 0 },
+        { "subscribe_token", true, 0 },
     };
     const char *fname;
     json_t     *v;
@@ -88,8 +89,8 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         if (i == sizeof(F) / sizeof(F[0])) {
             hd_conf_err(ld, fp,
                         "unknown key (expected publish, anonymous, "
-                        "history_size, history_ttl_s, presence or "
-                        "join_leave)");
+                        "history_size, history_ttl_s, presence, "
+                        "join_leave or subscribe_token)");
             rc = -1;
         } else if (F[i].is_bool) {
             if (!json_is_boolean(v)) {
@@ -102,8 +103,10 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
                 ns->anonymous = json_is_true(v);
             } else if (i == 4) {
                 ns->presence = json_is_true(v);
-            } else {
+            } else if (i == 5) {
                 ns->join_leave = json_is_true(v);
+            } else {
+                ns->subscribe_token = json_is_true(v);
             }
         } else {
             if (!json_is_integer(v)) {
@@ -186,7 +189,8 @@ differs_namespaces(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
             || x->anonymous != y->anonymous
             || x->history_size != y->history_size
             || x->history_ttl_s != y->history_ttl_s
-            || x->presence != y->presence || x->join_leave != y->join_leave)
+            || x->presence != y->presence || x->join_leave != y->join_leave
+            || x->subscribe_token != y->subscribe_token)
             return true;
     }
     return false;

@@ -97,6 +97,8 @@ typedef struct hd_sub {
                                  sets it; its reply must match it) */
     int64_t    cmd_id;        /* the subscribe command awaiting its reply */
     char      *recover_epoch; /* the client's epoch (heap), while pending */
+    int64_t    token_exp;     /* subscription token's exp; 0: none */
+    bool       token_pushed;  /* its refresh push went out */
 } hd_sub_t;
 
 /*

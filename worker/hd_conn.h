@@ -53,6 +53,8 @@ typedef struct hd_conn {
     bool                  anonymous;
     ev_timer              timer; /* connect deadline, then token expiry */
     bool refresh_pushed;         /* the refresh push for this exp went out */
+    bool has_sub_tokens;         /* some subscription came with a token: the
+                            heartbeat sweep checks their expiry */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */
     struct hd_http *http; /* an HTTP API request in progress */

@@ -497,6 +497,8 @@ m_connect(cmd_t *cmd)
  * expiry (and its claims: channels, publish) without a reconnect. A bad
  * token is an error, not a close: the old token still holds until its exp.
  */
+static void refresh_sub(cmd_t *cmd, const char *chan, size_t chan_len);
+
 static void
 m_refresh(cmd_t *cmd)
 {
@@ -509,6 +511,16 @@ m_refresh(cmd_t *cmd)
     if (!c->connected || c->claims == NULL) {
         reply_error(cmd, HD_ERR_UNAUTHORIZED,
                     "refresh needs a connection made with a token");
+        return;
+    }
+    if (json_object_get(cmd->params, "channel") != NULL) {
+        const char *chan = param_str(cmd, "channel", &tlen);
+        if (chan == NULL || !hd_chname_valid(chan, tlen)) {
+            reply_error(cmd, HD_ERR_BAD_REQUEST,
+                        "\"channel\" must be a valid channel name");
+            return;
+        }
+        refresh_sub(cmd, chan, tlen);
         return;
     }
     token = param_str(cmd, "token", &tlen);
@@ -550,6 +562,125 @@ find_sub(hd_conn_t *c, const char *key, size_t key_len)
     return -1;
 }
 
+/*
+ * A subscription token (namespace option subscribe_token): a JWT from the
+ * same key set and policy whose "channel" is exactly params.channel and
+ * whose sub and tenant are the connection's. Returns 0 with its exp, or
+ * replies (401 not valid, 403 not for this channel or user) and returns
+ * -1.
+ */
+static int
+verify_sub_token(cmd_t *cmd, const char *chan, size_t chan_len, int64_t *exp)
+{
+    hd_conn_t      *c = cmd->conn;
+    const char     *tok;
+    size_t          tlen;
+    hd_jwt_claims_t cl;
+    int             rc;
+
+    tok = param_str(cmd, "token", &tlen);
+    if (tok == NULL) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "this namespace needs a subscription token (\"token\")");
+        return -1;
+    }
+    if (c->claims == NULL) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "subscription tokens need a connection made with a token");
+        return -1;
+    }
+    rc = hd_auth_verify(tok, tlen, &cl);
+    if (rc != HD_JWT_OK) {
+        reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid subscription token: %s",
+                    hd_jwt_strerror(rc));
+        return -1;
+    }
+    rc = 0;
+    if (cl.channel == NULL || strlen(cl.channel) != chan_len
+        || memcmp(cl.channel, chan, chan_len) != 0) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "the subscription token is for another channel");
+        rc = -1;
+    } else if (strcmp(cl.sub, c->claims->sub) != 0
+               || (cl.tenant == NULL) != (c->claims->tenant == NULL)
+               || (cl.tenant != NULL
+                   && strcmp(cl.tenant, c->claims->tenant) != 0)) {
+        reply_error(cmd, HD_ERR_FORBIDDEN,
+                    "the subscription token is for another user");
+        rc = -1;
+    }
+    *exp = cl.exp;
+    hd_jwt_claims_free(&cl);
+    return rc;
+}
+
+static int
+check_sub_token(cmd_t *cmd, int64_t *exp)
+{
+    size_t      chan_len = 0;
+    const char *chan = param_str(cmd, "channel", &chan_len);
+
+    return verify_sub_token(cmd, chan, chan_len, exp);
+}
+
+/* refresh with "channel": a new subscription token for a subscription. */
+static void
+refresh_sub(cmd_t *cmd, const char *chan, size_t chan_len)
+{
+    hd_conn_t *c = cmd->conn;
+    char       key[HD_KEY_MAX];
+    size_t     key_len, name_off;
+    int64_t    exp;
+    int        i;
+
+    key_len = hd_pubsub_key(c->claims ? c->claims->tenant : NULL, chan,
+                            chan_len, key, sizeof(key), &name_off);
+    i = key_len ? find_sub(c, key, key_len) : -1;
+    if (i < 0 || c->subs[i].token_exp == 0) {
+        reply_error(cmd, HD_ERR_BAD_REQUEST,
+                    "not subscribed to that channel with a token");
+        return;
+    }
+    if (verify_sub_token(cmd, chan, chan_len, &exp) < 0)
+        return;
+    c->subs[i].token_exp = exp;
+    c->subs[i].token_pushed = false;
+    send_result(c, cmd->id, json_pack("{s:I}", "expires_at", (json_int_t) exp));
+}
+
+/*
+ * Once a second per connection that has subscription tokens: the refresh
+ * push auth.refresh_window_s before a token's exp, and the end of the
+ * subscription at exp (an unsubscribe push with code 401).
+ */
+void
+hd_proto_sub_tokens(hd_conn_t *c, int64_t now)
+{
+    int64_t win = hd_w.conf->auth_refresh_window_s;
+
+    for (uint32_t k = c->nsubs; k-- > 0;) {
+        hd_sub_t  *s = &c->subs[k];
+        hd_chan_t *ch = s->chan;
+
+        if (s->token_exp == 0)
+            continue;
+        if (now >= s->token_exp) {
+            server_push(c, ch, "unsubscribe",
+                        json_pack("{s:i, s:s}", "code", HD_ERR_UNAUTHORIZED,
+                                  "reason", "subscription token expired"));
+            if (s->state == HD_SUB_PENDING && s->cmd_id >= 0)
+                send_error(c, true, s->cmd_id, HD_ERR_UNAUTHORIZED,
+                           "subscription token expired");
+            hd_chan_leave(c, k);
+        } else if (!s->token_pushed && now >= s->token_exp - win) {
+            s->token_pushed = true;
+            server_push(
+                c, ch, "refresh",
+                json_pack("{s:I}", "expires_at", (json_int_t) s->token_exp));
+        }
+    }
+}
+
 static void
 m_subscribe(cmd_t *cmd)
 {
@@ -561,11 +692,14 @@ m_subscribe(cmd_t *cmd)
     hd_pub_target_t t;
     json_t         *jrec, *joff, *jep, *jjl;
     uint64_t        since = 0;
+    int64_t         token_exp = 0;
     int             si;
 
     if (!may_act(cmd))
         return;
     if (resolve_channel(cmd, false, &t, key, &key_len, &name_off) < 0)
+        return;
+    if (t.ns->subscribe_token && check_sub_token(cmd, &token_exp) < 0)
         return;
     jjl = json_object_get(cmd->params, "join_leave");
     if (jjl != NULL && !json_is_boolean(jjl)) {
@@ -611,6 +745,9 @@ m_subscribe(cmd_t *cmd)
     si = hd_chan_join(ch, c, cmd->id, since,
                       epoch); /* the reply comes when it is live */
     c->subs[si].jl_off = json_is_false(jjl);
+    c->subs[si].token_exp = token_exp;
+    if (token_exp != 0)
+        c->has_sub_tokens = true;
 }
 
 int

@@ -39,6 +39,10 @@ int hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
                               size_t name_off, const hd_ns_t *ns,
                               int64_t server_id);
 int hd_proto_server_unsubscribe(hd_conn_t *c, const char *key, size_t key_len);
+/* Subscription tokens of c at wall time now (seconds): refresh pushes and
+ * expiry (the heartbeat sweep calls it once a second when
+ * c->has_sub_tokens). */
+void hd_proto_sub_tokens(hd_conn_t *c, int64_t now);
 
 /* What the channel table tells members, in protocol terms: give it to
  * hd_chan_init(). */

@@ -201,6 +201,8 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
             c, hd_wsguard_take_control(lws_get_socket_fd(c->wsi)));
         if (c->close_code != 0)
             continue;
+        if (c->has_sub_tokens)
+            hd_proto_sub_tokens(c, (int64_t) (hd_wall_ns() / 1000000000ull));
         if (c->ping_sent_ms != 0) {
             if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
                 hd_conn_close(c, HD_CLOSE_STALE, "no pong");

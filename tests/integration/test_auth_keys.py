@@ -237,3 +237,60 @@ def test_secret_from_file(make_herald, herald_bin, tmp_path):
     rc, out = herald_t(herald_bin, conf)
     assert rc == 0, out
     assert "readable by other users" in out, out
+
+
+def test_subscription_tokens(make_herald):
+    cfg = deep_merge(PUBSUB_CONFIG, {"auth": {"refresh_window_s": 2},
+                                     "namespaces": {"priv": {"subscribe_token": True}}})
+    h = make_herald(**cfg)
+    secret = h.config["auth"]["hmac_secret"]
+
+    def subtok(channel, sub="alice", exp_in=60, **extra):
+        return sign(claims(sub=sub, exp_in=exp_in, channel=channel, **extra), secret)
+
+    async def go():
+        c = await expect_ok(h.url, sign(claims(sub="alice", tenant="t1"), secret))
+
+        async def sub(channel, tok):
+            params = {"channel": channel}
+            if tok is not None:
+                params["token"] = tok
+            return await c.call("subscribe", params)
+
+        for tok, code in [(None, 403),
+                          (subtok("priv:b", tenant="t1"), 403),          # another channel
+                          (subtok("priv:a", sub="bob", tenant="t1"), 403),  # another user
+                          (subtok("priv:a"), 403),                       # no tenant
+                          (subtok("priv:a", tenant="t1", exp_in=-5), 401),  # expired
+                          (sign(claims(sub="alice", tenant="t1", channel="priv:a"), "y" * 40), 401)]:
+            r = await sub("priv:a", tok)
+            assert r.get("error", {}).get("code") == code, (tok, r)
+        # namespaces without the option ignore it
+        assert "result" in await sub("chat:x", None)
+
+        r = await sub("priv:a", subtok("priv:a", tenant="t1", exp_in=4))
+        assert "result" in r, r
+        r = await sub("priv:c", subtok("priv:c", tenant="t1", exp_in=3))
+        assert "result" in r, r
+        # refresh pushes, per channel, a window before each token's exp
+        await c.until(lambda: {p.get("channel") for p in c.pushes if "refresh" in p} >= {"priv:a", "priv:c"},
+                      6, "the refresh pushes")
+        r = await c.call("refresh", {"channel": "priv:a", "token": subtok("priv:b", tenant="t1")})
+        assert r["error"]["code"] == 403, r
+        r = await c.call("refresh", {"channel": "chat:x", "token": subtok("chat:x", tenant="t1")})
+        assert r["error"]["code"] == 400, r
+        r = await c.call("refresh", {"channel": "priv:a", "token": subtok("priv:a", tenant="t1")})
+        assert r["result"]["expires_at"] > time.time() + 30, r
+        # priv:c was not refreshed: it ends with an unsubscribe push
+        await c.until(lambda: any(p.get("channel") == "priv:c" and "unsubscribe" in p for p in c.pushes),
+                      8, "priv:c ending")
+        end = [p for p in c.pushes if p.get("channel") == "priv:c" and "unsubscribe" in p][0]
+        assert end["unsubscribe"]["code"] == 401, end
+        assert not any(p.get("channel") == "priv:a" and "unsubscribe" in p for p in c.pushes)
+        # priv:a is still subscribed; priv:c may be subscribed again
+        r = await sub("priv:a", subtok("priv:a", tenant="t1"))
+        assert r.get("error", {}).get("code") == 409, r
+        r = await sub("priv:c", subtok("priv:c", tenant="t1"))
+        assert "result" in r, r
+        await c.close()
+    run(go())

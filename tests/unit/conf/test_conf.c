@@ -234,11 +234,12 @@ START_TEST(test_every_key)
     ck_assert_int_eq(chat->history_size, 100);
     ck_assert_int_eq(chat->history_ttl_s, 600);
     ck_assert(chat->presence && chat->join_leave);
+    ck_assert(chat->subscribe_token);
     const hd_ns_t *def = hd_conf_ns(c, "", 0);
     ck_assert_ptr_nonnull(def);
     ck_assert_str_eq(def->name, "default");
     ck_assert(!def->publish && !def->anonymous && def->history_size == 0);
-    ck_assert(!def->presence && !def->join_leave);
+    ck_assert(!def->presence && !def->join_leave && !def->subscribe_token);
     ck_assert_ptr_null(hd_conf_ns(c, "cha", 3));
     ck_assert_ptr_null(hd_conf_ns(c, "chatx", 5));
     hd_conf_free(c);
@@ -268,8 +269,8 @@ START_TEST(test_namespaces)
                  "hold [A-Za-z0-9_.@-], got \"a:b\"");
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"pub\": true}}}",
                  "t.json: $.namespaces.a.pub: unknown key (expected publish, "
-                 "anonymous, history_size, history_ttl_s, presence or "
-                 "join_leave)");
+                 "anonymous, history_size, history_ttl_s, presence, "
+                 "join_leave or subscribe_token)");
     expect_error(
         "{" AUTH ", \"namespaces\": {\"a\": {\"publish\": 1}}}",
         "t.json: $.namespaces.a.publish: expected boolean, got integer");
