@@ -6,11 +6,13 @@
 #                          redis-server if none answers, run herald in the
 #                          foreground with conf/herald.json
 #   ./deploy/dev.sh test   install missing packages, then build and test
-#                          twice: build/ (gcc) and build-asan/ (clang with
-#                          AddressSanitizer + UBSan); unit tests (meson) and
-#                          integration tests (pytest) for each; once, the
-#                          JavaScript SDK's tests (clients/js: node, npm,
-#                          headless chromium)
+#                          twice: build/ (gcc, with line coverage) and
+#                          build-asan/ (clang with AddressSanitizer +
+#                          UBSan); unit tests (meson) and integration tests
+#                          (pytest) for each; once, the JavaScript SDK's
+#                          tests (clients/js: node, npm, headless
+#                          chromium). The summary ends with the line
+#                          coverage of build/'s suites per folder (gcovr).
 #
 # Safe to run again: build dirs are reused and reconfigured only when their
 # options or compiler do not match. Runs as root or as a sudo user.
@@ -37,7 +39,7 @@ PACKAGES=(
     libclang-rt-14-dev clang-format
     nginx haproxy systemd openssl python3-yaml
     chromium
-    libcurl4-openssl-dev python3-cryptography
+    libcurl4-openssl-dev python3-cryptography gcovr
 )
 
 # Node.js for the JavaScript SDK (clients/js): Debian's nodejs and npm, but
@@ -47,7 +49,7 @@ PACKAGES=(
 NODE_PACKAGES=(nodejs npm)
 
 # name | compiler | meson options
-BUILD_NORMAL=(build gcc --werror)
+BUILD_NORMAL=(build gcc --werror -Db_coverage=true)
 BUILD_ASAN=(build-asan clang --werror "-Db_sanitize=address,undefined" -Db_lundef=false)
 
 ASAN_ENV=(
@@ -137,7 +139,8 @@ cc = "clang" if "clang" in cc else "gcc" if ("gcc" in cc or cc == "cc") else cc
 san = opts.get("b_sanitize", "none")
 if isinstance(san, list):
     san = ",".join(san) or "none"
-print(cc, str(opts.get("werror")).lower(), san, str(opts.get("b_lundef")).lower())
+print(cc, str(opts.get("werror")).lower(), san, str(opts.get("b_lundef")).lower(),
+      str(opts.get("b_coverage")).lower())
 EOF
 }
 
@@ -146,15 +149,16 @@ EOF
 setup_build() {
     local dir="$1" compiler="$2"
     shift 2
-    local want_werror=false want_san=none want_lundef=true o
+    local want_werror=false want_san=none want_lundef=true want_cov=false o
     for o in "$@"; do
         case "$o" in
             --werror) want_werror=true ;;
             -Db_sanitize=*) want_san="${o#-Db_sanitize=}" ;;
             -Db_lundef=*) want_lundef="${o#-Db_lundef=}" ;;
+            -Db_coverage=*) want_cov="${o#-Db_coverage=}" ;;
         esac
     done
-    local want="$compiler $want_werror $want_san $want_lundef"
+    local want="$compiler $want_werror $want_san $want_lundef $want_cov"
 
     if [ ! -f "$dir/build.ninja" ] || [ ! -f "$dir/meson-private/coredata.dat" ]; then
         if [ -d "$dir" ]; then
@@ -303,6 +307,11 @@ test_build() {
         fi
     fi
 
+    if [ "$dir" = build ]; then
+        # line coverage counts this run only (see coverage_summary)
+        find "$dir" -name '*.gcda' -delete
+    fi
+
     say "[$dir] unit tests"
     if env "${env[@]}" meson test -C "$dir" --suite unit --print-errorlogs; then
         record "$dir" unit PASS
@@ -330,6 +339,30 @@ test_build() {
         5) record "$dir" integration "FAIL (no tests collected)" ;;
         *) record "$dir" integration "FAIL (pytest exit $rc)" ;;
     esac
+
+    if [ "$dir" = build ]; then
+        coverage_summary "$dir"
+    fi
+}
+
+# Line coverage of the unit and integration suites (the gcc build has
+# -Db_coverage=true; every herald process writes its counts when it exits),
+# per source folder, for the summary. Informational: it fails nothing.
+COVERAGE=()
+coverage_summary() {
+    local dir="$1" json="$1/meson-logs/coverage-summary.json" line
+    say "[$dir] line coverage (gcovr)"
+    if ! gcovr -r "$ROOT" --object-directory "$ROOT/$dir" \
+            --filter "$ROOT/common/" --filter "$ROOT/conf/" \
+            --filter "$ROOT/shm/" --filter "$ROOT/worker/" \
+            --filter "$ROOT/master/" --json-summary "$ROOT/$json" \
+            --gcov-ignore-parse-errors -j 2 "$ROOT/$dir" >/dev/null 2>&1; then
+        COVERAGE+=("(gcovr failed; by hand: gcovr -r . build)")
+        return 0
+    fi
+    while IFS= read -r line; do
+        COVERAGE+=("$line")
+    done < <("$PY" "$ROOT/deploy/coverage_folders.py" "$ROOT/$json")
 }
 
 # The JavaScript SDK (clients/js), once, against the normal build's binary:
@@ -401,6 +434,13 @@ cmd_test() {
     for r in "${RESULTS[@]}"; do
         printf '%s\n' "$r"
     done
+    if [ "${#COVERAGE[@]}" -gt 0 ]; then
+        printf -- '-------------------------------------------------------------\n'
+        printf 'line coverage, unit + integration suites (build/, gcovr):\n'
+        for r in "${COVERAGE[@]}"; do
+            printf '  %s\n' "$r"
+        done
+    fi
     printf -- '-------------------------------------------------------------\n'
     if [ "$FAILED" -eq 0 ]; then
         printf 'ALL PASSED in %ds\n' $((SECONDS - start))
