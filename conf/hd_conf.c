@@ -214,6 +214,8 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("limits.worker_memory_mb", worker_memory_mb, 0, 1048576, "0",
           RELOAD_WORKER),
+    K_INT("limits.idempotency_window_s", idempotency_window_s, 1, 86400, "300",
+          RELOAD_WORKER),
     K_INT("limits.worker_queue_mb", worker_queue_mb, 0, 1048576, "0",
           RELOAD_WORKER),
 

@@ -153,13 +153,14 @@ typedef struct hd_conf {
     int conns_per_ip;
     int conns_per_user;
     int conns_per_tenant;
-    int message_bytes;    /* limits.message_bytes, 65536 */
-    int outq_bytes;       /* limits.outbound_queue_bytes, 1 MiB */
-    int cmd_rate;         /* limits.commands_per_second, 100 */
-    int cmd_burst;        /* limits.commands_burst, 200 */
-    int rate_abuse_ms;    /* limits.rate_abuse_ms, 5000 */
-    int worker_memory_mb; /* limits.worker_memory_mb: overload guard, 0 */
-    int worker_queue_mb;  /* limits.worker_queue_mb: overload guard, 0 */
+    int message_bytes;        /* limits.message_bytes, 65536 */
+    int outq_bytes;           /* limits.outbound_queue_bytes, 1 MiB */
+    int cmd_rate;             /* limits.commands_per_second, 100 */
+    int cmd_burst;            /* limits.commands_burst, 200 */
+    int rate_abuse_ms;        /* limits.rate_abuse_ms, 5000 */
+    int idempotency_window_s; /* limits.idempotency_window_s, 300 */
+    int worker_memory_mb;     /* limits.worker_memory_mb: overload guard, 0 */
+    int worker_queue_mb;      /* limits.worker_queue_mb: overload guard, 0 */
 
     hd_cidr_t *trusted_proxies;  /* security.trusted_proxies */
     size_t     ntrusted_proxies; /* 0: no forwarded header is believed */

@@ -79,9 +79,10 @@ struct hd_api_call {
 typedef struct pubreq {
     hd_http_t *http;
     size_t     n, done;
-    int        err;      /* first error */
-    char      *err_text; /* its Redis error reply, if it was one */
-    json_t    *offsets;  /* array, null where not published */
+    int        err;       /* first error */
+    char      *err_text;  /* its Redis error reply, if it was one */
+    bool       duplicate; /* an idempotency key repeated: not published */
+    json_t    *offsets;   /* array, null where not published */
     bool       broadcast;
 } pubreq_t;
 
@@ -322,6 +323,10 @@ req_finish(pubreq_t *r)
         } else if (r->broadcast) {
             respond(h, 200,
                     json_pack("{s:{s:O}}", "result", "offsets", r->offsets));
+        } else if (r->duplicate) {
+            respond(h, 200,
+                    json_pack("{s:{s:O, s:b}}", "result", "offset",
+                              json_array_get(r->offsets, 0), "duplicate", 1));
         } else {
             respond(h, 200,
                     json_pack("{s:{s:O}}", "result", "offset",
@@ -348,6 +353,7 @@ one_done(int err, uint64_t offset, const char *epoch, void *arg)
         }
     } else {
         json_array_set_new(r->offsets, a->i, json_integer((json_int_t) offset));
+        r->duplicate |= hd_pubsub_duplicate();
     }
     free(a);
     if (++r->done == r->n)
@@ -357,6 +363,7 @@ one_done(int err, uint64_t offset, const char *epoch, void *arg)
 /* One API call between its body and its publishes. */
 typedef struct api_call {
     json_t          *root;  /* the body */
+    const char      *idem;  /* "idempotency_key", borrowed from root */
     json_t          *chans; /* the channel names (a reference) */
     hd_publisher_t   who;
     hd_pub_target_t *targets;
@@ -398,6 +405,10 @@ parse_body(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
     }
     if (h->route == R_OTHER)
         return 0; /* the handler reads the rest */
+    if (hd_pub_idem_key(json_object_get(a->root, "idempotency_key"), &a->idem,
+                        e)
+        < 0)
+        return -1;
     a->text = hd_pub_encode(json_object_get(a->root, "data"), e);
     return a->text != NULL ? 0 : -1;
 }
@@ -457,7 +468,7 @@ publish_all(hd_http_t *h, api_call_t *a)
         pa->req = r;
         pa->i = i;
         if (hd_pub_publish(&a->who, &a->targets[i], a->text, strlen(a->text),
-                           one_done, pa)
+                           a->idem, one_done, pa)
             < 0)
             one_done(HD_ERR_UNAVAILABLE, 0, NULL, pa);
     }

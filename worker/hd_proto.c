@@ -834,6 +834,10 @@ publish_cb(int err, uint64_t offset, const char *epoch, void *arg)
                    err == HD_ERR_UNAVAILABLE
                        ? "redis unavailable, not published"
                        : "publish failed");
+    else if (hd_pubsub_duplicate())
+        send_result(c, id,
+                    json_pack("{s:I, s:b}", "offset", (json_int_t) offset,
+                              "duplicate", 1));
     else
         send_result(c, id, json_pack("{s:I}", "offset", (json_int_t) offset));
     hd_conn_want_write(c);
@@ -850,6 +854,7 @@ m_publish(cmd_t *cmd)
     const char     *chan;
     size_t          chan_len;
     char           *text;
+    const char     *idem;
     hd_op_t        *op;
 
     if (!may_act(cmd))
@@ -874,8 +879,16 @@ m_publish(cmd_t *cmd)
         reply_error(cmd, e.code, "%s", e.msg);
         return;
     }
+    if (hd_pub_idem_key(json_object_get(cmd->params, "idempotency_key"), &idem,
+                        &e)
+        < 0) {
+        free(text);
+        reply_error(cmd, e.code, "%s", e.msg);
+        return;
+    }
     op = op_new(c, cmd->id);
-    if (hd_pub_publish(&who, &t, text, strlen(text), publish_cb, op) < 0) {
+    if (hd_pub_publish(&who, &t, text, strlen(text), idem, publish_cb, op)
+        < 0) {
         op_done(op);
         reply_error(cmd, HD_ERR_UNAVAILABLE,
                     "redis unavailable, not published");

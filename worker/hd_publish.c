@@ -105,13 +105,42 @@ hd_pub_encode(const json_t *data, hd_pub_error_t *e)
 }
 
 int
+hd_pub_idem_key(const json_t *v, const char **key, hd_pub_error_t *e)
+{
+    const char *s;
+    size_t      n;
+
+    *key = NULL;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        goto bad;
+    s = json_string_value(v);
+    n = json_string_length(v);
+    if (n == 0 || n > HD_PUB_IDEM_MAX)
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || strchr("_.:@/+=-", s[i])))
+            goto bad;
+    *key = s;
+    return 0;
+bad:
+    return fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
+                "\"idempotency_key\" must be 1..%d bytes of "
+                "[A-Za-z0-9_.:@/+=-]",
+                HD_PUB_IDEM_MAX);
+}
+
+int
 hd_pub_publish(const hd_publisher_t *who, const hd_pub_target_t *t,
-               const char *text, size_t len, hd_pub_cb *cb, void *arg)
+               const char *text, size_t len, const char *idem, hd_pub_cb *cb,
+               void *arg)
 {
     char   key[HD_KEY_MAX];
     size_t name_off, key_len = hd_pub_key(who, t, key, &name_off);
 
     if (key_len == 0)
         return -ENAMETOOLONG;
-    return hd_pubsub_publish(t->ns, key, key_len, text, len, cb, arg);
+    return hd_pubsub_publish(t->ns, key, key_len, text, len, idem, cb, arg);
 }

@@ -79,10 +79,22 @@ size_t hd_pub_key(const hd_publisher_t *who, const hd_pub_target_t *t,
  * (data NULL: missing). */
 char *hd_pub_encode(const json_t *data, hd_pub_error_t *e);
 
-/* Publish text on t. 0: cb runs exactly once with the offset or an
- * HD_ERR_* code; a negative errno (-ENOTCONN: Redis is unavailable):
- * nothing sent, cb does not run. */
+/*
+ * The optional idempotency key v (params.idempotency_key, the API body's
+ * "idempotency_key"): 0 with *key NULL when v is NULL, 0 with *key the
+ * string (borrowed from v), or -1 and *e (400) when it is not 1..128
+ * bytes of [A-Za-z0-9_.:@/+=-].
+ */
+int hd_pub_idem_key(const json_t *v, const char **key, hd_pub_error_t *e);
+
+/* Publish text on t. idem: an idempotency key or NULL. A repeat of idem on
+ * the same channel (and tenant) within limits.idempotency_window_s, from
+ * any worker or node, gets the first publication's offset and publishes
+ * nothing (hd_pubsub_duplicate() in cb). 0: cb runs exactly once with the
+ * offset or an HD_ERR_* code; a negative errno (-ENOTCONN: Redis is
+ * unavailable): nothing sent, cb does not run. */
 int hd_pub_publish(const hd_publisher_t *who, const hd_pub_target_t *t,
-                   const char *text, size_t len, hd_pub_cb *cb, void *arg);
+                   const char *text, size_t len, const char *idem,
+                   hd_pub_cb *cb, void *arg);
 
 #endif

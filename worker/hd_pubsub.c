@@ -48,9 +48,21 @@
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
- * ttl (s). Returns {offset, epoch}. */
-static const char PUBLISH_LUA[] = META_LUA
-    "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+ * ttl (s), [8] idempotency key ('' none), [9] its window (s); KEYS[3] the
+ * idempotency key's Redis key. Returns {offset, epoch}, or {offset, epoch,
+ * 1} for a repeated idempotency key (nothing published). */
+static const char PUBLISH_LUA[] =
+    /* idempotency: KEYS[3] "{chan}:idem:<key>" holds "offset epoch" of the
+     * first publication with the key for ARGV[9] s; a repeat returns it
+     * with a third element 1 and publishes nothing */
+    "if ARGV[8] ~= '' then\n"
+    "  local prev = redis.call('GET', KEYS[3])\n"
+    "  if prev then\n"
+    "    local sp = string.find(prev, ' ', 1, true)\n"
+    "    return {tonumber(string.sub(prev, 1, sp - 1)), "
+    "string.sub(prev, sp + 1), 1}\n"
+    "  end\n"
+    "end\n" META_LUA "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
     "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
     "if hs > 0 then\n"
     "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
@@ -58,6 +70,9 @@ static const char PUBLISH_LUA[] = META_LUA
     "end\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "redis.call('PUBLISH', ARGV[4], env)\n"
+    "if ARGV[8] ~= '' then\n"
+    "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
+    "end\n"
     "return {o, e}\n";
 
 /* Returns {offset, epoch}; creates the meta (offset 0) when absent. */
@@ -258,11 +273,18 @@ parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
 
 /* The Redis error reply of the call whose callback runs (hd_pubsub.h). */
 static const char *cur_err;
+static bool        cur_dup;
 
 const char *
 hd_pubsub_error(void)
 {
     return cur_err;
+}
+
+bool
+hd_pubsub_duplicate(void)
+{
+    return cur_dup;
 }
 
 static enum hd_redis_err_kind
@@ -389,16 +411,20 @@ script_cb(redisReply *r, const char *err, void *arg)
         }
         free(envs);
         free(lens);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+    } else if (r->type != REDIS_REPLY_ARRAY
+               || (r->elements != 2 && r->elements != 3)
                || r->element[0]->type != REDIS_REPLY_INTEGER
                || r->element[1]->type != REDIS_REPLY_STRING) {
         hd_log_error("redis script returned an unexpected reply");
         c->cb(HD_ERR_INTERNAL, 0, NULL, c->arg);
     } else {
-        set_refusing(false);
-        if (c->publish)
+        cur_dup = r->elements == 3; /* a repeat of an idempotency key */
+        if (!cur_dup)
+            set_refusing(false);
+        if (c->publish && !cur_dup)
             hd_ctr_inc(HD_C_MSG_PUBLISHED);
         c->cb(0, (uint64_t) r->element[0]->integer, r->element[1]->str, c->arg);
+        cur_dup = false;
     }
     (void) err;
     call_free(c);
@@ -490,30 +516,49 @@ common(common_args_t *ca, const hd_ns_t *ns, const char *key, size_t key_len,
 
 int
 hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
-                  const char *data, size_t data_len, hd_pub_cb *cb, void *arg)
+                  const char *data, size_t data_len, const char *idem,
+                  hd_pub_cb *cb, void *arg)
 {
     int           rc;
     common_args_t ca;
-    char          now[24], httl[16];
-    const char   *args[9];
-    size_t        lens[9];
+    char          now[24], httl[16], win[16];
+    char          ik[HD_KEY_MAX + 16 + HD_PUB_IDEM_MAX];
+    const char   *args[12];
+    size_t        lens[12];
+    int           n;
 
     if (!hd_redis_cmd_up())
         return -ENOTCONN;
     if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
         return rc;
+    if (idem == NULL)
+        idem = "";
+    /* KEYS[3]: the idempotency key, in the channel's hash slot; the script
+     * touches it only when a key was given */
+    n = snprintf(ik, sizeof(ik), "{%.*s}:idem:%s", (int) key_len, key, idem);
+    if (n < 0 || (size_t) n >= sizeof(ik))
+        return -ENAMETOOLONG;
+    memmove(args + 3, args + 2, 3 * sizeof(*args));
+    memmove(lens + 3, lens + 2, 3 * sizeof(*lens));
+    args[2] = ik;
+    lens[2] = (size_t) n;
     snprintf(now, sizeof(now), "%llu",
              (unsigned long long) (hd_wall_ns() / 1000));
     snprintf(httl, sizeof(httl), "%d", ns != NULL ? ns->history_ttl_s : 0);
-    args[5] = key;
-    lens[5] = key_len;
-    args[6] = data;
-    lens[6] = data_len;
-    args[7] = now;
-    lens[7] = strlen(now);
-    args[8] = httl;
-    lens[8] = strlen(httl);
-    return run_script(&s_publish, true, 9, args, lens, 2, cb, NULL, arg);
+    snprintf(win, sizeof(win), "%d", hd_w.conf->idempotency_window_s);
+    args[6] = key;
+    lens[6] = key_len;
+    args[7] = data;
+    lens[7] = data_len;
+    args[8] = now;
+    lens[8] = strlen(now);
+    args[9] = httl;
+    lens[9] = strlen(httl);
+    args[10] = idem;
+    lens[10] = strlen(idem);
+    args[11] = win;
+    lens[11] = strlen(win);
+    return run_script(&s_publish, true, 12, args, lens, 3, cb, NULL, arg);
 }
 
 int

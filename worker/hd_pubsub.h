@@ -14,6 +14,7 @@
 #ifndef HD_PUBSUB_H
 #define HD_PUBSUB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,13 +31,20 @@ typedef void hd_pub_cb(int err, uint64_t offset, const char *epoch, void *arg);
 size_t hd_pubsub_key(const char *tenant, const char *chan, size_t chan_len,
                      char *buf, size_t cap, size_t *name_off);
 
-/* Publish data (JSON text) on key. Returns 0 (cb runs once), or a negative
- * errno when nothing was sent (cb does not run): -ENOTCONN when Redis is
- * unavailable, -ENAMETOOLONG for a key too long. The same holds for
- * hd_pubsub_meta(), hd_pubsub_recover() and hd_pubsub_history(). */
+/* Longest idempotency key (hd_publish.h checks it). */
+#define HD_PUB_IDEM_MAX 128
+
+/* Publish data (JSON text) on key. idem: an idempotency key (NULL: none):
+ * a repeat within limits.idempotency_window_s gets the first
+ * publication's offset and epoch and publishes nothing
+ * (hd_pubsub_duplicate() tells, in the callback). Returns 0 (cb runs
+ * once), or a negative errno when nothing was sent (cb does not run):
+ * -ENOTCONN when Redis is unavailable, -ENAMETOOLONG for a key too long.
+ * The same holds for hd_pubsub_meta(), hd_pubsub_recover() and
+ * hd_pubsub_history(). */
 int hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
-                      const char *data, size_t data_len, hd_pub_cb *cb,
-                      void *arg);
+                      const char *data, size_t data_len, const char *idem,
+                      hd_pub_cb *cb, void *arg);
 
 /* Read (creating when absent) a channel's current offset and epoch. */
 int hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
@@ -78,6 +86,10 @@ int hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
  * only during the callback.
  */
 const char *hd_pubsub_error(void);
+/* Inside a publish callback with err == 0: true when the publish repeated
+ * an idempotency key and nothing was published (the offset is the first
+ * publication's). */
+bool hd_pubsub_duplicate(void);
 
 void hd_pubsub_init(void);
 /* The command connection is (again) up: load the scripts. */

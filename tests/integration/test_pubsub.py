@@ -503,3 +503,59 @@ def test_gap_push_covers_what_the_subscriber_missed(make_herald, redis_server):
                 assert p["data"] == acked[p["offset"]], what
         await close_all(list(subs.values()) + [pub])
     run(go())
+
+
+def test_idempotency_key_across_workers_and_nodes(make_herald):
+    """A publish that repeats an idempotency key on the same channel within
+    limits.idempotency_window_s, from any worker of any node, over
+    WebSocket or HTTP, returns the first publication's offset and publishes
+    nothing (issue 17 item 2). Another key, another channel or another
+    tenant publishes; after the window the key publishes again."""
+    cfg = pubsub_config(limits={"idempotency_window_s": 2})
+    h1 = make_herald(**cfg)
+    h2 = make_herald(**cfg)                  # same redis-server: another node
+    ch = "chat:idem"
+
+    async def go():
+        tok = token_for(h1, sub="u-idem")
+        sub = await open_client(h1.url, tok)
+        assert "result" in await sub.subscribe(ch)
+        pubs = {}
+        for name, h in (("a", h1), ("b", h2)):
+            for slot, c in (await clients_on_workers(h.url, tok)).items():
+                pubs["%s%d" % (name, slot)] = c
+        first = pubs["a0"]
+        r = await first.call("publish", {"channel": ch, "data": "one", "idempotency_key": "k-1"})
+        assert r["result"] == {"offset": 1}, r
+        # the same key from the other worker and both workers of node b
+        for name in ("a1", "b0", "b1"):
+            r = await pubs[name].call("publish", {"channel": ch, "data": "again",
+                                                 "idempotency_key": "k-1"})
+            assert r["result"] == {"offset": 1, "duplicate": True}, (name, r)
+        # and over HTTP on both nodes
+        for h in (h1, h2):
+            st, body = api_request(h.port, "/api/publish",
+                                   {"channel": ch, "data": "http", "idempotency_key": "k-1"})
+            assert st == 200 and body == {"result": {"offset": 1, "duplicate": True}}, (st, body)
+        # another key publishes; so does the same key on another channel
+        st, body = api_request(h2.port, "/api/publish",
+                               {"channel": ch, "data": "two", "idempotency_key": "k-2"})
+        assert st == 200 and body == {"result": {"offset": 2}}, (st, body)
+        r = await pubs["b1"].call("publish", {"channel": ch, "data": "dup2", "idempotency_key": "k-2"})
+        assert r["result"] == {"offset": 2, "duplicate": True}, r
+        r = await first.call("publish", {"channel": "chat:idem-other", "data": "x",
+                                         "idempotency_key": "k-1"})
+        assert r["result"] == {"offset": 1}, r
+        # a key that is not one is refused, nothing published
+        for bad in ("", 7, "has space", "k" * 129):
+            r = await first.call("publish", {"channel": ch, "data": "bad", "idempotency_key": bad})
+            assert r["error"]["code"] == 400, (bad, r)
+        await sub.wait_pubs(ch, 2)
+        await sub.drain(0.5)
+        assert [(p["offset"], p["data"]) for p in sub.pubs(ch)] == [(1, "one"), (2, "two")], sub.pubs(ch)
+        # after the window the key is free again
+        await asyncio.sleep(2.5)
+        r = await pubs["b0"].call("publish", {"channel": ch, "data": "three", "idempotency_key": "k-1"})
+        assert r["result"] == {"offset": 3}, r
+        await close_all(list(pubs.values()) + [sub])
+    run(go())

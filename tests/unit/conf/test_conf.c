@@ -205,6 +205,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->rate_abuse_ms, 2000);
     ck_assert_int_eq(c->worker_memory_mb, 2048);
     ck_assert_int_eq(c->worker_queue_mb, 256);
+    ck_assert_int_eq(c->idempotency_window_s, 600);
     ck_assert(c->api_expose_ips);
     ck_assert_int_eq(c->api_list_max, 50);
     ck_assert_str_eq(c->node_name, "full-node");
