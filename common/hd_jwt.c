@@ -1001,6 +1001,9 @@ load_claims(const json_t *p, const hd_jwt_policy_t *pol, int64_t now,
         c->tenant = hd_strdup(json_string_value(tenant));
     if (channel != NULL)
         c->channel = hd_strdup(json_string_value(channel));
+    if (json_object_get(p, "info") != NULL)
+        c->info = json_dumps(json_object_get(p, "info"),
+                             JSON_COMPACT | JSON_ENCODE_ANY);
     return HD_JWT_OK;
 }
 
@@ -1175,6 +1178,7 @@ hd_jwt_claims_free(hd_jwt_claims_t *c)
     free(c->channels); /* strings live in the same block */
     free(c->pub_channels);
     free(c->channel);
+    free(c->info);
     memset(c, 0, sizeof(*c));
 }
 

@@ -75,6 +75,9 @@ typedef struct hd_jwt_claims {
     size_t npub_channels;
     /* the channel claim of a subscription token; NULL if absent */
     char *channel;
+    /* the info claim (any JSON) as compact JSON text, for presence and
+     * join/leave; NULL if absent. Bounded by the token's length. */
+    char *info;
 } hd_jwt_claims_t;
 
 enum {

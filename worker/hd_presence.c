@@ -127,6 +127,12 @@ entry_of(const hd_conn_t *c, const char *cid)
 
     if (c->claims != NULL && c->claims->sub != NULL)
         json_object_set_new(e, "user", json_string(c->claims->sub));
+    /* the token's info claim, unless over limits.presence_info_bytes (a
+     * presence read carries it for every member: keep it small) */
+    if (c->claims != NULL && c->claims->info != NULL
+        && strlen(c->claims->info) <= (size_t) hd_w.conf->presence_info_bytes)
+        json_object_set_new(e, "info",
+                            json_loads(c->claims->info, JSON_DECODE_ANY, NULL));
     s = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     return s;

@@ -55,8 +55,8 @@ def test_presence_across_nodes_and_tenants(make_herald):
     ch = "ponly:room"
 
     async def go():
-        x = await open_client(a.url, token_for(a, sub="xavier"))
-        y1 = await open_client(b.url, token_for(b, sub="yara"))
+        x = await open_client(a.url, token_for(a, sub="xavier", info={"name": "Xavier", "n": [1]}))
+        y1 = await open_client(b.url, token_for(b, sub="yara", info={"big": "z" * 2000}))
         y2 = await open_client(b.url, token_for(b, sub="yara"))
         t = await open_client(b.url, token_for(b, sub="xavier", tenant="acme"))
         for c in (x, y1, y2, t):
@@ -69,9 +69,11 @@ def test_presence_across_nodes_and_tenants(make_herald):
         assert r["result"] == {"clients": 3, "users": 2}, r
         st, body = api_request(b.port, "/api/presence_stats", {"channel": ch})
         assert body == {"result": {"clients": 3, "users": 2}}, body
-        entry = [e for e in (await x.call("presence", {"channel": ch}))["result"]["clients"]
-                 if e["client"] == x.info["client"]][0]
-        assert entry == {"client": x.info["client"], "user": "xavier"}, entry
+        entries = {e["client"]: e for e in (await x.call("presence", {"channel": ch}))["result"]["clients"]}
+        assert entries[x.info["client"]] == {"client": x.info["client"], "user": "xavier",
+                                             "info": {"name": "Xavier", "n": [1]}}, entries
+        # an info claim over limits.presence_info_bytes is left out
+        assert entries[y1.info["client"]] == {"client": y1.info["client"], "user": "yara"}, entries
         # tenant isolation, both ways
         assert await presence_ids(t, ch) == [t.info["client"]]
         assert api_presence_ids(a, ch, tenant="acme") == [t.info["client"]]

@@ -137,7 +137,8 @@ START_TEST(roundtrip_all_claims)
                                                 "\"nbf\":1699999000,\"iat\":1699999000,"
                                                 "\"tenant\":\"acme.eu-1_x\","
                                                 "\"channels\":[\"news:*\",\"chat:room1\"],"
-                                                "\"extra\":{\"ignored\":[1,2,3]}}",
+                                                "\"extra\":{\"ignored\":[1,2,3]},"
+                                                "\"info\": {\"name\": \"Ann\"}}",
                                       SECRET, strlen(SECRET));
 
     ck_assert_ptr_nonnull(tok);
@@ -153,6 +154,7 @@ START_TEST(roundtrip_all_claims)
     ck_assert_str_eq(c.channels[0], "news:*");
     ck_assert_str_eq(c.channels[1], "chat:room1");
     ck_assert_ptr_null(c.channels[2]);
+    ck_assert_str_eq(c.info, "{\"name\":\"Ann\"}"); /* compact */
     /* claims must not point into the token */
     memset(tok, 'x', strlen(tok));
     ck_assert_str_eq(c.sub, "user-42");
@@ -160,6 +162,7 @@ START_TEST(roundtrip_all_claims)
     ck_assert_ptr_null(c.sub);
     ck_assert_ptr_null(c.tenant);
     ck_assert_ptr_null(c.channels);
+    ck_assert_ptr_null(c.info);
     ck_assert_uint_eq(c.nchannels, 0);
     hd_jwt_claims_free(&c); /* zeroed: a second free is harmless */
     hd_jwt_claims_free(NULL);
