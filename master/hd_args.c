@@ -3,6 +3,7 @@
  * getopt keeps global state (optind, optarg) that tests would have to
  * reset between calls, and permutes argv, which the contract forbids.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,7 +24,7 @@ fail(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return -1;
+    return -EINVAL;
 }
 
 /*

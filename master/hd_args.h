@@ -18,7 +18,7 @@ typedef struct hd_args {
 
 /*
  * Parse argv (does not modify it, keeps pointers into it). Returns 0, or
- * -1 with a one-line message in err ("unknown option '--foo'",
+ * -EINVAL with a one-line message in err ("unknown option '--foo'",
  * "option '-c' needs a file name", "unexpected argument 'x'").
  * Short options may be combined where they take no value ("-tc FILE" is
  * not supported; "-t -c FILE" is).

@@ -131,7 +131,9 @@ typedef struct hd_master {
 
 extern hd_master_t hd_m;
 
-int  hd_sup_start(void);              /* open listeners, fork workers */
+/* Open the slots' listen sockets and fork the workers: 0, or the -errno
+ * of the listen socket that could not be opened (logged). */
+int  hd_sup_start(void);
 void hd_sup_reap(void);               /* SIGCHLD */
 void hd_sup_reload(void);             /* SIGHUP */
 void hd_sup_shutdown(bool immediate); /* SIGTERM/SIGINT, SIGQUIT */

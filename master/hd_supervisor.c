@@ -33,7 +33,8 @@
 #define RETIRE_GRACE_MAX_MS    2000 /* queue quiet time, retiring slot */
 #define DRAIN_KILL_GRACE_MS    3000 /* past a reload drain's window */
 
-static const hd_sup_ops_t *ops; /* hd_sup_set_ops() */
+static const hd_sup_ops_t *ops;        /* hd_sup_set_ops() */
+static int                 listen_err; /* -errno of the last failed listen */
 
 static void steer(void);
 static void slot_on(unsigned id, enum hd_slot_event ev, hd_proc_t *p,
@@ -113,6 +114,7 @@ listener_open(const hd_conf_t *c)
 {
     hd_listener_t *l = hd_calloc(1, sizeof(*l));
 
+    listen_err = 0;
     l->refs = 1;
     for (size_t i = 0; i < c->nlistens; i++) {
         const hd_listen_t *lc = &c->listens[i];
@@ -122,6 +124,7 @@ listener_open(const hd_conf_t *c)
         if (fd < 0) {
             hd_log_error("%s failed for %s port %d: %s", what, lc->address,
                          lc->port, strerror(-fd));
+            listen_err = fd;
             listener_close(l);
             return NULL;
         }
@@ -769,7 +772,7 @@ hd_sup_start(void)
     for (unsigned i = 0; i < (unsigned) hd_m.conf->workers; i++) {
         hd_m.slots[i].lst = listener_open(hd_m.conf);
         if (hd_m.slots[i].lst == NULL)
-            return -1;
+            return listen_err;
     }
     hd_m.nworkers = (unsigned) hd_m.conf->workers;
     hd_shm_note_start(hd_m.shm, hd_m.nworkers);

@@ -1,5 +1,6 @@
 /* Unit tests for master/hd_args.c: option forms, defaults, errors. */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,24 +119,24 @@ START_TEST(unknown_options)
 {
     hd_args_t a;
 
-    ck_assert_int_eq(PARSE(&a, "--foo"), -1);
+    ck_assert_int_eq(PARSE(&a, "--foo"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '--foo'");
-    ck_assert_int_eq(PARSE(&a, "--foo=bar"), -1);
+    ck_assert_int_eq(PARSE(&a, "--foo=bar"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '--foo'");
-    ck_assert_int_eq(PARSE(&a, "-x"), -1);
+    ck_assert_int_eq(PARSE(&a, "-x"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '-x'");
-    ck_assert_int_eq(PARSE(&a, "-tx"), -1);
+    ck_assert_int_eq(PARSE(&a, "-tx"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '-x'");
     /* no prefix matching: --conf is not --config */
-    ck_assert_int_eq(PARSE(&a, "--conf", "a.json"), -1);
+    ck_assert_int_eq(PARSE(&a, "--conf", "a.json"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '--conf'");
-    ck_assert_int_eq(PARSE(&a, "--tes"), -1);
+    ck_assert_int_eq(PARSE(&a, "--tes"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '--tes'");
-    ck_assert_int_eq(PARSE(&a, "-\n"), -1);
+    ck_assert_int_eq(PARSE(&a, "-\n"), -EINVAL);
     ck_assert_str_eq(err, "unknown option '-\\x0a'");
-    ck_assert_int_eq(PARSE(&a, "--test=yes"), -1);
+    ck_assert_int_eq(PARSE(&a, "--test=yes"), -EINVAL);
     ck_assert_str_eq(err, "option '--test' takes no value");
-    ck_assert_int_eq(PARSE(&a, "--help="), -1);
+    ck_assert_int_eq(PARSE(&a, "--help="), -EINVAL);
     ck_assert_str_eq(err, "option '--help' takes no value");
 }
 END_TEST
@@ -144,23 +145,23 @@ START_TEST(missing_values)
 {
     hd_args_t a;
 
-    ck_assert_int_eq(PARSE(&a, "-c"), -1);
+    ck_assert_int_eq(PARSE(&a, "-c"), -EINVAL);
     ck_assert_str_eq(err, "option '-c' needs a file name");
-    ck_assert_int_eq(PARSE(&a, "--config"), -1);
+    ck_assert_int_eq(PARSE(&a, "--config"), -EINVAL);
     ck_assert_str_eq(err, "option '--config' needs a file name");
-    ck_assert_int_eq(PARSE(&a, "--config="), -1);
+    ck_assert_int_eq(PARSE(&a, "--config="), -EINVAL);
     ck_assert_str_eq(err, "option '--config' needs a file name");
-    ck_assert_int_eq(PARSE(&a, "-c", ""), -1);
+    ck_assert_int_eq(PARSE(&a, "-c", ""), -EINVAL);
     ck_assert_str_eq(err, "option '-c' needs a file name");
-    ck_assert_int_eq(PARSE(&a, "--config", ""), -1);
+    ck_assert_int_eq(PARSE(&a, "--config", ""), -EINVAL);
     ck_assert_str_eq(err, "option '--config' needs a file name");
     /* an option where the file name should be is a forgotten name */
-    ck_assert_int_eq(PARSE(&a, "-c", "-t"), -1);
+    ck_assert_int_eq(PARSE(&a, "-c", "-t"), -EINVAL);
     ck_assert_str_eq(err, "option '-c' needs a file name");
-    ck_assert_int_eq(PARSE(&a, "--config", "--test"), -1);
+    ck_assert_int_eq(PARSE(&a, "--config", "--test"), -EINVAL);
     ck_assert_str_eq(err, "option '--config' needs a file name");
     /* "-tc FILE" is documented as unsupported */
-    ck_assert_int_eq(PARSE(&a, "-tc", "a.json"), -1);
+    ck_assert_int_eq(PARSE(&a, "-tc", "a.json"), -EINVAL);
     ck_assert_str_eq(
         err, "option '-c' cannot be combined with other options in '-tc'");
 }
@@ -170,15 +171,15 @@ START_TEST(positional)
 {
     hd_args_t a;
 
-    ck_assert_int_eq(PARSE(&a, "x"), -1);
+    ck_assert_int_eq(PARSE(&a, "x"), -EINVAL);
     ck_assert_str_eq(err, "unexpected argument 'x'");
-    ck_assert_int_eq(PARSE(&a, "-c", "a.json", "b.json"), -1);
+    ck_assert_int_eq(PARSE(&a, "-c", "a.json", "b.json"), -EINVAL);
     ck_assert_str_eq(err, "unexpected argument 'b.json'");
-    ck_assert_int_eq(PARSE(&a, "-"), -1);
+    ck_assert_int_eq(PARSE(&a, "-"), -EINVAL);
     ck_assert_str_eq(err, "unexpected argument '-'");
-    ck_assert_int_eq(PARSE(&a, "--", "-t"), -1);
+    ck_assert_int_eq(PARSE(&a, "--", "-t"), -EINVAL);
     ck_assert_str_eq(err, "unexpected argument '-t'");
-    ck_assert_int_eq(PARSE(&a, "-t", "", "-V"), -1);
+    ck_assert_int_eq(PARSE(&a, "-t", "", "-V"), -EINVAL);
     ck_assert_str_eq(err, "unexpected argument ''");
 }
 END_TEST
@@ -195,7 +196,7 @@ START_TEST(errors_are_one_line)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *argv[] = { "herald", (char *) bad[i][0], NULL };
         setup();
-        ck_assert_int_eq(hd_args_parse(2, argv, &a, err, sizeof(err)), -1);
+        ck_assert_int_eq(hd_args_parse(2, argv, &a, err, sizeof(err)), -EINVAL);
         ck_assert_msg(strlen(err) > 10 && strchr(err, '\n') == NULL,
                       "bad message for %s: '%s'", bad[i][0], err);
     }
@@ -208,9 +209,9 @@ START_TEST(small_or_no_err_buffer)
     char        small[8];
     hd_args_t   a;
 
-    ck_assert_int_eq(hd_args_parse(2, argv, &a, small, sizeof(small)), -1);
+    ck_assert_int_eq(hd_args_parse(2, argv, &a, small, sizeof(small)), -EINVAL);
     ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
-    ck_assert_int_eq(hd_args_parse(2, argv, &a, NULL, 0), -1);
+    ck_assert_int_eq(hd_args_parse(2, argv, &a, NULL, 0), -EINVAL);
 }
 END_TEST
 
@@ -224,7 +225,7 @@ START_TEST(repeated_calls)
         ck_assert(a.test_only);
         ck_assert_str_eq(a.conf_path, "one.json");
 
-        ck_assert_int_eq(PARSE(&a, "--bogus"), -1);
+        ck_assert_int_eq(PARSE(&a, "--bogus"), -EINVAL);
         ck_assert_str_eq(err, "unknown option '--bogus'");
 
         char *const argv[] = { "herald", NULL };

@@ -67,6 +67,7 @@ static struct {
     pid_t           next_pid;
     int             next_fd;
     int             fork_fail;     /* fail this many forks */
+    int             listen_fail;   /* listen() returns this when < 0 */
     int             ctl_send_fail; /* fail this many sends */
     hd_sup_timer_t *timers[MAX_TIMERS];
     struct {
@@ -177,6 +178,8 @@ static int
 f_listen(const hd_listen_t *l, const char **what)
 {
     (void) what;
+    if (F.listen_fail < 0)
+        return F.listen_fail;
     logf_("listen %d fd %d;", l->port, F.next_fd);
     F.open_listeners++;
     return F.next_fd++;
@@ -485,6 +488,40 @@ START_TEST(start_forks_each_slot_and_steers_when_ready)
     clear_log();
     ready(1002);
     ck_assert_str_eq(F.log, "");
+}
+END_TEST
+
+START_TEST(start_fails_with_the_listen_error)
+{
+    F.listen_fail = -EADDRINUSE;
+    ck_assert_int_eq(hd_sup_start(), -EADDRINUSE);
+    ck_assert(!logged("fork"));
+}
+END_TEST
+
+START_TEST(every_listen_address_is_steered_on_its_own)
+{
+    write_conf("{\"workers\": 2, \"auth\": {\"allow_anonymous\": true}, "
+               "\"log\": {\"level\": \"error\"}, \"listen\": ["
+               "{\"address\": \"127.0.0.1\", \"port\": 18080},"
+               "{\"address\": \"127.0.0.1\", \"port\": 18081}]}");
+    hd_conf_free(hd_m.conf);
+    hd_m.conf = NULL;
+    {
+        hd_conf_errors_t errs = { 0 };
+        ck_assert_int_eq(hd_conf_load(conf_path, &hd_m.conf, &errs), 0);
+    }
+    start();
+    /* one socket per address per slot: 100, 101 (slot 0); 102, 103 */
+    at("listen 18080 fd 100;listen 18081 fd 101;");
+    at("listen 18080 fd 102;listen 18081 fd 103;");
+    ready(1002);
+    at("steer fd 102 [1];");
+    at("steer fd 103 [1];");
+    clear_log();
+    ready(1001);
+    at("steer fd 102 [0,1];");
+    at("steer fd 103 [0,1];");
 }
 END_TEST
 
@@ -878,6 +915,8 @@ sup_suite(void)
 
     tcase_add_checked_fixture(tc, setup_high, teardown);
     tcase_add_test(tc, start_forks_each_slot_and_steers_when_ready);
+    tcase_add_test(tc, start_fails_with_the_listen_error);
+    tcase_add_test(tc, every_listen_address_is_steered_on_its_own);
     tcase_add_test(tc, crash_respawns_with_doubling_backoff);
     tcase_add_test(tc, a_stable_worker_resets_the_backoff);
     tcase_add_test(tc, fatal_exit_is_not_respawned_until_a_reload);
