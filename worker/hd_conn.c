@@ -21,9 +21,13 @@
 static int
 enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
 {
+    size_t cap = (size_t) hd_w.conf->outq_bytes;
+
     if (c->close_code != 0)
         return 0; /* closing: nothing more goes out */
-    if (!force && c->q_bytes + m->len > (size_t) hd_w.conf->outq_bytes)
+    /* a push or small reply must fit under the cap; a large reply only
+     * needs the queue to be within it before (hd_conn_enqueue_force) */
+    if (force ? c->q_bytes > cap : c->q_bytes + m->len > cap)
         return -ENOBUFS;
     if (c->q_len == c->q_cap) {
         uint32_t   ncap = c->q_cap ? c->q_cap * 2 : 8;
@@ -48,10 +52,10 @@ hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m)
     return enqueue(c, m, false);
 }
 
-void
+int
 hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m)
 {
-    (void) enqueue(c, m, true);
+    return enqueue(c, m, true);
 }
 
 int

@@ -91,8 +91,15 @@ typedef struct hd_conn {
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
  * would pass limits.outbound_queue_bytes: the caller closes the connection. */
 int hd_conn_enqueue(hd_conn_t *c, hd_msg_t *m);
-/* Queue m even past the byte cap (a bounded reply the client asked for). */
-void hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
+/*
+ * Queue a large reply the client asked for (history, recovery): it may
+ * take the queue past the byte cap, since one reply can be larger than
+ * the cap on its own, but only while the queue is within the cap before
+ * it. So a connection holds at most limits.outbound_queue_bytes plus one
+ * reply. Returns 0, or -ENOBUFS when the queue is already over the cap:
+ * the caller closes the connection as a slow consumer.
+ */
+int hd_conn_enqueue_force(hd_conn_t *c, hd_msg_t *m);
 /* Queue a copy of a reply string (one reference). */
 int hd_conn_reply(hd_conn_t *c, const char *s, size_t len);
 /* Have what is queued written before the loop next waits (call after

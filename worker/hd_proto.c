@@ -924,13 +924,40 @@ put_publications(hd_strbuf_t *b, const hd_hist_reply_t *r, uint64_t after,
     return n;
 }
 
+/*
+ * Before building a large reply: a connection whose queue is already past
+ * its byte cap (a client that asks for history or recovery while not
+ * reading) could not take it (hd_conn_enqueue_force()): close it as a
+ * slow consumer now, without building the reply at all. Otherwise size
+ * the text once from what Redis returned, so building it costs one copy
+ * of the reply, not a doubling buffer. True when closed.
+ */
+static bool
+large_reply_start(hd_conn_t *c, hd_strbuf_t *b, const hd_hist_reply_t *r)
+{
+    size_t need = 256;
+
+    if (c->close_code != 0)
+        return true;
+    if (c->q_bytes > (size_t) hd_w.conf->outq_bytes) {
+        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER, "slow consumer");
+        return true;
+    }
+    for (size_t i = 0; r != NULL && i < r->n; i++)
+        need += r->env_len[i] + 32;
+    hd_strbuf_reserve(b, need);
+    return false;
+}
+
 static void
 reply_buf(hd_conn_t *c, hd_strbuf_t *b)
 {
     hd_msg_t *m = hd_msg_new(b->p, b->len);
-    /* a reply is never dropped for the queue's byte cap: it is bounded by
-     * the recovery cap and the client asked for it */
-    hd_conn_enqueue_force(c, m);
+    /* bounded by the recovery cap or the history limit, and the client
+     * asked for it: it may pass the queue's byte cap, but only once (a
+     * client that asks for more while not reading is a slow consumer) */
+    if (hd_conn_enqueue_force(c, m) < 0)
+        hd_conn_close(c, HD_CLOSE_SLOW_CONSUMER, "slow consumer");
     hd_msg_unref(m);
     hd_conn_want_write(c);
 }
@@ -972,6 +999,8 @@ recover_cb(int err, const hd_hist_reply_t *r, void *arg)
         hd_conn_want_write(c);
         return;
     }
+    if (large_reply_start(c, &b, r->status == 1 ? r : NULL))
+        return;
     hd_strbuf_printf(&b,
                      "{\"id\":%lld,\"result\":{\"recovered\":%s,"
                      "\"offset\":%llu,\"epoch\":\"%s\"",
@@ -1054,7 +1083,7 @@ history_cb(int err, const hd_hist_reply_t *r, void *arg)
         send_error(c, true, id, HD_ERR_GONE,
                    "the channel's epoch changed: "
                    "that history is gone");
-    } else {
+    } else if (!large_reply_start(c, &b, r)) {
         hd_strbuf_printf(&b,
                          "{\"id\":%lld,\"result\":{\"offset\":%llu,"
                          "\"epoch\":\"%s\",",

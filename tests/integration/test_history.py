@@ -14,6 +14,8 @@ import random
 import pytest
 import websockets
 
+import harness
+
 from harness import SUBPROTOCOL, Client, pubsub_config, redis_cli, run, token_for
 
 # hist: history large enough for every test here; tiny: a history of 5;
@@ -782,3 +784,66 @@ def test_recover_reply_matched_by_subscription_not_id(hist_herald):
         await close_all([pub, witness])
         assert sorted(acked_a) == list(range(1, 11)) and sorted(acked_b) == [1, 2, 3]
     run(go())
+
+
+def vm_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for %d" % (field, pid))
+
+
+def test_large_replies_count_against_the_queue_cap(make_herald):
+    """History (and recovery) replies count against
+    limits.outbound_queue_bytes like pushes (issue 16 item 1): a client
+    that stops reading and keeps asking for 100 x 60 KB of history is
+    closed as a slow consumer (4000), and its worker's memory (peak RSS
+    from /proc) grows by no more than the cap plus one reply (plus the
+    transient copies of building that reply). Before, every history reply
+    was queued whatever the queue held: 25 requests held ~150 MB."""
+    cap = 1 << 20
+    ns = {"big": {"publish": True, "history_size": 100, "history_ttl_s": 600}}
+    h = make_herald(**history_config(namespaces=ns, workers=1,
+                                     redis={"command_timeout_ms": 60000},
+                                     limits={"outbound_queue_bytes": cap,
+                                             "commands_per_second": 1000,
+                                             "commands_burst": 1000}))
+    ch = "big:h"
+    item = "x" * 60000
+    one_reply = 100 * 60000
+
+    async def go():
+        tok = token_for(h)
+        pub = await open_tclient(h.url, tok)
+        await publish_window(pub, ch, [item] * 100, window=16)
+        await close_all([pub])
+
+    run(go())
+    (pid,) = h.worker_pids().values()
+    from test_hostile import RawWS
+    ws = RawWS.open(h.port, rcvbuf=4096)
+    r = ws.call(1, "connect", {"token": token_for(h)})
+    assert "result" in r, r
+    hwm0 = vm_kb(pid, "VmHWM")
+    # never read again; 25 requests for the whole history
+    ws.send_frame(1, "\n".join(json.dumps({"id": 10 + i, "method": "history",
+                                           "params": {"channel": ch, "limit": 100}})
+                               for i in range(25)))
+    # not reading, the client may never see the close frame: the server's
+    # count of 4000 closes says it was closed as a slow consumer
+    from test_hostile import metric_sum
+    try:
+        harness.wait_until(lambda: metric_sum(h, "herald_disconnects_total", code="4000") == 1,
+                           30, interval=0.2, what='herald_disconnects_total{code="4000"}')
+    except AssertionError:
+        raise AssertionError("not closed as a slow consumer; worker peak RSS grew by %.1f MB"
+                             % ((vm_kb(pid, "VmHWM") - hwm0) / 1e3)) from None
+    grown = (vm_kb(pid, "VmHWM") - hwm0) * 1024
+    # cap + one reply queued, and what building that one reply holds for
+    # a moment: hiredis' input buffer and its parsed reply, and the text
+    # the queued message is copied from (before, it grew without bound)
+    bound = cap + one_reply + 3 * one_reply
+    assert grown <= bound, "worker peak RSS grew by %.1f MB (bound %.1f MB)" % (
+        grown / 1e6, bound / 1e6)
+    ws.close()
