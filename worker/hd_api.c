@@ -557,11 +557,27 @@ hd_api_writeable(struct lws *wsi, hd_conn_t *c)
     unsigned char *body;
     int            rc;
 
-    if (h == NULL || h->resp == NULL)
+    if (h == NULL || h->resp == NULL) {
+        /* draining: the last response is out, the connection can go */
+        if (hd_ws_http_closing(wsi) && !lws_partial_buffered(wsi))
+            return -1;
         return 0;
+    }
     if (lws_add_http_common_headers(wsi, (unsigned int) h->status,
-                                    "application/json", h->resp_len, &p, end)
-        || lws_finalize_write_http_header(wsi, start, &p, end))
+                                    "application/json", h->resp_len, &p, end))
+        return -1;
+    /* A retiring worker answers every request it accepted, and says this
+     * is the connection's last: the client's next request goes to a new
+     * connection, which a serving worker accepts. Closing an idle
+     * keep-alive connection instead races a request on its way. */
+    if (hd_w.draining) {
+        hd_ws_http_set_closing(wsi);
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                         (const unsigned char *) "close", 5, &p,
+                                         end))
+            return -1;
+    }
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     body = hd_malloc(LWS_PRE + h->resp_len);
     memcpy(body + LWS_PRE, h->resp, h->resp_len);
@@ -570,6 +586,10 @@ hd_api_writeable(struct lws *wsi, hd_conn_t *c)
     http_reset(c);
     if (rc < 0)
         return -1;
+    if (hd_ws_http_closing(wsi)) {
+        lws_callback_on_writable(wsi); /* close once it is all out */
+        return 0;
+    }
     if (lws_http_transaction_completed(wsi))
         return -1;
     hd_wsguard_http_done(lws_get_socket_fd(wsi));

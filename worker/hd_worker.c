@@ -234,8 +234,8 @@ drain_done(uint64_t now)
         return true;
     if (now - hd_w.drain_start_ms >= hd_w.drain_window_ms)
         return true;
-    if (hd_w.nconns > 0)
-        return false;
+    if (hd_w.nconns > 0 || hd_w.nhttp > 0)
+        return false; /* HTTP: answer what was asked (hd_api.c) */
     if (!D.keep_accepting)
         return true;
     quiet_since = D.last_accept_ms > hd_w.drain_start_ms ? D.last_accept_ms

@@ -111,6 +111,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
 
     if (c->http != NULL)
         hd_api_closed(c); /* an HTTP request preceded the upgrade */
+    hd_ws_http_gone(wsi);
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
     c->id = ++hd_w.next_conn_id;
@@ -147,6 +148,49 @@ on_established(struct lws *wsi, hd_conn_t *c)
         hd_conn_close(c, HD_CLOSE_TRY_LATER, "overloaded, try again later");
     }
     return 0;
+}
+
+/*
+ * HTTP (API) connections, counted in hd_w.nhttp so that a draining worker
+ * stays until each has had its answer. lws frees and re-zeroes the
+ * per-session data at every keep-alive transaction, so the mark lives in
+ * the wsi's opaque user data, which stays with the connection.
+ */
+static char http_open_mark, http_closing_mark;
+
+static void
+http_opened(struct lws *wsi)
+{
+    if (lws_get_opaque_user_data(wsi) != NULL)
+        return;
+    lws_set_opaque_user_data(wsi, &http_open_mark);
+    hd_w.nhttp++;
+}
+
+bool
+hd_ws_http_closing(struct lws *wsi)
+{
+    return lws_get_opaque_user_data(wsi) == &http_closing_mark;
+}
+
+void
+hd_ws_http_set_closing(struct lws *wsi)
+{
+    if (lws_get_opaque_user_data(wsi) != NULL)
+        lws_set_opaque_user_data(wsi, &http_closing_mark);
+}
+
+void
+hd_ws_http_gone(struct lws *wsi)
+{
+    void *m = lws_get_opaque_user_data(wsi);
+
+    if (m != &http_open_mark && m != &http_closing_mark)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    hd_w.nhttp--;
+    if (hd_w.draining && hd_w.nconns == 0 && hd_w.nhttp == 0)
+        ev_break(hd_w.loop, EVBREAK_ALL); /* drain_done() decides */
 }
 
 static void
@@ -378,6 +422,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
 
     case LWS_CALLBACK_HTTP:
+        http_opened(wsi);
         hd_admit_request(lws_get_socket_fd(wsi));
         if (refuse_proxy_header(wsi))
             return -1;
@@ -395,11 +440,13 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return hd_api_writeable(wsi, c);
     case LWS_CALLBACK_WSI_DESTROY:
         hd_admit_destroyed(wsi);
+        hd_ws_http_gone(wsi);
         break;
 
     case LWS_CALLBACK_CLOSED_HTTP:
         if (c != NULL)
             hd_api_closed(c);
+        hd_ws_http_gone(wsi);
         break;
 
     default:

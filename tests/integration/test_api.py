@@ -363,3 +363,65 @@ def test_api_body_deadline(make_herald):
     assert 0.9 <= closed_after <= 1.0 + 3 * SLACK, closed_after
     wait_until(lambda: metric_sum(h, "herald_api_requests_total", method="publish", result="timeout") == 1,
                5, what="the timeout counted")
+
+
+def test_api_requests_answered_across_replacing_reloads(make_herald):
+    """Publishes at a steady rate on keep-alive connections across several
+    reloads that replace workers: every request gets a response (issue 17
+    item 1). A retiring worker finishes what it accepted, answers with
+    Connection: close, and does not exit while an API connection is open
+    (until its drain window ends)."""
+    import signal
+    import threading
+    import time
+    from harness import SLACK
+    h = make_herald(**pubsub_config(timeouts={"shutdown_ms": 3000}))
+    stop = threading.Event()
+    results = {"ok": 0, "status": [], "lost": []}
+    lock = threading.Lock()
+
+    def publisher(n):
+        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+        i = 0
+        while not stop.is_set():
+            body = json.dumps({"channel": "chat:reload", "data": {"p": n, "i": i}})
+            try:
+                conn.request("POST", "/api/publish", body=body,
+                             headers={"Authorization": "apikey " + API_KEY,
+                                      "Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                with lock:
+                    if resp.status == 200:
+                        results["ok"] += 1
+                    else:
+                        results["status"].append((resp.status, data[:200]))
+            except (OSError, http.client.HTTPException) as e:
+                with lock:
+                    results["lost"].append("%s: %r" % (type(e).__name__, e))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+            i += 1
+            time.sleep(0.02)
+        conn.close()
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(4):
+            time.sleep(0.5)
+            old = set(h.worker_pids().values())
+            h.config["timeouts"]["connect_ms"] = 20000 + k     # a worker-level key
+            h.write_config()
+            h.send_signal(signal.SIGHUP)
+            h.wait_workers({0: None, 1: None}, timeout=15 + h.shutdown_s * SLACK,
+                           what="two new workers", exclude=old)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert results["ok"] > 100, results["ok"]
+    assert not results["lost"], "requests without a response: %r" % results["lost"][:5]
+    assert not results["status"], results["status"][:5]

@@ -58,6 +58,10 @@ typedef struct hd_worker {
     uint64_t drain_total; /* conns at drain start */
     bool     exiting;
 
+    /* open HTTP (API) connections: a draining worker does not exit while
+     * one is open, so every request it accepted gets its answer */
+    uint64_t nhttp;
+
     /* overload guard (hd_overload.c) */
     size_t   queued_bytes; /* outbound queues of every connection */
     bool     overloaded;
@@ -74,6 +78,12 @@ extern hd_worker_t hd_w;
  */
 void hd_overload_start(void);
 void hd_overload_stop(void);
+
+/* hd_ws.c: an HTTP connection is gone (or upgraded): hd_w.nhttp. Whether
+ * to close a connection once its response is out (a draining worker). */
+void hd_ws_http_gone(struct lws *wsi);
+bool hd_ws_http_closing(struct lws *wsi);
+void hd_ws_http_set_closing(struct lws *wsi);
 
 /* hd_ws.c: the heartbeat sweep (a 1 s repeating timer) */
 void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
