@@ -105,6 +105,14 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("redis.heartbeat_ms", redis_heartbeat_ms, 50, 60000, "500",
           RELOAD_WORKER),
+    K_TYPE("redis.sentinel", &hd_conf_type_redis_sentinel, redis_sentinel, 0, 0,
+           NULL, RELOAD_WORKER),
+    K_TYPE("redis.shards", &hd_conf_type_redis_shards, redis_shard_list, 0, 0,
+           NULL, RELOAD_WORKER),
+    K_INT("redis.wait_replicas", redis_wait_replicas, 0, 16, "0",
+          RELOAD_WORKER),
+    K_INT("redis.wait_timeout_ms", redis_wait_timeout_ms, 1, 60000, "500",
+          RELOAD_WORKER),
     K_INT("redis.meta_ttl_s", channel_meta_ttl_s, 60, 31536000, "86400",
           RELOAD_WORKER),
     K_STR("redis.password_file", redis_password_file, 1, PATH_MAX - 1, NULL,
@@ -1007,6 +1015,11 @@ cross_checks(struct load *ld)
         hd_conf_err(ld, "$.cluster.node_ttl_ms",
                     "must be at least twice cluster.heartbeat_ms (%d)",
                     ld->c->cluster_hb_ms);
+
+    int url = key_index("redis.url");
+    if (url >= 0)
+        hd_conf_redis_resolve(ld, ld->state[url] == ST_OK,
+                              ld->state[url] != ST_BAD);
 }
 
 /* A token safe to quote: punctuation, a short number, or a misspelt literal. */
@@ -1219,6 +1232,7 @@ hd_conf_free(hd_conf_t *c)
     for (size_t i = 0; i < c->nwarnings; i++)
         free(c->warnings[i]);
     free(c->warnings);
+    hd_conf_redis_targets_free(c);
     free(c->path);
     free(c);
 }

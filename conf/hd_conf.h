@@ -63,6 +63,30 @@ typedef struct hd_conf_pubkey {
     char *file; /* pem_file, or NULL */
 } hd_conf_pubkey_t;
 
+/*
+ * One Redis server (or Sentinel-managed primary) herald talks to: a shard.
+ * Without redis.shards there is exactly one, from redis.url or
+ * redis.sentinel. Strings are owned by the hd_conf_t.
+ */
+typedef struct hd_redis_target {
+    char *name; /* stable identity: logs, /health, the shard hash */
+    char *host; /* fixed tcp address; NULL for unix or Sentinel */
+    int   port;
+    char *unix_path;
+    char *user;     /* ACL user; NULL = the default user */
+    char *password; /* NULL = no AUTH */
+    int   db;
+    /* Sentinel: master_name != NULL; the primary's address is asked for */
+    char  *master_name;
+    char **sentinel_host;
+    int   *sentinel_port;
+    size_t nsentinels;
+    char  *sentinel_user;
+    char  *sentinel_password;
+} hd_redis_target_t;
+
+#define HD_REDIS_SHARDS_MAX 64
+
 typedef struct hd_conf {
     char *path; /* file it was loaded from */
 
@@ -80,14 +104,23 @@ typedef struct hd_conf {
     /* parsed from redis_url */
     char *redis_host; /* NULL for unix sockets */
     int   redis_port;
-    char *redis_unix_path;          /* NULL for tcp */
-    char *redis_password;           /* NULL if none */
-    int   redis_db;                 /* default 0 */
-    int   redis_connect_timeout_ms; /* redis.connect_timeout_ms, 2000 */
-    int   redis_command_timeout_ms; /* redis.command_timeout_ms, 2000 */
-    int   redis_reconnect_min_ms;   /* redis.reconnect_min_ms, 100 */
-    int   redis_reconnect_max_ms;   /* redis.reconnect_max_ms, 5000 */
-    int   redis_heartbeat_ms;       /* redis.heartbeat_ms, 500 */
+    char *redis_unix_path;               /* NULL for tcp */
+    char *redis_password;                /* NULL if none */
+    char *redis_user;                    /* NULL = default user */
+    int   redis_db;                      /* default 0 */
+    int   redis_connect_timeout_ms;      /* redis.connect_timeout_ms, 2000 */
+    int   redis_command_timeout_ms;      /* redis.command_timeout_ms, 2000 */
+    int   redis_reconnect_min_ms;        /* redis.reconnect_min_ms, 100 */
+    int   redis_reconnect_max_ms;        /* redis.reconnect_max_ms, 5000 */
+    int   redis_heartbeat_ms;            /* redis.heartbeat_ms, 500 */
+    int   redis_wait_replicas;           /* redis.wait_replicas, 0 = no WAIT */
+    int   redis_wait_timeout_ms;         /* redis.wait_timeout_ms, 500 */
+    hd_redis_target_t *redis_sentinel;   /* redis.sentinel; NULL if none */
+    hd_redis_target_t *redis_shard_list; /* redis.shards; NULL if none */
+    size_t             nredis_shard_list;
+    /* resolved after the load: the shards workers connect to (>= 1) */
+    hd_redis_target_t *redis_targets;
+    size_t             nredis_targets;
 
     char *auth_hmac_secret;      /* NULL = none; inline or from the file */
     char *auth_hmac_secret_file; /* auth.hmac_secret_file */

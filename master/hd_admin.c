@@ -391,6 +391,17 @@ unbind_admin(void)
     adm.port = 0;
 }
 
+static void
+set_shards(const hd_conf_t *conf)
+{
+    const char **names = hd_calloc(conf->nredis_targets + 1, sizeof(char *));
+
+    for (size_t i = 0; i < conf->nredis_targets; i++)
+        names[i] = conf->redis_targets[i].name;
+    hd_render_set_shard_names(names, conf->nredis_targets);
+    free(names);
+}
+
 int
 hd_admin_start(struct event_base *base, const hd_conf_t *conf, hd_shm_t *shm)
 {
@@ -425,6 +436,7 @@ hd_admin_start(struct event_base *base, const hd_conf_t *conf, hd_shm_t *shm)
 
     adm.started = true;
     set_token(conf->admin_token);
+    set_shards(conf);
     if (conf->admin_port == 0)
         return 0;
     adm.sock = bind_admin(conf->admin_address, conf->admin_port, true);
@@ -444,6 +456,7 @@ hd_admin_reconfigure(const hd_conf_t *conf)
     if (!adm.started)
         return -EINVAL;
     set_token(conf->admin_token);
+    set_shards(conf);
     if (conf->admin_port == 0) {
         if (adm.sock != NULL)
             hd_log_info("admin server off");

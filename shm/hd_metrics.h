@@ -94,6 +94,7 @@ enum hd_gauge {
     HD_G_SUBSCRIPTIONS,   /* herald_subscriptions */
     HD_G_CHANNELS,        /* herald_channels */
     HD_G_OVERLOADED,      /* herald_overloaded */
+    HD_G_REDIS_SHARDS_DOWN, /* bit i: shard i down (/health; not a metric) */
     HD_G__COUNT
 };
 

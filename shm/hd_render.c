@@ -475,11 +475,40 @@ age(double now, uint64_t start_ns)
     return a > 0 ? a : 0;
 }
 
+/* The Redis shards' names, by index (the bits of HD_G_REDIS_SHARDS_DOWN). */
+static struct {
+    char **name;
+    size_t n;
+} shards;
+
+void
+hd_render_set_shard_names(const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < shards.n; i++)
+        free(shards.name[i]);
+    free(shards.name);
+    shards.name = n ? hd_calloc(n, sizeof(char *)) : NULL;
+    shards.n = n;
+    for (size_t i = 0; i < n; i++)
+        shards.name[i] = hd_strdup(names[i]);
+}
+
+static json_t *
+shards_down_json(int64_t mask)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < shards.n && i < 64; i++)
+        if (mask & ((int64_t) 1 << i))
+            json_array_append_new(a, json_string(shards.name[i]));
+    return a;
+}
+
 int
 hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
 {
     unsigned alive = 0;
     bool     redis_down = false;
+    int64_t  down_mask = 0;
     json_t  *redis = json_array();
     for (size_t k = 0; k < snap->nworkers; k++) {
         const hd_shm_worker_snap_t *w = &snap->w[k];
@@ -491,10 +520,15 @@ hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
          * so the node is degraded even though the connections are fine */
         bool writable = w->gauge[HD_G_REDIS_REFUSING] == 0;
         redis_down |= !up || !writable;
-        json_array_append_new(redis,
-                              json_pack("{s:I,s:b,s:b}", "worker",
-                                        (json_int_t) w->worker_id, "up", up,
-                                        "writable", writable));
+        json_t *jw = json_pack("{s:I,s:b,s:b}", "worker",
+                               (json_int_t) w->worker_id, "up", up, "writable",
+                               writable);
+        if (shards.n > 1 && w->gauge[HD_G_REDIS_SHARDS_DOWN] != 0)
+            json_object_set_new(
+                jw, "shards_down",
+                shards_down_json(w->gauge[HD_G_REDIS_SHARDS_DOWN]));
+        down_mask |= w->gauge[HD_G_REDIS_SHARDS_DOWN];
+        json_array_append_new(redis, jw);
     }
     const char *status = alive == 0                    ? "failing"
         : alive < snap->workers_expected || redis_down ? "degraded"
@@ -504,6 +538,16 @@ hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
                               (json_int_t) snap->workers_expected, "redis", redis,
                               "generation", (json_int_t) snap->generation,
                               "uptime_seconds", age(now, snap->start_ns));
+    if (shards.n > 1) {
+        /* which shard is down: only its channels fail (503) */
+        json_t *js = json_array();
+        for (size_t i = 0; i < shards.n && i < 64; i++)
+            json_array_append_new(js,
+                                  json_pack("{s:s,s:b}", "name", shards.name[i],
+                                            "up",
+                                            !(down_mask & ((int64_t) 1 << i))));
+        json_object_set_new(j, "redis_shards", js);
+    }
     append_json(b, j);
     return strcmp(status, "ok") == 0 ? 200 : 503;
 }

@@ -33,6 +33,9 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
  * is 0, else "ok". Returns the HTTP status: 200 for ok, 503 otherwise.
  */
 int hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now);
+/* The Redis shard names /health reports (redis.shards; copied). With more
+ * than one, /health lists "redis_shards" and each worker's "shards_down". */
+void hd_render_set_shard_names(const char *const *names, size_t n);
 
 /* /stats JSON for people (see docs/metrics.md for the keys). */
 void hd_render_stats(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,

@@ -492,7 +492,12 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
             int64_t v = lds(&s->m.gauge[g]);
             if (g == HD_G_REDIS_REFUSING && stt != HD_SLOT_RUNNING)
                 continue; /* as redis_up: what serves counts */
-            if (g != HD_G_REDIS_UP)
+            if (g == HD_G_REDIS_SHARDS_DOWN) {
+                /* a bit mask: any running process without the shard
+                 * (/health reads it for running workers only) */
+                if (stt == HD_SLOT_RUNNING)
+                    w->gauge[g] |= v;
+            } else if (g != HD_G_REDIS_UP)
                 w->gauge[g] += v;
             else if (stt == HD_SLOT_STARTING)
                 up_start[id] = v < up_start[id] ? v : up_start[id];

@@ -507,7 +507,8 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     }
     if (parse_targets(h, &a, &e) < 0)
         goto fail;
-    if (!hd_redis_cmd_up()) {
+    /* a shard that is down fails only its channels */
+    if (!hd_redis_cmd_up_any()) {
         e.code = HD_ERR_UNAVAILABLE;
         snprintf(e.msg, sizeof(e.msg), "redis unavailable, not published");
         goto fail;

@@ -858,7 +858,9 @@ hd_capi_history_remove(hd_api_call_t *a, json_t *body, const char *tenant)
         const char *argv[4] = { "XTRIM", sk, "MAXLEN", "0" };
         size_t      lens[4] = { 5, (size_t) n, 6, 1 };
         x = ctx_new(a, 0);
-        if (hd_redis_cmd(remove_done, x, 4, argv, lens) < 0) {
+        if (hd_redis_cmd(hd_redis_shard_of(key, key_len), remove_done, x, 4,
+                         argv, lens)
+            < 0) {
             free(x);
             hd_api_fail(a, 503, "redis unavailable, nothing was removed");
         }

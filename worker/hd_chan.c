@@ -92,6 +92,7 @@ hd_chan_get(const char *key, size_t key_len, size_t name_off, const hd_ns_t *ns)
     ch->name = ch->key + name_off;
     ch->name_len = key_len - name_off;
     ch->ns = ns;
+    ch->shard = hd_redis_shard_of(key, key_len);
     ch->hnext = T.tab[ch->hash & (T.cap - 1)];
     T.tab[ch->hash & (T.cap - 1)] = ch;
     T.n++;
@@ -736,7 +737,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     hd_chan_t  *subc[SUB_BATCH], *unsubc[SUB_BATCH];
     int         ns = 0, nu = 0;
     hd_chan_t  *list, *ch, *retry = NULL;
-    bool        up = hd_redis_sub_up();
+    bool        up;
     (void) loop;
     (void) w;
     (void) revents;
@@ -748,6 +749,7 @@ flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
         ch = list;
         list = ch->fnext;
         ch->in_flush = false;
+        up = hd_redis_sub_up_key(ch->key, ch->key_len); /* its shard */
 
         if (ch->nmembers > 0 && ch->rstate == HD_R_NONE) {
             if (!up) {
@@ -817,14 +819,14 @@ idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
     (void) revents; /* flush_cb runs before the poll */
 }
 
-/* The subscriber connection is back: every channel with members is
- * subscribed again, in batches. */
+/* A shard's subscriber connection is back: every channel of it with
+ * members is subscribed again, in batches. */
 void
-hd_chan_redis_up(void)
+hd_chan_redis_up(unsigned shard)
 {
     for (size_t i = 0; i < T.cap; i++)
         for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext)
-            if (ch->nmembers > 0)
+            if (ch->nmembers > 0 && ch->shard == shard)
                 flush_add(ch);
 }
 
@@ -833,12 +835,14 @@ hd_chan_redis_up(void)
  * error; active members learn what they missed once it is back
  * (resync_start). */
 void
-hd_chan_redis_down(void)
+hd_chan_redis_down(unsigned shard)
 {
     for (size_t i = 0; i < T.cap; i++) {
         hd_chan_t *ch = T.tab[i], *next;
         for (; ch != NULL; ch = next) {
             next = ch->hnext;
+            if (ch->shard != shard)
+                continue; /* other shards are unaffected */
             ch->rstate = HD_R_NONE;
             if (ch->npending > 0 && !ch->meta_inflight)
                 fail_pending(ch, HD_ERR_UNAVAILABLE,
@@ -860,11 +864,12 @@ hd_chan_redis_down(void)
  * first) run now.
  */
 void
-hd_chan_cmd_up(void)
+hd_chan_cmd_up(unsigned shard)
 {
     for (size_t i = 0; i < T.cap; i++)
         for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext) {
-            if (ch->rstate != HD_R_SUBSCRIBED || ch->nmembers == 0)
+            if (ch->rstate != HD_R_SUBSCRIBED || ch->nmembers == 0
+                || ch->shard != shard)
                 continue;
             if (ch->resync)
                 resync_start(ch);

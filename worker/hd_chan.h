@@ -54,7 +54,8 @@ typedef struct hd_chan {
     size_t          key_len;
     const char     *name; /* client-visible name, inside key */
     size_t          name_len;
-    const hd_ns_t  *ns; /* namespace options (worker's conf) */
+    const hd_ns_t  *ns;    /* namespace options (worker's conf) */
+    unsigned        shard; /* the Redis shard it lives on (hd_redis.h) */
 
     hd_member_t *members;
     uint32_t     nmembers, members_cap;
@@ -163,10 +164,11 @@ void hd_chan_leave_all(struct hd_conn *conn);
 void hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
                       size_t len);
 
-/* Redis glue: the subscriber connection came up / went down. */
-void hd_chan_redis_up(void);
-void hd_chan_redis_down(void);
-void hd_chan_cmd_up(void);
+/* Redis glue: a shard's subscriber connection came up / went down; its
+ * command connection came up. Only that shard's channels are touched. */
+void hd_chan_redis_up(unsigned shard);
+void hd_chan_redis_down(unsigned shard);
+void hd_chan_cmd_up(unsigned shard);
 void hd_chan_confirmed(const char *key, size_t key_len, bool subscribed);
 
 size_t hd_chan_count(void);

@@ -370,7 +370,8 @@ expected_cb(int err, json_t *instances, void *arg)
     {
         const char *argv[3] = { "PUBLISH", CTL_CHAN, text };
         size_t      lens[3] = { 7, strlen(CTL_CHAN), strlen(text) };
-        if (hd_redis_cmd(publish_cb, (void *) (uintptr_t) c->seq, 3, argv, lens)
+        if (hd_redis_cmd(0, publish_cb, (void *) (uintptr_t) c->seq, 3, argv,
+                         lens)
             < 0) {
             free(text);
             call_fail(c);
@@ -389,7 +390,7 @@ hd_cluster_call(const char *op, json_t *args, hd_call_cb *cb, void *arg)
 {
     call_t *c;
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_shard_cmd_up(0))
         return -1;
     c = hd_calloc(1, sizeof(*c));
     c->seq = ++C.seq;
@@ -479,7 +480,7 @@ got_request(const char *data, size_t len)
     if (text != NULL) {
         const char *argv[3] = { "PUBLISH", reply, text };
         size_t      lens[3] = { 7, strlen(reply), strlen(text) };
-        if (hd_redis_cmd(reply_sent_cb, NULL, 3, argv, lens) < 0)
+        if (hd_redis_cmd(0, reply_sent_cb, NULL, 3, argv, lens) < 0)
             hd_log_warn("cannot answer a control request: redis down");
         free(text);
     }
@@ -568,7 +569,7 @@ hd_cluster_shutdown(void)
     C.started = false;
     ev_ref(hd_w.loop);
     ev_timer_stop(hd_w.loop, &C.beat_w);
-    if (C.ctl_ready && hd_redis_cmd_up()) {
+    if (C.ctl_ready && hd_redis_shard_cmd_up(0)) {
         /* leave now rather than at the ttl, so that calls during a
          * rolling restart are not reported partial; wait a moment for
          * the reply (beat_cb breaks the loop), never long */

@@ -737,7 +737,8 @@ m_subscribe(cmd_t *cmd)
                     hd_w.conf->max_subscriptions);
         return;
     }
-    if (!hd_redis_sub_up() || !hd_redis_cmd_up()) {
+    if (!hd_redis_sub_up_key(key, key_len)
+        || !hd_redis_cmd_up_key(key, key_len)) {
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
         return;
     }

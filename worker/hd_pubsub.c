@@ -34,17 +34,29 @@
  *
  * Common ARGV prefix of every script: [1] a fresh epoch to use if a new one
  * is needed, [2] the TTL for the meta (s), [3] history size (0 = none).
+ *
+ * The last ARGV of every script is the primary's replication id, or "".
+ * Under Sentinel without redis.wait_replicas, a failover can lose
+ * acknowledged writes, and the new primary would hand out their offsets
+ * again for other data: so a channel whose meta was last written under
+ * another replication id (field r) starts a new epoch, and subscribers
+ * learn of the loss (recovered: false, gap) instead of missing it.
  */
 #define META_LUA                                                               \
     "local hs = tonumber(ARGV[3])\n"                                           \
+    "local rid = ARGV[#ARGV]\n"                                                \
     "local e = redis.call('HGET', KEYS[1], 'e')\n"                             \
     "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n"              \
     "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) " \
-    "then\n"                                                                   \
+    "or (rid ~= '' and redis.call('HGET', KEYS[1], 'r') ~= rid) then\n"        \
     "  e = ARGV[1]\n"                                                          \
     "  o = 0\n"                                                                \
     "  redis.call('DEL', KEYS[2])\n"                                           \
     "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
+    "  if rid ~= '' then\n"                                                    \
+    "    redis.call('HSET', KEYS[1], 'r', rid)\n"                              \
+    "    redis.call('DEL', KEYS[2])\n"                                         \
+    "  end\n"                                                                  \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
@@ -141,6 +153,10 @@ typedef struct call {
     size_t     *lens;
     bool        retried; /* EVAL after NOSCRIPT */
     bool        publish;
+    unsigned    shard; /* of the channel's key (hd_redis_shard_of) */
+    /* redis.wait_replicas: the script's answer, kept for after the WAIT */
+    uint64_t offset;
+    char    *epoch;
 } call_t;
 
 static void
@@ -174,12 +190,12 @@ load_cb(redisReply *r, const char *err, void *arg)
  * operation, so a publisher's commands are never reordered by a retry.
  */
 void
-hd_pubsub_cmd_up(void)
+hd_pubsub_cmd_up(unsigned shard)
 {
     for (size_t i = 0; i < sizeof(s_all) / sizeof(s_all[0]); i++) {
         const char *argv[3] = { "SCRIPT", "LOAD", s_all[i]->body };
         size_t      lens[3] = { 6, 4, strlen(s_all[i]->body) };
-        (void) hd_redis_cmd(load_cb, NULL, 3, argv, lens);
+        (void) hd_redis_cmd(shard, load_cb, NULL, 3, argv, lens);
     }
 }
 
@@ -226,10 +242,12 @@ call_free(call_t *c)
         free(c->argv[i]);
     free(c->argv);
     free(c->lens);
+    free(c->epoch);
     free(c);
 }
 
 static int call_send(call_t *c);
+static int wait_replicas(call_t *c, redisReply *r);
 
 static void
 fail(call_t *c, int err)
@@ -315,6 +333,7 @@ err_kind(const char *s)
 #define WRITECHECK_KEY   "{herald|}:writecheck"
 
 static bool     refusing;
+static unsigned refusing_shard; /* the shard that refused (write check) */
 static ev_timer refusing_w;
 
 static void set_refusing(bool on);
@@ -339,8 +358,8 @@ refusing_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
     for (int i = 0; i < 5; i++)
         lens[i] = strlen(argv[i]);
-    if (hd_redis_cmd_up())
-        (void) hd_redis_cmd(writecheck_cb, NULL, 5, argv, lens);
+    if (hd_redis_shard_cmd_up(refusing_shard))
+        (void) hd_redis_cmd(refusing_shard, writecheck_cb, NULL, 5, argv, lens);
 }
 
 static void
@@ -387,8 +406,10 @@ script_cb(redisReply *r, const char *err, void *arg)
                                                    : "history",
                      r->str);
         /* every script may write (meta, epoch, TTLs) */
-        if (k == HD_RERR_OOM || k == HD_RERR_READONLY)
+        if (k == HD_RERR_OOM || k == HD_RERR_READONLY) {
+            refusing_shard = c->shard;
             set_refusing(true);
+        }
         cur_err = r->str;
         fail(c,
              k == HD_RERR_LOADING || k == HD_RERR_BUSY || k == HD_RERR_READONLY
@@ -423,11 +444,63 @@ script_cb(redisReply *r, const char *err, void *arg)
             set_refusing(false);
         if (c->publish && !cur_dup)
             hd_ctr_inc(HD_C_MSG_PUBLISHED);
+        if (c->publish && hd_w.conf->redis_wait_replicas > 0
+            && wait_replicas(c, r) == 0)
+            return; /* wait_cb acknowledges */
         c->cb(0, (uint64_t) r->element[0]->integer, r->element[1]->str, c->arg);
         cur_dup = false;
     }
     (void) err;
     call_free(c);
+}
+
+static void
+wait_cb(redisReply *r, const char *err, void *arg)
+{
+    call_t   *c = arg;
+    long long want = hd_w.conf->redis_wait_replicas;
+    (void) err;
+
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= want) {
+        c->cb(0, c->offset, c->epoch, c->arg);
+    } else {
+        /* published (live subscribers may have it) but not known to be
+         * on enough replicas to survive a failover: not acknowledged */
+        hd_log_warn("redis WAIT: %lld of %lld replicas acknowledged in "
+                    "%d ms; publish not acknowledged",
+                    r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer
+                                                                : -1LL,
+                    want, hd_w.conf->redis_wait_timeout_ms);
+        c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
+    }
+    call_free(c);
+}
+
+/*
+ * redis.wait_replicas: hold the acknowledgement until that many replicas
+ * have the write (WAIT on the same connection: it covers every write sent
+ * before it). 0: c now belongs to wait_cb; -1: the connection is gone, the
+ * caller fails the publish.
+ */
+static int
+wait_replicas(call_t *c, redisReply *r)
+{
+    char        n[16], ms[16];
+    const char *argv[3] = { "WAIT", n, ms };
+    size_t      lens[3];
+
+    snprintf(n, sizeof(n), "%d", hd_w.conf->redis_wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", hd_w.conf->redis_wait_timeout_ms);
+    lens[0] = 4;
+    lens[1] = strlen(n);
+    lens[2] = strlen(ms);
+    c->offset = (uint64_t) r->element[0]->integer;
+    c->epoch = hd_strdup(r->element[1]->str);
+    if (hd_redis_cmd(c->shard, wait_cb, c, 3, argv, lens) == 0)
+        return 0;
+    c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
+    call_free(c);
+    return 0;
 }
 
 static int
@@ -440,8 +513,8 @@ call_send(call_t *c)
     c->argv[1] = hd_strdup(c->retried ? c->script->body : c->script->sha);
     c->lens[0] = strlen(c->argv[0]);
     c->lens[1] = strlen(c->argv[1]);
-    return hd_redis_cmd(script_cb, c, c->argc, (const char **) c->argv,
-                        c->lens);
+    return hd_redis_cmd(c->shard, script_cb, c, c->argc,
+                        (const char **) c->argv, c->lens);
 }
 
 /* argv: the script's KEYS then ARGV (nkeys of them keys), copied. */
@@ -459,9 +532,15 @@ run_script(script_t *s, bool publish, int nargs, const char **args,
     c->hcb = hcb;
     c->arg = arg;
     c->publish = publish;
-    c->argc = 3 + nargs;
+    /* KEYS[1] is always "{<key>}:meta" (common()): the channel's shard */
+    c->shard = hd_redis_shard_of(args[0] + 1, lens[0] - 7);
+    c->argc = 3 + nargs + 1; /* + the replication id (META_LUA) */
     c->argv = hd_calloc((size_t) c->argc, sizeof(char *));
     c->lens = hd_calloc((size_t) c->argc, sizeof(size_t));
+    c->argv[c->argc - 1] = hd_strdup(hd_w.conf->redis_wait_replicas > 0
+                                         ? ""
+                                         : hd_redis_shard_replid(c->shard));
+    c->lens[c->argc - 1] = strlen(c->argv[c->argc - 1]);
     snprintf(nk, sizeof(nk), "%d", nkeys);
     c->argv[2] = hd_strdup(nk);
     c->lens[2] = strlen(nk);
@@ -527,7 +606,7 @@ hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
     size_t        lens[12];
     int           n;
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up_key(key, key_len))
         return -ENOTCONN;
     if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
         return rc;
@@ -570,7 +649,7 @@ hd_pubsub_meta(const hd_ns_t *ns, const char *key, size_t key_len,
     const char   *args[5];
     size_t        lens[5];
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up_key(key, key_len))
         return -ENOTCONN;
     if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
         return rc;
@@ -588,7 +667,7 @@ hd_pubsub_recover(const hd_ns_t *ns, const char *key, size_t key_len,
     const char   *args[8];
     size_t        lens[8];
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up_key(key, key_len))
         return -ENOTCONN;
     if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
         return rc;
@@ -614,7 +693,7 @@ hd_pubsub_history(const hd_ns_t *ns, const char *key, size_t key_len,
     const char   *args[8];
     size_t        lens[8];
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_cmd_up_key(key, key_len))
         return -ENOTCONN;
     if ((rc = common(&ca, ns, key, key_len, args, lens)) < 0)
         return rc;

@@ -57,7 +57,8 @@ send_run(run_t *r)
     r->argv[1] = hd_strdup(r->retried ? r->s->body : r->s->sha);
     r->lens[0] = strlen(r->argv[0]);
     r->lens[1] = strlen(r->argv[1]);
-    return hd_redis_cmd(run_cb, r, r->argc, (const char **) r->argv, r->lens);
+    return hd_redis_cmd(0, run_cb, r, r->argc, (const char **) r->argv,
+                        r->lens);
 }
 
 int
@@ -68,7 +69,7 @@ hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
     char   nk[16];
     int    rc;
 
-    if (!hd_redis_cmd_up())
+    if (!hd_redis_shard_cmd_up(0))
         return -ENOTCONN;
     if (s->sha[0] == '\0') {
         unsigned char md[SHA_DIGEST_LENGTH];

@@ -4,6 +4,9 @@
  * whose order against other commands does not matter (the publish path
  * has its own loader in hd_pubsub.c for that reason).
  *
+ * They run on shard 0 (with redis.shards, the first shard holds herald's
+ * own keys: the node registry).
+ *
  * Ownership: the arguments are copied; the reply passed to cb is valid
  * only during the callback.
  */

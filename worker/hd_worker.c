@@ -79,25 +79,28 @@ ready_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* lws writes its own log lines; route them through ours */
 static void
-worker_cmd_up(void)
+worker_cmd_up(unsigned shard)
 {
-    hd_pubsub_cmd_up(); /* scripts first: they are pipelined ahead */
-    hd_chan_cmd_up();
-    hd_cluster_cmd_up();
+    hd_pubsub_cmd_up(shard); /* scripts first: they are pipelined ahead */
+    hd_chan_cmd_up(shard);
+    if (shard == 0) /* the node registry and control channel live there */
+        hd_cluster_cmd_up();
 }
 
 static void
-worker_sub_up(void)
+worker_sub_up(unsigned shard)
 {
-    hd_cluster_sub_up();
-    hd_chan_redis_up();
+    if (shard == 0)
+        hd_cluster_sub_up();
+    hd_chan_redis_up(shard);
 }
 
 static void
-worker_sub_down(void)
+worker_sub_down(unsigned shard)
 {
-    hd_cluster_sub_down();
-    hd_chan_redis_down();
+    if (shard == 0)
+        hd_cluster_sub_down();
+    hd_chan_redis_down(shard);
 }
 
 /* Control channels first: they are few and never client channels. */

@@ -111,6 +111,13 @@ extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */
 extern const struct ktype hd_conf_type_origins;    /* hd_conf_ns.c */
 extern const struct ktype hd_conf_type_listen;     /* hd_conf_listen.c */
 extern const struct ktype hd_conf_type_trusted;    /* hd_conf_listen.c */
+extern const struct ktype hd_conf_type_redis_sentinel; /* hd_conf_redis.c */
+extern const struct ktype hd_conf_type_redis_shards;   /* hd_conf_redis.c */
+
+/* hd_conf_redis.c: build c->redis_targets once the walk is done (url_given:
+ * redis.url was in the file; url_ok: it was valid) */
+void hd_conf_redis_resolve(struct load *ld, bool url_given, bool url_ok);
+void hd_conf_redis_targets_free(hd_conf_t *c);
 
 /* NULL when s is an IPv4 or IPv6 literal, else why not. */
 const char *hd_conf_check_ip(const char *s);

@@ -299,24 +299,34 @@ START_TEST(test_namespaces)
 }
 END_TEST
 
-/* full.json sets every key in the table, so it really tests them all. */
+/* full.json sets every key in the table, so it really tests them all;
+ * the keys that exclude redis.url (redis.sentinel, redis.shards,
+ * redis.password_file) are in full_alt.json, loaded by the tests below. */
 START_TEST(test_full_json_sets_every_key)
 {
     char   *text = read_all(HD_CONF_TEST_DIR "/full.json");
+    char   *alt = read_all(HD_CONF_TEST_DIR "/full_alt.json");
     json_t *root = json_loads(text, 0, NULL);
+    json_t *aroot = json_loads(alt, 0, NULL);
 
     ck_assert_ptr_nonnull(root);
+    ck_assert_ptr_nonnull(aroot);
     for (size_t i = 0; i < NKEYS; i++) {
         char   *p = hd_strdup(keys[i].path), *save = NULL;
-        json_t *v = root;
+        json_t *v = root, *a = aroot;
         for (char *seg = strtok_r(p, ".", &save); seg != NULL;
-             seg = strtok_r(NULL, ".", &save))
+             seg = strtok_r(NULL, ".", &save)) {
             v = v ? json_object_get(v, seg) : NULL;
-        ck_assert_msg(v != NULL, "full.json does not set %s", keys[i].path);
+            a = a ? json_object_get(a, seg) : NULL;
+        }
+        ck_assert_msg(v != NULL || a != NULL, "full.json does not set %s",
+                      keys[i].path);
         free(p);
     }
     json_decref(root);
+    json_decref(aroot);
     free(text);
+    free(alt);
 }
 END_TEST
 
@@ -689,6 +699,166 @@ START_TEST(test_redis_good)
 }
 END_TEST
 
+/* ---- redis: ACL users, password files, Sentinel, shards ---------------- */
+
+static char *
+tmp_secret(const char *content)
+{
+    char path[] = "/tmp/hd_conf_pw_XXXXXX";
+    int  fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, content, strlen(content)),
+                     (ssize_t) strlen(content));
+    close(fd);
+    return hd_strdup(path);
+}
+
+START_TEST(test_redis_targets)
+{
+    hd_conf_t *c;
+
+    /* one target from redis.url, with the ACL user */
+    c = load_ok("{" AUTH ", \"redis\": {\"url\": "
+                "\"redis://herald:p%40ss@h:7000/3\"}}");
+    ck_assert_uint_eq(c->nredis_targets, 1);
+    ck_assert_str_eq(c->redis_targets[0].name, "h:7000/3");
+    ck_assert_str_eq(c->redis_targets[0].user, "herald");
+    ck_assert_str_eq(c->redis_targets[0].password, "p@ss");
+    ck_assert_int_eq(c->redis_targets[0].db, 3);
+    hd_conf_free(c);
+    /* "default" and an empty user are the default user */
+    c = load_ok("{" AUTH ", \"redis\": {\"url\": \"redis://default:pw@h\"}}");
+    ck_assert_ptr_null(c->redis_targets[0].user);
+    ck_assert_str_eq(c->redis_targets[0].password, "pw");
+    hd_conf_free(c);
+    /* the default URL */
+    c = load_ok("{" AUTH "}");
+    ck_assert_uint_eq(c->nredis_targets, 1);
+    ck_assert_str_eq(c->redis_targets[0].name, "127.0.0.1:6379");
+    ck_assert_ptr_null(c->redis_targets[0].password);
+    hd_conf_free(c);
+
+    /* redis.password_file (read by the secret-file rows): the ACL user
+     * from the URL, the password from the file */
+    char *f = tmp_secret("from-a-file\n");
+    char *json = hd_asprintf("{" AUTH ", \"redis\": {\"url\": "
+                             "\"redis://herald:@h\", \"password_file\": "
+                             "\"%s\"}}",
+                             f);
+    c = load_ok(json);
+    ck_assert_str_eq(c->redis_targets[0].user, "herald");
+    ck_assert_str_eq(c->redis_targets[0].password, "from-a-file");
+    hd_conf_free(c);
+    free(json);
+    /* it goes with redis.url only */
+    json = hd_asprintf("{" AUTH ", \"redis\": {\"password_file\": \"%s\", "
+                       "\"sentinel\": {\"master_name\": \"m\", "
+                       "\"addresses\": [\"h\"]}}}",
+                       f);
+    expect_error(json,
+                 "t.json: $.redis.password_file: goes with redis.url "
+                 "only (redis.sentinel and redis.shards take their "
+                 "own password_file)");
+    free(json);
+    unlink(f);
+    free(f);
+    /* a shard's password_file */
+    f = tmp_secret("shard-pw\r\n");
+    json = hd_asprintf("{" AUTH ", \"redis\": {\"shards\": [{\"url\": "
+                       "\"redis://u:@h1\", \"password_file\": \"%s\"}, "
+                       "{\"url\": \"redis://h2\"}]}}",
+                       f);
+    c = load_ok(json);
+    ck_assert_str_eq(c->redis_targets[0].password, "shard-pw");
+    ck_assert_ptr_null(c->redis_targets[1].password);
+    hd_conf_free(c);
+    free(json);
+    unlink(f);
+    free(f);
+
+    /* Sentinel */
+    c = load_ok("{" AUTH ", \"redis\": {\"sentinel\": {\"master_name\": "
+                "\"mymaster\", \"addresses\": [\"127.0.0.1:26380\", "
+                "\"[::1]\"], \"username\": \"u\", \"password\": \"p\", "
+                "\"sentinel_password\": \"sp\", \"db\": 2}}}");
+    ck_assert_uint_eq(c->nredis_targets, 1);
+    hd_redis_target_t *t = &c->redis_targets[0];
+    ck_assert_str_eq(t->name, "sentinel:mymaster");
+    ck_assert_str_eq(t->master_name, "mymaster");
+    ck_assert_uint_eq(t->nsentinels, 2);
+    ck_assert_str_eq(t->sentinel_host[0], "127.0.0.1");
+    ck_assert_int_eq(t->sentinel_port[0], 26380);
+    ck_assert_str_eq(t->sentinel_host[1], "::1");
+    ck_assert_int_eq(t->sentinel_port[1], 26379);
+    ck_assert_str_eq(t->user, "u");
+    ck_assert_str_eq(t->password, "p");
+    ck_assert_str_eq(t->sentinel_password, "sp");
+    ck_assert_ptr_null(t->sentinel_user);
+    ck_assert_int_eq(t->db, 2);
+    ck_assert_ptr_null(t->host);
+    hd_conf_free(c);
+    expect_error("{" AUTH ", \"redis\": {\"sentinel\": {\"addresses\": "
+                 "[\"h\"]}}}",
+                 "t.json: $.redis.sentinel: master_name is required");
+    expect_error("{" AUTH ", \"redis\": {\"sentinel\": {\"master_name\": "
+                 "\"m\", \"addresses\": []}}}",
+                 "t.json: $.redis.sentinel.addresses: expected an array of 1 "
+                 "to 16 \"host:port\"");
+    expect_error("{" AUTH ", \"redis\": {\"sentinel\": {\"master_name\": "
+                 "\"m\", \"addresses\": [\"h:0\"]}}}",
+                 "t.json: $.redis.sentinel.addresses[0]: port must be an "
+                 "integer between 1 and 65535");
+    expect_error("{" AUTH ", \"redis\": {\"sentinel\": {\"master_name\": "
+                 "\"m\", \"addresses\": [\"h\"], \"pasword\": \"x\"}}}",
+                 "t.json: $.redis.sentinel.pasword: unknown key");
+
+    /* shards */
+    c = load_ok("{" AUTH ", \"redis\": {\"shards\": ["
+                "{\"url\": \"redis://127.0.0.1:7001\"},"
+                "{\"url\": \"redis://u:pw@127.0.0.1:7002/1\"},"
+                "{\"sentinel\": {\"master_name\": \"s3\", \"addresses\": "
+                "[\"127.0.0.1:26379\"]}}]}}");
+    ck_assert_uint_eq(c->nredis_targets, 3);
+    ck_assert_str_eq(c->redis_targets[0].name, "127.0.0.1:7001");
+    ck_assert_str_eq(c->redis_targets[1].name, "127.0.0.1:7002/1");
+    ck_assert_str_eq(c->redis_targets[1].user, "u");
+    ck_assert_str_eq(c->redis_targets[2].name, "sentinel:s3");
+    hd_conf_free(c);
+    expect_error("{" AUTH ", \"redis\": {\"shards\": ["
+                 "{\"url\": \"redis://127.0.0.1:7001\"},"
+                 "{\"url\": \"redis://127.0.0.1:7001/\"}]}}",
+                 "t.json: $.redis.shards[1]: the same server as shard 0");
+    expect_error("{" AUTH ", \"redis\": {\"shards\": []}}",
+                 "t.json: $.redis.shards: expected an array of 1 to 64 "
+                 "shards");
+    expect_error("{" AUTH ", \"redis\": {\"shards\": [{\"url\": "
+                 "\"rediss://h\"}]}}",
+                 "t.json: $.redis.shards[0].url: invalid Redis URL: TLS "
+                 "(rediss://) is not supported by this hiredis: run a "
+                 "stunnel client next to herald and point redis.url at it "
+                 "(deploy/stunnel/, docs/operations.md \"Redis over TLS\")");
+    expect_error("{" AUTH ", \"redis\": {\"url\": \"redis://h\", \"shards\": "
+                 "[{\"url\": \"redis://h2\"}]}}",
+                 "t.json: $.redis: give one of redis.url, redis.sentinel "
+                 "and redis.shards");
+    /* WAIT must give up before the command timeout tears the link down */
+    expect_error("{" AUTH ", \"redis\": {\"wait_replicas\": 1, "
+                 "\"wait_timeout_ms\": 2000, \"command_timeout_ms\": 2000}}",
+                 "t.json: $.redis.wait_timeout_ms: must be less than "
+                 "redis.command_timeout_ms (2000)");
+    /* a reload that changes the shard list replaces the workers */
+    hd_conf_t *a = load_ok("{" AUTH ", \"redis\": {\"shards\": [{\"url\": "
+                           "\"redis://h1\"}]}}");
+    hd_conf_t *b = load_ok("{" AUTH ", \"redis\": {\"shards\": [{\"url\": "
+                           "\"redis://h1\"}, {\"url\": \"redis://h2\"}]}}");
+    ck_assert(hd_conf_worker_changed(a, b));
+    ck_assert(!hd_conf_worker_changed(a, a));
+    hd_conf_free(a);
+    hd_conf_free(b);
+}
+END_TEST
+
 #define PW "hunter2-redis-pw"
 
 START_TEST(test_redis_bad)
@@ -698,7 +868,10 @@ START_TEST(test_redis_bad)
     } bad[] = {
         { "", "must start with redis:// or unix://" },
         { "http://host", "must start with redis:// or unix://" },
-        { "rediss://:" PW "@host", "TLS (rediss://) is not supported" },
+        { "rediss://:" PW "@host",
+          "TLS (rediss://) is not supported by this hiredis: run a stunnel "
+          "client next to herald and point redis.url at it (deploy/stunnel/, "
+          "docs/operations.md \"Redis over TLS\")" },
         { "redis://", "missing host" },
         { "redis://:" PW "@", "missing host" },
         { "redis://:" PW "@:6379", "missing host" },
@@ -1181,6 +1354,12 @@ mutate(hd_conf_t *c, const struct key *k)
         c->workers += 1;
     } else if (k->type == &hd_conf_type_redis) {
         c->redis_port += 1;
+    } else if (k->type == &hd_conf_type_redis_sentinel) {
+        ck_assert_ptr_null(c->redis_sentinel);
+        c->redis_sentinel = hd_calloc(1, sizeof(*c->redis_sentinel));
+    } else if (k->type == &hd_conf_type_redis_shards) {
+        c->redis_shard_list = hd_calloc(1, sizeof(*c->redis_shard_list));
+        c->nredis_shard_list = 1;
     } else if (k->type == &hd_conf_type_origins) {
         c->allowed_origins = hd_realloc(
             c->allowed_origins, (c->nallowed_origins + 2) * sizeof(char *));
@@ -1506,6 +1685,7 @@ conf_suite(void)
     tcase_add_test(tc, test_addresses);
     tcase_add_test(tc, test_redis_good);
     tcase_add_test(tc, test_redis_bad);
+    tcase_add_test(tc, test_redis_targets);
     tcase_add_test(tc, test_secret_lengths);
     tcase_add_test(tc, test_missing_secret);
     tcase_add_test(tc, test_no_secret_in_errors);

