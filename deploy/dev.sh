@@ -37,7 +37,7 @@ PACKAGES=(
     libhiredis-dev libjansson-dev libssl-dev check
     redis-server python3-pytest python3-websockets prometheus
     libclang-rt-14-dev clang-format
-    nginx haproxy systemd openssl python3-yaml
+    nginx haproxy systemd openssl python3-yaml redis-sentinel stunnel4
     chromium
     libcurl4-openssl-dev python3-cryptography gcovr
 )

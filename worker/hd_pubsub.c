@@ -53,10 +53,7 @@
     "  o = 0\n"                                                                \
     "  redis.call('DEL', KEYS[2])\n"                                           \
     "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
-    "  if rid ~= '' then\n"                                                    \
-    "    redis.call('HSET', KEYS[1], 'r', rid)\n"                              \
-    "    redis.call('DEL', KEYS[2])\n"                                         \
-    "  end\n"                                                                  \
+    "  if rid ~= '' then redis.call('HSET', KEYS[1], 'r', rid) end\n"          \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history

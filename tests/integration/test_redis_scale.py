@@ -32,10 +32,11 @@ NAMESPACES = {
 ACL_PASSWORD = "acl-pass-0123456789"
 
 # The rule docs/operations.md gives ("Redis ACL user"), word for word.
-ACL_RULE = ("on >{pw} resetkeys ~{{herald|* resetchannels &herald|* &herald#* "
-            "-@all +evalsha +eval +script|load +publish +subscribe "
-            "+unsubscribe +ping +hget +hset +hincrby +exists +expire +del "
-            "+xadd +xrange +xrevrange +select +wait +info")
+ACL_RULE = ("on >{pw} resetkeys ~{{herald|* ~herald#* resetchannels &herald|* "
+            "&herald#* -@all +evalsha +eval +script|load +publish +subscribe "
+            "+unsubscribe +ping +time +hget +hset +hdel +hmget +hincrby "
+            "+exists +expire +del +xadd +xrange +xrevrange +zadd +zrem "
+            "+zrangebyscore +select +wait +info")
 
 
 def scale_config(**over):
@@ -147,8 +148,10 @@ def test_acl_wrong_password_is_degraded_not_silent(make_herald, tmp_path, redis_
                "password_file": str(pwfile)}))
     h.start()
     h.find_log(lambda l: "AUTH/SELECT failed" in l.get("msg", ""), what="AUTH failure")
+    # once the workers serve (they wait a moment for Redis first)
+    wait_until(lambda: health(h)[1]["status"] == "degraded", 10, what="degraded")
     status, body = health(h)
-    assert status == 503 and body["status"] == "degraded", body
+    assert status == 503 and not any(w["up"] for w in body["redis"]), body
     assert "not-the-password" not in h.log_text()
     status, body = api_request(h.port, "/api/publish",
                                {"channel": "nohist:x", "data": 1}, key=API_KEY)
@@ -402,3 +405,94 @@ def test_shards_spread_and_isolate(make_herald, tmp_path):
     finally:
         for s in shards:
             s.stop()
+
+
+# --------------------------------------------------------------------------
+# TLS through the stunnel recipe
+
+DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "stunnel")
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True,
+                   timeout=60)
+
+
+def stunnel_conf(path, accept_port, redis_port, ca):
+    """deploy/stunnel/herald-redis.conf with this test's ports, CA and host
+    name: the shipped file is what runs."""
+    out = []
+    for line in open(os.path.join(DEPLOY, "herald-redis.conf")):
+        key = line.split("=")[0].strip()
+        if key == "accept":
+            line = "accept = 127.0.0.1:%d\n" % accept_port
+        elif key == "connect":
+            line = "connect = 127.0.0.1:%d\n" % redis_port
+        elif key == "CAfile":
+            line = "CAfile = %s\n" % ca
+        elif key == "checkHost":
+            line = "checkHost = localhost\n"
+        out.append(line)
+    with open(path, "w") as f:
+        f.writelines(out)
+
+
+def test_tls_only_redis_through_stunnel(make_herald, tmp_path):
+    if shutil.which("stunnel4") is None:
+        pytest.fail("stunnel4 not on PATH (apt-get install stunnel4)")
+    d = str(tmp_path / "tls")
+    os.makedirs(d)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "2", "-subj", "/CN=herald test CA", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+            "-subj", "/CN=localhost", cwd=d)
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext", cwd=d)
+    tls_port = free_port()
+    # TLS only (--port 0), a password, no client certificates
+    srv = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(tls_port), "--bind", "127.0.0.1",
+         "--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key",
+         "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no",
+         "--requirepass", "tls-redis-pw", "--save", "", "--appendonly", "no", "--dir", d],
+        cwd=d, stdout=open(os.path.join(d, "redis.log"), "ab"), stderr=subprocess.STDOUT)
+    accept = free_port()
+    conf = os.path.join(d, "stunnel.conf")
+    stunnel_conf(conf, accept, tls_port, os.path.join(d, "ca.pem"))
+    tun = subprocess.Popen(["stunnel4", conf], cwd=d,
+                           stdout=open(os.path.join(d, "stunnel.log"), "ab"),
+                           stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "PONG" in redis_cli(accept, "-a", "tls-redis-pw", "--no-auth-warning",
+                                               "PING"),
+                   15, what="Redis answering through stunnel")
+        # plain text straight to the TLS port gets nowhere
+        assert "PONG" not in redis_cli(tls_port, "-a", "tls-redis-pw", "--no-auth-warning",
+                                       "PING", timeout=5)
+        pwfile = tmp_path / "pw"
+        pwfile.write_text("tls-redis-pw\n")
+        h = make_herald(start=False, **scale_config(
+            redis={"url": "redis://127.0.0.1:%d" % accept, "password_file": str(pwfile)}))
+        h.start()
+        tok = token_for(h, sub="u1")
+
+        async def go():
+            sub = await open_tclient(h.url, tok)
+            pub = await open_tclient(h.url, tok)
+            await subscribed(sub, "hist:tls")
+            for i in range(3):
+                assert "result" in await pub.publish("hist:tls", i)
+            pubs = await sub.wait_pubs("hist:tls", 3)
+            assert [p["data"] for p in pubs] == [0, 1, 2]
+            await close_all([sub, pub])
+
+        run(go())
+        status, body = health(h)
+        assert status == 200, body
+    finally:
+        tun.terminate()
+        tun.wait(5)
+        srv.terminate()
+        srv.wait(5)
