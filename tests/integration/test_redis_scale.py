@@ -36,7 +36,7 @@ ACL_RULE = ("on >{pw} resetkeys ~{{herald|* ~herald#* resetchannels &herald|* "
             "&herald#* -@all +evalsha +eval +script|load +publish +subscribe "
             "+unsubscribe +ping +time +hget +hset +hdel +hmget +hincrby "
             "+exists +expire +del +xadd +xrange +xrevrange +zadd +zrem "
-            "+zrangebyscore +select +wait +info")
+            "+zrangebyscore +set +select +wait +info")
 
 
 def scale_config(**over):
