@@ -88,12 +88,12 @@ enum hd_redis_err_kind {
 };
 
 enum hd_gauge {
-    HD_G_CONNECTIONS = 0, /* herald_connections */
-    HD_G_REDIS_UP,        /* herald_redis_up */
-    HD_G_REDIS_REFUSING,  /* herald_redis_refusing_writes */
-    HD_G_SUBSCRIPTIONS,   /* herald_subscriptions */
-    HD_G_CHANNELS,        /* herald_channels */
-    HD_G_OVERLOADED,      /* herald_overloaded */
+    HD_G_CONNECTIONS = 0,   /* herald_connections */
+    HD_G_REDIS_UP,          /* herald_redis_up */
+    HD_G_REDIS_REFUSING,    /* herald_redis_refusing_writes */
+    HD_G_SUBSCRIPTIONS,     /* herald_subscriptions */
+    HD_G_CHANNELS,          /* herald_channels */
+    HD_G_OVERLOADED,        /* herald_overloaded */
     HD_G_REDIS_SHARDS_DOWN, /* bit i: shard i down (/health; not a metric) */
     HD_G__COUNT
 };
