@@ -106,11 +106,11 @@ void  hd_conf_warn(hd_conf_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* the value types with files of their own */
-extern const struct ktype hd_conf_type_redis;      /* hd_conf_redis.c */
-extern const struct ktype hd_conf_type_namespaces; /* hd_conf_ns.c */
-extern const struct ktype hd_conf_type_origins;    /* hd_conf_ns.c */
-extern const struct ktype hd_conf_type_listen;     /* hd_conf_listen.c */
-extern const struct ktype hd_conf_type_trusted;    /* hd_conf_listen.c */
+extern const struct ktype hd_conf_type_redis;          /* hd_conf_redis.c */
+extern const struct ktype hd_conf_type_namespaces;     /* hd_conf_ns.c */
+extern const struct ktype hd_conf_type_origins;        /* hd_conf_ns.c */
+extern const struct ktype hd_conf_type_listen;         /* hd_conf_listen.c */
+extern const struct ktype hd_conf_type_trusted;        /* hd_conf_listen.c */
 extern const struct ktype hd_conf_type_redis_sentinel; /* hd_conf_redis.c */
 extern const struct ktype hd_conf_type_redis_shards;   /* hd_conf_redis.c */
 
