@@ -172,6 +172,10 @@ beat(bool leave)
     for (int i = 0; i < 5; i++)
         lens[i] = strlen(args[i]);
     (void) hd_script_run(&s_beat, 2, 5, args, lens, beat_cb, leave ? &C : NULL);
+    /* with redis.shards, every shard keeps a copy of the registry: the
+     * presence scripts run on a channel's shard and ask it who is alive */
+    for (unsigned s = 1; s < hd_redis_nshards(); s++)
+        (void) hd_script_run_on(s, &s_beat, 2, 5, args, lens, beat_cb, NULL);
     free(info);
 }
 

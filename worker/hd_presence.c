@@ -175,7 +175,7 @@ update(hd_script_t *sc, hd_conn_t *c, hd_chan_t *ch)
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(args[i]);
     lens[2] = ch->key_len;
-    rc = hd_script_run(sc, 1, 8, args, lens, noop_cb, NULL);
+    rc = hd_script_run_on(ch->shard, sc, 1, 8, args, lens, noop_cb, NULL);
     free(entry);
     free(value);
     return rc;
@@ -261,7 +261,11 @@ hd_presence_read(const hd_ns_t *ns, const char *key, size_t key_len,
     rq = hd_malloc(sizeof(*rq));
     rq->cb = cb;
     rq->arg = arg;
-    if (hd_script_run(&s_read, 2, 5, args, lens, read_cb, rq) < 0) {
+    /* on the channel's shard: its hash, and the joins and leaves must go
+     * out where its subscribers are */
+    if (hd_script_run_on(hd_redis_shard_of(key, key_len), &s_read, 2, 5, args,
+                         lens, read_cb, rq)
+        < 0) {
         free(rq);
         return -1;
     }
@@ -294,7 +298,8 @@ refresh_one(const hd_chan_t *ch, void *arg)
     for (int i = 0; i < 7; i++)
         lens[i] = strlen(args[i]);
     lens[4] = ch->key_len;
-    (void) hd_script_run(&s_refresh, 3, 7, args, lens, noop_cb, NULL);
+    (void) hd_script_run_on(ch->shard, &s_refresh, 3, 7, args, lens, noop_cb,
+                            NULL);
 }
 
 static void

@@ -9,6 +9,7 @@
 #include "hd_script.h"
 
 typedef struct run {
+    unsigned     shard;
     hd_script_t *s;
     hd_redis_cb *cb;
     void        *arg;
@@ -57,7 +58,7 @@ send_run(run_t *r)
     r->argv[1] = hd_strdup(r->retried ? r->s->body : r->s->sha);
     r->lens[0] = strlen(r->argv[0]);
     r->lens[1] = strlen(r->argv[1]);
-    return hd_redis_cmd(0, run_cb, r, r->argc, (const char **) r->argv,
+    return hd_redis_cmd(r->shard, run_cb, r, r->argc, (const char **) r->argv,
                         r->lens);
 }
 
@@ -65,11 +66,19 @@ int
 hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
               const size_t *lens, hd_redis_cb *cb, void *arg)
 {
+    return hd_script_run_on(0, s, nkeys, nargs, args, lens, cb, arg);
+}
+
+int
+hd_script_run_on(unsigned shard, hd_script_t *s, int nkeys, int nargs,
+                 const char **args, const size_t *lens, hd_redis_cb *cb,
+                 void *arg)
+{
     run_t *r;
     char   nk[16];
     int    rc;
 
-    if (!hd_redis_shard_cmd_up(0))
+    if (!hd_redis_shard_cmd_up(shard))
         return -ENOTCONN;
     if (s->sha[0] == '\0') {
         unsigned char md[SHA_DIGEST_LENGTH];
@@ -78,6 +87,7 @@ hd_script_run(hd_script_t *s, int nkeys, int nargs, const char **args,
             snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
     }
     r = hd_calloc(1, sizeof(*r));
+    r->shard = shard;
     r->s = s;
     r->cb = cb;
     r->arg = arg;
