@@ -840,11 +840,16 @@ hd_sup_reload(void)
         hd_log_warn("reload: %s", nc->warnings[i]);
 
     hd_m.generation++;
-    hd_conf_free(hd_m.conf);
-    hd_m.conf = nc;
-    hd_m.nworkers = newn;
-    if (hd_m.jwks_reconf != NULL) /* it held the old config */
-        hd_m.jwks_reconf(nc);
+    {
+        hd_conf_t *old = hd_m.conf;
+        hd_m.conf = nc;
+        hd_m.nworkers = newn;
+        /* the JWKS fetcher still looks at the old config while it moves to
+         * the new one: free the old one only after (ASan caught the read) */
+        if (hd_m.jwks_reconf != NULL)
+            hd_m.jwks_reconf(nc);
+        hd_conf_free(old);
+    }
 
     for (i = 0; i < newn && i < oldn; i++) {
         hd_wslot_t *s = &hd_m.slots[i];
