@@ -195,6 +195,11 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("api.body_timeout_ms", api_body_timeout_ms, 100, 600000, "10000",
           RELOAD_WORKER),
+    /* wrong API keys per client address and worker before 429 (0: off) */
+    K_INT("api.auth_fail_limit", api_auth_fail_limit, 0, 1000000, "10",
+          RELOAD_WORKER),
+    K_INT("api.auth_fail_window_ms", api_auth_fail_window_ms, 1000, 86400000,
+          "60000", RELOAD_WORKER),
     K_INT("heartbeat.ping_interval_ms", ping_interval_ms, 1000, 3600000,
           "25000", RELOAD_WORKER),
 

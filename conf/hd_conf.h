@@ -170,16 +170,18 @@ typedef struct hd_conf {
     hd_ns_t *namespaces; /* namespaces.*; sorted by name */
     size_t   nnamespaces;
 
-    int max_subscriptions;    /* limits.subscriptions_per_connection, 128 */
-    int recovery_max;         /* limits.recovery_max_publications, 1000 */
-    int batch_max_bytes;      /* batch.max_bytes, 65536 */
-    int batch_max_messages;   /* batch.max_messages, 256 */
-    int batch_flush_delay_ms; /* batch.flush_delay_ms, 0 */
-    int api_max_body_bytes;   /* api.max_body_bytes, 65536 */
-    int api_body_timeout_ms;  /* api.body_timeout_ms, 10000: the whole
+    int max_subscriptions;       /* limits.subscriptions_per_connection, 128 */
+    int recovery_max;            /* limits.recovery_max_publications, 1000 */
+    int batch_max_bytes;         /* batch.max_bytes, 65536 */
+    int batch_max_messages;      /* batch.max_messages, 256 */
+    int batch_flush_delay_ms;    /* batch.flush_delay_ms, 0 */
+    int api_max_body_bytes;      /* api.max_body_bytes, 65536 */
+    int api_auth_fail_limit;     /* api.auth_fail_limit, 10; 0 = off */
+    int api_auth_fail_window_ms; /* api.auth_fail_window_ms, 60000 */
+    int api_body_timeout_ms;     /* api.body_timeout_ms, 10000: the whole
                                  body within it of the headers */
-    int ping_interval_ms;     /* heartbeat.ping_interval_ms, 25000 */
-    int pong_timeout_ms;      /* heartbeat.pong_timeout_ms, 10000 */
+    int ping_interval_ms;        /* heartbeat.ping_interval_ms, 25000 */
+    int pong_timeout_ms;         /* heartbeat.pong_timeout_ms, 10000 */
 
     /* limits.*: 0 = unlimited */
     int max_connections; /* node-wide */

@@ -30,7 +30,8 @@ static const char *const api_methods[HD_API__COUNT] = {
     "history",     "history_remove", "info",       "connections",
 };
 static const char *const api_results[HD_APIR__COUNT] = {
-    "ok", "partial", "bad_request", "unauthorized", "error", "timeout",
+    "ok",    "partial", "bad_request", "unauthorized",
+    "error", "timeout", "throttled",
 };
 
 const char *

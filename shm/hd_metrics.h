@@ -72,6 +72,7 @@ enum hd_api_result {
     HD_APIR_UNAUTHORIZED, /* 401: missing or wrong API key */
     HD_APIR_ERROR,        /* 5xx */
     HD_APIR_TIMEOUT,      /* closed: the body missed api.body_timeout_ms */
+    HD_APIR_THROTTLED,    /* 429: too many wrong keys from the address */
     HD_APIR__COUNT
 };
 #define HD_API_CELLS (HD_API__COUNT * HD_APIR__COUNT)

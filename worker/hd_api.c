@@ -15,6 +15,9 @@
 #include "hd_pubsub.h"
 #include "hd_redis.h"
 #include "hd_worker_int.h"
+#include "hd_keyguard.h"
+#include "hd_time.h"
+#include "hd_realip.h"
 #include "hd_wsguard.h"
 
 #define BROADCAST_MAX 1000
@@ -60,7 +63,9 @@ typedef struct hd_http {
     int    status;
     char  *resp;
     size_t resp_len;
-    int    ri; /* index in routes[], -1: none */
+    int    ri;        /* index in routes[], -1: none */
+    int    retry_s;   /* > 0: a Retry-After header */
+    bool   throttled; /* 429: too many wrong keys from the address */
     /* broadcast/publish in flight */
     struct pubreq *req;
     /* another method's answer pending */
@@ -151,9 +156,10 @@ static int
 respond(hd_http_t *h, int status, json_t *body)
 {
     if (h->ri >= 0) {
-        enum hd_api_result r = status == 401 ? HD_APIR_UNAUTHORIZED
-            : status >= 500                  ? HD_APIR_ERROR
-            : status >= 400                  ? HD_APIR_BAD_REQUEST
+        enum hd_api_result r = h->throttled ? HD_APIR_THROTTLED
+            : status == 401                 ? HD_APIR_UNAUTHORIZED
+            : status >= 500                 ? HD_APIR_ERROR
+            : status >= 400                 ? HD_APIR_BAD_REQUEST
             : json_is_true(
                   json_object_get(json_object_get(body, "result"), "partial"))
             ? HD_APIR_PARTIAL
@@ -204,6 +210,49 @@ authorized(struct lws *wsi)
     return (size_t) (n - 7) == klen && CRYPTO_memcmp(hdr + 7, key, klen) == 0;
 }
 
+/*
+ * The API key, throttled per client address (hd_keyguard.h): an address
+ * past api.auth_fail_limit wrong keys gets 429 with Retry-After and its
+ * key is not compared; every wrong key is logged with the address (never
+ * with what was sent). Returns true when the request may go on; else it
+ * was answered.
+ */
+static bool
+key_check(hd_http_t *h, struct lws *wsi)
+{
+    struct sockaddr_storage ss;
+    int                     fd = lws_get_socket_fd(wsi);
+    bool                    have = hd_realip_get(fd, &ss);
+    uint64_t                now = hd_mono_ms();
+    unsigned                retry = 0;
+    char                    a[64];
+
+    if (have && !hd_keyguard_allowed((struct sockaddr *) &ss, now, &retry)) {
+        h->throttled = true;
+        h->retry_s = (int) retry;
+        respond_error(h, 429,
+                      "too many requests with a wrong API key from this "
+                      "address; try again later");
+        return false;
+    }
+    if (authorized(wsi))
+        return true;
+    hd_reject_inc(HD_REJ_AUTH);
+    hd_realip_str(fd, a, sizeof(a));
+    if (have && hd_keyguard_failed((struct sockaddr *) &ss, now))
+        hd_log_warn("HTTP API: %d requests with a missing or wrong API key "
+                    "from %s within %d ms: refusing its requests (429) for "
+                    "the rest of that time",
+                    hd_w.conf->api_auth_fail_limit, a,
+                    hd_w.conf->api_auth_fail_window_ms);
+    else
+        hd_log_info("HTTP API: missing or wrong API key from %s",
+                    a[0] ? a : "(unknown address)");
+    respond_error(h, 401,
+                  "missing or wrong API key (Authorization: apikey <key>)");
+    return false;
+}
+
 int
 hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
 {
@@ -222,7 +271,8 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
     h = http_state(c, wsi);
 
     h->wsi = wsi;
-    h->body_done = h->too_big = false; /* a new request */
+    h->body_done = h->too_big = h->throttled = false; /* a new request */
+    h->retry_s = 0;
     h->body_len = 0;
     h->ri = -1;
     for (size_t i = 0; i < NROUTES && hd_w.conf->api_key != NULL; i++)
@@ -236,12 +286,8 @@ hd_api_http(struct lws *wsi, hd_conn_t *c, const char *uri)
                                    "upgrade with subprotocol herald.v1");
     if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) <= 0)
         return respond_error(h, 405, "use POST");
-    if (!authorized(wsi)) {
-        hd_reject_inc(HD_REJ_AUTH);
-        return respond_error(h, 401,
-                             "missing or wrong API key "
-                             "(Authorization: apikey <key>)");
-    }
+    if (!key_check(h, wsi))
+        return 0;        /* answered: 401 or 429 */
     if (hd_w.overloaded) /* before acting on anything (hd_overload.c) */
         return respond_error(h, 503,
                              "worker overloaded, try again later; "
@@ -576,6 +622,13 @@ hd_api_writeable(struct lws *wsi, hd_conn_t *c)
         if (lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
                                          (const unsigned char *) "close", 5, &p,
                                          end))
+            return -1;
+    }
+    if (h->retry_s > 0) {
+        char ra[16];
+        int  n = snprintf(ra, sizeof(ra), "%d", h->retry_s);
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_RETRY_AFTER,
+                                         (unsigned char *) ra, n, &p, end))
             return -1;
     }
     if (lws_finalize_write_http_header(wsi, start, &p, end))

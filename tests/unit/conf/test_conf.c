@@ -192,6 +192,8 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c->batch_flush_delay_ms, 5);
     ck_assert_int_eq(c->api_max_body_bytes, 4096);
     ck_assert_int_eq(c->api_body_timeout_ms, 2500);
+    ck_assert_int_eq(c->api_auth_fail_limit, 3);
+    ck_assert_int_eq(c->api_auth_fail_window_ms, 5000);
     ck_assert_int_eq(c->ping_interval_ms, 20000);
     ck_assert_int_eq(c->pong_timeout_ms, 5000);
     ck_assert_int_eq(c->max_connections, 50000);
