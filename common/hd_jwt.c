@@ -1144,6 +1144,22 @@ hd_jwt_verify(const char *token, size_t len, const void *secret,
 }
 
 int
+hd_jwt_claims_load(const void *payload, const hd_jwt_policy_t *pol, int64_t now,
+                   hd_jwt_claims_t *out)
+{
+    static const hd_jwt_policy_t none = { 0 };
+    int                          rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object((const json_t *) payload))
+        return HD_JWT_EMALFORMED;
+    rc = load_claims(payload, pol != NULL ? pol : &none, now, out);
+    if (rc != HD_JWT_OK)
+        hd_jwt_claims_free(out);
+    return rc;
+}
+
+int
 hd_jwt_peek_kid(const char *token, size_t len, char *buf, size_t cap)
 {
     uint8_t       hb[HD_B64URL_DECMAX(HD_JWT_MAX_HEADER_LEN) + 1];

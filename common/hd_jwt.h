@@ -162,6 +162,14 @@ int hd_jwt_verify_ks(const char *token, size_t len, const hd_jwt_keyset_t *ks,
                      const hd_jwt_policy_t *pol, int64_t now,
                      hd_jwt_claims_t *out);
 
+/*
+ * The claim checks of hd_jwt_verify_ks() on an already trusted JSON object
+ * (payload is a json_t *; e.g. built from a connect proxy's answer):
+ * same rules, same result codes, out filled on HD_JWT_OK.
+ */
+int hd_jwt_claims_load(const void *payload, const hd_jwt_policy_t *pol,
+                       int64_t now, hd_jwt_claims_t *out);
+
 /* The kid of a token's header, copied into buf (NUL-terminated); 0 when
  * the header has one, -1 otherwise. Does not verify anything. */
 int hd_jwt_peek_kid(const char *token, size_t len, char *buf, size_t cap);

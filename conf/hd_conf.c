@@ -38,6 +38,7 @@ static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 
 #define check_ip hd_conf_check_ip
 static const char *check_https(const char *s);
+static const char *check_http(const char *s);
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug",
                                           NULL };
@@ -153,6 +154,17 @@ static const struct key keys[] = {
           RELOAD_MASTER),
     K_INT("auth.jwks_timeout_ms", auth_jwks_timeout_ms, 100, 60000, "5000",
           RELOAD_MASTER),
+
+    K_STR("proxy.connect_url", proxy_connect_url, 8, 4096, NULL, RELOAD_WORKER,
+          0, check_http),
+    K_STR("proxy.subscribe_url", proxy_subscribe_url, 8, 4096, NULL,
+          RELOAD_WORKER, 0, check_http),
+    K_INT("proxy.timeout_ms", proxy_timeout_ms, 50, 60000, "3000",
+          RELOAD_WORKER),
+    K_INT("proxy.max_requests", proxy_max_requests, 1, 10000, "64",
+          RELOAD_WORKER),
+    K_TYPE("proxy.headers", &hd_conf_type_headers, proxy_headers, 0, 32,
+           "[\"cookie\", \"authorization\"]", RELOAD_WORKER),
 
     K_STR("api.key", api_key, 16, 1024, NULL, RELOAD_WORKER, F_SECRET, NULL),
     K_BOOL("api.expose_client_ips", api_expose_ips, "false", RELOAD_WORKER),
@@ -519,6 +531,16 @@ check_https(const char *s)
 {
     if (strncmp(s, "https://", 8) != 0 || s[8] == '\0')
         return "must be an https:// URL";
+    return NULL;
+}
+
+/* The application's backend: usually on the same host or network. */
+static const char *
+check_http(const char *s)
+{
+    if ((strncmp(s, "http://", 7) != 0 || s[7] == '\0')
+        && (strncmp(s, "https://", 8) != 0 || s[8] == '\0'))
+        return "must be an http:// or https:// URL";
     return NULL;
 }
 

@@ -32,6 +32,7 @@ typedef struct hd_ns {
     bool  publish;         /* clients may publish (default false) */
     bool  anonymous;       /* anonymous clients may subscribe */
     bool  subscribe_token; /* subscribing needs a subscription token */
+    bool  subscribe_proxy; /* subscribing asks proxy.subscribe_url */
     int   history_size;    /* publications kept; 0 = no history */
     int   history_ttl_s;   /* seconds history is kept after the last
                                    publish; 0 = no history */
@@ -141,14 +142,21 @@ typedef struct hd_conf {
     int   auth_jwks_min_refresh_s;   /* auth.jwks_min_refresh_s, 10 */
     int   auth_jwks_timeout_ms;      /* auth.jwks_timeout_ms, 5000 */
 
-    char *api_key;             /* NULL = HTTP API disabled */
-    bool  api_expose_ips;      /* api.expose_client_ips, false */
-    int   api_list_max;        /* api.list_max, 1000: rows per list reply */
-    char *node_name;           /* cluster.node_name; NULL = hostname */
-    int   cluster_hb_ms;       /* cluster.heartbeat_ms, 2000 */
-    int   cluster_node_ttl_ms; /* cluster.node_ttl_ms, 10000 */
-    int   cluster_timeout_ms;  /* cluster.call_timeout_ms, 2000 */
-    int   presence_info_bytes; /* limits.presence_info_bytes, 1024 */
+    char  *api_key;             /* NULL = HTTP API disabled */
+    bool   api_expose_ips;      /* api.expose_client_ips, false */
+    int    api_list_max;        /* api.list_max, 1000: rows per list reply */
+    char  *node_name;           /* cluster.node_name; NULL = hostname */
+    int    cluster_hb_ms;       /* cluster.heartbeat_ms, 2000 */
+    int    cluster_node_ttl_ms; /* cluster.node_ttl_ms, 10000 */
+    int    cluster_timeout_ms;  /* cluster.call_timeout_ms, 2000 */
+    int    presence_info_bytes; /* limits.presence_info_bytes, 1024 */
+    char  *proxy_connect_url;   /* proxy.connect_url; NULL: off */
+    char  *proxy_subscribe_url; /* proxy.subscribe_url; NULL: off */
+    int    proxy_timeout_ms;    /* proxy.timeout_ms, 3000 */
+    int    proxy_max_requests;  /* proxy.max_requests per worker, 64 */
+    char **proxy_headers;       /* proxy.headers: names, NULL-ended */
+    size_t nproxy_headers;
+
     char *api_key_file;        /* api.key_file */
     char *admin_token_file;    /* admin.token_file */
     char *redis_password_file; /* redis.password_file */

@@ -421,3 +421,84 @@ hd_conf_warn(hd_conf_t *c, const char *fmt, ...)
     }
     c->warnings[c->nwarnings++] = hd_strdup(buf);
 }
+
+/* ---- proxy.headers -------------------------------------------------------- */
+
+static void
+release_headers(hd_conf_t *c, const struct key *k)
+{
+    (void) k;
+    for (size_t i = 0; i < c->nproxy_headers; i++)
+        free(c->proxy_headers[i]);
+    free(c->proxy_headers);
+    c->proxy_headers = NULL;
+    c->nproxy_headers = 0;
+}
+
+/* An HTTP field name (RFC 9110 token), stored lower-case. */
+static int
+apply_headers(struct load *ld, const struct key *k, json_t *v,
+              const char *dpath)
+{
+    size_t i, n;
+    char **arr;
+    int    rc = 0;
+
+    if (!json_is_array(v)) {
+        hd_conf_err(ld, dpath, "expected array of header names, got %s",
+                    hd_conf_jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if ((long long) n > k->max) {
+        hd_conf_err(ld, dpath, "at most %lld headers", k->max);
+        return -1;
+    }
+    arr = hd_calloc(n + 1, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        json_t     *e = json_array_get(v, i);
+        const char *s = json_is_string(e) ? json_string_value(e) : NULL;
+        bool        ok = s != NULL && *s != '\0' && strlen(s) <= 64;
+
+        for (const char *p = s; ok && *p; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                || (*p >= '0' && *p <= '9') || strchr("!#$%&'*+-.^_`|~", *p);
+        if (!ok) {
+            char *ep = hd_asprintf("%s[%zu]", dpath, i);
+            hd_conf_err(ld, ep, "expected an HTTP header name");
+            free(ep);
+            rc = -1;
+            continue;
+        }
+        arr[i] = hd_strdup(s);
+        for (char *p = arr[i]; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char) (*p - 'A' + 'a');
+    }
+    if (rc < 0) {
+        for (i = 0; i < n; i++)
+            free(arr[i]);
+        free(arr);
+        return -1;
+    }
+    release_headers(ld->c, k);
+    ld->c->proxy_headers = arr;
+    ld->c->nproxy_headers = n;
+    return 0;
+}
+
+static bool
+differs_headers(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
+{
+    (void) k;
+    if (a->nproxy_headers != b->nproxy_headers)
+        return true;
+    for (size_t i = 0; i < a->nproxy_headers; i++)
+        if (strcmp(a->proxy_headers[i], b->proxy_headers[i]) != 0)
+            return true;
+    return false;
+}
+
+const struct ktype hd_conf_type_headers = { apply_headers, differs_headers,
+                                            release_headers,
+                                            hd_conf_secrets_none };

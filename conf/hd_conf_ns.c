@@ -69,6 +69,7 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         { "presence", true, 0 },
         { "join_leave", true, 0 },
         { "subscribe_token", true, 0 },
+        { "subscribe_proxy", true, 0 },
     };
     const char *fname;
     json_t     *v;
@@ -90,7 +91,7 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
             hd_conf_err(ld, fp,
                         "unknown key (expected publish, anonymous, "
                         "history_size, history_ttl_s, presence, "
-                        "join_leave or subscribe_token)");
+                        "join_leave, subscribe_token or subscribe_proxy)");
             rc = -1;
         } else if (F[i].is_bool) {
             if (!json_is_boolean(v)) {
@@ -105,8 +106,10 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
                 ns->presence = json_is_true(v);
             } else if (i == 5) {
                 ns->join_leave = json_is_true(v);
-            } else {
+            } else if (i == 6) {
                 ns->subscribe_token = json_is_true(v);
+            } else {
+                ns->subscribe_proxy = json_is_true(v);
             }
         } else {
             if (!json_is_integer(v)) {
@@ -190,7 +193,8 @@ differs_namespaces(const hd_conf_t *a, const hd_conf_t *b, const struct key *k)
             || x->history_size != y->history_size
             || x->history_ttl_s != y->history_ttl_s
             || x->presence != y->presence || x->join_leave != y->join_leave
-            || x->subscribe_token != y->subscribe_token)
+            || x->subscribe_token != y->subscribe_token
+            || x->subscribe_proxy != y->subscribe_proxy)
             return true;
     }
     return false;

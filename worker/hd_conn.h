@@ -52,8 +52,10 @@ typedef struct hd_conn {
     bool                  connected;
     bool                  anonymous;
     ev_timer              timer; /* connect deadline, then token expiry */
-    bool refresh_pushed;         /* the refresh push for this exp went out */
-    bool has_sub_tokens;         /* some subscription came with a token: the
+    bool  refresh_pushed;        /* the refresh push for this exp went out */
+    bool  proxy_connecting;      /* a connect waits for the backend */
+    char *proxy_hdrs;     /* proxy.headers of the upgrade, "name: value\n"... */
+    bool  has_sub_tokens; /* some subscription came with a token: the
                             heartbeat sweep checks their expiry */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */

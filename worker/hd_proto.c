@@ -23,6 +23,8 @@
 #include "hd_envelope.h"
 #include "hd_strbuf.h"
 #include "hd_auth.h"
+#include "hd_backend.h"
+#include "hd_proxyreply.h"
 #include "hd_jwt.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
@@ -313,12 +315,14 @@ hd_proto_conn_open(hd_conn_t *c)
                   (double) hd_w.conf->connect_ms / 1000.0, 0.);
     if (!hd_w.conf->auth_allow_anonymous)
         ev_timer_start(hd_w.loop, &c->timer);
+    hd_backend_capture_headers(c);
 }
 
 void
 hd_proto_conn_release(hd_conn_t *c)
 {
     ev_timer_stop(hd_w.loop, &c->timer);
+    hd_backend_conn_gone(c);
     conn_closed(c);
     hd_chan_leave_all(c);
     if (c->claims != NULL) {
@@ -402,6 +406,115 @@ m_ping(cmd_t *cmd)
                 json_pack("{s:i}", "worker", (int) hd_w.id));
 }
 
+/*
+ * The end of a successful connect (token, anonymous, or the proxy's yes):
+ * admission limits, the token clock, the result.
+ */
+static void
+connect_finish(hd_conn_t *c, int64_t id)
+{
+    const hd_conf_t *conf = hd_w.conf;
+    char             client[HD_CLIENT_ID_MAX];
+    json_t          *result;
+    bool             expires = c->claims != NULL && c->claims->exp != INT64_MAX;
+
+    if (c->claims != NULL) {
+        const char *what = NULL;
+        if (hd_admit_connect(lws_get_socket_fd(c->wsi), c->claims->sub,
+                             c->claims->tenant, &what)
+            < 0) {
+            send_error(c, true, id, HD_ERR_LIMIT, "limit reached");
+            hd_log_debug("connect refused: limit reached: %s", what);
+            hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT,
+                                      "connection limit");
+            hd_jwt_claims_free(c->claims);
+            hd_free(c->claims);
+            c->claims = NULL;
+            return;
+        }
+    }
+    c->connected = true;
+    /* the connect deadline becomes the token's clock (a proxied
+     * connection without expires_at has none) */
+    ev_timer_stop(hd_w.loop, &c->timer);
+    if (expires)
+        arm_token_timer(c);
+    hd_cluster_client_id(c, client);
+    result = json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
+                       (int) hd_w.id, "version", HD_VERSION, "ping_interval_ms",
+                       conf->ping_interval_ms);
+    if (expires) {
+        json_object_set_new(result, "expires_at",
+                            json_integer((json_int_t) c->claims->exp));
+        json_object_set_new(result, "refresh", json_true());
+    }
+    send_result(c, id, result);
+}
+
+/* The backend's answer to a proxied connect. */
+static void
+connect_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
+                 int64_t id, void *arg)
+{
+    hd_jwt_claims_t claims;
+    char            msg[HD_PROXY_MSG_MAX + 1];
+    int             code = 0, v;
+    (void) arg;
+
+    c->proxy_connecting = false;
+    v = body == NULL
+        ? HD_PROXY_GARBAGE
+        : hd_proxy_parse_connect(body, len,
+                                 (int64_t) (hd_wall_ns() / 1000000000ull),
+                                 &claims, &code, msg, sizeof(msg));
+    if (v == HD_PROXY_ALLOW) {
+        c->claims = hd_malloc(sizeof(*c->claims));
+        *c->claims = claims;
+        connect_finish(c, id);
+    } else if (v == HD_PROXY_DENY) {
+        hd_reject_inc(HD_REJ_AUTH);
+        send_error(c, true, id, code, msg);
+        hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "refused");
+    } else {
+        /* slow, down, 5xx, garbage: nothing the client did; retry later */
+        if (body != NULL)
+            hd_log_warn("connect proxy: the backend's answer is not valid");
+        send_error(c, true, id, HD_ERR_UNAVAILABLE,
+                   why != NULL ? "connect proxy unavailable, retry later"
+                               : "connect proxy answer not valid, retry "
+                                 "later");
+        hd_conn_close_after_flush(c, HD_CLOSE_TRY_LATER, "proxy unavailable");
+    }
+    hd_conn_want_write(c);
+}
+
+/* Ask the backend (proxy.connect_url) whether c may connect. */
+static void
+connect_proxy(cmd_t *cmd)
+{
+    hd_conn_t *c = cmd->conn;
+    json_t    *body;
+    char      *text;
+    char       client[HD_CLIENT_ID_MAX];
+    int        rc;
+
+    hd_cluster_client_id(c, client);
+    body = json_pack("{s:s, s:s}", "client", client, "transport", "websocket");
+    if (cmd->params != NULL && json_object_get(cmd->params, "data") != NULL)
+        json_object_set(body, "data", json_object_get(cmd->params, "data"));
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    rc = hd_backend_post(c, hd_w.conf->proxy_connect_url, text,
+                         connect_proxy_cb, cmd->id, NULL, NULL);
+    free(text);
+    if (rc < 0) {
+        reply_error(cmd, HD_ERR_UNAVAILABLE, "connect proxy busy, retry later");
+        hd_conn_close_after_flush(c, HD_CLOSE_TRY_LATER, "proxy busy");
+        return;
+    }
+    c->proxy_connecting = true;
+}
+
 static void
 m_connect(cmd_t *cmd)
 {
@@ -410,11 +523,9 @@ m_connect(cmd_t *cmd)
     const char      *token;
     size_t           tlen;
     hd_jwt_claims_t  claims;
-    char             client[HD_CLIENT_ID_MAX];
-    json_t          *result;
     int              rc;
 
-    if (c->connected) {
+    if (c->connected || c->proxy_connecting) {
         reply_error(cmd, HD_ERR_CONFLICT, "already connected");
         return;
     }
@@ -429,6 +540,10 @@ m_connect(cmd_t *cmd)
                         "invalid token: \"token\" must be a string");
             hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN,
                                       "invalid token");
+            return;
+        }
+        if (jt == NULL && conf->proxy_connect_url != NULL) {
+            connect_proxy(cmd);
             return;
         }
         if (!conf->auth_allow_anonymous) {
@@ -462,34 +577,7 @@ m_connect(cmd_t *cmd)
         c->claims = hd_malloc(sizeof(*c->claims));
         *c->claims = claims;
     }
-    if (c->claims != NULL) {
-        const char *what = NULL;
-        if (hd_admit_connect(lws_get_socket_fd(c->wsi), c->claims->sub,
-                             c->claims->tenant, &what)
-            < 0) {
-            reply_error(cmd, HD_ERR_LIMIT, "limit reached: %s", what);
-            hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT,
-                                      "connection limit");
-            hd_jwt_claims_free(c->claims);
-            hd_free(c->claims);
-            return;
-        }
-    }
-    c->connected = true;
-    /* the connect deadline becomes the token's clock */
-    ev_timer_stop(hd_w.loop, &c->timer);
-    if (c->claims != NULL)
-        arm_token_timer(c);
-    hd_cluster_client_id(c, client);
-    result = json_pack("{s:s, s:i, s:s, s:i}", "client", client, "worker",
-                       (int) hd_w.id, "version", HD_VERSION, "ping_interval_ms",
-                       conf->ping_interval_ms);
-    if (c->claims != NULL) {
-        json_object_set_new(result, "expires_at",
-                            json_integer((json_int_t) c->claims->exp));
-        json_object_set_new(result, "refresh", json_true());
-    }
-    send_result(c, cmd->id, result);
+    connect_finish(c, cmd->id);
 }
 
 /*
@@ -681,6 +769,120 @@ hd_proto_sub_tokens(hd_conn_t *c, int64_t now)
     }
 }
 
+/* Join (the reply comes when the subscription is live). */
+static void
+subscribe_join(hd_conn_t *c, int64_t id, const char *key, size_t key_len,
+               size_t name_off, const hd_ns_t *ns, uint64_t since,
+               const char *epoch, bool jl_off, int64_t token_exp)
+{
+    hd_chan_t *ch = hd_chan_get(key, key_len, name_off, ns);
+    int        si = hd_chan_join(ch, c, id, since, epoch);
+
+    c->subs[si].jl_off = jl_off;
+    c->subs[si].token_exp = token_exp;
+    if (token_exp != 0)
+        c->has_sub_tokens = true;
+}
+
+/* A subscribe waiting for the backend (proxy.subscribe_url). */
+typedef struct subp {
+    char           key[HD_KEY_MAX];
+    size_t         key_len, name_off;
+    const hd_ns_t *ns; /* hd_w.conf's: lives as long as the worker */
+    uint64_t       since;
+    char          *epoch;
+    bool           jl_off;
+    int64_t        token_exp;
+} subp_t;
+
+static void
+subscribe_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
+                   int64_t id, void *arg)
+{
+    subp_t *p = arg;
+    char    msg[HD_PROXY_MSG_MAX + 1];
+    int     code = 0, v;
+
+    v = body == NULL
+        ? HD_PROXY_GARBAGE
+        : hd_proxy_parse_subscribe(body, len, &code, msg, sizeof(msg));
+    if (v == HD_PROXY_DENY) {
+        send_error(c, true, id, code, msg);
+    } else if (v != HD_PROXY_ALLOW) {
+        if (body != NULL)
+            hd_log_warn("subscribe proxy: the backend's answer is not valid");
+        send_error(c, true, id, HD_ERR_UNAVAILABLE,
+                   why != NULL ? "subscribe proxy unavailable, retry later"
+                               : "subscribe proxy answer not valid, retry "
+                                 "later");
+    } else if (find_sub(c, p->key, p->key_len) >= 0) {
+        /* things may have moved while the backend thought */
+        send_error(c, true, id, HD_ERR_CONFLICT, "already subscribed");
+    } else if (c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions) {
+        send_error(c, true, id, HD_ERR_LIMIT, "subscription limit reached");
+    } else if (!hd_redis_sub_up() || !hd_redis_cmd_up()) {
+        send_error(c, true, id, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+    } else {
+        subscribe_join(c, id, p->key, p->key_len, p->name_off, p->ns, p->since,
+                       p->epoch, p->jl_off, p->token_exp);
+    }
+    hd_conn_want_write(c);
+    free(p->epoch);
+    free(p);
+}
+
+/* A request the backend never answered (the connection closed). */
+static void
+subp_free(void *arg)
+{
+    subp_t *p = arg;
+
+    free(p->epoch);
+    free(p);
+}
+
+static void
+subscribe_proxy(cmd_t *cmd, const char *key, size_t key_len, size_t name_off,
+                const hd_ns_t *ns, uint64_t since, const char *epoch,
+                bool jl_off, int64_t token_exp)
+{
+    hd_conn_t  *c = cmd->conn;
+    subp_t     *p = hd_calloc(1, sizeof(*p));
+    json_t     *body;
+    char       *text, client[HD_CLIENT_ID_MAX];
+    size_t      chan_len = 0;
+    const char *chan = param_str(cmd, "channel", &chan_len);
+
+    memcpy(p->key, key, key_len);
+    p->key_len = key_len;
+    p->name_off = name_off;
+    p->ns = ns;
+    p->since = since;
+    p->epoch = epoch != NULL ? hd_strdup(epoch) : NULL;
+    p->jl_off = jl_off;
+    p->token_exp = token_exp;
+    hd_cluster_client_id(c, client);
+    body = json_pack("{s:s, s:s%}", "client", client, "channel", chan,
+                     chan_len);
+    if (c->claims != NULL) {
+        json_object_set_new(body, "user", json_string(c->claims->sub));
+        if (c->claims->tenant != NULL)
+            json_object_set_new(body, "tenant", json_string(c->claims->tenant));
+    }
+    if (json_object_get(cmd->params, "data") != NULL)
+        json_object_set(body, "data", json_object_get(cmd->params, "data"));
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (hd_backend_post(c, hd_w.conf->proxy_subscribe_url, text,
+                        subscribe_proxy_cb, cmd->id, p, subp_free)
+        < 0) {
+        subp_free(p);
+        reply_error(cmd, HD_ERR_UNAVAILABLE,
+                    "subscribe proxy busy, retry later");
+    }
+    free(text);
+}
+
 static void
 m_subscribe(cmd_t *cmd)
 {
@@ -688,12 +890,10 @@ m_subscribe(cmd_t *cmd)
     char            key[HD_KEY_MAX];
     size_t          key_len, name_off;
     const char     *epoch = NULL;
-    hd_chan_t      *ch;
     hd_pub_target_t t;
     json_t         *jrec, *joff, *jep, *jjl;
     uint64_t        since = 0;
     int64_t         token_exp = 0;
-    int             si;
 
     if (!may_act(cmd))
         return;
@@ -742,13 +942,13 @@ m_subscribe(cmd_t *cmd)
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
         return;
     }
-    ch = hd_chan_get(key, key_len, name_off, t.ns);
-    si = hd_chan_join(ch, c, cmd->id, since,
-                      epoch); /* the reply comes when it is live */
-    c->subs[si].jl_off = json_is_false(jjl);
-    c->subs[si].token_exp = token_exp;
-    if (token_exp != 0)
-        c->has_sub_tokens = true;
+    if (t.ns->subscribe_proxy && hd_w.conf->proxy_subscribe_url != NULL) {
+        subscribe_proxy(cmd, key, key_len, name_off, t.ns, since, epoch,
+                        json_is_false(jjl), token_exp);
+        return;
+    }
+    subscribe_join(c, cmd->id, key, key_len, name_off, t.ns, since, epoch,
+                   json_is_false(jjl), token_exp);
 }
 
 int

@@ -17,6 +17,7 @@
 
 #include "hd_alloc.h"
 #include "hd_auth.h"
+#include "hd_backend.h"
 #include "hd_ctl.h"
 #include "hd_hash.h"
 #include "hd_log.h"
@@ -624,6 +625,7 @@ hd_worker_main(const hd_worker_args_t *a)
     if (create_lws() < 0)
         _exit(HD_EXIT_FATAL);
     hd_auth_init(a->conf);
+    hd_backend_init();
     hd_pubsub_init();
     hd_chan_init(hd_w.loop, &hd_proto_chan_hooks);
     hd_cluster_init();
@@ -681,6 +683,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_chan_shutdown();
     hd_conn_linger_shutdown();
     hd_admit_shutdown();
+    hd_backend_shutdown();
     hd_auth_shutdown();
     ev_loop_destroy(hd_w.loop);
     hd_free(hd_w.accept_ns);

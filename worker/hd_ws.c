@@ -14,6 +14,7 @@
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_time.h"
+#include "hd_backend.h"
 #include "hd_proto.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
@@ -319,6 +320,7 @@ filter_upgrade(struct lws *wsi)
                                "(only 13 is spoken)");
         return 1;
     }
+    hd_backend_filter(wsi);
     if (conf->nallowed_origins == 0 && conf->allow_missing_origin)
         return 0;
     n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);

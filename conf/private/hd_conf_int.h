@@ -97,6 +97,7 @@ void hd_conf_secrets_none(const hd_conf_t *c, const struct key *k);
 /* auth and secrets (hd_conf_auth.c) */
 extern const struct ktype hd_conf_type_algs;
 extern const struct ktype hd_conf_type_pubkeys;
+extern const struct ktype hd_conf_type_headers;
 int hd_conf_read_small(const char *path, char **out, size_t *len, bool *others);
 void  hd_conf_secret_file(struct load *ld, const struct key *key,
                           const struct key *file_key, bool both_set);

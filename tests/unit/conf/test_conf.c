@@ -237,7 +237,11 @@ START_TEST(test_every_key)
     ck_assert_int_eq(chat->history_size, 100);
     ck_assert_int_eq(chat->history_ttl_s, 600);
     ck_assert(chat->presence && chat->join_leave);
-    ck_assert(chat->subscribe_token);
+    ck_assert(chat->subscribe_token && chat->subscribe_proxy);
+    ck_assert_str_eq(c->proxy_connect_url,
+                     "http://127.0.0.1:3000/herald/connect");
+    ck_assert_uint_eq(c->nproxy_headers, 2);
+    ck_assert_str_eq(c->proxy_headers[1], "x-session");
     const hd_ns_t *def = hd_conf_ns(c, "", 0);
     ck_assert_ptr_nonnull(def);
     ck_assert_str_eq(def->name, "default");
@@ -273,7 +277,7 @@ START_TEST(test_namespaces)
     expect_error("{" AUTH ", \"namespaces\": {\"a\": {\"pub\": true}}}",
                  "t.json: $.namespaces.a.pub: unknown key (expected publish, "
                  "anonymous, history_size, history_ttl_s, presence, "
-                 "join_leave or subscribe_token)");
+                 "join_leave, subscribe_token or subscribe_proxy)");
     expect_error(
         "{" AUTH ", \"namespaces\": {\"a\": {\"publish\": 1}}}",
         "t.json: $.namespaces.a.publish: expected boolean, got integer");
@@ -1380,6 +1384,11 @@ mutate(hd_conf_t *c, const struct key *k)
     } else if (k->type == &hd_conf_type_namespaces) {
         ck_assert_uint_gt(c->nnamespaces, 0);
         c->namespaces[0].history_size += 1;
+    } else if (k->type == &hd_conf_type_headers) {
+        c->proxy_headers = hd_realloc(c->proxy_headers,
+                                      (c->nproxy_headers + 2) * sizeof(char *));
+        c->proxy_headers[c->nproxy_headers++] = hd_strdup("x-test");
+        c->proxy_headers[c->nproxy_headers] = NULL;
     } else if (k->type == &hd_conf_type_algs) {
         c->auth_algs ^= 1u;
     } else if (k->type == &hd_conf_type_pubkeys) {
