@@ -9,6 +9,10 @@
  *  3. as a claims text: signed with hd_jwt_sign() and verified back, which
  *     must never fail on the signature or the algorithm, so every payload
  *     shape reaches the claims code.
+ *  4. as a token against a key set with an HMAC secret, an Ed25519 and a
+ *     P-256 key, under a policy with aud/iss/leeway/lifetime (the seeds
+ *     include EdDSA and ES256 tokens signed with the keys below);
+ *  5. as claims signed with EdDSA and ES256, verified back.
  * Plus base64url decode/encode round trips and the channel helpers.
  * Invariants are checked with __builtin_trap() so that a violation is a
  * crash the fuzzer reports, not a silent pass.
@@ -28,7 +32,47 @@
 #include "hd_jwt.h"
 
 #define SECRET "fuzz-secret-0123456789abcdef!!"
-#define NOW    INT64_C(1700000000)
+
+/* Test keys for the public-key algorithms (made with openssl genpkey for
+ * this target only; they protect nothing). */
+static const char ed_priv[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIIeA4hW0wbMlSNo3ipm+5M4CnEYAPL7uNHS/HyA/MjPv\n"
+    "-----END PRIVATE KEY-----\n";
+static const char ed_pub[] =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEAawDtBvbncmjzcIpzGRXH48tIMeUKeFrHwD2QSvfvkYM=\n"
+    "-----END PUBLIC KEY-----\n";
+static const char ec_priv[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8d3krEN5EUe84RBf\n"
+    "ZViGymWo0b1FmJ0eJT8WcFEm9++hRANCAATEPZce83LPc3ynrWFwXA3R6ImWEs1s\n"
+    "lxmqqe+t/CqE7ak1lF7IbuPUkONpcRRdHXrcIRFxNsZxMhs9smo1L9YC\n"
+    "-----END PRIVATE KEY-----\n";
+static const char ec_pub[] =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAExD2XHvNyz3N8p61hcFwN0eiJlhLN\n"
+    "bJcZqqnvrfwqhO2pNZReyG7j1JDjaXEUXR163CERcTbGcTIbPbJqNS/WAg==\n"
+    "-----END PUBLIC KEY-----\n";
+
+/* HMAC (kid "h"), Ed25519 (kid "ed") and P-256 (no kid), built once */
+static hd_jwt_keyset_t *
+keys(void)
+{
+    static hd_jwt_keyset_t *ks;
+
+    if (ks == NULL) {
+        ks = hd_jwt_keyset_new();
+        if (hd_jwt_keyset_add_hmac(ks, "h", SECRET, strlen(SECRET)) != 0
+            || hd_jwt_keyset_add_pem(ks, "ed", ed_pub, strlen(ed_pub), NULL, 0)
+                != 0
+            || hd_jwt_keyset_add_pem(ks, NULL, ec_pub, strlen(ec_pub), NULL, 0)
+                != 0)
+            __builtin_trap();
+    }
+    return ks;
+}
+#define NOW INT64_C(1700000000)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -156,6 +200,42 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(hd_jwt_verify(tok, strlen(tok), "other", 5, NOW, 60, NULL)
               == HD_JWT_ESIGNATURE);
         free(tok);
+        free(claims);
+    }
+
+    /* 4: the key set and a policy */
+    {
+        hd_jwt_policy_t pol = { .leeway_s = 60,
+                                .max_lifetime_s = INT64_C(86400) * 365 * 100 };
+        rc = hd_jwt_verify_ks((const char *) data, size, keys(), &pol, NOW, &c);
+        check_claims(rc, &c);
+        hd_jwt_claims_free(&c);
+    }
+
+    /* 5: sign the input as claims with the public-key algorithms */
+    if (size <= 2048 && memchr(data, '\0', size) == NULL) {
+        static const struct {
+            int         alg;
+            const char *kid, *key;
+        } S[] = { { HD_JWT_EDDSA, "ed", ed_priv },
+                  { HD_JWT_ES256, NULL, ec_priv } };
+        char *claims = malloc(size + 1);
+
+        if (claims == NULL)
+            return 0;
+        memcpy(claims, data, size);
+        claims[size] = '\0';
+        for (size_t i = 0; i < 2; i++) {
+            char *tok = hd_jwt_sign_alg(S[i].alg, S[i].kid, claims, S[i].key,
+                                        strlen(S[i].key));
+            CHECK(tok != NULL);
+            rc = hd_jwt_verify_ks(tok, strlen(tok), keys(), NULL, NOW, &c);
+            CHECK(rc != HD_JWT_ESIGNATURE && rc != HD_JWT_EALG
+                  && rc != HD_JWT_EKID);
+            check_claims(rc, &c);
+            hd_jwt_claims_free(&c);
+            free(tok);
+        }
         free(claims);
     }
 
