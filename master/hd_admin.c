@@ -193,6 +193,95 @@ stats_limits(hd_strbuf_t *b)
     free(s);
 }
 
+/*
+ * /stats "cluster": what the workers published in their slots
+ * (hd_shm_slot_info_set(), worker/hd_cluster.c): this node's id, the
+ * nodes of the cluster as the freshest worker last read them from the
+ * registry (null when no worker could), and the top channels of the node
+ * (subscribers summed over the workers). Spliced in like stats_limits().
+ */
+static void
+stats_cluster(hd_strbuf_t *b, const hd_shm_snapshot_t *snap)
+{
+    char       *buf = hd_malloc(HD_SHM_INFO_MAX + 1), *s;
+    json_t     *chans = json_object(), *nodes = NULL, *node = NULL, *out, *top;
+    double      nodes_at = 0;
+    const char *k;
+    json_t     *v;
+
+    if (b->len < 2 || b->p[b->len - 2] != '}' || b->p[b->len - 1] != '\n')
+        goto done;
+    for (size_t i = 0; i < snap->nslots; i++) {
+        json_t *doc, *c;
+        size_t  j;
+        if (hd_shm_slot_info_get(adm.shm, snap->slot[i].idx, buf,
+                                 HD_SHM_INFO_MAX + 1)
+                == 0
+            || (doc = json_loads(buf, 0, NULL)) == NULL)
+            continue;
+        if (node == NULL && json_is_string(json_object_get(doc, "node")))
+            node = json_incref(json_object_get(doc, "node"));
+        if (json_is_array(json_object_get(doc, "nodes"))
+            && json_number_value(json_object_get(doc, "at")) > nodes_at) {
+            nodes_at = json_number_value(json_object_get(doc, "at"));
+            json_decref(nodes);
+            nodes = json_incref(json_object_get(doc, "nodes"));
+        }
+        json_array_foreach(json_object_get(doc, "top_channels"), j, c)
+        {
+            char key[400];
+            snprintf(key, sizeof(key), "%s|%s",
+                     json_string_value(json_object_get(c, "tenant")),
+                     json_string_value(json_object_get(c, "channel")));
+            json_t *cur = json_object_get(chans, key);
+            if (cur == NULL) {
+                json_object_set(chans, key, c);
+            } else {
+                json_object_set_new(
+                    cur, "subscribers",
+                    json_integer(
+                        json_integer_value(json_object_get(cur, "subscribers"))
+                        + json_integer_value(
+                            json_object_get(c, "subscribers"))));
+            }
+        }
+        json_decref(doc);
+    }
+    /* the ten with most subscribers (a worker's own top ten may miss a
+     * channel that is big only summed over workers: an estimate) */
+    top = json_array();
+    for (int n = 0; n < 10 && json_object_size(chans) > 0; n++) {
+        const char *best = NULL;
+        json_int_t  bv = -1;
+        json_object_foreach(chans, k, v)
+        {
+            json_int_t x = json_integer_value(
+                json_object_get(v, "subscribers"));
+            if (x > bv) {
+                bv = x;
+                best = k;
+            }
+        }
+        json_array_append(top, json_object_get(chans, best));
+        json_object_del(chans, best);
+    }
+    out = json_pack("{s:{s:o, s:o, s:o}}", "cluster", "node",
+                    node != NULL ? node : json_null(), "nodes",
+                    nodes != NULL ? nodes : json_null(), "top_channels", top);
+    s = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    if (s != NULL && s[0] == '{' && s[1] != '}') {
+        b->len -= 2; /* "}\n" */
+        hd_strbuf_putc(b, ',');
+        hd_strbuf_puts(b, s + 1);
+        hd_strbuf_putc(b, '\n');
+    }
+    free(s);
+done:
+    json_decref(chans);
+    free(buf);
+}
+
 /* ---- events --------------------------------------------------------------- */
 
 static struct {
@@ -339,6 +428,7 @@ handle(struct evhttp_request *req, void *arg)
         hd_procinfo_collect(snap, &adm.proc);
         hd_render_stats(&b, snap, &adm.proc, hd_wall_sec(), HD_VERSION);
         stats_limits(&b);
+        stats_cluster(&b, snap);
         reply(req, 200, "OK", "application/json", b.p, b.len);
         break;
     case R_EVENTS:

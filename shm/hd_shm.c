@@ -219,6 +219,7 @@ hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation)
          * leak into the next process's series. */
         fold_begin(shm);
         cells_zero(&s->m);
+        atomic_store_explicit(&s->info_len, 0, RLX);
         atomic_store_explicit(&s->pid, 0, RLX);
         atomic_store_explicit(&s->worker_id, worker_id, RLX);
         atomic_store_explicit(&s->generation, generation, RLX);
@@ -230,6 +231,48 @@ hd_shm_slot_acquire(hd_shm_t *shm, unsigned worker_id, uint32_t generation)
         return (int) i;
     }
     return -ENOSPC;
+}
+
+void
+hd_shm_slot_info_set(hd_shm_slot_t *s, const char *json, size_t len)
+{
+    uint64_t q = atomic_load_explicit(&s->info_seq, RLX);
+
+    if (len > HD_SHM_INFO_MAX)
+        len = 0;
+    atomic_store_explicit(&s->info_seq, q + 1, RLX);
+    atomic_thread_fence(memory_order_release);
+    for (size_t i = 0; i < len; i++)
+        atomic_store_explicit(&s->info[i], json[i], RLX);
+    atomic_store_explicit(&s->info_len, (uint32_t) len, RLX);
+    atomic_store_explicit(&s->info_seq, q + 2, memory_order_release);
+}
+
+size_t
+hd_shm_slot_info_get(const hd_shm_t *shm, int idx, char *buf, size_t cap)
+{
+    const struct hd_shm_slot *s;
+
+    if (idx < 0 || (unsigned) idx >= HD_SHM_SLOTS || cap <= HD_SHM_INFO_MAX)
+        return 0;
+    s = &shm->slot[idx];
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t q = atomic_load_explicit(&s->info_seq, memory_order_acquire);
+        uint32_t len;
+        if (q & 1)
+            continue;
+        len = atomic_load_explicit(&s->info_len, RLX);
+        if (len > HD_SHM_INFO_MAX)
+            return 0;
+        for (uint32_t i = 0; i < len; i++)
+            buf[i] = atomic_load_explicit(&s->info[i], RLX);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->info_seq, RLX) == q) {
+            buf[len] = '\0';
+            return len;
+        }
+    }
+    return 0;
 }
 
 void

@@ -96,6 +96,19 @@ uint32_t hd_shm_generation(const hd_shm_t *shm);
 unsigned hd_shm_workers_expected(const hd_shm_t *shm);
 double   hd_shm_start_time(const hd_shm_t *shm); /* wall clock, s */
 uint32_t hd_shm_slot_generation(const hd_shm_slot_t *s);
+
+/*
+ * A small JSON document a worker publishes for the master (its top
+ * channels and its view of the cluster, for /stats and the monitor page):
+ * the worker replaces it whole (single writer, seqlock); the master reads
+ * a consistent copy or nothing. Longer than HD_SHM_INFO_MAX: not stored.
+ */
+#define HD_SHM_INFO_MAX 4032
+void hd_shm_slot_info_set(hd_shm_slot_t *s, const char *json, size_t len);
+/* Copy slot idx's document into buf (cap > HD_SHM_INFO_MAX, NUL added);
+ * its length, 0 when empty or being written. */
+size_t hd_shm_slot_info_get(const hd_shm_t *shm, int idx, char *buf,
+                            size_t cap);
 /* Master: set herald_start_time_seconds (hd_shm_create() sets "now"). */
 void hd_shm_set_start_time(hd_shm_t *shm, double wall_sec);
 

@@ -179,6 +179,107 @@ beat(bool leave)
     free(info);
 }
 
+/* ---- what the master shows (/stats "cluster", the monitor page) ---------- */
+
+#define TOP_CHANNELS 10
+
+typedef struct top {
+    const hd_chan_t *ch[TOP_CHANNELS];
+    size_t           n;
+} top_t;
+
+static void
+top_visit(const hd_chan_t *ch, void *arg)
+{
+    top_t *t = arg;
+    size_t i;
+
+    if (ch->nmembers == 0
+        || (t->n == TOP_CHANNELS
+            && ch->nmembers <= t->ch[TOP_CHANNELS - 1]->nmembers))
+        return;
+    if (t->n < TOP_CHANNELS)
+        t->n++;
+    for (i = t->n - 1; i > 0 && t->ch[i - 1]->nmembers < ch->nmembers; i--)
+        t->ch[i] = t->ch[i - 1];
+    t->ch[i] = ch;
+}
+
+/*
+ * Publish this worker's top channels (by local subscribers) and the
+ * cluster's nodes (from the registry; NULL: unknown now) into its shm
+ * slot, for the master. Bounded: 10 channels, at most 16 nodes.
+ */
+static void
+publish_view(json_t *instances)
+{
+    top_t       t = { .n = 0 };
+    json_t     *root, *chans = json_array(), *nodes = NULL, *inst, *n;
+    const char *id;
+    char       *text;
+
+    hd_chan_foreach(top_visit, &t);
+    for (size_t i = 0; i < t.n; i++) {
+        const hd_chan_t *ch = t.ch[i];
+        size_t           tl = (size_t) (ch->name - ch->key) - 8;
+        json_array_append_new(chans,
+                              json_pack("{s:s%, s:s%, s:i}", "tenant",
+                                        ch->key + 7, tl, "channel", ch->name,
+                                        ch->name_len, "subscribers",
+                                        (int) ch->nmembers));
+    }
+    if (instances != NULL) {
+        json_t *byid = json_object();
+        json_object_foreach(instances, id, inst)
+        {
+            const char *nid = json_string_value(json_object_get(inst, "node"));
+            if (nid == NULL)
+                continue;
+            n = json_object_get(byid, nid);
+            if (n == NULL) {
+                if (json_object_size(byid) >= 16)
+                    continue;
+                n = json_pack("{s:s, s:O, s:i, s:i}", "id", nid, "name",
+                              json_object_get(inst, "name"), "workers", 0,
+                              "connections", 0);
+                json_object_set_new(byid, nid, n);
+            }
+            json_object_set_new(
+                n, "workers",
+                json_integer(json_integer_value(json_object_get(n, "workers"))
+                             + 1));
+            json_object_set_new(
+                n, "connections",
+                json_integer(
+                    json_integer_value(json_object_get(n, "connections"))
+                    + json_integer_value(
+                        json_object_get(inst, "connections"))));
+        }
+        nodes = json_array();
+        json_object_foreach(byid, id, n)
+        {
+            json_array_append(nodes, n);
+        }
+        json_decref(byid);
+    }
+    root = json_pack("{s:s, s:f, s:o, s:o}", "node", hd_node_id, "at",
+                     hd_wall_sec(), "top_channels", chans, "nodes",
+                     nodes != NULL ? nodes : json_null());
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text != NULL) {
+        hd_shm_slot_info_set(hd_w.slot, text, strlen(text));
+        free(text);
+    }
+}
+
+static void
+view_cb(int err, json_t *instances, void *arg)
+{
+    (void) arg;
+    publish_view(err == 0 ? instances : NULL);
+}
+
 static void
 beat_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -186,6 +287,8 @@ beat_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) w;
     (void) revents;
     beat(false);
+    if (hd_cluster_instances(view_cb, NULL) < 0)
+        publish_view(NULL);
 }
 
 typedef struct list_req {

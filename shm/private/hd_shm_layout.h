@@ -72,6 +72,11 @@ struct hd_shm_slot {
     _Atomic uint64_t start_ns; /* wall clock at acquire */
     /* metrics: the slot's process only (single writer) */
     _Alignas(64) hd_metrics_cells_t m;
+    /* the worker's published JSON for the master (hd_shm_slot_info_set):
+     * seqlock (odd while written), length, bytes */
+    _Alignas(64) _Atomic uint64_t info_seq;
+    _Atomic uint32_t info_len;
+    _Atomic char     info[HD_SHM_INFO_MAX];
 };
 
 struct hd_shm {

@@ -136,7 +136,24 @@ def test_monitor_page_in_chromium(make_herald, tmp_path):
             # connections change: the page follows
             clients = [await open_client(h.url, token_for(h, sub="u%d" % i, tenant="acme"))
                        for i in range(3)]
+            for c in clients:
+                assert "result" in await c.subscribe("chat:busy")
+            assert "result" in await clients[0].subscribe("chat:quiet")
             await b.until(text("conn-active"), lambda v: v == "3", what="3 connections")
+            # this node, the cluster's nodes and the top channels
+            node = clients[0].info["client"].split("-")[0]
+            await b.until(text("node-id"), lambda v: v == node, what="the node id")
+            await b.until("document.querySelector('#nodes tbody').textContent",
+                          lambda v: v is not None and v.startswith(node), what="the node row")
+            await b.until("Array.from(document.querySelectorAll('#top-channels tbody tr'))"
+                          ".map(function (r) { return r.textContent; }).join(',')",
+                          lambda v: v == "acmechat:busy3,acmechat:quiet1", what="the top channels")
+            s = stats(h)
+            assert s["cluster"]["node"] == node
+            assert [(c["tenant"], c["channel"], c["subscribers"]) for c in s["cluster"]["top_channels"]] \
+                == [("acme", "chat:busy", 3), ("acme", "chat:quiet", 1)], s["cluster"]
+            assert [n["id"] for n in s["cluster"]["nodes"]] == [node]
+            assert s["cluster"]["nodes"][0]["workers"] == h.workers
             s = stats(h)
             assert s["connections"]["active"] == 3
             await b.until("document.querySelector('#tenants tbody tr') && "
