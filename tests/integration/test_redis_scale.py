@@ -498,3 +498,79 @@ def test_tls_only_redis_through_stunnel(make_herald, tmp_path):
         tun.wait(5)
         srv.terminate()
         srv.wait(5)
+
+
+def test_reload_adding_a_shard_moves_some_channels_to_a_new_epoch(make_herald, tmp_path):
+    """2 shards -> 3 by SIGHUP: about a third of the channels move; a moved
+    channel starts a new epoch on its new shard, so a recovery from before
+    the move says recovered: false (never wrong data); the others recover
+    exactly, as if nothing happened."""
+    shards = [Redis(tmp_path / ("rs%d" % i)).start() for i in range(3)]
+    try:
+        cfg = scale_config(redis={"shards": [{"url": s.url} for s in shards[:2]]})
+        h = herald_without_url(make_herald, **cfg)
+        tok = token_for(h, sub="u1")
+        chans = ["hist:mv%d" % i for i in range(60)]
+
+        async def publish_all(c, data):
+            out = {}
+            for ch in chans:
+                r = await c.call("publish", {"channel": ch, "data": data})
+                assert "result" in r, r
+                out[ch] = r["result"]["offset"]
+            return out
+
+        async def before():
+            c = await open_tclient(h.url, tok)
+            epochs = {}
+            for ch in chans:
+                epochs[ch] = (await subscribed(c, ch))["epoch"]
+            await publish_all(c, "a")
+            await close_all([c])
+            return epochs
+
+        epochs = run(before())
+
+        def where(ch):
+            return [i for i, s in enumerate(shards)
+                    if redis_cli(s.port, "EXISTS", "{herald||%s}:meta" % ch).strip() == "1"]
+
+        old = {ch: where(ch) for ch in chans}
+        assert all(len(v) == 1 and v[0] in (0, 1) for v in old.values()), old
+        old_pids = set(h.worker_pids().values())
+        h.config["redis"]["shards"] = [{"url": s.url} for s in shards]
+        h.write_config()
+        h.send_signal(signal.SIGHUP)
+        # the replaced workers drain and go; then only new ones serve
+        def replaced():
+            slots = h.worker_slots()
+            pids = {p for ps in slots.values() for p in ps}
+            return (len(slots) == 2 and all(len(ps) == 1 for ps in slots.values())
+                    and not (old_pids & pids) and health(h)[0] == 200)
+        wait_until(replaced, 30, what="workers replaced on the new shard list")
+
+        async def after():
+            c = await open_tclient(h.url, tok)
+            res = {}
+            for ch in chans:
+                r = await c.call("subscribe", {"channel": ch, "recover": True,
+                                               "offset": 0, "epoch": epochs[ch]})
+                assert "result" in r, r
+                res[ch] = r["result"]
+            await close_all([c])
+            return res
+
+        res = run(after())
+        moved = [ch for ch in chans if 2 in where(ch)]
+        stayed = [ch for ch in chans if ch not in moved]
+        # rendezvous hashing: only channels the new shard wins move
+        assert all(where(ch) == old[ch] for ch in stayed)
+        assert 8 <= len(moved) <= 35, len(moved)
+        for ch in moved:
+            assert res[ch]["recovered"] is False and res[ch]["epoch"] != epochs[ch], res[ch]
+        for ch in stayed:
+            assert res[ch]["recovered"] is True and res[ch]["epoch"] == epochs[ch], res[ch]
+            assert [p["data"] for p in res[ch]["publications"]] == ["a"], res[ch]
+    finally:
+        for s in shards:
+            s.stop()
