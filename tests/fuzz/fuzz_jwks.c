@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for the JWK Set parser (hd_jwt_keyset_add_jwks() in
- * common/hd_jwt.c): the master loads whatever an identity provider (or a
+ * common/hd_jwk.c): the master loads whatever an identity provider (or a
  * file) serves. Invariants: all or nothing (a refused set adds no key),
  * the count matches, and a token can be checked against whatever was
  * accepted without a crash.

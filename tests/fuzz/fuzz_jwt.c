@@ -19,7 +19,7 @@
  *
  * Build (by hand until meson wires it; the lead owns that):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Icommon tests/fuzz/fuzz_jwt.c common/hd_jwt.c common/hd_chname.c \
+ *     -Icommon tests/fuzz/fuzz_jwt.c common/hd_jwt.c common/hd_jwk.c common/hd_chname.c \
  *     common/hd_alloc.c $(pkg-config --cflags --libs jansson libcrypto) \
  *     -o fuzz_jwt
  *   ./fuzz_jwt -max_len=9000 tests/fuzz/seeds/jwt

@@ -1,6 +1,6 @@
 /*
  * Unit tests for the key sets and the public-key algorithms of
- * common/hd_jwt.c: RS256/384/512, PS256/384/512, ES256/384, EdDSA and
+ * common/hd_jwt.c and common/hd_jwk.c: RS256/384/512, PS256/384/512, ES256/384, EdDSA and
  * HS384/512; PEM and JWKS loading; kid selection; algorithm confusion;
  * aud/iss/leeway/lifetime and the publish and channel claims.
  *
