@@ -915,7 +915,8 @@ check_outq(struct load *ld)
 static void
 check_admin(struct load *ld)
 {
-    if (!keys_good(ld, "admin.address", "admin.port", "admin.token", NULL))
+    if (!keys_good(ld, "admin.address", "admin.port", "admin.token",
+                   "admin.token_file", NULL))
         return;
     if (ld->c->admin_port == 0 || ld->c->admin_token != NULL
         || ld->c->admin_address == NULL
@@ -923,8 +924,8 @@ check_admin(struct load *ld)
         return;
     char *q = hd_conf_echo(ld->c->admin_address);
     hd_conf_err(ld, "$.admin.token",
-                "required when admin.address (%s) is not a loopback "
-                "address",
+                "required (admin.token or admin.token_file) when "
+                "admin.address (%s) is not a loopback address",
                 q);
     free(q);
 }

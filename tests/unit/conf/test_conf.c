@@ -1525,8 +1525,9 @@ START_TEST(test_admin_token_off_loopback)
         snprintf(json, sizeof(json),
                  "{" AUTH ", \"admin\": {\"address\": \"%s\"}}", open_[i]);
         snprintf(want, sizeof(want),
-                 "t.json: $.admin.token: required when admin.address "
-                 "(\"%s\") is not a loopback address",
+                 "t.json: $.admin.token: required (admin.token or "
+                 "admin.token_file) when admin.address (\"%s\") is not a "
+                 "loopback address",
                  open_[i]);
         expect_error(json, want);
         /* with a token, or with the admin server off, it is fine */
@@ -1542,6 +1543,28 @@ START_TEST(test_admin_token_off_loopback)
                  open_[i]);
         c = load_ok(json);
         hd_conf_free(c);
+    }
+    /* a token from a file counts */
+    {
+        char             path[] = "/tmp/hd-conf-admin-XXXXXX";
+        int              fd = mkstemp(path);
+        hd_conf_errors_t e = { 0 };
+        char             doc[512];
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(write(fd, "admin-token-from-a-file-0123", 28), 28);
+        close(fd);
+        snprintf(doc, sizeof(doc),
+                 "{" AUTH ", \"admin\": {\"address\": \"0.0.0.0\","
+                 " \"token_file\": \"%s\"}}",
+                 path);
+        c = NULL;
+        ck_assert_int_eq(
+            hd_conf_load_string("t.json", doc, strlen(doc), &c, &e), 0);
+        ck_assert_ptr_nonnull(c->admin_token);
+        hd_conf_free(c);
+        hd_conf_errors_free(&e);
+        unlink(path);
     }
 }
 END_TEST
