@@ -9,6 +9,7 @@
 #include "hd_alloc.h"
 #include "hd_api.h"
 #include "hd_chname.h"
+#include "hd_httpgate.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_publish.h"
@@ -180,6 +181,10 @@ respond(hd_http_t *h, int status, json_t *body)
     }
     h->resp_len = strlen(h->resp);
     json_decref(body);
+    /* lws 4.1 gives no writable callback to an HTTP connection whose rx
+     * is flow-controlled off (hd_api_body_done()): on again first; a
+     * pipelined request behind this one stays gated (hd_httpgate.c) */
+    lws_rx_flow_control(h->wsi, 1);
     lws_callback_on_writable(h->wsi);
     return 0;
 }
@@ -538,6 +543,11 @@ hd_api_body_done(struct lws *wsi, hd_conn_t *c)
     }
     h->body_done = true;
     body_wait_stop(h);
+    /* the request is read whole and the next one waits in the kernel
+     * (hd_httpgate.c): do not let lws poll the socket until the answer is
+     * out, or it spins on a readable socket it must not read */
+    if (h->resp == NULL && hd_httpgate_waiting(lws_get_socket_fd(wsi)))
+        lws_rx_flow_control(wsi, 0);
     if (h->route == R_NONE)
         return 0;
     if (h->too_big)
@@ -647,6 +657,8 @@ hd_api_writeable(struct lws *wsi, hd_conn_t *c)
     if (lws_http_transaction_completed(wsi))
         return -1;
     hd_wsguard_http_done(lws_get_socket_fd(wsi));
+    hd_httpgate_release(lws_get_socket_fd(wsi));
+    lws_rx_flow_control(wsi, 1); /* the next pipelined request, if any */
     return 0;
 }
 

@@ -34,6 +34,7 @@
 #include "hd_worker_int.h"
 #include "hd_proto.h"
 #include "hd_wsguard.h"
+#include "hd_httpgate.h"
 #include "hd_proxyin.h"
 #include "hd_realip.h"
 
@@ -204,6 +205,7 @@ hd_worker_adopt(int fd, const struct sockaddr *client)
     if (fd < hd_w.accept_ns_cap)
         hd_w.accept_ns[fd] = hd_mono_ns();
     hd_wsguard_open(fd);
+    hd_httpgate_open(fd);
     struct lws *wsi = lws_adopt_socket_vhost(hd_w.vhost, fd);
     if (wsi == NULL) {
         /* lws closed the fd */
@@ -596,6 +598,9 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_w.accept_ns = hd_calloc((size_t) hd_w.accept_ns_cap, sizeof(uint64_t));
     hd_w.wbuf = hd_malloc(LWS_PRE + (size_t) a->conf->batch_max_bytes);
     (void) hd_wsguard_init(hd_w.accept_ns_cap);
+    if (hd_httpgate_init(hd_w.accept_ns_cap) < 0)
+        hd_log_warn("cannot map the HTTP request gate: pipelined API "
+                    "requests will not be answered");
     hd_w.limits = a->limits;
     hd_w.lease = a->lease;
     if (hd_admit_init(hd_w.accept_ns_cap) < 0
@@ -689,6 +694,7 @@ hd_worker_main(const hd_worker_args_t *a)
     hd_free(hd_w.accept_ns);
     hd_free(hd_w.wbuf);
     hd_wsguard_shutdown();
+    hd_httpgate_shutdown();
     for (unsigned i = 0; i < hd_w.nlisten; i++)
         close(hd_w.listen_fds[i]);
     close(hd_w.ctl_fd);

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
+#include "hd_httpgate.h"
 #include "hd_log.h"
 #include "hd_plthook.h"
 #include "hd_wsguard.h"
@@ -155,7 +156,8 @@ look_at_start(guard_t *g, const uint8_t *p, size_t n)
 static ssize_t
 guarded_recv(int fd, void *buf, size_t len, int flags)
 {
-    ssize_t n = recv(fd, buf, len, flags);
+    /* hd_httpgate.c: one HTTP request at a time for lws */
+    ssize_t n = hd_httpgate_recv(fd, buf, len, flags);
 
     if (n > 0 && !(flags & MSG_PEEK) && fd >= 0 && fd < G_cap
         && (G[fd].flags & F_ACTIVE)) {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../worker/hd_httpgate.c" /* guarded_recv reads through it */
 #include "../../worker/hd_wsguard.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

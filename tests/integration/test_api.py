@@ -221,53 +221,81 @@ def test_api_503_while_redis_down(make_herald, redis_server):
     run(go())
 
 
-def test_api_pipelined_requests_close_the_connection(make_herald):
-    """Two requests sent back to back on one keep-alive connection (HTTP
-    pipelining) once crashed the worker. herald answers at most the first,
-    then closes the connection (docs/protocol.md); the worker lives on,
-    and whatever was acknowledged reaches the subscriber, once."""
+def read_responses(s, n, timeout=10):
+    """Read n HTTP/1.1 responses (with Content-Length) from socket s:
+    [(status, headers, body bytes)]."""
+    s.settimeout(timeout)
+    buf, out = b"", []
+    while len(out) < n:
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError("closed after %d of %d responses: %r" % (len(out), n, buf))
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        size = int(hdrs.get("content-length", "0"))
+        while len(buf) < size:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError("closed in a body")
+            buf += chunk
+        out.append((int(lines[0].split(" ")[1]), hdrs, buf[:size]))
+        buf = buf[size:]
+    return out
+
+
+def publish_request(ch, data, path="/api/publish", extra=None):
+    obj = {"channel": ch, "data": data}
+    obj.update(extra or {})
+    body = json.dumps(obj).encode()
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: apikey " + API_KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_api_pipelined_requests_answered_in_order(make_herald):
+    """Requests sent back to back on one keep-alive connection (HTTP/1.1
+    pipelining, what high-rate publishers do) are each answered, in order,
+    on the same connection, which stays open; each publication is made
+    once (issue 17 item 3). A bad request in the middle gets its own error
+    and does not disturb the others."""
     import socket
     h = make_herald(**pubsub_config(workers=1))
     ch = "chat:pipelined"
     pids = h.worker_pids()
 
-    def request(i):
-        body = json.dumps({"channel": ch, "data": {"i": i}}).encode()
-        return (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Authorization: apikey " + API_KEY.encode() + b"\r\n"
-                b"Content-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-
     async def go():
         sub = await open_client(h.url, token_for(h, sub="s"))
         assert "result" in await sub.subscribe(ch)
-        for attempt in range(3):
-            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
-            s.sendall(request(2 * attempt) + request(2 * attempt + 1))
-            got = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    got += chunk
-            except socket.timeout:
-                raise AssertionError("the pipelining connection was neither answered "
-                                     "nor closed in 10 s: %r" % got) from None
-            finally:
-                s.close()
-            text = got.decode("utf-8", "replace")
-            statuses = [line for line in text.split("\r\n") if line.startswith("HTTP/1.1 ")]
-            assert len(statuses) <= 1, "answered a pipelined request: %r" % text
-            assert all(st.startswith("HTTP/1.1 200") for st in statuses), text
-        # the worker is the same process, and serves the next request
+        s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+        try:
+            n = 0
+            for rnd in range(3):
+                reqs = [publish_request(ch, {"r": rnd, "i": i}) for i in range(7)]
+                reqs[3] = publish_request("bad channel!", 1)       # a 400 in the middle
+                s.sendall(b"".join(reqs))
+                resps = read_responses(s, len(reqs))
+                for i, (st, hdrs, body) in enumerate(resps):
+                    if i == 3:
+                        assert st == 400, (st, body)
+                        continue
+                    n += 1
+                    assert st == 200, (i, st, body)
+                    assert json.loads(body) == {"result": {"offset": n}}, (i, body)
+            # and the connection still serves one request at a time
+            s.sendall(publish_request(ch, "after"))
+            (st, _, body), = read_responses(s, 1)
+            assert st == 200 and json.loads(body)["result"]["offset"] == n + 1, body
+        finally:
+            s.close()
         assert h.worker_pids() == pids, "a worker died on pipelined requests"
-        st, body = api_request(h.port, "/api/publish", {"channel": ch, "data": "after"})
-        assert st == 200, (st, body)
-        last = body["result"]["offset"]
-        await sub.until(lambda: any(p["data"] == "after" for p in sub.pubs(ch)), 10, "the last publish")
+        await sub.wait_pubs(ch, n + 1)
+        await sub.drain(0.3)
         offs = [p["offset"] for p in sub.pubs(ch)]
-        assert offs == list(range(1, last + 1)), offs
+        assert offs == list(range(1, n + 2)), offs
         await sub.close()
     run(go())
 

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../../../worker/hd_httpgate.c" /* guarded_recv reads through it */
 #include "../../../worker/hd_wsguard.c"
 
 static int sv[2];
