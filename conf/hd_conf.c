@@ -1002,11 +1002,12 @@ cross_checks(struct load *ld)
     if (ld->state[secret] != ST_BAD && ld->state[anon] != ST_BAD
         && ld->c->auth_hmac_secret == NULL && ld->c->nauth_keys == 0
         && ld->c->auth_jwks_file == NULL && ld->c->auth_jwks_url == NULL
-        && !ld->c->auth_allow_anonymous)
+        && ld->c->proxy_connect_url == NULL && !ld->c->auth_allow_anonymous)
         hd_conf_err(ld, "$.auth.hmac_secret",
                     "a key is required (hmac_secret, hmac_secret_file, "
                     "public_keys, jwks_file or jwks_url) unless "
-                    "auth.allow_anonymous is true");
+                    "auth.allow_anonymous is true or proxy.connect_url is "
+                    "set");
     /* the master reads these later, from whatever directory it runs in */
     char **rel[] = { &ld->c->auth_jwks_file, &ld->c->auth_jwks_ca_file };
     for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {

@@ -542,7 +542,7 @@ m_connect(cmd_t *cmd)
                                       "invalid token");
             return;
         }
-        if (jt == NULL && conf->proxy_connect_url != NULL) {
+        if (conf->proxy_connect_url != NULL) { /* null is no token */
             connect_proxy(cmd);
             return;
         }

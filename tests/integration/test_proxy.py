@@ -128,11 +128,18 @@ def test_connect_proxy_outcomes(make_herald, backend):
 
 
 def test_connect_proxy_backend_down(make_herald):
-    h = make_herald(**deep_merge(PUBSUB_CONFIG, {"proxy": {
-        "connect_url": "http://127.0.0.1:%d/connect" % free_port(), "timeout_ms": 1000}}))
+    """A proxy-only server (no token keys at all) whose backend is down."""
+    h = make_herald(**dict(PUBSUB_CONFIG, auth={"allow_anonymous": False, "hmac_secret": None},
+                           proxy={"connect_url": "http://127.0.0.1:%d/connect" % free_port(),
+                                  "timeout_ms": 1000}))
 
     async def go():
         c, r = await connect_mode(h.url, "allow")
+        assert r["error"]["code"] == 503, r
+        assert await c.wait_closed(10) == 1013
+        # "token": null is no token: the proxy is asked, not refused as 401
+        c = await open_client(h.url, do_connect=False)
+        r = await c.call("connect", {"token": None}, timeout=15)
         assert r["error"]["code"] == 503, r
         assert await c.wait_closed(10) == 1013
     run(go())

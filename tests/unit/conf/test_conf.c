@@ -997,7 +997,7 @@ END_TEST
 #define MISSING_KEY                                                 \
     "t.json: $.auth.hmac_secret: a key is required (hmac_secret, "  \
     "hmac_secret_file, public_keys, jwks_file or jwks_url) unless " \
-    "auth.allow_anonymous is true"
+    "auth.allow_anonymous is true or proxy.connect_url is set"
 
 START_TEST(test_missing_secret)
 {
