@@ -402,9 +402,10 @@ test_js() {
         record clients/js chromium "SKIP (no build)"
         return 0
     fi
+    # bounded: a test that leaves a handle open would keep node running
     say "[clients/js] integration tests"
     rc=0
-    (cd "$js" && HERALD_BIN="$bin" node --test test/integration/*.test.js) || rc=$?
+    (cd "$js" && HERALD_BIN="$bin" timeout -k 10 600 node --test test/integration/*.test.js) || rc=$?
     if [ "$rc" -eq 0 ]; then
         record clients/js integration PASS
     else
@@ -413,7 +414,7 @@ test_js() {
 
     say "[clients/js] headless Chromium"
     rc=0
-    (cd "$js" && HERALD_BIN="$bin" node --test test/browser/*.test.js) || rc=$?
+    (cd "$js" && HERALD_BIN="$bin" timeout -k 10 300 node --test test/browser/*.test.js) || rc=$?
     if [ "$rc" -eq 0 ]; then
         record clients/js chromium PASS
     else

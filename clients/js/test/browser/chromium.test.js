@@ -57,7 +57,7 @@ function launch(dir) {
   });
 }
 
-test("Chromium: network cut while publishing, every message recovered exactly once", { skip }, async () => {
+test("Chromium: network cut while publishing, every message recovered exactly once", { skip, timeout: 90000 }, async () => {
   const dir = tmpDir("chromium");
   const redis = await new Redis(dir).start();
   const herald = new Herald(BIN, dir, redis.url);
@@ -103,7 +103,9 @@ test("Chromium: network cut while publishing, every message recovered exactly on
     assert.deepEqual(pageErrors, []);
     ok = true;
   } finally {
+    const stopping = Publisher.stopAll();
     if (pubc) pubc.disconnect();
+    await stopping;
     if (browser) await browser.close();
     if (proxy) await proxy.stop();
     if (server) server.close();
@@ -117,7 +119,7 @@ test("Chromium: network cut while publishing, every message recovered exactly on
 // The chat example as the README says to run it: examples/serve.js (page,
 // SDK and development tokens) against herald with the shipped config's
 // secret, namespaces and origins (ports and Redis changed for the test).
-test("Chromium: the chat example works with the shipped config", { skip }, async () => {
+test("Chromium: the chat example works with the shipped config", { skip, timeout: 90000 }, async () => {
   const dir = tmpDir("chat");
   const redis = await new Redis(dir).start();
   const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, "..", "..", "conf", "herald.json"), "utf8"));

@@ -32,7 +32,11 @@ async function withHerald(name, overrides, fn) {
     await fn({ herald, redis, mk });
     failed = false;
   } finally {
+    // after a failure a publisher may still run: stop it, or the test
+    // process never exits
+    const stopping = Publisher.stopAll();
     for (const c of clients) c.disconnect();
+    await stopping;
     const problems = await herald.finish();
     await redis.stop();
     if (failed) console.error(herald.diag());
@@ -62,7 +66,7 @@ function collect(sub) {
 
 const isSubscribed = (sub) => until(() => sub.state === "subscribed", 15000, `subscription to ${sub.channel}`);
 
-test("publish and subscribe, history, ping, errors with herald's codes", { skip }, async () => {
+test("publish and subscribe, history, ping, errors with herald's codes", { skip, timeout: 90000 }, async () => {
   await withHerald("pubsub", {}, async ({ herald, mk }) => {
     const a = mk(herald.url);
     const b = mk(herald.url);
@@ -91,7 +95,7 @@ test("publish and subscribe, history, ping, errors with herald's codes", { skip 
   });
 });
 
-test("socket cut while publishing at 1000/s: every message exactly once after recovery", { skip }, async () => {
+test("socket cut while publishing at 1000/s: every message exactly once after recovery", { skip, timeout: 90000 }, async () => {
   await withHerald("cut", {}, async ({ herald, mk }) => {
     const proxy = await new Proxy(herald.port).start();
     try {
@@ -131,7 +135,7 @@ test("socket cut while publishing at 1000/s: every message exactly once after re
   });
 });
 
-test("SIGHUP that replaces workers (1012) under load: zero loss", { skip }, async () => {
+test("SIGHUP that replaces workers (1012) under load: zero loss", { skip, timeout: 90000 }, async () => {
   await withHerald("reload", {}, async ({ herald, mk }) => {
     const subc = mk(herald.url);
     const pubc = mk(herald.url);
@@ -163,7 +167,7 @@ test("SIGHUP that replaces workers (1012) under load: zero loss", { skip }, asyn
   });
 });
 
-test("Redis restarted: a gap event, then live again", { skip }, async () => {
+test("Redis restarted: a gap event, then live again", { skip, timeout: 90000 }, async () => {
   await withHerald("redis", {}, async ({ herald, redis, mk }) => {
     const subc = mk(herald.url);
     const pubc = mk(herald.url);
@@ -207,7 +211,7 @@ test("Redis restarted: a gap event, then live again", { skip }, async () => {
   });
 });
 
-test("a terminal close (invalid token, 4500): state closed, no reconnect", { skip }, async () => {
+test("a terminal close (invalid token, 4500): state closed, no reconnect", { skip, timeout: 90000 }, async () => {
   await withHerald("terminal", {}, async ({ herald, mk }) => {
     let sockets = 0;
     class Counting extends WebSocket {
@@ -231,7 +235,7 @@ test("a terminal close (invalid token, 4500): state closed, no reconnect", { ski
   });
 });
 
-test("token about to expire: refreshed on the live connection, no reconnect", { skip }, async () => {
+test("token about to expire: refreshed on the live connection, no reconnect", { skip, timeout: 90000 }, async () => {
   await withHerald("refresh", {}, async ({ herald, mk }) => {
     const issued = [];
     const getToken = async () => {
@@ -268,7 +272,7 @@ test("token about to expire: refreshed on the live connection, no reconnect", { 
   });
 });
 
-test("token expiry without a refresh (refused): 4003, getToken called, connection restored", { skip }, async () => {
+test("token expiry without a refresh (refused): 4003, getToken called, connection restored", { skip, timeout: 90000 }, async () => {
   await withHerald("refresh-refused", {}, async ({ herald, mk }) => {
     const calls = [];
     const getToken = async () => {

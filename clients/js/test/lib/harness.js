@@ -358,7 +358,15 @@ export class Publisher {
       const due = Math.floor(((Date.now() - t0) * this.rate) / 1000);
       while (this.sent < due) this._one(this.sent++);
     }, 5);
+    Publisher.running.add(this);
     return this;
+  }
+
+  /** Stop every publisher still running (test cleanup after a failure). */
+  static stopAll() {
+    const all = [...Publisher.running];
+    for (const p of all) clearInterval(p.timer);
+    return Promise.all(all.map((p) => p.stop()));
   }
   _one(seq) {
     const p = this.client.publish(this.channel, { seq }).then(
@@ -370,8 +378,11 @@ export class Publisher {
   }
   async stop() {
     clearInterval(this.timer);
+    Publisher.running.delete(this);
     while (this.inflight.size) await Promise.all([...this.inflight]);
   }
+  static running = new Set();
+
   maxAcked() {
     let m = 0;
     for (const o of this.acked.values()) m = Math.max(m, o);
