@@ -12,6 +12,7 @@
 #include "hd_cluster.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
+#include "hd_presence.h"
 #include "hd_script.h"
 #include "hd_time.h"
 #include "hd_version.h"
@@ -82,7 +83,8 @@ static struct {
     ev_timer beat_w;
     call_t  *calls;
     uint64_t seq;
-    double   started_at; /* node start, unix seconds */
+    double   started_at;   /* node start, unix seconds */
+    uint64_t last_beat_ms; /* last heartbeat Redis took (monotonic) */
 } C;
 
 static void
@@ -135,8 +137,24 @@ node_name(void)
 static void
 beat_cb(redisReply *r, const char *err, void *arg)
 {
+    uint64_t now = hd_mono_ms();
+
     if (arg != NULL)
         ev_break(hd_w.loop, EVBREAK_ONE); /* the leave is through */
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && arg == NULL) {
+        /* a beat after a silence past the ttl: the others may have swept
+         * our presence entries (and told our clients' watchers they
+         * left); put back those that are gone */
+        if (C.last_beat_ms != 0
+            && now - C.last_beat_ms
+                >= (uint64_t) hd_w.conf->cluster_node_ttl_ms) {
+            hd_log_info("registry heartbeat back after %llu ms; "
+                        "restoring presence",
+                        (unsigned long long) (now - C.last_beat_ms));
+            hd_presence_reannounce_all();
+        }
+        C.last_beat_ms = now;
+    }
     if (r == NULL)
         hd_log_debug("registry heartbeat failed: %s", err);
     else if (r->type == REDIS_REPLY_ERROR)

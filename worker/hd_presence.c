@@ -21,13 +21,17 @@
  * Lua, shared by both scripts. Expects all (HGETALL), now, KEYS[1] the
  * hash, KEYS[2] the registry; ARGV[2] the pub/sub channel, ARGV[3] '1'
  * when leaves are published. Calls live(v, p, ul) for the live ones.
+ * Fields "@<instance>" are markers, not members (see s_add): dropped
+ * with their instance, never counted.
  */
 #define WALK_LUA                                                           \
     "local alive = {}\n"                                                   \
     "local function walk(all, live)\n"                                     \
     "  for i = 1, #all, 2 do\n"                                            \
     "    local cid, v = all[i], all[i + 1]\n"                              \
-    "    local owner = string.match(cid, '^(.*)-[^-]*$') or cid\n"         \
+    "    local mark = string.sub(cid, 1, 1) == '@'\n"                      \
+    "    local owner = mark and string.sub(cid, 2)\n"                      \
+    "      or string.match(cid, '^(.*)-[^-]*$') or cid\n"                  \
     "    local a = alive[owner]\n"                                         \
     "    if a == nil then\n"                                               \
     "      local s = redis.call('ZSCORE', KEYS[2], owner)\n"               \
@@ -36,7 +40,9 @@
     "    end\n"                                                            \
     "    local p = string.find(v, ':', 1, true) or 0\n"                    \
     "    local ul = tonumber(string.sub(v, 1, p - 1)) or 0\n"              \
-    "    if a then\n"                                                      \
+    "    if mark then\n"                                                   \
+    "      if not a then redis.call('HDEL', KEYS[1], cid) end\n"           \
+    "    elseif a then\n"                                                  \
     "      if live then live(v, p, ul) end\n"                              \
     "    elseif redis.call('HDEL', KEYS[1], cid) == 1 and ARGV[3] == '1' " \
     "then\n"                                                               \
@@ -52,16 +58,23 @@
     "/ 1000)\n"
 
 /* KEYS[1] hash; ARGV[1] client id, [2] pub/sub channel, [3] join_leave,
- * [4] presence, [5] value, [6] entry, [7] hash TTL (s). */
+ * [4] presence, [5] value, [6] entry, [7] hash TTL (s), [8] this worker
+ * instance. With presence, the join goes out only when the entry is new:
+ * adding it again (see reannounce()) announces only those a sweep had
+ * removed. The field "@<instance>" marks that the instance's entries are
+ * in the hash: a refresh that finds it gone (the hash was lost, or a
+ * sweep took the instance for dead) puts them back. */
 static hd_script_t s_add = HD_SCRIPT(
+    "local new = 1\n"
     "if ARGV[4] == '1' then\n"
-    "  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])\n"
+    "  new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])\n"
+    "  redis.call('HSET', KEYS[1], '@' .. ARGV[8], '1')\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[7])\n"
     "end\n"
-    "if ARGV[3] == '1' then\n"
+    "if new == 1 and ARGV[3] == '1' then\n"
     "  redis.call('PUBLISH', ARGV[2], 'J ' .. ARGV[1] .. ' ' .. ARGV[6])\n"
     "end\n"
-    "return 1\n");
+    "return new\n");
 
 /* Same arguments; [5] unused. The leave goes out only if this call
  * removed the entry (or there is no presence to remove it from). */
@@ -90,11 +103,13 @@ static hd_script_t s_read = HD_SCRIPT(
     "return {n, nu, out}\n");
 
 /* KEYS[1] hash, [2] registry, [3] sweep marker; ARGV[1] TTL (s), [2]
- * channel, [3] join_leave, [4] sweep period (ms). Keeps the hash alive
- * and, at most once per period whoever asks, drops dead entries. */
+ * channel, [3] join_leave, [4] sweep period (ms), [5] "@<instance>".
+ * Keeps the hash alive and, at most once per period whoever asks, drops
+ * dead entries. 0: this instance's entries are not there (re-add them). */
 static hd_script_t s_refresh = HD_SCRIPT(
     NOW_LUA WALK_LUA
     "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then return 0 end\n"
     "if redis.call('SET', KEYS[3], '1', 'PX', ARGV[4], 'NX') then\n"
     "  walk(redis.call('HGETALL', KEYS[1]), nil)\n"
     "end\n"
@@ -154,8 +169,8 @@ update(hd_script_t *sc, hd_conn_t *c, hd_chan_t *ch)
     char        cid[HD_CLIENT_ID_MAX], hk[HD_KEY_MAX + 16], ttl[16];
     char       *entry, *value;
     const char *user = c->claims && c->claims->sub ? c->claims->sub : "";
-    const char *args[8];
-    size_t      lens[8];
+    const char *args[9];
+    size_t      lens[9];
     int         rc;
 
     if (hd_cluster_client_id(c, cid) == 0
@@ -172,10 +187,11 @@ update(hd_script_t *sc, hd_conn_t *c, hd_chan_t *ch)
     args[5] = value;
     args[6] = entry;
     args[7] = ttl;
-    for (int i = 0; i < 8; i++)
+    args[8] = hd_instance_id;
+    for (int i = 0; i < 9; i++)
         lens[i] = strlen(args[i]);
     lens[2] = ch->key_len;
-    rc = hd_script_run_on(ch->shard, sc, 1, 8, args, lens, noop_cb, NULL);
+    rc = hd_script_run_on(ch->shard, sc, 1, 9, args, lens, noop_cb, NULL);
     free(entry);
     free(value);
     return rc;
@@ -274,12 +290,55 @@ hd_presence_read(const hd_ns_t *ns, const char *key, size_t key_len,
 
 /* ---- refresh ------------------------------------------------------------- */
 
+/* Add the entries of ch's live members again (those that are there stay
+ * as they are; those that are not come back, with a join). */
+static void
+reannounce(const hd_chan_t *ch, void *arg)
+{
+    (void) arg;
+    if (ch->ns == NULL || !ch->ns->presence)
+        return;
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_conn_t *c = ch->members[i].conn;
+        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+        if (s->state == HD_SUB_ACTIVE && s->announced)
+            (void) update(&s_add, c, (hd_chan_t *) ch);
+    }
+}
+
+void
+hd_presence_reannounce_all(void)
+{
+    hd_chan_foreach(reannounce, NULL);
+}
+
+/* Our entries were gone (Redis lost the hash: restart, flush, eviction;
+ * or a sweep took this instance for dead) while we have live members: put
+ * them back. arg: the channel key (heap). */
+static void
+refreshed_cb(redisReply *r, const char *err, void *arg)
+{
+    char      *key = arg;
+    hd_chan_t *ch;
+
+    noop_cb(r, err, NULL);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0
+        && (ch = hd_chan_find(key, strlen(key))) != NULL) {
+        hd_log_info("presence entries of %.*s missing in Redis; adding "
+                    "ours again",
+                    (int) ch->name_len, ch->name);
+        reannounce(ch, NULL);
+    }
+    free(key);
+}
+
 static void
 refresh_one(const hd_chan_t *ch, void *arg)
 {
     char        hk[HD_KEY_MAX + 16], mk[HD_KEY_MAX + 16], ttl[16], per[16];
-    const char *args[7];
-    size_t      lens[7];
+    char        mark[48];
+    const char *args[8];
+    size_t      lens[8];
     (void) arg;
 
     if (ch->ns == NULL || !ch->ns->presence || ch->nmembers == 0
@@ -295,11 +354,13 @@ refresh_one(const hd_chan_t *ch, void *arg)
     args[4] = ch->key;
     args[5] = ch->ns->join_leave ? "1" : "0";
     args[6] = per;
-    for (int i = 0; i < 7; i++)
+    snprintf(mark, sizeof(mark), "@%s", hd_instance_id);
+    args[7] = mark;
+    for (int i = 0; i < 8; i++)
         lens[i] = strlen(args[i]);
     lens[4] = ch->key_len;
-    (void) hd_script_run_on(ch->shard, &s_refresh, 3, 7, args, lens, noop_cb,
-                            NULL);
+    (void) hd_script_run_on(ch->shard, &s_refresh, 3, 8, args, lens,
+                            refreshed_cb, hd_strndup(ch->key, ch->key_len));
 }
 
 static void

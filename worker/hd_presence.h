@@ -47,6 +47,10 @@ typedef void hd_presence_cb(int err, long long clients, long long users,
 int hd_presence_read(const hd_ns_t *ns, const char *key, size_t key_len,
                      size_t limit, hd_presence_cb *cb, void *arg);
 
+/* Add every live member's entry again (after this worker may have been
+ * taken for dead: a sweep removed its entries and published leaves). */
+void hd_presence_reannounce_all(void);
+
 void hd_presence_init(void);
 void hd_presence_shutdown(void);
 

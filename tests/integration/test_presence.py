@@ -258,3 +258,43 @@ def test_many_members_cost_nothing_to_a_subscriber(make_herald):
         for c in members + [newc]:
             await c.close()
     run(go())
+
+
+def test_presence_restored_after_a_node_was_taken_for_dead(make_herald):
+    """A node stopped past the ttl is swept (its clients' leaves go out);
+    when it comes back with its clients still connected, their entries
+    come back, with a join each."""
+    a, b = two_nodes(make_herald)
+    ch = "pres:stall"
+
+    async def go():
+        w = await open_client(a.url, token_for(a, sub="w"))
+        assert "result" in await w.subscribe(ch)
+        s = await open_client(b.url, token_for(b, sub="sleeper"))
+        assert "result" in await s.subscribe(ch)
+        sid = s.info["client"]
+        await w.until(lambda: ("join", sid) in events(w, ch), what="the join")
+        pids = list(b.worker_pids().values())
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            await wait_until_async(lambda: api_presence_ids(a, ch) == [w.info["client"]],
+                                   "the stopped node's entry to go", timeout=20)
+            await w.until(lambda: ("leave", sid) in events(w, ch), what="the leave")
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+        await wait_until_async(lambda: api_presence_ids(a, ch) == sorted([w.info["client"], sid]),
+                               "the entry to come back", timeout=20)
+        await w.until(lambda: events(w, ch).count(("join", sid)) == 2, what="a second join")
+        assert events(w, ch) == [("join", sid), ("leave", sid), ("join", sid)], events(w, ch)
+        # Redis losing the hash: the members put their entries back
+        from harness import redis_cli
+        redis_cli_port = int(a.config["redis"]["url"].rsplit(":", 1)[1].split("/")[0])
+        redis_cli(redis_cli_port, "DEL", "{herald||%s}:pres" % ch)
+        assert api_presence_ids(a, ch) == []
+        await wait_until_async(lambda: api_presence_ids(a, ch) == sorted([w.info["client"], sid]),
+                               "the lost hash to be refilled", timeout=20)
+        await w.close()
+        await s.close()
+    run(go())
