@@ -853,3 +853,39 @@ def test_large_replies_count_against_the_queue_cap(make_herald, monkeypatch):
     assert grown <= bound, "worker peak RSS grew by %.1f MB (bound %.1f MB)" % (
         grown / 1e6, bound / 1e6)
     ws.close()
+
+
+def test_large_recoveries_count_against_the_queue_cap(make_herald):
+    """The same for recovery replies: a client that does not read and
+    subscribes with recover to channels of 100 x 60 KB each gets the first
+    recovery queued past the cap, and is closed as a slow consumer (4000)
+    at the next one instead of queueing them all."""
+    ns = {"big": {"publish": True, "history_size": 100, "history_ttl_s": 600}}
+    h = make_herald(**history_config(namespaces=ns, workers=1,
+                                     redis={"command_timeout_ms": 60000},
+                                     limits={"outbound_queue_bytes": 1 << 20,
+                                             "recovery_max_publications": 100,
+                                             "commands_per_second": 1000,
+                                             "commands_burst": 1000}))
+    chans = ["big:r%d" % i for i in range(3)]
+    epochs = {}
+
+    async def go():
+        tok = token_for(h)
+        pub = await open_tclient(h.url, tok)
+        for ch in chans:
+            await publish_window(pub, ch, ["y" * 60000] * 100, window=16)
+            epochs[ch] = (await pub.call("history", {"channel": ch, "limit": 1}))["result"]["epoch"]
+        await close_all([pub])
+
+    run(go())
+    from test_hostile import RawWS, metric_sum
+    ws = RawWS.open(h.port, rcvbuf=4096)
+    assert "result" in ws.call(1, "connect", {"token": token_for(h)})
+    ws.send_frame(1, "\n".join(json.dumps({"id": 10 + i, "method": "subscribe",
+                                           "params": {"channel": ch, "recover": True,
+                                                      "offset": 0, "epoch": epochs[ch]}})
+                               for i, ch in enumerate(chans)))
+    harness.wait_until(lambda: metric_sum(h, "herald_disconnects_total", code="4000") == 1,
+                       30, interval=0.2, what='herald_disconnects_total{code="4000"}')
+    ws.close()
