@@ -47,7 +47,8 @@ cpu_ticks() {
         kids=$(pgrep -P "$p" || true)
         for q in $p $kids; do
             [ -r "/proc/$q/stat" ] || continue
-            total=$(( total + $(awk '{print $14 + $15}' "/proc/$q/stat") ))
+            # the process title may hold spaces: count fields after ")"
+            total=$(( total + $(sed 's/.*) //' "/proc/$q/stat" | awk '{print $12 + $13}') ))
         done
     done
     echo "$total"
@@ -121,7 +122,7 @@ for n in 1 3; do
         jq --arg n "$n" --arg run "$run" --arg h "$((h1 - h0))" --arg r "$((r1 - r0))" \
             --arg tick "$TICK" --arg rate "$CPU_RATE" --arg d "$DUR" --arg w "$WARM" \
             --slurpfile b "$HB_RESULTS/shards$n-cpu-$run.json" '
-            ($rate | tonumber) * (($d | tonumber) + ($w | tonumber)) as $pubs
+            (($rate | tonumber) * (($d | tonumber) + ($w | tonumber))) as $pubs
             | . + [{shards: ($n | tonumber), run: ($run | tonumber), publishes: $pubs,
                     keepup: $b[0].steps[0].keepup,
                     herald_us_per_publish: (($h | tonumber) / ($tick | tonumber) * 1e6 / $pubs),
