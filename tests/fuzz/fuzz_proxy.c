@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "hd_proxy.h"
+/* the parser itself, so that libFuzzer's coverage sees inside it (the
+ * common library is built without the fuzzer's instrumentation) */
+#include "../../common/hd_proxy.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
