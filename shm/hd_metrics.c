@@ -25,9 +25,9 @@ static const uint16_t disc_codes[HD_DISC_KNOWN] = {
 };
 
 static const char *const api_methods[HD_API__COUNT] = {
-    "publish",     "broadcast",      "disconnect", "subscribe",
-    "unsubscribe", "channels",       "presence",   "presence_stats",
-    "history",     "history_remove", "info",       "connections",
+    "publish",  "broadcast",   "disconnect",     "subscribe", "unsubscribe",
+    "channels", "presence",    "presence_stats", "history",   "history_remove",
+    "info",     "connections", "batch",
 };
 static const char *const api_results[HD_APIR__COUNT] = {
     "ok",    "partial", "bad_request", "unauthorized",

@@ -63,6 +63,7 @@ enum hd_api_method {
     HD_API_HISTORY_REMOVE,
     HD_API_INFO,
     HD_API_CONNECTIONS,
+    HD_API_BATCH,
     HD_API__COUNT
 };
 enum hd_api_result {

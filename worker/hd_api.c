@@ -49,6 +49,7 @@ static const struct {
     { "/api/presence_stats", HD_API_PRESENCE_STATS, hd_capi_presence_stats },
     { "/api/info", HD_API_INFO, hd_capi_info },
     { "/api/connections", HD_API_CONNECTIONS, hd_capi_connections },
+    { "/api/batch", HD_API_BATCH, hd_api_batch },
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 

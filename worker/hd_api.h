@@ -37,6 +37,9 @@ typedef void hd_api_fn(hd_api_call_t *a, json_t *body, const char *tenant);
 void hd_api_answer(hd_api_call_t *a, int status, json_t *body);
 void hd_api_fail(hd_api_call_t *a, int status, const char *msg);
 
+/* hd_batch.c: POST /api/batch */
+hd_api_fn hd_api_batch;
+
 /* hd_capi.c */
 hd_api_fn hd_capi_disconnect, hd_capi_subscribe, hd_capi_unsubscribe,
     hd_capi_channels, hd_capi_presence, hd_capi_presence_stats, hd_capi_history,

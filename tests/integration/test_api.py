@@ -453,3 +453,58 @@ def test_api_requests_answered_across_replacing_reloads(make_herald):
     assert results["ok"] > 100, results["ok"]
     assert not results["lost"], "requests without a response: %r" % results["lost"][:5]
     assert not results["status"], results["status"][:5]
+
+
+def test_api_batch_one_result_per_publication(make_herald):
+    """POST /api/batch publishes many publications in one request and
+    answers one result per publication, in order (issue 17 item 3): bad
+    ones get their own error and do not stop the others; idempotency keys
+    and tenants work per publication; subscribers see each once, in
+    order."""
+    h = make_herald(**pubsub_config(workers=2))
+    ch = "chat:batch"
+
+    async def go():
+        subs = await clients_on_workers(h.url, token_for(h, sub="s"))
+        for s in subs.values():
+            assert "result" in await s.subscribe(ch)
+        pubs = [{"channel": ch, "data": {"i": i}} for i in range(300)]
+        pubs[10] = {"channel": "bad channel!", "data": 1}
+        pubs[20] = {"channel": ch}                                  # no data
+        pubs[30] = {"channel": "nons:x", "data": 1}                 # unknown namespace
+        pubs[40] = "not an object"
+        pubs[50] = {"channel": ch, "data": "k", "idempotency_key": "b-1"}
+        pubs[60] = {"channel": ch, "data": "k again", "idempotency_key": "b-1"}
+        pubs[70] = {"channel": ch, "data": "other tenant", "tenant": "acme"}
+        st, body = api_request(h.port, "/api/batch", {"publications": pubs})
+        assert st == 200, (st, body)
+        res = body["result"]["results"]
+        assert len(res) == len(pubs)
+        bad = {10, 20, 30, 40}
+        n = 0
+        acked = {}
+        for i, r in enumerate(res):
+            if i in bad:
+                assert r["error"]["code"] == 400, (i, r)
+            elif i == 60:
+                assert r == {"offset": acked_k, "duplicate": True}, r
+            elif i == 70:
+                assert r == {"offset": 1}, r                       # acme's own channel
+            else:
+                n += 1
+                assert r == {"offset": n}, (i, r)
+                acked[n] = pubs[i]["data"]
+                if i == 50:
+                    acked_k = n
+        for slot, s in subs.items():
+            await s.wait_pubs(ch, n)
+            await s.drain(0.3)
+            got = [(p["offset"], p["data"]) for p in s.pubs(ch)]
+            assert got == sorted(acked.items()), (slot, got[:5])
+        for bad_body in ({"publications": []}, {"publications": {}}, {},
+                         {"publications": [{"channel": ch, "data": 1}] * 1001}):
+            st, body = api_request(h.port, "/api/batch", bad_body)
+            assert st == 400, (st, body)
+        for s in subs.values():
+            await s.close()
+    run(go())
