@@ -174,7 +174,7 @@ STATS_KEYS = {"version", "uptime_seconds", "generation", "worker_restarts",
               "retired_cpu_seconds", "workers", "connections", "messages",
               "disconnects", "latency", "per_worker", "reloads", "processes"}
 REJECT_REASONS = {"node_limit", "ip_limit", "user_limit", "tenant_limit", "auth",
-                  "handshake", "draining", "overload", "total"}
+                  "handshake", "draining", "overload", "proxy_protocol", "total"}
 MESSAGE_KEYS = {"received", "published", "delivered", "bytes_received", "bytes_sent",
                 "command_errors", "redis_reconnects"}
 LATENCY_KEYS = {"count", "sum", "p50", "p95", "p99", "max"}
