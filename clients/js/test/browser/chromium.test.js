@@ -11,7 +11,7 @@ import path from "node:path";
 import WebSocket from "ws";
 import puppeteer from "puppeteer-core";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, freePort, heraldBin, SECRET, sleep, tmpDir, token, until } from "../lib/harness.js";
+import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, freePort, heraldBin, removeDir, SECRET, sleep, tmpDir, token, until } from "../lib/harness.js";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -111,8 +111,11 @@ test("Chromium: network cut while publishing, every message recovered exactly on
     if (server) server.close();
     const problems = await herald.finish();
     await redis.stop();
-    if (!ok) console.error(herald.diag());
-    else assert.deepEqual(problems, []);
+    if (!ok) console.error(`${herald.diag()}\n(logs kept in ${dir})`);
+    else {
+      assert.deepEqual(problems, []);
+      removeDir(dir);
+    }
   }
 });
 
@@ -183,7 +186,10 @@ test("Chromium: the chat example works with the shipped config", { skip, timeout
     if (serve) serve.kill();
     const problems = await herald.finish();
     await redis.stop();
-    if (!ok) console.error(herald.diag());
-    else assert.deepEqual(problems, []);
+    if (!ok) console.error(`${herald.diag()}\n(logs kept in ${dir})`);
+    else {
+      assert.deepEqual(problems, []);
+      removeDir(dir);
+    }
   }
 });

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { HeraldClient } from "../../src/index.js";
-import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, heraldBin, sleep, tmpDir, token, until } from "../lib/harness.js";
+import { Herald, Proxy, Publisher, Redis, checkExactlyOnce, heraldBin, removeDir, sleep, tmpDir, token, until } from "../lib/harness.js";
 
 const BIN = heraldBin();
 if (!BIN && process.env.HERALD_BIN) throw new Error(`HERALD_BIN=${process.env.HERALD_BIN} is not an executable`);
@@ -39,8 +39,11 @@ async function withHerald(name, overrides, fn) {
     await stopping;
     const problems = await herald.finish();
     await redis.stop();
-    if (failed) console.error(herald.diag());
-    if (!failed) assert.deepEqual(problems, [], problems.join("\n"));
+    if (failed) console.error(`${herald.diag()}\n(logs kept in ${dir})`);
+    if (!failed) {
+      assert.deepEqual(problems, [], problems.join("\n"));
+      removeDir(dir);
+    }
   }
 }
 

@@ -58,6 +58,11 @@ export function tmpDir(name) {
   return fs.mkdtempSync(path.join(os.tmpdir(), `herald-js-${name}-`));
 }
 
+/** Remove a test's directory (kept after a failure, for its logs). */
+export function removeDir(dir) {
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 function b64url(buf) {
   return Buffer.from(buf).toString("base64").replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 }
