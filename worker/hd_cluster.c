@@ -1,6 +1,7 @@
 /*
  * Node registry and control channel; see hd_cluster.h for the model.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,12 +361,13 @@ hd_cluster_instances(hd_nodes_cb *cb, void *arg)
     const char *args[2] = { K_WORKERS, K_INFO };
     size_t      lens[2] = { strlen(K_WORKERS), strlen(K_INFO) };
     list_req_t *lr = hd_malloc(sizeof(*lr));
+    int         rc;
 
     lr->cb = cb;
     lr->arg = arg;
-    if (hd_script_run(&s_list, 2, 2, args, lens, list_cb, lr) < 0) {
+    if ((rc = hd_script_run(&s_list, 2, 2, args, lens, list_cb, lr)) < 0) {
         free(lr);
-        return -1;
+        return rc;
     }
     return 0;
 }
@@ -514,9 +516,10 @@ int
 hd_cluster_call(const char *op, json_t *args, hd_call_cb *cb, void *arg)
 {
     call_t *c;
+    int     rc;
 
     if (!hd_redis_shard_cmd_up(0))
-        return -1;
+        return -ENOTCONN;
     c = hd_calloc(1, sizeof(*c));
     c->seq = ++C.seq;
     c->op = hd_strdup(op);
@@ -528,10 +531,11 @@ hd_cluster_call(const char *op, json_t *args, hd_call_cb *cb, void *arg)
     c->replies = json_array();
     c->next = C.calls;
     C.calls = c;
-    if (hd_cluster_instances(expected_cb, (void *) (uintptr_t) c->seq) < 0) {
+    if ((rc = hd_cluster_instances(expected_cb, (void *) (uintptr_t) c->seq))
+        < 0) {
         call_unlink(c);
         call_free(c);
-        return -1;
+        return rc;
     }
     return 0;
 }

@@ -61,13 +61,14 @@ size_t hd_cluster_client_id(const struct hd_conn *c, char *buf);
  * {"node","worker","result"}) and missing (array of node ids that did not
  * answer in time; empty when complete), both valid during the callback;
  * or err HD_ERR_UNAVAILABLE (Redis down: nothing was sent). Returns 0, or
- * -1 when Redis is down (cb does not run).
+ * -ENOTCONN when Redis is down (cb does not run).
  */
 typedef void hd_call_cb(int err, json_t *replies, json_t *missing, void *arg);
 int hd_cluster_call(const char *op, json_t *args, hd_call_cb *cb, void *arg);
 
 /* The registry's live instances: an object instance -> figures (valid
- * during the callback), or err != 0. 0, or -1 when Redis is down. */
+ * during the callback), or err != 0. 0, or a negative errno when nothing
+ * was sent (-ENOTCONN: Redis is down). */
 typedef void hd_nodes_cb(int err, json_t *instances, void *arg);
 int          hd_cluster_instances(hd_nodes_cb *cb, void *arg);
 

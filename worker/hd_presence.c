@@ -1,6 +1,7 @@
 /*
  * Presence and join/leave; see hd_presence.h for the model.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,9 +263,10 @@ hd_presence_read(const hd_ns_t *ns, const char *key, size_t key_len,
     const char *args[5];
     size_t      lens[5];
     read_req_t *rq;
+    int         rc;
 
     if (pres_key(key, key_len, "pres", hk, sizeof(hk)) == 0)
-        return -1;
+        return -ENAMETOOLONG;
     snprintf(lim, sizeof(lim), "%zu", limit);
     args[0] = hk;
     args[1] = K_WORKERS;
@@ -279,11 +281,11 @@ hd_presence_read(const hd_ns_t *ns, const char *key, size_t key_len,
     rq->arg = arg;
     /* on the channel's shard: its hash, and the joins and leaves must go
      * out where its subscribers are */
-    if (hd_script_run_on(hd_redis_shard_of(key, key_len), &s_read, 2, 5, args,
-                         lens, read_cb, rq)
-        < 0) {
+    rc = hd_script_run_on(hd_redis_shard_of(key, key_len), &s_read, 2, 5, args,
+                          lens, read_cb, rq);
+    if (rc < 0) {
         free(rq);
-        return -1;
+        return rc;
     }
     return 0;
 }

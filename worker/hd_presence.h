@@ -40,7 +40,8 @@ void hd_presence_left(struct hd_conn *c, hd_chan_t *ch, hd_sub_t *s);
  * with limit 0 only the counts. cb gets err 0, the number of clients, of
  * distinct users, and (limit > 0) an array of at most limit entries
  * (borrowed, valid during the callback); or err HD_ERR_UNAVAILABLE.
- * Returns 0, or -1 when Redis is down (cb does not run).
+ * Returns 0, or a negative errno when nothing was sent (-ENOTCONN: Redis
+ * is down; cb does not run).
  */
 typedef void hd_presence_cb(int err, long long clients, long long users,
                             json_t *entries, void *arg);
