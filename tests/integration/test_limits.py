@@ -788,3 +788,54 @@ def test_overload_guard_off_by_default_and_high_threshold(make_herald):
     run(go())
     st, body = harness.api_request(h.port, "/api/publish", {"channel": "chat:x", "data": 1})
     assert st == 200, (st, body)
+
+
+def test_overload_guard_queue_threshold(make_herald):
+    """limits.worker_queue_mb: a subscriber that stops reading piles up
+    publications in its outbound queue; past 1 MiB in the worker's queues
+    it is overloaded (new connections 1013, API 503), and once that
+    subscriber is gone it accepts again (issue 17 item 7)."""
+    h = make_herald(**pubsub_config(workers=1, limits={"outbound_queue_bytes": 64 << 20,
+                                                       "worker_queue_mb": 1}))
+    chan = "chat:pileup"
+    slow = RawWS.open(h.port, rcvbuf=4096)
+    assert "result" in slow.call(1, "connect", {"token": token_for(h, sub="slow")})
+    assert "result" in slow.call(2, "subscribe", {"channel": chan})
+    data = "x" * 60000
+
+    def overloaded():
+        return metric_sum(h, "herald_overloaded") == 1
+
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=30)
+    refused = None
+    for i in range(400):                 # 24 MB: past the socket buffers
+        body = json.dumps({"channel": chan, "data": {"i": i, "pad": data}})
+        conn.request("POST", "/api/publish", body=body,
+                     headers={"Authorization": "apikey " + API_KEY,
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        out = json.loads(resp.read())
+        if resp.status == 503:
+            refused = out
+            break
+        assert resp.status == 200, out
+    conn.close()
+    assert refused is not None and "overload" in refused["error"]["message"], refused
+    assert overloaded()
+
+    async def refused_1013():
+        c = await open_client(h.url, do_connect=False)
+        code = await c.wait_closed(10)
+        await c.close()
+        return code
+    assert run(refused_1013()) == 1013
+    slow.close()
+    wait_until(lambda: not overloaded(), 10 * SLACK, what="herald_overloaded back to 0")
+
+    async def served():
+        c = await open_client(h.url, token=token_for(h))
+        r = await c.call("ping")
+        await c.close()
+        return r
+    assert "result" in run(served())
