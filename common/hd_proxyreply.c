@@ -82,7 +82,7 @@ hd_proxy_parse_connect(const char *body, size_t len, int64_t now,
         else if (strcmp(k, "expires_at") == 0)
             json_object_set(pl, "exp", v);
         else if (strcmp(k, "tenant") == 0 || strcmp(k, "channels") == 0
-                 || strcmp(k, "publish") == 0)
+                 || strcmp(k, "publish") == 0 || strcmp(k, "info") == 0)
             json_object_set(pl, k, v);
         else
             goto done; /* unknown fields: a backend speaking another

@@ -5,7 +5,7 @@
  *
  *   connect:   {"result": {"user": "alice", "tenant": "acme",
  *                          "channels": ["news:*"], "publish": true,
- *                          "expires_at": 1767225600}}
+ *                          "info": {...}, "expires_at": 1767225600}}
  *              {"error": {"code": 403, "message": "not logged in"}}
  *   subscribe: {"result": {}}
  *              {"error": {"code": 403, "message": "..."}}

@@ -41,7 +41,7 @@ class Backend:
                     out = json.dumps({"error": {"code": 403, "message": "not logged in"}}).encode()
                 elif self.path == "/connect":
                     out = json.dumps({"result": {"user": "u-" + (self.headers.get("Cookie") or "none"),
-                                                 "channels": ["pp:*", "chat:*"]}}).encode()
+                                                 "channels": ["pp:*", "chat:*"], "info": {"via": "proxy"}}}).encode()
                 else:
                     out = json.dumps({"result": {}}).encode()
                 self.send_response(status)
