@@ -106,7 +106,7 @@ START_TEST(test_upgrade_passes_with_frames_behind)
 {
     static const char req[] = "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
                               "\x81\x85xxxxhello";
-    char got[256];
+    char              got[256];
 
     ck_assert_int_eq(write(sv[0], req, sizeof(req) - 1),
                      (ssize_t) sizeof(req) - 1);
@@ -137,8 +137,8 @@ START_TEST(test_no_content_length_is_headers_only)
 {
     static const char req[] = "POST /api/publish HTTP/1.1\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n5\r\nhello";
-    char   got[256];
-    size_t head = strstr(req, "\r\n\r\n") + 4 - req;
+    char              got[256];
+    size_t            head = strstr(req, "\r\n\r\n") + 4 - req;
 
     ck_assert_int_eq(write(sv[0], req, sizeof(req) - 1),
                      (ssize_t) sizeof(req) - 1);
