@@ -27,6 +27,7 @@ from test_history import close_all, open_tclient, subscribed
 NAMESPACES = {
     "hist": {"publish": True, "history_size": 10000, "history_ttl_s": 600},
     "nohist": {"publish": True},
+    "pres": {"publish": True, "presence": True, "join_leave": True},
 }
 
 ACL_PASSWORD = "acl-pass-0123456789"
@@ -126,6 +127,20 @@ def test_acl_user_with_password_file(make_herald, tmp_path, redis_server):
                                            "offset": 2, "epoch": first["epoch"]})
         assert rec["result"]["recovered"] is True, rec
         assert [p["data"]["i"] for p in rec["result"]["publications"]] == [2, 3, 4], rec
+        # an idempotency key: the repeat is not published again
+        r1 = await pub.call("publish", {"channel": "nohist:acl", "data": "once",
+                                        "idempotency_key": "k-1"})
+        r2 = await pub.call("publish", {"channel": "nohist:acl", "data": "once",
+                                        "idempotency_key": "k-1"})
+        assert r1["result"]["offset"] == r2["result"]["offset"], (r1, r2)
+        # presence and join/leave (scripts that read the node registry)
+        await subscribed(sub, "pres:acl")
+        await subscribed(pub, "pres:acl")
+        await sub.until(lambda: any("join" in p for p in sub.pushes), what="a join push")
+        r = await pub.call("presence_stats", {"channel": "pres:acl"})
+        assert r["result"]["clients"] == 2, r
+        r = await pub.call("presence", {"channel": "pres:acl"})
+        assert r["result"]["total"] == 2, r
         await close_all([sub, pub])
 
     run(go())
