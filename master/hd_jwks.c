@@ -460,8 +460,11 @@ hd_jwks_reconf(const hd_conf_t *conf)
     }
     J.conf = conf;
     if (conf->auth_jwks_url == NULL && conf->auth_jwks_file == NULL) {
-        if (was)
+        if (was) {
+            /* workers drop the set's keys (they keep the config's) */
             hd_log_info("JWK Set no longer configured");
+            offer("the configuration", "{\"keys\":[]}", 11);
+        }
         if (J.refresh_ev != NULL)
             evtimer_del(J.refresh_ev);
         return;

@@ -202,3 +202,28 @@ def test_jwks_url_needs_the_ca(make_herald, keys, tmp_path):
         assert jwks_metrics(h)["keys"] == 0
     finally:
         srv.stop()
+
+
+def test_jwks_added_and_removed_by_reload(make_herald, keys, tmp_path):
+    """auth.jwks_file applies in place: a reload that adds it gives the
+    running workers the keys (no worker replaced), one that removes it
+    takes them away again."""
+    import signal
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(keys.jwks([("ed", "e1")])))
+    h = make_herald(**deep_merge(PUBSUB_CONFIG, {"auth": {"jwks_min_refresh_s": 1}}))
+    tok = keys.token("ed", "EdDSA", kid="e1")
+    assert run(connect_code(h.url, tok)) == 401
+    pids = sorted(h.worker_pids())
+
+    cfg = deep_merge(h.config, {"auth": {"jwks_file": str(path)}})
+    h.write_config(cfg)
+    h.send_signal(signal.SIGHUP)
+    until_connect(h, tok, None)
+    assert sorted(h.worker_pids()) == pids, "workers were replaced"
+
+    cfg = deep_merge(h.config, {"auth": {"jwks_file": None}})
+    h.write_config(cfg)
+    h.send_signal(signal.SIGHUP)
+    until_connect(h, tok, 401)
+    assert sorted(h.worker_pids()) == pids
