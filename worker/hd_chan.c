@@ -457,8 +457,6 @@ go_live(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t offset,
     hd_free(s->recover_epoch);
     s->min_offset = offset;
     ch->npending--;
-    if (T.hooks.live != NULL)
-        T.hooks.live(c, ch, s);
     if (ch->buf_lost_upto > s->min_offset) {
         T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
         s->min_offset = ch->buf_lost_upto;
@@ -481,6 +479,10 @@ activate_pending(hd_chan_t *ch, uint64_t offset, const char *epoch)
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
         if (s->state != HD_SUB_PENDING || s->recovering)
             continue;
+        /* presence first: whoever the client tells once it has its
+         * reply finds it there (same Redis connection, in order) */
+        if (T.hooks.live != NULL)
+            T.hooks.live(c, ch, s);
         T.hooks.subscribed(c, s->cmd_id, offset, epoch);
         go_live(ch, c, s, offset, epoch);
     }
@@ -497,6 +499,8 @@ hd_chan_activate(hd_conn_t *c, uint32_t sub_i, uint64_t offset,
         ch->last_offset = offset;
         snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
     }
+    if (T.hooks.live != NULL)
+        T.hooks.live(c, ch, s);
     go_live(ch, c, s, offset, epoch);
 }
 

@@ -128,9 +128,10 @@ typedef struct hd_chan_hooks {
     /* a push for an active member (m is borrowed: take a reference to
      * keep it). The hook handles a full queue itself. */
     void (*deliver)(struct hd_conn *c, hd_msg_t *m);
-    /* optional: a member went ACTIVE (after its reply) / an ACTIVE member
-     * is leaving (still in the table while the hook runs). For presence
-     * and join/leave; neither may change the table. */
+    /* optional: a member is going ACTIVE (called just before its
+     * subscribe reply, or for a recovering member just after it) / an
+     * ACTIVE member is leaving (still in the table while the hook runs).
+     * For presence and join/leave; neither may change the table. */
     void (*live)(struct hd_conn *c, hd_chan_t *ch, hd_sub_t *s);
     void (*left)(struct hd_conn *c, hd_chan_t *ch, hd_sub_t *s);
     /* optional: a join/leave push m for an active member that wants them;

@@ -62,9 +62,11 @@ def test_presence_across_nodes_and_tenants(make_herald):
         for c in (x, y1, y2, t):
             assert "result" in await c.subscribe(ch)
         want = sorted(c.info["client"] for c in (x, y1, y2))
+        # written before each subscribe reply, but through each worker's
+        # own Redis connection: another node may read a moment earlier
+        await wait_until_async(lambda: api_presence_ids(a, ch) == want, "presence", timeout=5)
         assert await presence_ids(x, ch) == want
         assert await presence_ids(y1, ch) == want
-        assert api_presence_ids(a, ch) == want
         r = await y2.call("presence_stats", {"channel": ch})
         assert r["result"] == {"clients": 3, "users": 2}, r
         st, body = api_request(b.port, "/api/presence_stats", {"channel": ch})
@@ -215,7 +217,8 @@ def test_killed_node_presence_vanishes_with_leaves(make_herald):
         for d in doomed:
             assert "result" in await d.subscribe(ch)
         ids = sorted(d.info["client"] for d in doomed)
-        assert api_presence_ids(a, ch) == sorted(ids + [w.info["client"]])
+        await wait_until_async(lambda: api_presence_ids(a, ch) == sorted(ids + [w.info["client"]]),
+                               "presence", timeout=5)
         b.expect_clean_exit = False
         os.killpg(b.pid, signal.SIGKILL)
         b.proc.wait(10)
@@ -253,8 +256,9 @@ def test_many_members_cost_nothing_to_a_subscriber(make_herald):
         assert set(r["result"]) == {"offset", "epoch"}, r
         await newc.drain(0.3)
         assert newc.pushes == [] and newc.frames - frames <= 1
-        st, body = api_request(a.port, "/api/presence_stats", {"channel": ch})
-        assert body["result"] == {"clients": 61, "users": 61}, body
+        await wait_until_async(
+            lambda: api_request(a.port, "/api/presence_stats", {"channel": ch})[1]["result"]
+            == {"clients": 61, "users": 61}, "61 members", timeout=5)
         for c in members + [newc]:
             await c.close()
     run(go())
