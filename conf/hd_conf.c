@@ -188,6 +188,12 @@ static const struct key keys[] = {
 
     K_INT("timeouts.shutdown_ms", shutdown_ms, 100, 600000, "10000",
           RELOAD_WORKER),
+    K_INT("upgrade.ready_timeout_ms", upgrade_ready_ms, 1000, 600000, "30000",
+          RELOAD_MASTER),
+    K_INT("upgrade.grace_ms", upgrade_grace_ms, 0, 60000, "1000",
+          RELOAD_MASTER),
+    K_INT("upgrade.drain_ms", upgrade_drain_ms, 0, 600000, "10000",
+          RELOAD_MASTER),
     K_INT("timeouts.handshake_ms", handshake_ms, 100, 120000, "5000",
           RELOAD_WORKER),
     K_INT("timeouts.connect_ms", connect_ms, 100, 600000, "10000",

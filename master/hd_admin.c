@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -492,6 +493,45 @@ set_shards(const hd_conf_t *conf)
     free(names);
 }
 
+/* An inherited admin socket (binary upgrade), taken by hd_admin_start()
+ * when it is for the configured address. */
+static struct {
+    int   fd;
+    char *address;
+    int   port;
+} adopt = { -1, NULL, 0 };
+
+void
+hd_admin_adopt(int fd, const char *address, int port)
+{
+    adopt.fd = fd;
+    adopt.address = hd_strdup(address);
+    adopt.port = port;
+}
+
+int
+hd_admin_fd(void)
+{
+    return adm.sock != NULL ? evhttp_bound_socket_get_fd(adm.sock) : -1;
+}
+
+static struct evhttp_bound_socket *
+take_adopted(const hd_conf_t *conf)
+{
+    struct evhttp_bound_socket *s = NULL;
+
+    if (adopt.fd < 0)
+        return NULL;
+    if (conf->admin_port == adopt.port
+        && strcmp(conf->admin_address, adopt.address) == 0)
+        s = evhttp_accept_socket_with_handle(adm.http, adopt.fd);
+    if (s == NULL)
+        close(adopt.fd); /* another address now: bind it below */
+    adopt.fd = -1;
+    hd_free(adopt.address);
+    return s;
+}
+
 int
 hd_admin_start(struct event_base *base, const hd_conf_t *conf, hd_shm_t *shm)
 {
@@ -527,9 +567,11 @@ hd_admin_start(struct event_base *base, const hd_conf_t *conf, hd_shm_t *shm)
     adm.started = true;
     set_token(conf->admin_token);
     set_shards(conf);
+    adm.sock = take_adopted(conf);
     if (conf->admin_port == 0)
         return 0;
-    adm.sock = bind_admin(conf->admin_address, conf->admin_port, true);
+    if (adm.sock == NULL)
+        adm.sock = bind_admin(conf->admin_address, conf->admin_port, true);
     if (adm.sock == NULL) {
         int err = errno;
         hd_admin_stop();

@@ -59,4 +59,10 @@ void hd_admin_event_exit(unsigned worker_id, int pid, int status);
 /* Close the socket and the timer; idempotent. */
 void hd_admin_stop(void);
 
+/* Binary upgrade: the admin socket's fd (-1: none), and, in the new
+ * master before hd_admin_start(), the inherited one to serve instead of
+ * binding (used when the config names the same address and port). */
+int  hd_admin_fd(void);
+void hd_admin_adopt(int fd, const char *address, int port);
+
 #endif

@@ -120,9 +120,20 @@ typedef struct hd_master {
     hd_listener_t     *closing; /* unreferenced, close deferred while a
                                        forked child may hold a copy */
     bool               steer_warned;
-    hd_sup_timer_t    *kill_t;
-    uint64_t           next_seq;
-    int                exit_code;
+    /* binary upgrade (hd_upgrade.c): between SIGUSR2 and the hand-over
+     * (old master) or from exec to the take-over (new master) */
+    bool upgrading;
+    /* old master after the hand-over: the listen sockets belong to the
+     * new master now; never steer them again, drain and exit */
+    bool           handed_over;
+    hd_listener_t *spare[HD_WORKERS_MAX]; /* inherited, not used */
+    unsigned       nspare;
+    /* a child that is not a worker was reaped (the upgrade's new master) */
+    void (*reap_other)(pid_t pid, int status);
+    void (*all_ready)(void); /* every active slot RUNNING (after a READY) */
+    hd_sup_timer_t *kill_t;
+    uint64_t        next_seq;
+    int             exit_code;
     /* JWK Set hooks (main.c sets them; NULL in the supervisor's tests) */
     void (*jwks_ready)(int ctl_fd);         /* a worker is ready */
     void (*jwks_stale)(void);               /* a worker saw an unknown kid */
@@ -139,5 +150,35 @@ void hd_sup_reload(void);             /* SIGHUP */
 void hd_sup_shutdown(bool immediate); /* SIGTERM/SIGINT, SIGQUIT */
 void hd_sup_signal_all(int sig);      /* forward SIGUSR1 */
 void hd_sup_close_listeners(void);
+
+/* ---- binary upgrade (hd_upgrade.c drives these) ---- */
+
+/* One inherited listen socket: slot's li-th listener, its index in its
+ * SO_REUSEPORT group's kernel array (the steering program's numbers). */
+typedef struct hd_inherit_sock {
+    unsigned slot, li;
+    int      fd;
+    int      gidx;
+    int      port;
+    bool     v6only;
+    char     address[72];
+} hd_inherit_sock_t;
+
+#define HD_INHERIT_MAX (HD_WORKERS_MAX * HD_LISTEN_MAX)
+
+/* NULL when an upgrade may start now, else why not. */
+const char *hd_sup_upgrade_refusal(void);
+/* The active slots' sockets, for the new master: their count (<= max). */
+unsigned hd_sup_export(hd_inherit_sock_t *out, unsigned max);
+/* New master, before hd_sup_start(): adopt inherited sockets (the slots
+ * whose listeners match the config; the rest are spares, kept open until
+ * hd_sup_release_spares() so the steering model stays exact). */
+void hd_sup_adopt(const hd_inherit_sock_t *in, unsigned n);
+void hd_sup_release_spares(void);
+bool hd_sup_all_running(void);
+void hd_sup_steer(void);
+/* Old master: the new one serves; drain every worker with code over
+ * window_ms (they stop accepting at once) and exit when all are gone. */
+void hd_sup_handover(uint16_t code, uint32_t window_ms);
 
 #endif

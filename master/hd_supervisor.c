@@ -293,7 +293,9 @@ steer_one(unsigned li)
 static void
 steer(void)
 {
-    if (hd_m.conf == NULL || hd_m.immediate)
+    /* after an upgrade's hand-over the sockets and their steering are the
+     * new master's: our model of the groups is no longer theirs */
+    if (hd_m.conf == NULL || hd_m.immediate || hd_m.handed_over)
         return;
     for (unsigned i = 0; i < hd_m.conf->nlistens; i++)
         steer_one(i);
@@ -359,9 +361,13 @@ drain_kill_cb(void *arg)
     ops->kill(p->pid, SIGKILL);
 }
 
+static uint32_t handover_window_ms; /* hd_sup_handover() */
+
 static uint32_t
 drain_window_ms(void)
 {
+    if (hd_m.handed_over)
+        return handover_window_ms;
     return (uint32_t) hd_m.conf->shutdown_ms * 8 / 10;
 }
 
@@ -386,7 +392,10 @@ drain(hd_proc_t *p, uint16_t code)
         return;
     p->state = HD_PROC_DRAINING;
     steer();
-    if (hd_m.stopping) {
+    if (hd_m.handed_over) {
+        /* the new master's workers accept from the very same sockets */
+        m.flags = 0;
+    } else if (hd_m.stopping) {
         m.flags = HD_DRAIN_KEEP_ACCEPTING; /* every socket closes soon */
     } else if (!slot_active(s) || s->lst != p->lst) {
         m.flags = HD_DRAIN_KEEP_ACCEPTING;
@@ -397,7 +406,7 @@ drain(hd_proc_t *p, uint16_t code)
                 p->worker_id, (int) p->pid, code,
                 m.flags ? ", accepting until its queue is empty" : "");
     ctl_send(p, &m);
-    if (!hd_m.stopping && p->drain_kill_t == NULL) {
+    if ((!hd_m.stopping || hd_m.handed_over) && p->drain_kill_t == NULL) {
         /* a drained worker that outlives its window (stuck, or a bug)
          * must not linger for ever: the stop path has its own deadline */
         p->drain_kill_t = ops->timer_new(drain_kill_cb, p);
@@ -428,6 +437,8 @@ ctl_msg(hd_proc_t *p, const hd_ctl_msg_t *m)
         flush_closing(); /* p holds only its own sockets now */
         if (hd_m.jwks_ready != NULL)
             hd_m.jwks_ready(p->ctl_fd);
+        if (hd_m.all_ready != NULL && hd_sup_all_running())
+            hd_m.all_ready();
     } else if (m->type == HD_CTL_JWKS_STALE && hd_m.jwks_stale != NULL) {
         hd_m.jwks_stale();
     }
@@ -734,8 +745,11 @@ hd_sup_reap(void)
 
         for (p = hd_m.procs; p != NULL && p->pid != pid; p = p->next)
             ;
-        if (p == NULL)
+        if (p == NULL) {
+            if (hd_m.reap_other != NULL)
+                hd_m.reap_other(pid, status);
             continue;
+        }
 
         hd_shm_slot_retire(hd_m.shm, p->shm_idx, cpu);
         /* give back the limit-table counts it still held (none after a
@@ -770,6 +784,8 @@ int
 hd_sup_start(void)
 {
     for (unsigned i = 0; i < (unsigned) hd_m.conf->workers; i++) {
+        if (hd_m.slots[i].lst != NULL)
+            continue; /* inherited (hd_sup_adopt()) */
         hd_m.slots[i].lst = listener_open(hd_m.conf);
         if (hd_m.slots[i].lst == NULL)
             return listen_err;
@@ -792,6 +808,13 @@ hd_sup_reload(void)
 
     if (hd_m.stopping)
         return;
+    if (hd_m.upgrading) {
+        /* the sockets are being handed over: a reload now would change
+         * the groups under the new master's feet */
+        hd_log_warn("reload refused: a binary upgrade is in progress; "
+                    "reload the new master once it has taken over");
+        return;
+    }
     /* systemd shows "reloading" until the READY=1 on every way out */
     hd_sdnotify_reloading();
     hd_log_info("reloading %s", hd_m.conf->path);
@@ -909,6 +932,10 @@ hd_sup_shutdown(bool immediate)
 {
     if (hd_m.immediate)
         return;
+    if (hd_m.handed_over && !immediate) {
+        hd_log_info("already draining after an upgrade's hand-over");
+        return;
+    }
     if (hd_m.stopping)
         immediate = true; /* a second SIGTERM/SIGINT */
     else
@@ -969,4 +996,187 @@ hd_sup_close_listeners(void)
         hd_m.closing = l->next_closing;
         listener_close(l);
     }
+}
+
+/* ---- binary upgrade ------------------------------------------------------
+ *
+ * The new master inherits each active slot's listen sockets. They are the
+ * same kernel sockets, so the SO_REUSEPORT groups do not change: the new
+ * master rebuilds our model of each group's member array from the indices
+ * we pass, and its steering programs then name the same sockets ours do.
+ * For that the model must be exact at the hand-over: no retiring socket
+ * still open, no worker starting (it may hold copies), none draining.
+ */
+
+const char *
+hd_sup_upgrade_refusal(void)
+{
+    if (hd_m.stopping)
+        return "stopping";
+    if (hd_m.upgrading)
+        return "an upgrade is already in progress";
+    if (hd_m.closing != NULL)
+        return "retired listen sockets are still draining";
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
+        if (p->state != HD_PROC_RUNNING)
+            return "a worker is starting or draining (a reload or a "
+                   "respawn is in progress)";
+    for (unsigned i = 0; i < hd_m.nworkers; i++)
+        if (hd_m.slots[i].state != HD_WS_RUNNING)
+            return "a worker slot is not running";
+    for (hd_rgroup_t *g = hd_m.groups; g != NULL; g = g->next)
+        if (g->broken)
+            return "a listen group's steering model is unreliable";
+    return NULL;
+}
+
+unsigned
+hd_sup_export(hd_inherit_sock_t *out, unsigned max)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < hd_m.nworkers; i++) {
+        const hd_listener_t *l = hd_m.slots[i].lst;
+
+        for (unsigned k = 0; l != NULL && k < l->n && n < max; k++) {
+            const hd_rgroup_t *g = l->group[k];
+            hd_inherit_sock_t *e = &out[n++];
+
+            memset(e, 0, sizeof(*e));
+            e->slot = i;
+            e->li = k;
+            e->fd = l->fd[k];
+            e->gidx = g != NULL ? hd_reuseport_group_index(&g->arr, l) : -1;
+            e->port = g != NULL ? g->port : 0;
+            e->v6only = g != NULL && g->v6only;
+            snprintf(e->address, sizeof(e->address), "%s",
+                     g != NULL ? g->address : "");
+        }
+    }
+    return n;
+}
+
+/* Does slot's inherited set match the configured listeners exactly? */
+static bool
+inherit_matches(const hd_inherit_sock_t *in, unsigned n, unsigned slot)
+{
+    unsigned cnt = 0;
+
+    if (slot >= (unsigned) hd_m.conf->workers)
+        return false;
+    for (unsigned i = 0; i < n; i++) {
+        const hd_listen_t *lc;
+
+        if (in[i].slot != slot)
+            continue;
+        cnt++;
+        if (in[i].li >= hd_m.conf->nlistens)
+            return false;
+        lc = &hd_m.conf->listens[in[i].li];
+        if (lc->port != in[i].port || lc->ipv6_only != in[i].v6only
+            || strcmp(lc->address, in[i].address) != 0)
+            return false;
+    }
+    return cnt == hd_m.conf->nlistens;
+}
+
+void
+hd_sup_adopt(const hd_inherit_sock_t *in, unsigned n)
+{
+    hd_listener_t *sets[HD_WORKERS_MAX] = { 0 };
+    hd_rgroup_t   *grp[HD_INHERIT_MAX];
+
+    for (unsigned i = 0; i < n; i++) {
+        hd_listener_t *l;
+        hd_listen_t    lc = { 0 };
+
+        if (in[i].slot >= HD_WORKERS_MAX || in[i].li >= HD_LISTEN_MAX) {
+            grp[i] = NULL;
+            ops->close(in[i].fd);
+            continue;
+        }
+        if ((l = sets[in[i].slot]) == NULL) {
+            l = sets[in[i].slot] = hd_calloc(1, sizeof(*l));
+            l->refs = 1;
+        }
+        lc.address = (char *) in[i].address;
+        lc.port = in[i].port;
+        lc.ipv6_only = in[i].v6only;
+        grp[i] = group_for(&lc);
+        l->fd[in[i].li] = in[i].fd;
+        l->group[in[i].li] = grp[i];
+        if (in[i].li + 1 > l->n)
+            l->n = in[i].li + 1;
+    }
+    /* each group's members in the kernel's order; a hole means the model
+     * cannot be trusted: no steering on that group then */
+    for (hd_rgroup_t *g = hd_m.groups; g != NULL; g = g->next) {
+        unsigned cnt = 0;
+
+        for (unsigned i = 0; i < n; i++)
+            cnt += grp[i] == g;
+        for (unsigned k = 0; k < cnt && !g->broken; k++) {
+            unsigned i;
+
+            for (i = 0; i < n; i++)
+                if (grp[i] == g && in[i].gidx == (int) k)
+                    break;
+            if (i == n || hd_reuseport_group_add(&g->arr, sets[in[i].slot]) < 0)
+                g->broken = true;
+        }
+        if (g->broken)
+            hd_log_warn("inherited listen sockets on %s port %d: steering "
+                        "model incomplete, not steering",
+                        g->address, g->port);
+    }
+    for (unsigned slot = 0; slot < HD_WORKERS_MAX; slot++) {
+        if (sets[slot] == NULL)
+            continue;
+        if (inherit_matches(in, n, slot)) {
+            hd_m.slots[slot].lst = sets[slot];
+        } else {
+            hd_log_info("inherited listen sockets of worker %u are not "
+                        "used by this configuration; closing them once "
+                        "the old master is gone",
+                        slot);
+            hd_m.spare[hd_m.nspare++] = sets[slot];
+        }
+    }
+}
+
+void
+hd_sup_release_spares(void)
+{
+    while (hd_m.nspare > 0)
+        listener_unref(hd_m.spare[--hd_m.nspare]);
+    steer();
+}
+
+bool
+hd_sup_all_running(void)
+{
+    for (unsigned i = 0; i < hd_m.nworkers; i++)
+        if (hd_m.slots[i].state != HD_WS_RUNNING)
+            return false;
+    return hd_m.nworkers > 0;
+}
+
+void
+hd_sup_steer(void)
+{
+    steer();
+}
+
+void
+hd_sup_handover(uint16_t code, uint32_t window_ms)
+{
+    handover_window_ms = window_ms;
+    hd_m.handed_over = true;
+    hd_m.stopping = true;
+    for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
+        disarm_respawn(&hd_m.slots[i]);
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
+        drain(p, code);
+    if (hd_m.procs == NULL)
+        ops->loop_break();
 }

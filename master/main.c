@@ -21,6 +21,7 @@
 #include "hd_master.h"
 #include "hd_proc.h"
 #include "hd_sdnotify.h"
+#include "hd_upgrade.h"
 #include "hd_version.h"
 
 hd_master_t hd_m;
@@ -41,10 +42,17 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         break;
     case SIGTERM:
     case SIGINT:
+        if (hd_upgrade_child_abort())
+            break;
+        hd_upgrade_abort("a stop was requested");
         hd_sup_shutdown(false);
         break;
     case SIGQUIT:
+        hd_upgrade_abort("an immediate stop was requested");
         hd_sup_shutdown(true);
+        break;
+    case SIGUSR2:
+        hd_upgrade_start();
         break;
     case SIGUSR1:
         if ((rc = hd_log_reopen()) < 0)
@@ -66,9 +74,10 @@ print_errors(const hd_conf_errors_t *errs)
 int
 main(int argc, char **argv)
 {
-    static const int sigs[] = { SIGCHLD, SIGHUP,  SIGTERM,
-                                SIGINT,  SIGQUIT, SIGUSR1 };
+    static const int sigs[] = { SIGCHLD, SIGHUP,  SIGTERM, SIGINT,
+                                SIGQUIT, SIGUSR1, SIGUSR2 };
     struct event    *sev[sizeof(sigs) / sizeof(sigs[0])];
+    bool             inherited;
     hd_args_t        args;
     hd_conf_errors_t errs = { 0 };
     char             err[256];
@@ -91,7 +100,10 @@ main(int argc, char **argv)
     }
     /* argv is about to become the process title: copy what we keep */
     conf_path = hd_strdup(args.conf_path);
+    hd_upgrade_init(argc, argv);
     hd_proc_title_init(argc, argv);
+    /* started by a running master's upgrade: its sockets are ours */
+    inherited = !args.test_only && hd_upgrade_inherited();
 
     hd_conf_dev_mode = args.dev;
     if (hd_conf_load(conf_path, &hd_m.conf, &errs) < 0) {
@@ -156,7 +168,10 @@ main(int argc, char **argv)
     hd_proc_title_set("herald: master");
     hd_sup_set_ops(&hd_sup_os_ops);
 
-    if (hd_admin_start(hd_m.base, hd_m.conf, hd_m.shm) < 0) {
+    if (inherited) {
+        /* the old master serves the admin socket until it hands over */
+        hd_upgrade_adopt();
+    } else if (hd_admin_start(hd_m.base, hd_m.conf, hd_m.shm) < 0) {
         hd_log_error("cannot start the admin server on %s:%d",
                      hd_m.conf->admin_address, hd_m.conf->admin_port);
         return 1;
@@ -185,8 +200,13 @@ main(int argc, char **argv)
                 hd_m.conf->workers, hd_m.conf->admin_address,
                 hd_m.conf->admin_port);
     /* systemd (Type=notify): the listen sockets are open, so connections
-     * queue from here on even while the workers are still starting */
-    hd_sdnotify_ready("running");
+     * queue from here on even while the workers are still starting. A
+     * new master of an upgrade is not the main process yet: it says
+     * READY=1 with its MAINPID= when it takes over. */
+    if (inherited)
+        hd_upgrade_child_start();
+    else
+        hd_sdnotify_ready("running");
 
     event_base_dispatch(hd_m.base);
 
@@ -194,6 +214,7 @@ main(int argc, char **argv)
     hd_sup_close_listeners();
     hd_admin_stop();
     hd_jwks_stop();
+    hd_upgrade_stop();
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         event_free(sev[i]);
     event_base_free(hd_m.base);

@@ -360,6 +360,14 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     hd_strbuf_puts(b, "herald_config_reloads_total{result=\"failure\"}");
     sample_u64(b, snap->reloads_failed);
 
+    family(b, "herald_upgrades_total", "counter",
+           "Binary upgrades: success counted by the new master once it "
+           "took over, failure by the old one that kept serving.");
+    hd_strbuf_puts(b, "herald_upgrades_total{result=\"success\"}");
+    sample_u64(b, snap->upgrades_ok);
+    hd_strbuf_puts(b, "herald_upgrades_total{result=\"failure\"}");
+    sample_u64(b, snap->upgrades_failed);
+
     family(b, "herald_config_last_reload_success_timestamp_seconds", "gauge",
            "Time of the last successful configuration load (start counts).");
     hd_strbuf_puts(b, "herald_config_last_reload_success_timestamp_seconds");

@@ -358,6 +358,15 @@ hd_shm_note_restart(hd_shm_t *shm)
 }
 
 void
+hd_shm_note_upgrade(hd_shm_t *shm, bool ok)
+{
+    if (ok)
+        st(&shm->hdr.upgrades_ok, ld(&shm->hdr.upgrades_ok) + 1);
+    else
+        st(&shm->hdr.upgrades_failed, ld(&shm->hdr.upgrades_failed) + 1);
+}
+
+void
 hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation)
 {
     if (ok) {
@@ -463,6 +472,8 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
     out->restarts = ld(&h->restarts);
     out->reloads_ok = ld(&h->reloads_ok);
     out->reloads_failed = ld(&h->reloads_failed);
+    out->upgrades_ok = ld(&h->upgrades_ok);
+    out->upgrades_failed = ld(&h->upgrades_failed);
     out->retired_cpu_ns = ld(&h->retired_cpu_ns);
     out->node_conn_peak = lds(&h->node_conn_peak);
     out->workers_expected = atomic_load_explicit(&h->workers_expected, RLX);

@@ -88,6 +88,9 @@ unsigned           hd_shm_slot_worker_id(const hd_shm_slot_t *s);
 void hd_shm_note_start(hd_shm_t *shm, unsigned workers_expected);
 void hd_shm_note_restart(hd_shm_t *shm); /* unplanned */
 void hd_shm_note_reload(hd_shm_t *shm, bool ok, uint32_t generation);
+/* herald_upgrades_total{result}: a new master counts its own take-over
+ * (the old master's segment goes with it), the old one a failed attempt */
+void hd_shm_note_upgrade(hd_shm_t *shm, bool ok);
 void hd_shm_set_workers_expected(hd_shm_t *shm, unsigned n);
 
 /* ---- additions (reading side; master) ---- */
@@ -171,6 +174,8 @@ typedef struct hd_shm_snapshot {
     uint64_t              restarts;
     uint64_t              reloads_ok;
     uint64_t              reloads_failed;
+    uint64_t              upgrades_ok;
+    uint64_t              upgrades_failed;
     uint64_t              retired_cpu_ns; /* node total of reaped workers */
     int64_t               node_conn_peak;
     unsigned              workers_expected;

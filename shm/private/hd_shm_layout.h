@@ -51,6 +51,8 @@ typedef struct hd_shm_hdr {
     _Atomic uint64_t restarts;   /* herald_worker_restarts_total */
     _Atomic uint64_t reloads_ok;
     _Atomic uint64_t reloads_failed;
+    _Atomic uint64_t upgrades_ok;       /* this master took over */
+    _Atomic uint64_t upgrades_failed;   /* a new master it started failed */
     _Atomic uint64_t last_reload_ok_ns; /* wall clock, 0 = never */
     _Atomic int64_t  node_conn_peak;    /* sampled by hd_shm_sample() */
     _Atomic uint64_t retired_cpu_ns;    /* node total of folded CPU */

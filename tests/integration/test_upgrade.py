@@ -1,0 +1,303 @@
+"""Binary upgrade without downtime (SIGUSR2, docs/operations.md).
+
+Under the handshake load of test_ops_zero_loss (HERALD_OPS_RATE, default
+250/s) and idle clients, the master fork+execs its own binary; the new
+master inherits the listen and admin sockets, and once its workers are
+ready the old master drains its own with 1012 and exits.
+
+The new master is not the test's child: the tests find it by the log and
+stop it themselves (SIGTERM, then wait for it to leave /proc) before the
+fixture's teardown looks at the original process.
+"""
+
+import asyncio
+import os
+import signal
+import time
+
+from harness import (API_KEY, SLACK, admin_request, api_request,
+                     open_client, parse_metrics)
+from test_ops_zero_loss import (IDLE, OPS_CONFIG, Idle, Load, assert_load_ok,
+                                assert_spread, codes_of, until)
+
+SMALL_IDLE = max(40, IDLE // 4)
+DRAIN_MS = 2000
+UPGRADE = {"grace_ms": 300, "drain_ms": DRAIN_MS, "ready_timeout_ms": 15000}
+CONFIG = dict(OPS_CONFIG, upgrade=UPGRADE, api={"key": API_KEY},
+              namespaces={"open": {"anonymous": True, "publish": True}})
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def log_msgs(h, prefix):
+    return [l for l in h.log_lines() if str(l.get("msg", "")).startswith(prefix)]
+
+
+def took_over_pids(h):
+    return [l["pid"] for l in log_msgs(h, "upgrade: took over")]
+
+
+def admin_metrics(h):
+    status, _, body = admin_request(h.admin_port, "/metrics", timeout=5)
+    assert status == 200, status
+    return parse_metrics(body)[1]
+
+
+def stop_master(pid, timeout=20):
+    """SIGTERM a master that is not our child; wait until it is gone."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid), "master %d still running %d s after SIGTERM" % (pid, timeout)
+
+
+class Publisher:
+    """Publishes seq numbers on one channel over the HTTP API, one at a
+    time; records the time of each acknowledgement."""
+
+    def __init__(self, port, channel):
+        self.port, self.channel = port, channel
+        self.acked = []         # (seq, monotonic time of the ack)
+        self.failed = []
+        self._stop = False
+
+    async def run(self, interval=0.05):
+        loop = asyncio.get_running_loop()
+        seq = 0
+        while not self._stop:
+            seq += 1
+            st, body = await loop.run_in_executor(
+                None, lambda s=seq: api_request(self.port, "/api/publish",
+                                                {"channel": self.channel, "data": s}))
+            if st == 200:
+                self.acked.append((seq, time.monotonic()))
+            else:
+                self.failed.append((seq, st, body))
+            await asyncio.sleep(interval)
+
+    def start(self):
+        self.task = asyncio.ensure_future(self.run())
+        return self
+
+    async def stop(self):
+        self._stop = True
+        await self.task
+
+
+async def subscriber(url, channel):
+    c = await open_client(url)
+    r = await c.subscribe(channel)
+    assert "result" in r, r
+    c.subscribed_at = time.monotonic()
+    c.close_code = None
+    c.closed_at = None
+
+    async def pump():
+        import websockets
+        try:
+            while True:
+                await c.pump(3600)
+        except websockets.exceptions.ConnectionClosed:
+            c.close_code = c.ws.close_code
+            c.closed_at = time.monotonic()
+    c.task = asyncio.ensure_future(pump())
+    return c
+
+
+def data_seen(c, channel):
+    return [p["data"] for p in c.pubs(channel)]
+
+
+def check_subscriber(c, channel, acked, what):
+    """What c got is the acked sequence from its first element on, in
+    order, with no hole; and every publish acked while c was subscribed
+    (from 0.2 s after its subscribe to its close) is among it."""
+    got = data_seen(c, channel)
+    assert got == sorted(set(got)), "%s: out of order or duplicated: %r" % (what, got)
+    if got:
+        assert got == list(range(got[0], got[-1] + 1)), "%s: a hole in %r" % (what, got)
+    end = c.closed_at if c.closed_at is not None else float("inf")
+    want = [s for s, t in acked if c.subscribed_at < t and t < end - 0.5]
+    missing = sorted(set(want) - set(got))
+    assert not missing, "%s: publishes acked while subscribed never arrived: %r (got %r)" % (
+        what, missing, got)
+
+
+def test_upgrade_same_binary_under_load(make_herald, tmp_path):
+    h = make_herald(workers=2, **CONFIG)
+    old_pid = h.pid
+    ch = "open:upgrade"
+    before = admin_metrics(h)
+    assert before[("herald_upgrades_total", (("result", "success"),))] == 0
+
+    async def go():
+        idle = Idle(h.port)
+        await idle.open(SMALL_IDLE)
+        subs_before = [await subscriber(h.url, ch) for _ in range(4)]
+        load = Load(h.port).start()
+        pub = Publisher(h.port, ch).start()
+        health = []
+
+        async def poll_admin():
+            loop = asyncio.get_running_loop()
+            while not pub._stop:
+                try:
+                    st, _, _ = await loop.run_in_executor(
+                        None, lambda: admin_request(h.admin_port, "/health", timeout=5))
+                    health.append(st)
+                except OSError as e:
+                    health.append(repr(e))
+                await asyncio.sleep(0.1)
+        poller = asyncio.ensure_future(poll_admin())
+        await asyncio.sleep(1.0)
+        t0 = time.monotonic()
+        h.send_signal(signal.SIGUSR2)
+        new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
+        subs_during = [await subscriber(h.url, ch) for _ in range(4)]
+        left = await idle.wait_closed(idle.clients, DRAIN_MS / 1000 + 5 * SLACK)
+        rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, 10 * SLACK)
+        subs_after = [await subscriber(h.url, ch) for _ in range(4)]
+        await asyncio.sleep(1.0)
+        await pub.stop()
+        await poller
+        await load.stop()
+        await asyncio.sleep(0.5)        # the last deliveries
+        res = dict(load=load, left=left, rc=rc, new_pid=new_pid, t0=t0, health=health,
+                   idle=list(idle.clients),
+                   idle_codes=codes_of(idle.clients), pub=pub,
+                   subs=[("before", s) for s in subs_before] + [("during", s) for s in subs_during]
+                   + [("after", s) for s in subs_after])
+        for _, s in res["subs"]:
+            await s.close()
+            s.task.cancel()
+        await idle.close_all()
+        return res
+
+    r = asyncio.run(go())
+    try:
+        load = r["load"]
+        print("\n[upgrade] load %s idle %r health %r" % (load.summary(), r["idle_codes"],
+                                                           sorted(set(map(str, r["health"])))))
+        assert r["new_pid"] != old_pid and pid_alive(r["new_pid"])
+        assert r["rc"] == 0, "old master exit status %r" % r["rc"]
+        assert_load_ok(load, "upgrade")
+        assert load.established_then_dropped == 0, load.summary()
+        assert not r["left"], "%d idle clients still open" % len(r["left"])
+        assert r["idle_codes"] == {1012: SMALL_IDLE}, r["idle_codes"]
+        assert_spread(r["idle"], DRAIN_MS / 1000 / 2, "1012 closes of the old workers")
+        assert set(r["health"]) == {200}, r["health"]
+        assert not r["pub"].failed, r["pub"].failed[:5]
+        acked = r["pub"].acked
+        assert len([1 for _, t in acked if t < r["t0"]]) >= 5, acked
+        for what, s in r["subs"]:
+            check_subscriber(s, ch, acked, what)
+            if what == "before":
+                assert s.close_code == 1012, s.close_code
+        # the new master answers /metrics: its own counters, its own start
+        m = admin_metrics(h)
+        assert m[("herald_upgrades_total", (("result", "success"),))] == 1
+        assert not h.sanitizer_reports()
+    finally:
+        for pid in took_over_pids(h):
+            stop_master(pid)
+
+
+def test_upgrade_broken_config_keeps_serving(make_herald, tmp_path):
+    h = make_herald(workers=2, **CONFIG)
+    pids = h.worker_pids()
+
+    async def go():
+        idle = Idle(h.port)
+        await idle.open(SMALL_IDLE)
+        load = Load(h.port).start()
+        await asyncio.sleep(1.0)
+        h.write_config(text='{"workers": 2, "no_such_key": 1}\n')
+        h.send_signal(signal.SIGUSR2)
+        await until(lambda: log_msgs(h, "upgrade failed"), 15, "the failure")
+        await asyncio.sleep(1.0)
+        await load.stop()
+        res = dict(load=load, closed=idle.closed())
+        await idle.close_all()
+        return res
+
+    r = asyncio.run(go())
+    assert_load_ok(r["load"], "failed upgrade")
+    assert set(r["load"].counts) == {"ok"}, r["load"].summary()
+    assert not r["closed"], codes_of(r["closed"])
+    assert h.alive() and h.worker_pids() == pids
+    fail = log_msgs(h, "upgrade failed")
+    assert "exited with status 1" in fail[0]["msg"] or "exited before" in fail[0]["msg"], fail
+    assert "no_such_key" in h.stderr(), h.stderr()[-2000:]
+    m = admin_metrics(h)
+    assert m[("herald_upgrades_total", (("result", "failure"),))] == 1
+    assert not took_over_pids(h)
+
+
+def test_two_upgrades_in_a_row(make_herald, tmp_path):
+    h = make_herald(workers=2, **CONFIG)
+
+    async def go():
+        load = Load(h.port).start()
+        await asyncio.sleep(0.5)
+        h.send_signal(signal.SIGUSR2)
+        first = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the first take-over")
+        rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, 10 * SLACK)
+        # the new master upgrades in turn: its workers are all READY by now
+        os.kill(first, signal.SIGUSR2)
+        second = await until(lambda: (took_over_pids(h)[1:] or [None])[0], 20,
+                             "the second take-over")
+        await until(lambda: not pid_alive(first), 10 * SLACK, "the first new master to exit")
+        await asyncio.sleep(0.5)
+        await load.stop()
+        return load, rc, first, second
+
+    try:
+        load, rc, first, second = asyncio.run(go())
+        assert rc == 0
+        assert second and second != first and pid_alive(second)
+        assert_load_ok(load, "two upgrades")
+        assert load.established_then_dropped == 0, load.summary()
+        m = admin_metrics(h)
+        assert m[("herald_upgrades_total", (("result", "success"),))] == 1
+    finally:
+        for pid in took_over_pids(h):
+            stop_master(pid)
+
+
+def test_sigterm_during_upgrade(make_herald, tmp_path):
+    """SIGTERM to the old master before the hand-over abandons the upgrade:
+    the new master is told to stop (what it accepted is closed with 1012),
+    the old one stops as asked (1001); both exit."""
+    h = make_herald(workers=2, **dict(CONFIG, upgrade=dict(UPGRADE, grace_ms=5000)))
+
+    async def go():
+        idle = Idle(h.port)
+        await idle.open(40)
+        h.send_signal(signal.SIGUSR2)
+        await until(lambda: log_msgs(h, "upgrade: the new master"), 20, "the new master ready")
+        ready = log_msgs(h, "upgrade: the new master")[0]["msg"]
+        new_pid = int(ready.split("pid ")[1].split(")")[0])
+        h.send_signal(signal.SIGTERM)
+        left = await idle.wait_closed(idle.clients, h.shutdown_s + 5 * SLACK)
+        rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, h.shutdown_s + 10 * SLACK)
+        await until(lambda: not pid_alive(new_pid), h.shutdown_s + 10 * SLACK, "the new master to exit")
+        res = dict(left=left, rc=rc, codes=codes_of(idle.clients), new_pid=new_pid)
+        await idle.close_all()
+        return res
+
+    r = asyncio.run(go())
+    assert r["rc"] == 0
+    assert not r["left"]
+    assert set(r["codes"]) <= {1001, 1012}, r["codes"]
+    assert log_msgs(h, "upgrade failed: a stop was requested")
+    assert not took_over_pids(h)
