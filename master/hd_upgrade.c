@@ -33,8 +33,8 @@ enum up_state {
 };
 
 static struct {
-    char         *exe;
-    char        **argv;
+    char  *exe;
+    char **argv;
     /* old side */
     enum up_state state;
     pid_t         pid; /* the new master, until reaped */
@@ -114,9 +114,9 @@ fail(const char *why)
         kill(up.pid, SIGTERM);
         free_ev(&up.kill_t);
         up.kill_t = evtimer_new(hd_m.base, kill_cb, NULL);
-        struct timeval tv = { (hd_m.conf->shutdown_ms + KILL_AFTER_STOP_MS)
-                                  / 1000,
-                              0 };
+        struct timeval tv = {
+            (hd_m.conf->shutdown_ms + KILL_AFTER_STOP_MS) / 1000, 0
+        };
         evtimer_add(up.kill_t, &tv);
     }
     /* its steering program may be the last one attached: ours again */
@@ -221,8 +221,7 @@ reap_other(pid_t pid, int status)
 
 /* The environment entry for the new master (allocated). */
 static char *
-inherit_env(int status_fd, int admin_fd, const hd_inherit_sock_t *s,
-            unsigned n)
+inherit_env(int status_fd, int admin_fd, const hd_inherit_sock_t *s, unsigned n)
 {
     size_t cap = 128 + (size_t) n * 128, len = 0;
     char  *b = hd_malloc(cap);
@@ -235,8 +234,7 @@ inherit_env(int status_fd, int admin_fd, const hd_inherit_sock_t *s,
     for (unsigned i = 0; i < n && len < cap; i++)
         len += (size_t) snprintf(b + len, cap - len, ";l=%u,%u,%d,%d,%d,%d,%s",
                                  s[i].slot, s[i].li, s[i].fd, s[i].gidx,
-                                 s[i].port, s[i].v6only ? 1 : 0,
-                                 s[i].address);
+                                 s[i].port, s[i].v6only ? 1 : 0, s[i].address);
     return b;
 }
 
@@ -326,9 +324,9 @@ hd_upgrade_abort(const char *why)
 /* ---- new master ---------------------------------------------------------- */
 
 int
-hd_upgrade_parse(const char *s, int *status_fd, int *admin_fd,
-                 char *admin_addr, size_t admin_len, int *admin_port,
-                 hd_inherit_sock_t *out, unsigned max)
+hd_upgrade_parse(const char *s, int *status_fd, int *admin_fd, char *admin_addr,
+                 size_t admin_len, int *admin_port, hd_inherit_sock_t *out,
+                 unsigned max)
 {
     char    *copy, *save = NULL, *tok;
     unsigned n = 0;
@@ -342,11 +340,9 @@ hd_upgrade_parse(const char *s, int *status_fd, int *admin_fd,
          tok = strtok_r(NULL, ";", &save)) {
         int used = 0;
 
-        if (sscanf(tok, "s=%d%n", status_fd, &used) == 1
-            && tok[used] == '\0') {
+        if (sscanf(tok, "s=%d%n", status_fd, &used) == 1 && tok[used] == '\0') {
             continue;
-        } else if (sscanf(tok, "a=%d,%d,%n", admin_fd, admin_port, &used)
-                       == 2
+        } else if (sscanf(tok, "a=%d,%d,%n", admin_fd, admin_port, &used) == 2
                    && used > 0) {
             if (strlen(tok + used) >= admin_len)
                 goto fail;
@@ -356,8 +352,8 @@ hd_upgrade_parse(const char *s, int *status_fd, int *admin_fd,
             int                v6;
 
             memset(e, 0, sizeof(*e));
-            if (sscanf(tok, "l=%u,%u,%d,%d,%d,%d,%n", &e->slot, &e->li,
-                       &e->fd, &e->gidx, &e->port, &v6, &used)
+            if (sscanf(tok, "l=%u,%u,%d,%d,%d,%d,%n", &e->slot, &e->li, &e->fd,
+                       &e->gidx, &e->port, &v6, &used)
                     != 6
                 || used == 0 || e->fd < 0
                 || strlen(tok + used) >= sizeof(e->address))
@@ -480,8 +476,8 @@ all_ready(void)
 void
 hd_upgrade_child_start(void)
 {
-    up.prd = event_new(hd_m.base, up.parent_fd, EV_READ | EV_PERSIST,
-                       parent_cb, NULL);
+    up.prd = event_new(hd_m.base, up.parent_fd, EV_READ | EV_PERSIST, parent_cb,
+                       NULL);
     event_add(up.prd, NULL);
     hd_m.all_ready = all_ready;
     if (hd_sup_all_running())
