@@ -327,3 +327,22 @@ def test_history_and_history_remove_api(make_herald):
     assert st == 400
     st, body = api_request(a.port, "/api/history", {"channel": ch, "since": {"offset": 1}})
     assert st == 400
+
+
+def test_api_answers_503_without_redis(make_herald, redis_server):
+    cfg = pubsub_config(cluster=dict(CLUSTER))
+    cfg["namespaces"]["pres"] = {"presence": True}
+    cfg["namespaces"]["hist"] = {"history_size": 10, "history_ttl_s": 60}
+    a = make_herald(**cfg)
+    redis_server.stop()
+    wait_until(lambda: api_request(a.port, "/api/info", {})[0] == 503, 15,
+               what="the API to notice Redis is gone")
+    for path, body in (("/api/disconnect", {"user": "x"}), ("/api/connections", {}),
+                       ("/api/channels", {}), ("/api/subscribe", {"user": "x", "channel": "chat:a"}),
+                       ("/api/unsubscribe", {"user": "x", "channel": "chat:a"}),
+                       ("/api/presence", {"channel": "pres:a"}),
+                       ("/api/presence_stats", {"channel": "pres:a"}),
+                       ("/api/history", {"channel": "hist:a"}),
+                       ("/api/history_remove", {"channel": "hist:a"}), ("/api/info", {})):
+        st, got = api_request(a.port, path, body)
+        assert st == 503 and got["error"]["code"] == 503 and got["error"]["message"], (path, st, got)
