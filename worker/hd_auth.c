@@ -23,8 +23,7 @@ static struct {
     const hd_conf_t *conf;
     hd_jwt_keyset_t *keys;
     hd_jwt_policy_t  pol;
-    size_t           njwks;         /* keys from the JWK Set */
-    uint64_t         last_stale_ms; /* last HD_CTL_JWKS_STALE sent */
+    size_t           njwks; /* keys from the JWK Set */
 } A;
 
 /* The config's own keys into ks. They were validated at load. */
@@ -72,16 +71,12 @@ hd_auth_verify(const char *token, size_t len, hd_jwt_claims_t *out)
                               (int64_t) (hd_wall_ns() / 1000000000ull), out);
 
     /* tell the master (whose config, after a reload, may have a JWK Set
-     * this worker's does not); at most once a second, so a flood of
-     * forged kids costs the master nothing (it rate-limits fetches too) */
+     * this worker's does not). Every time: the master coalesces and
+     * rate-limits the fetches, and a dropped report could leave a new kid
+     * unfetched until the next scheduled refresh. */
     if (rc == HD_JWT_EKID) {
-        uint64_t now = hd_mono_ms();
-        if (A.last_stale_ms == 0 || now - A.last_stale_ms >= 1000) {
-            hd_ctl_msg_t m = { .type = HD_CTL_JWKS_STALE };
-            A.last_stale_ms = now;
-            (void) send(hd_w.ctl_fd, &m, sizeof(m),
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
+        hd_ctl_msg_t m = { .type = HD_CTL_JWKS_STALE };
+        (void) send(hd_w.ctl_fd, &m, sizeof(m), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     return rc;
 }
