@@ -234,8 +234,11 @@ hd_backend_shutdown(void)
 {
     if (!P.started)
         return;
-    while (P.reqs != NULL)
+    while (P.reqs != NULL) {
+        if (P.reqs->arg_free != NULL)
+            P.reqs->arg_free(P.reqs->arg);
         req_free(P.reqs);
+    }
     ev_timer_stop(hd_w.loop, &P.timer);
     curl_multi_cleanup(P.multi); /* closes its sockets: sock_cb frees */
     curl_global_cleanup();
