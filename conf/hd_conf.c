@@ -194,6 +194,8 @@ static const struct key keys[] = {
           RELOAD_MASTER),
     K_INT("upgrade.drain_ms", upgrade_drain_ms, 0, 600000, "10000",
           RELOAD_MASTER),
+    K_INT("timeouts.drain_health_ms", drain_health_ms, 0, 600000, "3000",
+          RELOAD_MASTER),
     K_INT("timeouts.handshake_ms", handshake_ms, 100, 120000, "5000",
           RELOAD_WORKER),
     K_INT("timeouts.connect_ms", connect_ms, 100, 600000, "10000",

@@ -170,10 +170,12 @@ typedef struct hd_conf {
     int   log_format; /* enum hd_log_format, default auto */
     char *log_file;   /* NULL = stderr */
 
-    int shutdown_ms;  /* timeouts.shutdown_ms, default 10000 */
-    int connect_ms;   /* timeouts.connect_ms, default 10000: time
+    int shutdown_ms;     /* timeouts.shutdown_ms, default 10000 */
+    int drain_health_ms; /* timeouts.drain_health_ms, default 3000: /health
+                            fails this long before a graceful stop drains */
+    int connect_ms;      /* timeouts.connect_ms, default 10000: time
                                    to send "connect" after the upgrade */
-    int handshake_ms; /* timeouts.handshake_ms, default 5000 */
+    int handshake_ms;    /* timeouts.handshake_ms, default 5000 */
 
     /* upgrade.*: the binary upgrade (SIGUSR2), master/hd_upgrade.c */
     int upgrade_ready_ms; /* new master's workers all READY within */

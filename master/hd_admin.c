@@ -421,7 +421,8 @@ handle(struct evhttp_request *req, void *arg)
         reply(req, 200, "OK", HD_METRICS_CONTENT_TYPE, b.p, b.len);
         break;
     case R_HEALTH:
-        code = hd_render_health(&b, snap, hd_wall_sec());
+        code = hd_render_health_as(&b, snap, hd_wall_sec(),
+                                   hd_sup_health_override());
         reply(req, code, code == 200 ? "OK" : "Service Unavailable",
               "application/json", b.p, b.len);
         break;

@@ -116,10 +116,13 @@ typedef struct hd_master {
     hd_proc_t         *procs; /* every live worker process */
     bool               stopping;
     bool               immediate;
-    hd_rgroup_t       *groups;  /* reuseport groups with open members */
-    hd_listener_t     *closing; /* unreferenced, close deferred while a
+    /* a graceful stop's first phase (timeouts.drain_health_ms): /health
+     * fails while everything still serves; the drain starts when it fires */
+    hd_sup_timer_t *unhealthy_t;
+    hd_rgroup_t    *groups;  /* reuseport groups with open members */
+    hd_listener_t  *closing; /* unreferenced, close deferred while a
                                        forked child may hold a copy */
-    bool               steer_warned;
+    bool            steer_warned;
     /* binary upgrade (hd_upgrade.c): between SIGUSR2 and the hand-over
      * (old master) or from exec to the take-over (new master) */
     bool upgrading;
@@ -149,7 +152,10 @@ void hd_sup_reap(void);               /* SIGCHLD */
 void hd_sup_reload(void);             /* SIGHUP */
 void hd_sup_shutdown(bool immediate); /* SIGTERM/SIGINT, SIGQUIT */
 void hd_sup_signal_all(int sig);      /* forward SIGUSR1 */
-void hd_sup_close_listeners(void);
+/* "draining" while a stop is pending or under way (/health answers 503
+ * with it), NULL otherwise */
+const char *hd_sup_health_override(void);
+void        hd_sup_close_listeners(void);
 
 /* ---- binary upgrade (hd_upgrade.c drives these) ---- */
 

@@ -806,7 +806,7 @@ hd_sup_reload(void)
     bool             listen_changed, worker_changed;
     unsigned         oldn, newn, i;
 
-    if (hd_m.stopping)
+    if (hd_m.stopping || hd_m.unhealthy_t != NULL)
         return;
     if (hd_m.upgrading) {
         /* the sockets are being handed over: a reload now would change
@@ -922,10 +922,44 @@ kill_cb(void *arg)
 }
 
 /*
- * SIGTERM/SIGINT (graceful) and SIGQUIT (immediate). A second graceful
- * request during a graceful stop makes it immediate; once immediate, a
- * later request of either kind changes nothing (it used to start the
- * graceful path again and leak its kill timer).
+ * The graceful drain: every worker closes its clients with 1001 within
+ * timeouts.shutdown_ms; the master kills what is left.
+ */
+static void
+stop_draining(void)
+{
+    hd_m.stopping = true;
+    for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
+        disarm_respawn(&hd_m.slots[i]);
+    hd_log_info("graceful stop: draining workers (up to %d ms)",
+                hd_m.conf->shutdown_ms);
+    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
+        p->state = HD_PROC_RUNNING; /* re-drain even a draining one */
+        drain(p, 1001);
+    }
+    hd_m.kill_t = ops->timer_new(kill_cb, NULL);
+    ops->timer_add(hd_m.kill_t, (uint64_t) hd_m.conf->shutdown_ms * 9 / 10);
+    hd_admin_stop();
+    if (hd_m.procs == NULL)
+        ops->loop_break();
+}
+
+static void
+unhealthy_cb(void *arg)
+{
+    (void) arg;
+    stop_draining();
+}
+
+/*
+ * SIGTERM/SIGINT (graceful) and SIGQUIT (immediate). A graceful stop
+ * first answers /health with 503 for timeouts.drain_health_ms while
+ * everything else goes on serving, so that a load balancer's health check
+ * takes the node out before a single connection is refused; then it
+ * drains. A second graceful request during either phase makes the stop
+ * immediate; once immediate, a later request of either kind changes
+ * nothing (it used to start the graceful path again and leak its kill
+ * timer).
  */
 void
 hd_sup_shutdown(bool immediate)
@@ -936,32 +970,44 @@ hd_sup_shutdown(bool immediate)
         hd_log_info("already draining after an upgrade's hand-over");
         return;
     }
-    if (hd_m.stopping)
+    if (hd_m.stopping || hd_m.unhealthy_t != NULL)
         immediate = true; /* a second SIGTERM/SIGINT */
     else
         hd_sdnotify_stopping();
-    for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
-        disarm_respawn(&hd_m.slots[i]);
+    if (hd_m.unhealthy_t != NULL)
+        ops->timer_free(hd_m.unhealthy_t);
+    hd_m.unhealthy_t = NULL;
 
     if (immediate) {
+        for (unsigned i = 0; i < HD_WORKERS_MAX; i++)
+            disarm_respawn(&hd_m.slots[i]);
         hd_m.stopping = hd_m.immediate = true;
         hd_log_warn("stopping now");
         for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
             ops->kill(p->pid, SIGKILL);
-    } else {
-        hd_m.stopping = true;
-        hd_log_info("graceful stop: draining workers (up to %d ms)",
-                    hd_m.conf->shutdown_ms);
-        for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next) {
-            p->state = HD_PROC_RUNNING; /* re-drain even a draining one */
-            drain(p, 1001);
-        }
-        hd_m.kill_t = ops->timer_new(kill_cb, NULL);
-        ops->timer_add(hd_m.kill_t, (uint64_t) hd_m.conf->shutdown_ms * 9 / 10);
+        hd_admin_stop();
+        if (hd_m.procs == NULL)
+            ops->loop_break();
+        return;
     }
-    hd_admin_stop();
-    if (hd_m.procs == NULL)
-        ops->loop_break();
+    /* during an upgrade the stop drains at once, as it always did: the
+     * upgrade's own paths expect stopping to be set */
+    if (hd_m.conf->drain_health_ms > 0 && hd_m.procs != NULL
+        && !hd_m.upgrading) {
+        hd_log_info("graceful stop: /health reports draining for %d ms, "
+                    "then the workers drain",
+                    hd_m.conf->drain_health_ms);
+        hd_m.unhealthy_t = ops->timer_new(unhealthy_cb, NULL);
+        ops->timer_add(hd_m.unhealthy_t, (uint64_t) hd_m.conf->drain_health_ms);
+        return;
+    }
+    stop_draining();
+}
+
+const char *
+hd_sup_health_override(void)
+{
+    return hd_m.stopping || hd_m.unhealthy_t != NULL ? "draining" : NULL;
 }
 
 void
@@ -990,6 +1036,9 @@ hd_sup_close_listeners(void)
     if (hd_m.kill_t != NULL)
         ops->timer_free(hd_m.kill_t);
     hd_m.kill_t = NULL;
+    if (hd_m.unhealthy_t != NULL)
+        ops->timer_free(hd_m.unhealthy_t);
+    hd_m.unhealthy_t = NULL;
     /* at exit nothing can be forked any more: close what still waits */
     while (hd_m.closing != NULL) {
         hd_listener_t *l = hd_m.closing;
@@ -1011,7 +1060,7 @@ hd_sup_close_listeners(void)
 const char *
 hd_sup_upgrade_refusal(void)
 {
-    if (hd_m.stopping)
+    if (hd_m.stopping || hd_m.unhealthy_t != NULL)
         return "stopping";
     if (hd_m.upgrading)
         return "an upgrade is already in progress";

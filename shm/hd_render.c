@@ -514,6 +514,13 @@ shards_down_json(int64_t mask)
 int
 hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
 {
+    return hd_render_health_as(b, snap, now, NULL);
+}
+
+int
+hd_render_health_as(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now,
+                    const char *override)
+{
     unsigned alive = 0;
     bool     redis_down = false;
     int64_t  down_mask = 0;
@@ -541,11 +548,13 @@ hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now)
     const char *status = alive == 0                    ? "failing"
         : alive < snap->workers_expected || redis_down ? "degraded"
                                                        : "ok";
-    json_t     *j = json_pack("{s:s,s:{s:I,s:I},s:o,s:I,s:f}", "status", status,
-                              "workers", "alive", (json_int_t) alive, "expected",
-                              (json_int_t) snap->workers_expected, "redis", redis,
-                              "generation", (json_int_t) snap->generation,
-                              "uptime_seconds", age(now, snap->start_ns));
+    if (override != NULL)
+        status = override; /* a stop in progress: fails whatever else */
+    json_t *j = json_pack("{s:s,s:{s:I,s:I},s:o,s:I,s:f}", "status", status,
+                          "workers", "alive", (json_int_t) alive, "expected",
+                          (json_int_t) snap->workers_expected, "redis", redis,
+                          "generation", (json_int_t) snap->generation,
+                          "uptime_seconds", age(now, snap->start_ns));
     if (shards.n > 1) {
         /* which shard is down: only its channels fail (503) */
         json_t *js = json_array();

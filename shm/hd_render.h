@@ -33,6 +33,10 @@ void hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
  * is 0, else "ok". Returns the HTTP status: 200 for ok, 503 otherwise.
  */
 int hd_render_health(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, double now);
+/* as hd_render_health, but a non-NULL override ("draining" during a stop)
+ * is the status, and the answer is 503 */
+int hd_render_health_as(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
+                        double now, const char *override);
 /* The Redis shard names /health reports (redis.shards; copied). With more
  * than one, /health lists "redis_shards" and each worker's "shards_down". */
 void hd_render_set_shard_names(const char *const *names, size_t n);

@@ -236,7 +236,10 @@ class Herald:
             "auth": {"hmac_secret": "integration-test-secret-0123456789abcdef",
                      "allow_anonymous": True},
             "log": {"level": "debug", "format": "json", "file": self.log_path},
-            "timeouts": {"shutdown_ms": 2000, "handshake_ms": 5000},
+            # drain_health_ms 0: a stop drains at once (test_lb_stop tests
+            # the /health phase before it)
+            "timeouts": {"shutdown_ms": 2000, "drain_health_ms": 0,
+                         "handshake_ms": 5000},
         }
         self.config = deep_merge(base, overrides)
         self.proc = None

@@ -86,8 +86,11 @@ class Proxy:
     """nginx or HAProxy, foreground, in its own process group."""
 
     def __init__(self, kind, workdir, tls, backend_port, admin_port,
-                 proxy_protocol=True):
+                 proxy_protocol=True, second=None):
         self.kind = kind
+        # (backend port, admin port) of a second node: the shipped files'
+        # commented second server line, made live
+        self.second = second
         # False: drop HAProxy's send-proxy-v2, for a stand-in backend that
         # does not speak the PROXY protocol
         self.proxy_protocol = proxy_protocol
@@ -114,7 +117,9 @@ class Proxy:
             (r"^(\s*ssl_certificate)\s+/etc/ssl/herald/fullchain\.pem;", r"\1 %s;" % cert, 1),
             (r"^(\s*ssl_certificate_key)\s+/etc/ssl/herald/privkey\.pem;", r"\1 %s;" % key, 1),
             (r"^(\s*server) 127\.0\.0\.1:8080 ", r"\g<1> 127.0.0.1:%d " % backend_port, 1),
-        ], NGINX_CONF)
+        ] + ([(r"^(\s*)# (server) 10\.0\.0\.12:8080 ",
+               r"\1\2 127.0.0.1:%d " % self.second[0], 1)] if self.second else []),
+            NGINX_CONF)
         # Nothing in the site file may point at herald's admin port.
         assert not re.search(r"^\s*[^#\s].*:9090", site, re.M), site
         with open(os.path.join(self.dir, "herald.conf"), "w") as f:
@@ -168,7 +173,9 @@ class Proxy:
             (r"^(\s*server herald1) 127\.0\.0\.1:8080 check port 9090 send-proxy-v2$",
              r"\1 127.0.0.1:%d check port %d%s"
              % (backend_port, admin_port, " send-proxy-v2" if self.proxy_protocol else ""), 1),
-        ], HAPROXY_CFG)
+        ] + ([(r"^(\s*)# (server herald2) 10\.0\.0\.12:8080 check port 9090 send-proxy-v2$",
+               r"\1\2 127.0.0.1:%d check port %d send-proxy-v2" % self.second, 1)]
+             if self.second else []), HAPROXY_CFG)
         path = os.path.join(self.dir, "haproxy.cfg")
         with open(path, "w") as f:
             f.write(cfg)
@@ -229,7 +236,7 @@ class Proxy:
                     parts.append("--- %s %s ---\n%s" % (self.kind, name, f.read()[-3000:]))
         return "\n".join(parts)
 
-    def haproxy_server_status(self):
+    def haproxy_server_status(self, server="herald1"):
         """(status, check_status) of backend herald / server herald1 from
         the stats socket, e.g. ("UP", "L7OK"); None while HAProxy has not
         made the socket yet (it binds its frontend first)."""
@@ -250,7 +257,7 @@ class Proxy:
         header = lines[0].lstrip("# ").split(",")
         for line in lines[1:]:
             row = dict(zip(header, line.split(",")))
-            if row.get("pxname") == "herald" and row.get("svname") == "herald1":
+            if row.get("pxname") == "herald" and row.get("svname") == server:
                 return row.get("status"), row.get("check_status")
         return None
 
@@ -259,9 +266,9 @@ class Proxy:
 def make_proxy(tmp_path, tls_cert, request):
     made = []
 
-    def make(kind, backend_port, admin_port, proxy_protocol=True):
+    def make(kind, backend_port, admin_port, proxy_protocol=True, second=None):
         p = Proxy(kind, tmp_path / ("%s%d" % (kind, len(made))), tls_cert,
-                  backend_port, admin_port, proxy_protocol)
+                  backend_port, admin_port, proxy_protocol, second)
         made.append(p)
         return p.start()
 
@@ -277,9 +284,10 @@ def pubsub_herald(make_herald, kind, **over):
     HAProxy a listener with proxy_protocol (send-proxy-v2) next to the
     plain one the harness checks readiness on; behind nginx, nginx's
     address in security.trusted_proxies. Returns (herald, backend port)."""
+    timeouts = dict({"shutdown_ms": 400}, **over.pop("timeouts", {}))
     h = make_herald(
         start=False,
-        timeouts={"shutdown_ms": 400},
+        timeouts=timeouts,
         api={"key": API_KEY},
         namespaces={"default": {"publish": True, "anonymous": True}}, **over)
     backend = h.port
@@ -501,3 +509,87 @@ def test_deploy_proxy_passes_client_address(kind, make_herald, make_proxy, tls_c
     harness.run(go())
     herald.find_log(lambda l: "127.0.0.3" in str(l.get("msg", "")), 10,
                     what="a log line naming the client 127.0.0.3")
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_deploy_proxy_stop_one_node_under_load(kind, make_herald, make_proxy, tls_cert):
+    """Two nodes behind the shipped proxy config; one is stopped with
+    SIGTERM while clients connect at ~25/s. Its /health fails first for
+    timeouts.drain_health_ms while it still serves (HAProxy's check takes
+    it out), then it drains and exits; what still reaches it is retried on
+    the other node (retry-on/redispatch, proxy_next_upstream). Not one
+    connect may fail. (Before: one 502 and one 503 per run with HAProxy.)"""
+    drain_health = {"drain_health_ms": 3000}
+    a, a_backend = pubsub_herald(make_herald, kind, timeouts=dict(drain_health))
+    b, b_backend = pubsub_herald(make_herald, kind, timeouts=dict(drain_health))
+    assert a.config["timeouts"]["drain_health_ms"] == 3000
+    proxy = make_proxy(kind, a_backend, a.admin_port, second=(b_backend, b.admin_port))
+    ctx = client_ssl(tls_cert[0])
+    url = "wss://127.0.0.1:%d/" % proxy.port
+    if kind == "haproxy":
+        for srv in ("herald1", "herald2"):
+            wait_until(lambda: proxy.haproxy_server_status(srv) == ("UP", "L7OK"), 15,
+                       interval=0.1, what="haproxy %s UP" % srv)
+
+    failures, ok = [], [0]
+    health_seen = []
+
+    async def one():
+        try:
+            async with wss_connect(url, ctx) as ws:
+                assert ws.subprotocol == harness.SUBPROTOCOL
+                await send_cmd(ws, 1, "subscribe", {"channel": "lb-stop"})
+                r = await wait_reply(ws, 1, [])
+                assert "result" in r, r
+            ok[0] += 1
+        except websockets.exceptions.ConnectionClosed as e:
+            # closed by the draining node after the handshake: the client
+            # was served and is told to reconnect, not refused
+            if e.rcvd is not None and e.rcvd.code in (1001, 1012):
+                ok[0] += 1
+            else:
+                failures.append(repr(e))
+        except Exception as e:  # noqa: BLE001 - every failed connect counts
+            failures.append(repr(e))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        tasks = []
+        stop_at = loop.time() + 1.0
+        end = stop_at + 3.0 + 0.4 + 2.5  # health phase + drain + after
+        stopped = False
+        while loop.time() < end:
+            if not stopped and loop.time() >= stop_at:
+                a.send_signal(signal.SIGTERM)
+                stopped = True
+            if stopped and loop.time() < stop_at + 2.0 and not any(
+                    st == 503 for st, _ in health_seen):
+                st, body = await loop.run_in_executor(None, admin_health, a.admin_port)
+                if st is not None:
+                    health_seen.append((st, body))
+            tasks.append(asyncio.ensure_future(one()))
+            await asyncio.sleep(0.04)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+    a.proc.wait(10)
+    a.expect_clean_exit = True
+    assert a.proc.returncode == 0, a.proc.returncode
+    # during the health phase /health failed with the reason
+    assert health_seen and health_seen[-1][0] == 503, health_seen
+    assert json.loads(health_seen[-1][1])["status"] == "draining", health_seen
+    assert not failures, "%d of %d connects failed: %s" % (
+        len(failures), len(failures) + ok[0], failures[:5])
+    assert ok[0] >= 100, ok[0]
+    assert "/health reports draining" in a.log_text(), \
+        "no health phase in the log"
+
+
+def admin_health(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, None

@@ -415,6 +415,8 @@ setup(void)
     close(fd);
     write_conf(CONF(2, ""));
     ck_assert_int_eq(hd_conf_load(conf_path, &hd_m.conf, &errs), 0);
+    /* the stop tests drain at once; drain_health_stop sets its own */
+    hd_m.conf->drain_health_ms = 0;
     ck_assert_int_eq(hd_shm_create(&hd_m.shm), 0);
     hd_sup_set_ops(&fake_ops);
     /* listeners open at 100.., control sockets must not look like them */
@@ -847,6 +849,51 @@ START_TEST(graceful_stop_drains_with_1001_and_kills_late_workers)
 }
 END_TEST
 
+START_TEST(graceful_stop_fails_health_first_then_drains)
+{
+    hd_m.conf->drain_health_ms = 3000;
+    start();
+    ready(1001);
+    ready(1002);
+    ck_assert_ptr_null(hd_sup_health_override());
+    clear_log();
+    hd_sup_shutdown(false);
+    /* phase one: /health says draining, nobody is told anything yet */
+    ck_assert_str_eq(hd_sup_health_override(), "draining");
+    ck_assert(!hd_m.stopping);
+    ck_assert(!logged("send"));
+    ck_assert(timer_armed_for(unhealthy_cb, NULL));
+    /* a reload now would start workers the drain is about to stop */
+    hd_sup_reload();
+    ck_assert(!logged("fork"));
+    advance(2999);
+    ck_assert(!logged("send"));
+    advance(1);
+    ck_assert(hd_m.stopping);
+    at("type 1 code 1001 flags 1");
+    ck_assert_str_eq(hd_sup_health_override(), "draining");
+    dies(1001, EXITED(0));
+    dies(1002, EXITED(0));
+    ck_assert(F.loop_broken);
+}
+END_TEST
+
+START_TEST(second_graceful_stop_during_health_phase_is_immediate)
+{
+    hd_m.conf->drain_health_ms = 3000;
+    start();
+    ready(1001);
+    ready(1002);
+    hd_sup_shutdown(false);
+    clear_log();
+    hd_sup_shutdown(false);
+    ck_assert(hd_m.immediate);
+    at("kill 1001 9;");
+    at("kill 1002 9;");
+    ck_assert(!timer_armed_for(unhealthy_cb, NULL));
+}
+END_TEST
+
 START_TEST(second_graceful_stop_is_immediate)
 {
     start();
@@ -933,6 +980,8 @@ sup_suite(void)
     tcase_add_test(tc, a_dead_control_socket_falls_back_to_sigterm);
     tcase_add_test(tc, graceful_stop_drains_with_1001_and_kills_late_workers);
     tcase_add_test(tc, second_graceful_stop_is_immediate);
+    tcase_add_test(tc, graceful_stop_fails_health_first_then_drains);
+    tcase_add_test(tc, second_graceful_stop_during_health_phase_is_immediate);
     tcase_add_test(tc, sigterm_after_sigquit_changes_nothing);
     tcase_add_test(tc, reload_during_stop_is_ignored);
     tcase_add_test(tc, failed_reload_keeps_everything);
