@@ -371,7 +371,7 @@ refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) loop;
     (void) w;
     (void) revents;
-    if (hd_redis_cmd_up())
+    if (hd_redis_cmd_up_any()) /* each on its channel's shard */
         hd_chan_foreach(refresh_one, NULL);
 }
 

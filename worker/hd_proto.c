@@ -820,7 +820,9 @@ subscribe_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
         send_error(c, true, id, HD_ERR_CONFLICT, "already subscribed");
     } else if (c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions) {
         send_error(c, true, id, HD_ERR_LIMIT, "subscription limit reached");
-    } else if (!hd_redis_sub_up() || !hd_redis_cmd_up()) {
+    } else if (!hd_redis_sub_up_key(p->key, p->key_len)
+               || !hd_redis_cmd_up_key(p->key, p->key_len)) {
+        /* the channel's shard (redis.shards): others may be down */
         send_error(c, true, id, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
     } else {
         subscribe_join(c, id, p->key, p->key_len, p->name_off, p->ns, p->since,
@@ -957,7 +959,8 @@ hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
 {
     if (find_sub(c, key, key_len) >= 0
         || c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions
-        || !hd_redis_sub_up() || !hd_redis_cmd_up())
+        || !hd_redis_sub_up_key(key, key_len)
+        || !hd_redis_cmd_up_key(key, key_len))
         return -1;
     hd_chan_join(hd_chan_get(key, key_len, name_off, ns), c, server_id, 0,
                  NULL);
