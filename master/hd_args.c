@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hd_args.h"
@@ -59,6 +60,17 @@ parse_long(const char *arg, int argc, char *const argv[], int *i,
         if (v == NULL || v[0] == '\0')
             return fail(err, errlen, "option '--config' needs a file name");
         out->conf_path = v;
+        return 0;
+    }
+
+    if (IS("upgrade")) {
+        const char *v = eq ? eq + 1 : next_value(argc, argv, i);
+        char       *end = NULL;
+        long        pid = v != NULL ? strtol(v, &end, 10) : 0;
+        if (v == NULL || end == v || *end != '\0' || pid <= 1)
+            return fail(err, errlen,
+                        "option '--upgrade' needs the master's pid");
+        out->upgrade_pid = pid;
         return 0;
     }
 
@@ -136,6 +148,7 @@ hd_args_parse(int argc, char *const argv[], hd_args_t *out, char *err,
     out->version = false;
     out->help = false;
     out->dev = false;
+    out->upgrade_pid = 0;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
@@ -165,7 +178,7 @@ hd_args_usage(FILE *f, const char *prog)
     if (prog == NULL || prog[0] == '\0')
         prog = "herald";
     fprintf(f,
-            "Usage: %s [-c FILE] [-t] [--dev] [-V] [-h]\n"
+            "Usage: %s [-c FILE] [-t] [--dev] [--upgrade PID] [-V] [-h]\n"
             "\n"
             "herald: WebSocket pub/sub gateway.\n"
             "\n"
@@ -174,6 +187,8 @@ hd_args_usage(FILE *f, const char *prog)
             "  -t, --test         check the configuration file and exit\n"
             "      --dev          development mode: accept the shipped\n"
             "                     development secrets (never in production)\n"
+            "      --upgrade PID  ask the running master PID to upgrade its\n"
+            "                     binary (sends SIGUSR2) and exit\n"
             "  -V, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
             "\n"
@@ -184,6 +199,9 @@ hd_args_usage(FILE *f, const char *prog)
             " shutdown_timeout\n"
             "  second SIGTERM or SIGINT, SIGQUIT\n"
             "                     stop at once\n"
-            "  SIGUSR1            reopen the log file\n",
+            "  SIGUSR1            reopen the log file\n"
+            "  SIGUSR2            upgrade: start the binary again with the"
+            " listen sockets,\n"
+            "                     hand over once it is ready, drain (1012)\n",
             prog, HD_CONF_DEFAULT_PATH);
 }

@@ -7,13 +7,15 @@
 #include <stdio.h>
 
 typedef struct hd_args {
-    const char *conf_path; /* -c FILE, --config FILE, --config=FILE;
+    const char *conf_path;   /* -c FILE, --config FILE, --config=FILE;
                                 default HD_CONF_DEFAULT_PATH */
-    bool        test_only; /* -t, --test: check the config and exit */
-    bool        version;   /* -V, --version */
-    bool        help;      /* -h, --help */
-    bool        dev;       /* --dev: development mode, accepts the
+    bool        test_only;   /* -t, --test: check the config and exit */
+    bool        version;     /* -V, --version */
+    bool        help;        /* -h, --help */
+    bool        dev;         /* --dev: development mode, accepts the
                                 shipped development secrets */
+    long        upgrade_pid; /* --upgrade PID: send the running master
+                                SIGUSR2 and exit; 0 = not asked */
 } hd_args_t;
 
 /*

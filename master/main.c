@@ -64,6 +64,39 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+/*
+ * herald --upgrade PID: SIGUSR2 to a running master, after checking that
+ * PID is one (its process title), so a stale pid never gets a signal
+ * meant for herald. The result is in the master's log.
+ */
+static int
+upgrade_command(pid_t pid)
+{
+    char  path[64], title[64] = "";
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
+    if ((f = fopen(path, "r")) != NULL) {
+        size_t n = fread(title, 1, sizeof(title) - 1, f);
+        title[n] = '\0';
+        fclose(f);
+    }
+    if (strncmp(title, "herald: master", 14) != 0) {
+        fprintf(stderr, "herald: process %d is not a herald master\n",
+                (int) pid);
+        return 1;
+    }
+    if (kill(pid, SIGUSR2) < 0) {
+        fprintf(stderr, "herald: cannot signal %d: %s\n", (int) pid,
+                strerror(errno));
+        return 1;
+    }
+    printf("herald: upgrade of master %d requested; its log tells the "
+           "outcome\n",
+           (int) pid);
+    return 0;
+}
+
 static void
 print_errors(const hd_conf_errors_t *errs)
 {
@@ -98,12 +131,15 @@ main(int argc, char **argv)
         printf("herald %s\n", HD_VERSION);
         return 0;
     }
+    if (args.upgrade_pid > 0)
+        return upgrade_command((pid_t) args.upgrade_pid);
     /* argv is about to become the process title: copy what we keep */
     conf_path = hd_strdup(args.conf_path);
     hd_upgrade_init(argc, argv);
-    hd_proc_title_init(argc, argv);
-    /* started by a running master's upgrade: its sockets are ours */
+    /* started by a running master's upgrade: its sockets are ours (read
+     * and unset before the title code copies the environment away) */
     inherited = !args.test_only && hd_upgrade_inherited();
+    hd_proc_title_init(argc, argv);
 
     hd_conf_dev_mode = args.dev;
     if (hd_conf_load(conf_path, &hd_m.conf, &errs) < 0) {

@@ -13,6 +13,7 @@ fixture's teardown looks at the original process.
 import asyncio
 import os
 import signal
+import subprocess
 import time
 
 from harness import (API_KEY, SLACK, admin_request, api_request,
@@ -252,8 +253,11 @@ def test_two_upgrades_in_a_row(make_herald, tmp_path):
         h.send_signal(signal.SIGUSR2)
         first = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the first take-over")
         rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, 10 * SLACK)
-        # the new master upgrades in turn: its workers are all READY by now
-        os.kill(first, signal.SIGUSR2)
+        # the new master upgrades in turn (its workers are all READY by
+        # now), asked by the command this time
+        out = subprocess.run([h.bin, "--upgrade", str(first)], capture_output=True,
+                             text=True, timeout=10)
+        assert out.returncode == 0 and "upgrade of master %d requested" % first in out.stdout, out
         second = await until(lambda: (took_over_pids(h)[1:] or [None])[0], 20,
                              "the second take-over")
         await until(lambda: not pid_alive(first), 10 * SLACK, "the first new master to exit")
@@ -301,3 +305,45 @@ def test_sigterm_during_upgrade(make_herald, tmp_path):
     assert set(r["codes"]) <= {1001, 1012}, r["codes"]
     assert log_msgs(h, "upgrade failed: a stop was requested")
     assert not took_over_pids(h)
+
+
+def test_upgrade_notifies_systemd(make_herald, tmp_path, monkeypatch):
+    """Under systemd (Type=notify, NotifyAccess=all): the old master names
+    the new main pid, the new one says MAINPID= and READY=1 itself, and the
+    old one never says STOPPING=1 (systemd would take the service down)."""
+    from test_deploy_host import NotifyListener
+    sock_path = str(tmp_path / "notify.sock")
+    listener = NotifyListener(sock_path)
+    monkeypatch.setenv("NOTIFY_SOCKET", sock_path)
+    h = make_herald(workers=1, **CONFIG)
+    try:
+        pid, f, raw = listener.recv(10)
+        assert pid == h.pid and f.get("READY") == "1", raw
+        h.send_signal(signal.SIGUSR2)
+        got = []
+        while not any(p != h.pid and "READY" in fl for p, fl, _ in got):
+            got.append(listener.recv(20))
+        assert h.wait_exit(10 * SLACK) == 0
+        new_pid = took_over_pids(h)[0]
+        old_main = [fl for p, fl, _ in got if p == h.pid and "MAINPID" in fl]
+        assert old_main and old_main[0]["MAINPID"] == str(new_pid), got
+        last = got[-1]
+        assert last[0] == new_pid and last[1].get("MAINPID") == str(new_pid), got
+        assert last[1].get("READY") == "1", got
+        assert not any("STOPPING" in fl for _, fl, _ in got), got
+        # the old master exited without a word more
+        listener.nothing(0.3)
+    finally:
+        for pid in took_over_pids(h):
+            stop_master(pid)
+        listener.close()
+
+
+def test_upgrade_command_checks_the_pid(herald_bin):
+    """herald --upgrade PID signals only a herald master."""
+    out = subprocess.run([herald_bin, "--upgrade", str(os.getpid())], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 1 and "is not a herald master" in out.stderr, out
+    out = subprocess.run([herald_bin, "--upgrade", "x"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 1 and "needs the master's pid" in out.stderr, out
