@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -146,4 +147,33 @@ hd_proc_ctl_pair(int sv[2])
         < 0)
         return -errno;
     return 0;
+}
+
+long
+hd_proc_raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t        want;
+    long          nr_open = 0;
+    FILE         *f;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -errno;
+    want = rl.rlim_max;
+    if (want == RLIM_INFINITY) {
+        /* setrlimit() refuses anything above fs.nr_open */
+        f = fopen("/proc/sys/fs/nr_open", "re");
+        if (f != NULL) {
+            if (fscanf(f, "%ld", &nr_open) != 1)
+                nr_open = 0;
+            fclose(f);
+        }
+        want = nr_open > 0 ? (rlim_t) nr_open : 1048576;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return -errno;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (long) want : (long) rl.rlim_cur;
 }

@@ -25,6 +25,14 @@ void hd_proc_reset_signals(void);
 /* Close every fd >= 3 not listed in keep[0..nkeep). Returns 0 or -errno. */
 int hd_proc_close_fds_except(const int *keep, size_t nkeep);
 
+/*
+ * Raise the RLIMIT_NOFILE soft limit to the hard limit (to fs.nr_open when
+ * the hard limit is unlimited), as the master does at start: workers
+ * inherit it, and "workers": "auto" counts on it (hd_conf_fd_limit()).
+ * Returns the soft limit now in force, or -errno.
+ */
+long hd_proc_raise_nofile(void);
+
 /* A SOCK_SEQPACKET socketpair, both ends non-blocking and close-on-exec. */
 int hd_proc_ctl_pair(int sv[2]);
 

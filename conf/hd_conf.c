@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -589,13 +590,51 @@ apply_enum(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 
 /* ---- workers: "auto" or a count ---------------------------------------- */
 
-/* "auto": one worker per online CPU, clamped to 1..max. */
+/* "auto" before limits.max_connections is known: one worker per online
+ * CPU, clamped to 1..max (cross_checks() adds the descriptors' share). */
 static int
 auto_workers(int cpus, int max)
 {
     if (cpus < 1)
         return 1;
     return cpus < max ? cpus : max;
+}
+
+int
+hd_conf_auto_workers(int cpus, long max_connections, long fd_limit, int max)
+{
+    long n = auto_workers(cpus, max);
+
+    if (max_connections > 0 && fd_limit > 0) {
+        /* a limit below the reserve still holds a few clients each */
+        long per = fd_limit > 2 * HD_WORKER_FD_RESERVE
+            ? fd_limit - HD_WORKER_FD_RESERVE
+            : fd_limit / 2 + 1;
+        long need = (max_connections + per - 1) / per;
+
+        if (need > n)
+            n = need;
+    }
+    return n < max ? (int) n : max;
+}
+
+long
+hd_conf_fd_limit(void)
+{
+    struct rlimit rl;
+    long          n = 0;
+    FILE         *f;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY)
+        return rl.rlim_max < (rlim_t) LONG_MAX ? (long) rl.rlim_max : LONG_MAX;
+    /* unlimited: the kernel still caps a process at fs.nr_open */
+    f = fopen("/proc/sys/fs/nr_open", "re");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &n) != 1)
+            n = 0;
+        fclose(f);
+    }
+    return n > 0 ? n : 1048576;
 }
 
 static int
@@ -1007,6 +1046,12 @@ cross_checks(struct load *ld)
     if (secret < 0 || anon < 0) /* renamed rows: the unit tests fail */
         return;
     resolve_secrets(ld);
+    /* "auto" also counts descriptors: max_connections is read after
+     * workers, so the CPU count set by apply_workers() is raised here */
+    if (ld->c->workers_auto)
+        ld->c->workers = hd_conf_auto_workers(
+            hd_conf_online_cpus(), (long) ld->c->max_connections,
+            hd_conf_fd_limit(), HD_WORKERS_MAX);
     if (ld->state[secret] != ST_BAD && ld->state[anon] != ST_BAD
         && ld->c->auth_hmac_secret == NULL && ld->c->nauth_keys == 0
         && ld->c->auth_jwks_file == NULL && ld->c->auth_jwks_url == NULL

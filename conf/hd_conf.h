@@ -296,4 +296,21 @@ bool hd_conf_addr_is_loopback(const char *s);
 /* The number of online CPUs, >= 1 (used for "auto"). */
 int hd_conf_online_cpus(void);
 
+/* Descriptors a worker keeps for other things than clients (listen and
+ * admin sockets, Redis links, the control pair, the log, epoll, the API's
+ * outbound requests): "auto" leaves them out of a worker's share. */
+#define HD_WORKER_FD_RESERVE 256
+/* The descriptors a worker may hold: the RLIMIT_NOFILE hard limit, which
+ * the master raises its soft limit to at start (hd_proc_raise_nofile());
+ * /proc/sys/fs/nr_open when the hard limit is unlimited. */
+long hd_conf_fd_limit(void);
+/*
+ * "workers": "auto": one worker per CPU, or more when max_connections (> 0)
+ * would not fit in that many workers' descriptors (fd_limit each, less
+ * HD_WORKER_FD_RESERVE): enough workers that each holds its share. Clamped
+ * to 1..max.
+ */
+int hd_conf_auto_workers(int cpus, long max_connections, long fd_limit,
+                         int max);
+
 #endif

@@ -142,6 +142,10 @@ main(int argc, char **argv)
     hd_proc_title_init(argc, argv);
 
     hd_conf_dev_mode = args.dev;
+    /* before the load: "workers": "auto" counts the descriptors each
+     * worker inherits. A failure leaves the soft limit; auto then
+     * overestimates it and admission refuses what a worker cannot take. */
+    (void) hd_proc_raise_nofile();
     if (hd_conf_load(conf_path, &hd_m.conf, &errs) < 0) {
         print_errors(&errs);
         if (args.test_only)

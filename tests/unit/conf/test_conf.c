@@ -99,7 +99,9 @@ START_TEST(test_defaults)
 
     ck_assert_str_eq(c->path, "t.json");
     ck_assert(c->workers_auto);
-    ck_assert_int_eq(c->workers, cpus < HD_WORKERS_MAX ? cpus : HD_WORKERS_MAX);
+    ck_assert_int_eq(
+        c->workers,
+        hd_conf_auto_workers(cpus, 100000, hd_conf_fd_limit(), HD_WORKERS_MAX));
     ck_assert_str_eq(c->listens[0].address, "0.0.0.0");
     ck_assert_int_eq(c->listens[0].port, 8080);
     ck_assert_int_eq(c->listens[0].backlog, 4096);
@@ -1163,8 +1165,45 @@ START_TEST(test_workers)
     ck_assert(c->workers_auto);
     ck_assert_int_ge(c->workers, 1);
     ck_assert_int_le(c->workers, HD_WORKERS_MAX);
+    ck_assert_int_eq(
+        c->workers,
+        hd_conf_auto_workers(cpus, 100000, hd_conf_fd_limit(), HD_WORKERS_MAX));
+    hd_conf_free(c);
+
+    /* without a connection cap, the CPUs alone */
+    c = load_ok("{" AUTH ", \"limits\": {\"max_connections\": 0}}");
     ck_assert_int_eq(c->workers, cpus < HD_WORKERS_MAX ? cpus : HD_WORKERS_MAX);
     hd_conf_free(c);
+    /* a cap beyond what one CPU-count of workers can hold takes more */
+    c = load_ok("{" AUTH ", \"limits\": {\"max_connections\": 16777215}}");
+    ck_assert_int_eq(c->workers,
+                     hd_conf_auto_workers(cpus, 16777215, hd_conf_fd_limit(),
+                                          HD_WORKERS_MAX));
+    ck_assert_int_ge(c->workers, cpus < HD_WORKERS_MAX ? cpus : HD_WORKERS_MAX);
+    hd_conf_free(c);
+
+    /* descriptors: a share of fd_limit - HD_WORKER_FD_RESERVE each */
+    ck_assert_int_eq(hd_conf_auto_workers(2, 0, 1024, HD_WORKERS_MAX), 2);
+    ck_assert_int_eq(hd_conf_auto_workers(2, 1000, 1048576, HD_WORKERS_MAX), 2);
+    ck_assert_int_eq(hd_conf_auto_workers(2, 1000000, 1048576, HD_WORKERS_MAX),
+                     2);
+    /* 1M over 65536 - 256 = 65280 each: 15.3 -> 16 */
+    ck_assert_int_eq(hd_conf_auto_workers(2, 1000000, 65536, HD_WORKERS_MAX),
+                     16);
+    /* exactly full: 4 x 65280 */
+    ck_assert_int_eq(hd_conf_auto_workers(2, 261120, 65536, HD_WORKERS_MAX), 4);
+    ck_assert_int_eq(hd_conf_auto_workers(2, 261121, 65536, HD_WORKERS_MAX), 5);
+    /* more CPUs than the descriptors need: the CPUs */
+    ck_assert_int_eq(hd_conf_auto_workers(8, 100000, 65536, HD_WORKERS_MAX), 8);
+    /* the usual soft limit: 100k over 1024 - 256 = 768 each is 131 */
+    ck_assert_int_eq(hd_conf_auto_workers(2, 100000, 1024, HD_WORKERS_MAX),
+                     131);
+    /* clamped to max, and a limit under twice the reserve still counts */
+    ck_assert_int_eq(hd_conf_auto_workers(2, 1000000, 1024, HD_WORKERS_MAX),
+                     HD_WORKERS_MAX);
+    ck_assert_int_eq(hd_conf_auto_workers(1, 1000, 400, HD_WORKERS_MAX), 5);
+    ck_assert_int_eq(hd_conf_auto_workers(0, 0, 0, HD_WORKERS_MAX), 1);
+    ck_assert_int_ge(hd_conf_fd_limit(), 1);
 
     /* the clamp, whatever this machine has */
     ck_assert_int_eq(auto_workers(0, HD_WORKERS_MAX), 1);
