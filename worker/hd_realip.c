@@ -13,12 +13,22 @@
 #include "hd_realip.h"
 #include "hd_worker_int.h"
 
-/* 20 bytes per fd: family (0: none), port, address */
-typedef struct ra {
+/* 20 bytes per address: family (0: none), port, address */
+typedef struct ra1 {
     uint8_t  fam;
     uint8_t  pad;
     uint16_t port; /* network order */
     uint8_t  a[16];
+} ra1_t;
+
+/* Per fd: the connection's own peer (TCP or PROXY header), which decides
+ * whether forwarded headers are believed, and the client address in use.
+ * Kept apart because one connection from a proxy carries request after
+ * request of different clients (upstream keep-alive): each request's
+ * headers must be judged by the proxy's address, not the last client's. */
+typedef struct ra {
+    ra1_t real;
+    ra1_t peer;
 } ra_t;
 
 static ra_t  *R;
@@ -50,14 +60,9 @@ hd_realip_shutdown(void)
     R_n = 0;
 }
 
-void
-hd_realip_set(int fd, const struct sockaddr *sa)
+static void
+set1(ra1_t *r, const struct sockaddr *sa)
 {
-    ra_t *r;
-
-    if (fd < 0 || (size_t) fd >= R_n)
-        return;
-    r = &R[fd];
     memset(r, 0, sizeof(*r));
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *s = (const struct sockaddr_in *) sa;
@@ -78,15 +83,21 @@ hd_realip_set(int fd, const struct sockaddr *sa)
     }
 }
 
-bool
-hd_realip_get(int fd, struct sockaddr_storage *ss)
+void
+hd_realip_set(int fd, const struct sockaddr *sa)
 {
-    const ra_t *r;
+    if (fd < 0 || (size_t) fd >= R_n)
+        return;
+    set1(&R[fd].real, sa);
+    R[fd].peer = R[fd].real;
+}
 
+static bool
+get1(const ra1_t *r, struct sockaddr_storage *ss)
+{
     memset(ss, 0, sizeof(*ss));
-    if (fd < 0 || (size_t) fd >= R_n || R[fd].fam == 0)
+    if (r->fam == 0)
         return false;
-    r = &R[fd];
     if (r->fam == AF_INET) {
         struct sockaddr_in *s = (struct sockaddr_in *) ss;
         s->sin_family = AF_INET;
@@ -101,13 +112,23 @@ hd_realip_get(int fd, struct sockaddr_storage *ss)
     return true;
 }
 
+bool
+hd_realip_get(int fd, struct sockaddr_storage *ss)
+{
+    if (fd < 0 || (size_t) fd >= R_n) {
+        memset(ss, 0, sizeof(*ss));
+        return false;
+    }
+    return get1(&R[fd].real, ss);
+}
+
 const char *
 hd_realip_str(int fd, char *buf, size_t len)
 {
     buf[0] = '\0';
-    if (fd < 0 || (size_t) fd >= R_n || R[fd].fam == 0)
+    if (fd < 0 || (size_t) fd >= R_n || R[fd].real.fam == 0)
         return buf;
-    if (inet_ntop(R[fd].fam, R[fd].a, buf, (socklen_t) len) == NULL)
+    if (inet_ntop(R[fd].real.fam, R[fd].real.a, buf, (socklen_t) len) == NULL)
         buf[0] = '\0';
     return buf;
 }
@@ -177,7 +198,8 @@ hd_realip_from_headers(struct lws *wsi)
     char                    buf[1024];
     bool                    found = false;
 
-    if (c->ntrusted_proxies == 0 || !hd_realip_get(fd, &peer)
+    if (c->ntrusted_proxies == 0 || fd < 0 || (size_t) fd >= R_n
+        || !get1(&R[fd].peer, &peer)
         || !hd_conf_trusted_proxy(c, (struct sockaddr *) &peer))
         return 0;
     n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_X_FORWARDED_FOR);
@@ -188,17 +210,23 @@ hd_realip_from_headers(struct lws *wsi)
         if (n > 0)
             found = parse_addr(buf, (size_t) n, &real);
     }
-    if (!found)
-        return 0; /* the proxy's own request (a health check): as it is */
-    hd_realip_set(fd, (struct sockaddr *) &real);
+    /* the per-IP count is the client's of the previous request on this
+     * connection, if any (a trusted proxy's own connection holds none) */
+    if (hd_w.limits != NULL && c->conns_per_ip > 0)
+        hd_limits_release(hd_w.limits, hd_w.lease, fd, HD_LIM_IP);
+    if (!found) {
+        /* the proxy's own request (a health check): its address */
+        R[fd].real = R[fd].peer;
+        return 0;
+    }
+    set1(&R[fd].real, (struct sockaddr *) &real);
 
-    /* the per-IP count taken at accept was the proxy's: move it */
+    /* count the connection against the client's address */
     if (hd_w.limits != NULL && c->conns_per_ip > 0) {
         unsigned char key[17];
         size_t        klen;
         int           rc;
 
-        hd_limits_release(hd_w.limits, hd_w.lease, fd, HD_LIM_IP);
         klen = hd_limits_addr_key((struct sockaddr *) &real, 64, key);
         rc = klen ? hd_limits_acquire(hd_w.limits, hd_w.lease, fd, HD_LIM_IP,
                                       key, klen, (uint32_t) c->conns_per_ip)

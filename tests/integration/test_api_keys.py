@@ -84,3 +84,36 @@ def test_throttle_uses_client_address_behind_trusted_proxy(make_herald):
     assert publish(h.port, API_KEY, headers=good)[0] == 200
     h.find_log(lambda l: "198.51.100.1" in str(l.get("msg", "")), 10 * SLACK,
                what="the client's address in the log")
+
+
+def test_throttle_per_request_on_a_reused_proxy_connection(make_herald):
+    """A proxy sends many clients' requests over one kept-alive upstream
+    connection (nginx's upstream keepalive does): each request is its own
+    client's, by its own X-Forwarded-For. One client's wrong keys do not
+    lock out the client that happened to come first on the connection."""
+    h = make_herald(**pubsub_config(
+        workers=1, security={"trusted_proxies": ["127.0.0.1"]},
+        api={"key": API_KEY, "auth_fail_limit": 2, "auth_fail_window_ms": 60000}))
+    conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10 * SLACK)
+
+    def req(key, client):
+        conn.request("POST", "/api/publish",
+                     body=json.dumps({"channel": "chat:k", "data": {"x": 1}}),
+                     headers={"Content-Type": "application/json",
+                              "Authorization": "apikey " + key,
+                              "X-Forwarded-For": client})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+
+    try:
+        assert req(API_KEY, "198.51.100.2") == 200   # first on the connection
+        assert req(WRONG, "198.51.100.1") == 401
+        assert req(WRONG, "198.51.100.1") == 401
+        assert req(API_KEY, "198.51.100.1") == 429
+        assert req(API_KEY, "198.51.100.2") == 200   # not the guesser's count
+    finally:
+        conn.close()
+    h.find_log(lambda l: "198.51.100.1" in str(l.get("msg", ""))
+               and "wrong API key" in str(l.get("msg", "")), 10 * SLACK,
+               what="the guesser's address in the log")
