@@ -89,6 +89,17 @@ enum hd_redis_err_kind {
     HD_RERR__COUNT
 };
 
+/* herald_proxy_requests_total{result}: the connect/subscribe proxy */
+enum hd_proxy_result {
+    HD_PXR_ALLOWED = 0, /* the backend said yes */
+    HD_PXR_REFUSED,     /* the backend said no */
+    HD_PXR_TIMEOUT,     /* no answer within proxy.timeout_ms */
+    HD_PXR_ERROR,       /* unreachable, HTTP status not 200, too large */
+    HD_PXR_INVALID,     /* an answer that is not one */
+    HD_PXR_BUSY,        /* refused at once: proxy.max_requests in flight */
+    HD_PXR__COUNT
+};
+
 enum hd_gauge {
     HD_G_CONNECTIONS = 0,   /* herald_connections */
     HD_G_REDIS_UP,          /* herald_redis_up */
@@ -153,6 +164,7 @@ typedef struct hd_metrics_cells {
     _Atomic uint64_t ctr[HD_C__COUNT];
     _Atomic uint64_t rej[HD_REJ__COUNT];
     _Atomic uint64_t rerr[HD_RERR__COUNT];
+    _Atomic uint64_t pxr[HD_PXR__COUNT];
     _Atomic uint64_t disc[HD_DISC__COUNT];
     _Atomic uint64_t api[HD_API_CELLS]; /* [method * HD_APIR__COUNT + result] */
     _Atomic int64_t  gauge[HD_G__COUNT];
@@ -213,6 +225,14 @@ hd_redis_err_inc(enum hd_redis_err_kind k)
     hd_metrics_cells_t *m = hd_metrics_cur;
     if (m != NULL)
         hd_cell_add_(&m->rerr[k], 1);
+}
+
+static inline void
+hd_proxy_result_inc(enum hd_proxy_result k)
+{
+    hd_metrics_cells_t *m = hd_metrics_cur;
+    if (m != NULL)
+        hd_cell_add_(&m->pxr[k], 1);
 }
 
 /* WebSocket close code sent or seen; unknown codes count as "other". */

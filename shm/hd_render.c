@@ -15,6 +15,11 @@
 #include "hd_alloc.h"
 #include "hd_render.h"
 
+static const char *const proxy_result_names[HD_PXR__COUNT] = {
+    [HD_PXR_ALLOWED] = "allowed", [HD_PXR_REFUSED] = "refused",
+    [HD_PXR_TIMEOUT] = "timeout", [HD_PXR_ERROR] = "error",
+    [HD_PXR_INVALID] = "invalid", [HD_PXR_BUSY] = "busy",
+};
 static const char *const redis_err_names[HD_RERR__COUNT] = {
     [HD_RERR_OOM] = "oom",         [HD_RERR_READONLY] = "readonly",
     [HD_RERR_LOADING] = "loading", [HD_RERR_BUSY] = "busy",
@@ -420,6 +425,18 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
             hd_strbuf_puts(b, redis_err_names[r]);
             hd_strbuf_puts(b, "\"}");
             sample_u64(b, snap->w[k].rerr[r]);
+        }
+
+    family(b, "herald_proxy_requests_total", "counter",
+           "Connect and subscribe proxy requests to the application's "
+           "backend, by result.");
+    for (size_t k = 0; k < snap->nworkers; k++)
+        for (unsigned r = 0; r < HD_PXR__COUNT; r++) {
+            open_worker(b, "herald_proxy_requests_total", snap->w[k].worker_id);
+            hd_strbuf_puts(b, ",result=\"");
+            hd_strbuf_puts(b, proxy_result_names[r]);
+            hd_strbuf_puts(b, "\"}");
+            sample_u64(b, snap->w[k].pxr[r]);
         }
 
     family(b, "herald_disconnects_total", "counter",

@@ -161,6 +161,8 @@ cells_zero(hd_metrics_cells_t *m)
         st(&m->rej[i], 0);
     for (unsigned i = 0; i < HD_RERR__COUNT; i++)
         st(&m->rerr[i], 0);
+    for (unsigned i = 0; i < HD_PXR__COUNT; i++)
+        st(&m->pxr[i], 0);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&m->disc[i], 0);
     for (unsigned i = 0; i < HD_API_CELLS; i++)
@@ -187,6 +189,8 @@ cells_fold(hd_metrics_cells_t *dst, const hd_metrics_cells_t *src)
         st(&dst->rej[i], ld(&dst->rej[i]) + ld(&src->rej[i]));
     for (unsigned i = 0; i < HD_RERR__COUNT; i++)
         st(&dst->rerr[i], ld(&dst->rerr[i]) + ld(&src->rerr[i]));
+    for (unsigned i = 0; i < HD_PXR__COUNT; i++)
+        st(&dst->pxr[i], ld(&dst->pxr[i]) + ld(&src->pxr[i]));
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         st(&dst->disc[i], ld(&dst->disc[i]) + ld(&src->disc[i]));
     for (unsigned i = 0; i < HD_API_CELLS; i++)
@@ -441,6 +445,8 @@ snap_add_cells(hd_shm_worker_snap_t *w, const hd_metrics_cells_t *m)
         w->rej[i] += ld(&m->rej[i]);
     for (unsigned i = 0; i < HD_RERR__COUNT; i++)
         w->rerr[i] += ld(&m->rerr[i]);
+    for (unsigned i = 0; i < HD_PXR__COUNT; i++)
+        w->pxr[i] += ld(&m->pxr[i]);
     for (unsigned i = 0; i < HD_DISC__COUNT; i++)
         w->disc[i] += ld(&m->disc[i]);
     for (unsigned i = 0; i < HD_API_CELLS; i++)

@@ -148,6 +148,7 @@ typedef struct hd_shm_worker_snap {
     uint64_t ctr[HD_C__COUNT];
     uint64_t rej[HD_REJ__COUNT];
     uint64_t rerr[HD_RERR__COUNT];
+    uint64_t pxr[HD_PXR__COUNT];
     uint64_t disc[HD_DISC__COUNT];
     uint64_t api[HD_API_CELLS];
     /* Live slots only (a dead process contributes nothing). Sums, except

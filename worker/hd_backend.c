@@ -18,6 +18,7 @@
 
 #include "hd_alloc.h"
 #include "hd_log.h"
+#include "hd_metrics.h"
 #include "hd_backend.h"
 #include "hd_proxyreply.h"
 #include "hd_version.h"
@@ -175,6 +176,7 @@ finish(hd_preq_t *r, CURLcode res)
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     if (res == CURLE_OPERATION_TIMEDOUT) {
         why = "backend timed out";
+        hd_proxy_result_inc(HD_PXR_TIMEOUT);
     } else if (r->over) {
         why = "backend reply too large";
     } else if (res != CURLE_OK) {
@@ -185,6 +187,8 @@ finish(hd_preq_t *r, CURLcode res)
         snprintf(buf, sizeof(buf), "backend answered HTTP %ld", code);
         why = buf;
     }
+    if (why != NULL && res != CURLE_OPERATION_TIMEDOUT)
+        hd_proxy_result_inc(HD_PXR_ERROR);
     if (why != NULL)
         hd_log_warn("proxy request failed: %s", why);
     if (r->conn != NULL)
@@ -330,6 +334,7 @@ hd_backend_post(hd_conn_t *c, const char *url, const char *json,
     if (!P.started)
         return -ENOMEM;
     if (P.inflight >= (unsigned) hd_w.conf->proxy_max_requests) {
+        hd_proxy_result_inc(HD_PXR_BUSY);
         return -EBUSY;
     }
     r = hd_calloc(1, sizeof(*r));

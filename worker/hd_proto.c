@@ -451,6 +451,19 @@ connect_finish(hd_conn_t *c, int64_t id)
     send_result(c, id, result);
 }
 
+/* herald_proxy_requests_total: the transport counts timeouts, errors
+ * and busy refusals; the verdicts are counted here. */
+static void
+proxy_count(int v, const char *body)
+{
+    if (v == HD_PROXY_ALLOW)
+        hd_proxy_result_inc(HD_PXR_ALLOWED);
+    else if (v == HD_PROXY_DENY)
+        hd_proxy_result_inc(HD_PXR_REFUSED);
+    else if (body != NULL)
+        hd_proxy_result_inc(HD_PXR_INVALID);
+}
+
 /* The backend's answer to a proxied connect. */
 static void
 connect_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
@@ -467,6 +480,7 @@ connect_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
         : hd_proxy_parse_connect(body, len,
                                  (int64_t) (hd_wall_ns() / 1000000000ull),
                                  &claims, &code, msg, sizeof(msg));
+    proxy_count(v, body);
     if (v == HD_PROXY_ALLOW) {
         c->claims = hd_malloc(sizeof(*c->claims));
         *c->claims = claims;
@@ -806,6 +820,7 @@ subscribe_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
     v = body == NULL
         ? HD_PROXY_GARBAGE
         : hd_proxy_parse_subscribe(body, len, &code, msg, sizeof(msg));
+    proxy_count(v, body);
     if (v == HD_PROXY_DENY) {
         send_error(c, true, id, code, msg);
     } else if (v != HD_PROXY_ALLOW) {

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from harness import PUBSUB_CONFIG, deep_merge, free_port, open_client, run
+from harness import (PUBSUB_CONFIG, admin_request, deep_merge, free_port, open_client,
+                     parse_metrics, run)
 
 
 class Backend:
@@ -125,6 +126,17 @@ def test_connect_proxy_outcomes(make_herald, backend):
             if mode == "slow":
                 assert time.monotonic() - t0 < 2.9, "proxy.timeout_ms not applied"
     run(go())
+
+    # every outcome counted once (the token connect asked no backend)
+    _, _, text = admin_request(h.admin_port, "/metrics")
+    _, samples = parse_metrics(text)
+    got = {}
+    for (name, labels), v in samples.items():
+        if name == "herald_proxy_requests_total":
+            r = dict(labels)["result"]
+            got[r] = got.get(r, 0) + v
+    assert got == {"allowed": 1, "refused": 1, "timeout": 1, "error": 1,
+                   "invalid": 1, "busy": 0}, got
 
 
 def test_connect_proxy_backend_down(make_herald):
