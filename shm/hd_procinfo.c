@@ -54,6 +54,22 @@ count_fds(const char *dir)
     return n;
 }
 
+/* The soft "Max open files" limit from a /proc/PID/limits text; -1 when
+ * the line is missing or says "unlimited". */
+static int64_t
+max_open_files(const char *limits)
+{
+    const char *p = strstr(limits, "Max open files");
+    if (p == NULL)
+        return -1;
+    p += strlen("Max open files");
+    while (*p == ' ')
+        p++;
+    if (*p < '0' || *p > '9')
+        return -1;
+    return (int64_t) strtoll(p, NULL, 10);
+}
+
 int
 hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
 {
@@ -63,6 +79,7 @@ hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
 
     memset(out, 0, sizeof(*out));
     out->open_fds = -1;
+    out->max_fds = -1;
     if (pid <= 0)
         return -ESRCH;
     if (tck <= 0)
@@ -106,6 +123,11 @@ hd_procinfo_read(pid_t pid, hd_procinfo_t *out)
 
     snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
     out->open_fds = count_fds(path);
+    /* the limit, next to the count: fd exhaustion is their ratio */
+    snprintf(path, sizeof(path), "/proc/%d/limits", (int) pid);
+    char lim[4096];
+    if (slurp(path, lim, sizeof(lim)) >= 0)
+        out->max_fds = max_open_files(lim);
     out->pid = pid;
     out->ok = true;
     return 0;

@@ -17,6 +17,8 @@ typedef struct hd_procinfo {
     uint64_t rss_bytes; /* /proc/PID/statm resident pages * page size */
     uint64_t cpu_ns;    /* /proc/PID/stat utime+stime, tick resolution */
     int64_t  open_fds;  /* -1 if /proc/PID/fd could not be read */
+    int64_t  max_fds;   /* soft RLIMIT_NOFILE from /proc/PID/limits; -1 if
+                           unknown or unlimited */
 } hd_procinfo_t;
 
 /* Process info for one render: the master, and every slot by index. */

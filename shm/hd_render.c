@@ -247,12 +247,14 @@ hist_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, enum hd_hist h)
 /* Sum the live slots' process figures for one worker id. */
 static bool
 worker_proc(const hd_shm_snapshot_t *snap, const hd_render_proc_t *proc,
-            unsigned id, uint64_t *rss, uint64_t *cpu, int64_t *fds)
+            unsigned id, uint64_t *rss, uint64_t *cpu, int64_t *fds,
+            int64_t *maxfds)
 {
     bool any = false;
     *rss = 0;
     *cpu = 0;
     *fds = 0;
+    *maxfds = 0;
     if (proc == NULL)
         return false;
     for (size_t i = 0; i < snap->nslots; i++) {
@@ -267,6 +269,10 @@ worker_proc(const hd_shm_snapshot_t *snap, const hd_render_proc_t *proc,
             *fds += pi->open_fds;
         else
             *fds = -1;
+        if (pi->max_fds >= 0 && *maxfds >= 0)
+            *maxfds += pi->max_fds;
+        else
+            *maxfds = -1;
     }
     return any;
 }
@@ -275,39 +281,47 @@ static void
 process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
                  const hd_render_proc_t *proc)
 {
-    static const char *const names[3] = {
+    static const char *const names[4] = {
         "herald_process_resident_memory_bytes",
         "herald_process_cpu_seconds_total",
         "herald_process_open_fds",
+        "herald_process_max_fds",
     };
-    static const char *const helps[3] = {
+    static const char *const helps[4] = {
         "Resident memory of the process (summed over a worker's processes).",
         "User plus system CPU time; a worker's series includes its reaped processes.",
         "Open file descriptors (summed over a worker's processes).",
+        "Soft limit on open file descriptors (RLIMIT_NOFILE; summed over a worker's processes).",
     };
-    static const char *const types[3] = { "gauge", "counter", "gauge" };
+    static const char *const types[4] = { "gauge", "counter", "gauge",
+                                          "gauge" };
     bool                     master_ok = proc != NULL && proc->master.ok;
 
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < 4; m++) {
         family(b, names[m], types[m], helps[m]);
-        if (master_ok && (m != 2 || proc->master.open_fds >= 0)) {
+        if (master_ok && (m != 2 || proc->master.open_fds >= 0)
+            && (m != 3 || proc->master.max_fds >= 0)) {
             hd_strbuf_puts(b, names[m]);
             hd_strbuf_puts(b, "{process=\"master\"}");
             if (m == 0)
                 sample_u64(b, proc->master.rss_bytes);
             else if (m == 1)
                 sample_sec(b, proc->master.cpu_ns);
-            else
+            else if (m == 2)
                 sample_i64(b, proc->master.open_fds);
+            else
+                sample_i64(b, proc->master.max_fds);
         }
         for (size_t k = 0; k < snap->nworkers; k++) {
             const hd_shm_worker_snap_t *w = &snap->w[k];
             uint64_t                    rss, cpu;
-            int64_t                     fds;
-            bool live = worker_proc(snap, proc, w->worker_id, &rss, &cpu, &fds);
+            int64_t                     fds, maxfds;
+            bool live = worker_proc(snap, proc, w->worker_id, &rss, &cpu, &fds,
+                                    &maxfds);
             /* CPU is a counter: always there, retired + live. The gauges
              * exist only while the worker has a live process. */
-            if (m != 1 && (!live || (m == 2 && fds < 0)))
+            if (m != 1
+                && (!live || (m == 2 && fds < 0) || (m == 3 && maxfds < 0)))
                 continue;
             hd_strbuf_puts(b, names[m]);
             hd_strbuf_puts(b, "{process=\"worker\",worker=\"");
@@ -317,8 +331,10 @@ process_families(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
                 sample_u64(b, rss);
             else if (m == 1)
                 sample_sec(b, w->cpu_retired_ns + cpu);
-            else
+            else if (m == 2)
                 sample_i64(b, fds);
+            else
+                sample_i64(b, maxfds);
         }
     }
 }

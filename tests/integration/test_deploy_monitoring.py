@@ -169,6 +169,20 @@ def test_deploy_promtool_check_config():
     assert "herald-rules.yml" in out, out
 
 
+def test_deploy_promtool_check_config_with_short_interval(tmp_path):
+    """An operator lowers scrape_interval below the 10 s default timeout:
+    the file must stay valid (no scrape_timeout above the interval)."""
+    with open(PROM_YML) as f:
+        text = f.read()
+    text, n = re.subn(r"^(\s*scrape_interval:) 15s$", r"\1 2s", text, flags=re.M)
+    assert n == 1, "scrape_interval: 15s not found in the shipped file"
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(text)
+    shutil.copy(RULES_YML, str(tmp_path / os.path.basename(RULES_YML)))
+    rc, out = run_tool([need("promtool"), "check", "config", str(cfg)])
+    assert rc == 0, out
+
+
 def test_deploy_promtool_check_rules():
     rc, out = run_tool([need("promtool"), "check", "rules", RULES_YML])
     assert rc == 0 and "SUCCESS" in out, out
@@ -201,7 +215,10 @@ def test_deploy_every_alert_fires_and_stays_quiet_in_unit_tests():
         used |= promql_metric_names(r["expr"])
     for name in ("herald_worker_restarts_total", "herald_redis_up", "herald_config_reloads_total",
                  "herald_disconnects_total", "herald_delivery_latency_seconds_bucket",
-                 "herald_connections", "herald_process_resident_memory_bytes"):
+                 "herald_connections", "herald_process_resident_memory_bytes",
+                 "herald_process_open_fds", "herald_process_max_fds",
+                 "herald_redis_command_duration_seconds_bucket",
+                 "herald_connections_rejected_total"):
         assert name in used, name
 
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "hd_render.h"
@@ -68,17 +69,20 @@ setup(void)
                                    .pid = 100,
                                    .rss_bytes = 4096000,
                                    .cpu_ns = 2500000000ull,
-                                   .open_fds = 12 };
+                                   .open_fds = 12,
+                                   .max_fds = 1024 };
     proc.slot[slot_a] = (hd_procinfo_t){ .ok = true,
                                          .pid = 111,
                                          .rss_bytes = 1000,
                                          .cpu_ns = 1000000000,
-                                         .open_fds = 7 };
+                                         .open_fds = 7,
+                                         .max_fds = 65536 };
     proc.slot[slot_b] = (hd_procinfo_t){ .ok = true,
                                          .pid = 222,
                                          .rss_bytes = 2000,
                                          .cpu_ns = 10000000,
-                                         .open_fds = 8 };
+                                         .open_fds = 8,
+                                         .max_fds = -1 };
 }
 
 static void
@@ -208,6 +212,7 @@ START_TEST(test_structure)
         "herald_process_resident_memory_bytes",
         "herald_process_cpu_seconds_total",
         "herald_process_open_fds",
+        "herald_process_max_fds",
     };
     for (size_t i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++) {
         bool found = false;
@@ -328,6 +333,8 @@ START_TEST(test_values)
         must(t, "herald_process_cpu_seconds_total{process=\"master\"}"), 2.5);
     ck_assert_double_eq(
         must(t, "herald_process_open_fds{process=\"worker\",worker=\"1\"}"), 8);
+    ck_assert_double_eq(must(t, "herald_process_max_fds{process=\"master\"}"),
+                        1024);
     ck_assert_double_eq(must(t,
                              "herald_process_cpu_seconds_total{process="
                              "\"worker\",worker=\"0\"}"),
@@ -529,6 +536,12 @@ START_TEST(test_procinfo_self)
     ck_assert_int_eq(pi.pid, getpid());
     ck_assert_uint_gt(pi.rss_bytes, 100 * 1024);
     ck_assert_int_ge(pi.open_fds, 3);
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur == RLIM_INFINITY)
+        ck_assert_int_eq(pi.max_fds, -1);
+    else
+        ck_assert_int_eq(pi.max_fds, (int64_t) rl.rlim_cur);
     int           fd = dup(0);
     hd_procinfo_t pi2;
     hd_procinfo_read(getpid(), &pi2);
