@@ -39,6 +39,7 @@ static struct {
     enum up_state state;
     pid_t         pid; /* the new master, until reaped */
     int           fd;  /* our end of the status socketpair */
+    bool          eof; /* the new master closed its end */
     struct event *rd, *timer, *kill_t;
     /* new side */
     bool              inherited, ready_sent, taken_over;
@@ -155,7 +156,9 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     (void) fd;
     (void) what;
     (void) arg;
-    if (up.state == UP_STARTING) {
+    if (up.eof) {
+        fail("the new master closed its status socket");
+    } else if (up.state == UP_STARTING) {
         snprintf(why, sizeof(why),
                  "the new master's workers were not ready within %d ms",
                  hd_m.conf->upgrade_ready_ms);
@@ -177,7 +180,10 @@ status_cb(evutil_socket_t fd, short what, void *arg)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
-        fail("the new master exited before taking over");
+        /* it is exiting: its reap (SIGCHLD, about now) says how, which
+         * is the better reason to log; the timers stay as a backstop */
+        free_ev(&up.rd);
+        up.eof = true;
         return;
     }
     if (up.state == UP_STARTING && memchr(buf, 'R', (size_t) n) != NULL) {
@@ -300,6 +306,7 @@ hd_upgrade_start(void)
     }
     up.pid = pid;
     up.fd = sv[0];
+    up.eof = false;
     up.state = UP_STARTING;
     hd_m.upgrading = true;
     hd_m.reap_other = reap_other;

@@ -347,3 +347,113 @@ def test_upgrade_command_checks_the_pid(herald_bin):
     out = subprocess.run([herald_bin, "--upgrade", "x"], capture_output=True, text=True,
                          timeout=10)
     assert out.returncode == 1 and "needs the master's pid" in out.stderr, out
+
+
+def test_upgrade_broken_binary_keeps_serving(redis_server, tmp_path):
+    """The file at the master's path is not a working herald any more: the
+    new master cannot start, the old one serves on."""
+    import shutil
+    from harness import Herald, herald_bin
+    exe = str(tmp_path / "herald")
+    shutil.copy(herald_bin(), exe)
+    h = Herald(exe, tmp_path / "h", redis_server.url, workers=2, **CONFIG)
+    try:
+        h.start()
+        pids = h.worker_pids()
+        os.unlink(exe)                  # as a package manager replaces it
+        with open(exe, "w") as f:
+            f.write("#!/bin/sh\nexit 3\n")
+        os.chmod(exe, 0o755)
+
+        async def go():
+            load = Load(h.port).start()
+            await asyncio.sleep(0.5)
+            h.send_signal(signal.SIGUSR2)
+            await until(lambda: log_msgs(h, "upgrade failed"), 15, "the failure")
+            await asyncio.sleep(0.5)
+            await load.stop()
+            return load
+
+        load = asyncio.run(go())
+        assert_load_ok(load, "broken binary")
+        assert set(load.counts) == {"ok"}, load.summary()
+        assert h.alive() and h.worker_pids() == pids
+        msg = log_msgs(h, "upgrade failed")[0]["msg"]
+        assert "exited with status 3" in msg or "exited before taking over" in msg, msg
+        m = admin_metrics(h)
+        assert m[("herald_upgrades_total", (("result", "failure"),))] == 1
+    finally:
+        problems = h.finish()
+    assert not problems, problems
+
+
+def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
+    """The new master dies after its workers were ready but before the
+    hand-over: the old master keeps serving; what the new workers accepted
+    meanwhile is closed with a code, never dropped."""
+    h = make_herald(workers=2, **dict(CONFIG, upgrade=dict(UPGRADE, grace_ms=3000)))
+    pids = h.worker_pids()
+
+    async def go():
+        idle = Idle(h.port)
+        await idle.open(40)
+        load = Load(h.port).start()
+        await asyncio.sleep(0.5)
+        h.send_signal(signal.SIGUSR2)
+        await until(lambda: log_msgs(h, "upgrade: the new master"), 20, "the new master ready")
+        msg = log_msgs(h, "upgrade: the new master")[0]["msg"]
+        new_pid = int(msg.split("pid ")[1].split(")")[0])
+        await asyncio.sleep(0.5)
+        os.kill(new_pid, signal.SIGKILL)
+        await until(lambda: log_msgs(h, "upgrade failed"), 10, "the failure")
+        await asyncio.sleep(1.0)
+        await load.stop()
+        res = dict(load=load, closed=idle.closed(), new_pid=new_pid)
+        await idle.close_all()
+        return res
+
+    r = asyncio.run(go())
+    load = r["load"]
+    assert not load.failures(), load.summary()
+    assert load.established_then_dropped == 0, load.summary()
+    assert not r["closed"], codes_of(r["closed"])
+    assert h.alive() and h.worker_pids() == pids
+    assert "killed by signal 9" in log_msgs(h, "upgrade failed")[0]["msg"]
+    assert not took_over_pids(h)
+    # the new master's orphaned workers leave (their parent-death signal)
+    deadline = time.monotonic() + 10 * SLACK
+    from harness import pids_in_group
+    while time.monotonic() < deadline and set(pids_in_group(h.pid)) - {h.pid} - set(pids.values()):
+        time.sleep(0.1)
+    assert not set(pids_in_group(h.pid)) - {h.pid} - set(pids.values())
+
+
+def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
+    """An upgrade waits for a settled node: during a scale-down's drain it
+    is refused (logged), afterwards it goes through."""
+    h = make_herald(workers=3, **dict(CONFIG, timeouts={"shutdown_ms": 4000,
+                                                        "drain_health_ms": 0}))
+
+    async def go():
+        idle = Idle(h.port)
+        await idle.open(60)
+        h.config["workers"] = 2
+        h.write_config()
+        h.send_signal(signal.SIGHUP)
+        await until(lambda: log_msgs(h, "draining worker 2"), 10, "the scale-down's drain")
+        h.send_signal(signal.SIGUSR2)
+        await until(lambda: log_msgs(h, "upgrade refused"), 10, "the refusal")
+        await until(lambda: log_msgs(h, "worker 2 (pid"), 15, "the retired worker's exit")
+        await asyncio.sleep(0.5)
+        h.send_signal(signal.SIGUSR2)
+        new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
+        await idle.close_all()
+        return new_pid
+
+    try:
+        asyncio.run(go())
+        assert "a worker is starting or draining" in log_msgs(h, "upgrade refused")[0]["msg"]
+        assert h.wait_exit(10 * SLACK) == 0
+    finally:
+        for pid in took_over_pids(h):
+            stop_master(pid)
