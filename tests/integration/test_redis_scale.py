@@ -272,9 +272,14 @@ def failover_run(make_herald, sentinel_group, wait_replicas):
         killed = time.monotonic()
         master.kill9()
         deadline = loop.time() + 30
+        degraded = False
         while not any(t > killed + 0.5 for t, *_ in acked):
             await asyncio.sleep(0.05)
+            st, body = health(h)
+            degraded |= st == 503 and body["status"] == "degraded"
             assert loop.time() < deadline, "publishing did not resume: %r" % failed[-3:]
+        # no primary for at least down-after-milliseconds: /health said so
+        assert degraded, "/health never degraded while there was no primary"
         resumed = min(t for t, *_ in acked if t > killed + 0.5)
         n = len(acked)
         while len(acked) < n + 20:
