@@ -338,7 +338,7 @@ static void
 refresh_one(const hd_chan_t *ch, void *arg)
 {
     char        hk[HD_KEY_MAX + 16], mk[HD_KEY_MAX + 16], ttl[16], per[16];
-    char        mark[48];
+    char        mark[48], *key;
     const char *args[8];
     size_t      lens[8];
     (void) arg;
@@ -361,8 +361,13 @@ refresh_one(const hd_chan_t *ch, void *arg)
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(args[i]);
     lens[4] = ch->key_len;
-    (void) hd_script_run_on(ch->shard, &s_refresh, 3, 8, args, lens,
-                            refreshed_cb, hd_strndup(ch->key, ch->key_len));
+    key = hd_strndup(ch->key, ch->key_len);
+    /* the channel's shard may be down while others are up: no callback
+     * then, so the key is ours to free */
+    if (hd_script_run_on(ch->shard, &s_refresh, 3, 8, args, lens, refreshed_cb,
+                         key)
+        < 0)
+        free(key);
 }
 
 static void
