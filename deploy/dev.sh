@@ -179,6 +179,11 @@ setup_build() {
     elif [ "$have" != "$want" ]; then
         say "$dir: reconfiguring ($have -> $want)"
         CC="$compiler" meson setup --reconfigure "$dir" "$@" || return 1
+        # meson 1.0 (Debian 12) ignores base options such as b_coverage on
+        # --reconfigure: set every option we compare explicitly
+        meson configure "$dir" -Dwerror="$want_werror" \
+            -Db_sanitize="$want_san" -Db_lundef="$want_lundef" \
+            -Db_coverage="$want_cov" >/dev/null || return 1
     fi
     return 0
 }
