@@ -1033,6 +1033,8 @@ hd_sup_close_listeners(void)
         hd_m.procs = p->next;
         proc_free(p);
     }
+    while (hd_m.nspare > 0) /* inherited by an upgrade, never used */
+        listener_unref(hd_m.spare[--hd_m.nspare]);
     if (hd_m.kill_t != NULL)
         ops->timer_free(hd_m.kill_t);
     hd_m.kill_t = NULL;

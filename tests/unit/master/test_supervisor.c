@@ -954,6 +954,136 @@ START_TEST(failed_reload_keeps_everything)
 }
 END_TEST
 
+/* ---- binary upgrade ----------------------------------------------------- */
+
+START_TEST(upgrade_waits_for_a_settled_node)
+{
+    start();
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal()); /* starting */
+    ready(1001);
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal());
+    ready(1002);
+    ck_assert_ptr_null(hd_sup_upgrade_refusal());
+    hd_m.upgrading = true;
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal());
+    hd_m.upgrading = false;
+    /* a scale-down's draining worker holds a retiring socket */
+    write_conf(CONF(1, ""));
+    hd_sup_reload();
+    ck_assert_str_eq(hd_sup_upgrade_refusal(),
+                     "a worker is starting or draining (a reload or a "
+                     "respawn is in progress)");
+}
+END_TEST
+
+START_TEST(export_names_each_socket_with_its_group_index)
+{
+    hd_inherit_sock_t e[8];
+
+    start();
+    ready(1001);
+    ready(1002);
+    ck_assert_uint_eq(hd_sup_export(e, 8), 2);
+    ck_assert_uint_eq(e[0].slot, 0);
+    ck_assert_int_eq(e[0].fd, 100);
+    ck_assert_int_eq(e[0].gidx, 0);
+    ck_assert_uint_eq(e[1].slot, 1);
+    ck_assert_int_eq(e[1].fd, 101);
+    ck_assert_int_eq(e[1].gidx, 1);
+    ck_assert_int_eq(e[1].port, 18080);
+    ck_assert_str_eq(e[1].address, "127.0.0.1");
+}
+END_TEST
+
+/* the new master: inherited sockets whose kernel order is not the slot
+ * order (a swap-remove happened in the old master's life) */
+START_TEST(adopted_sockets_are_steered_by_their_kernel_index)
+{
+    hd_inherit_sock_t in[2] = {
+        { .slot = 0, .li = 0, .fd = 200, .gidx = 1, .port = 18080 },
+        { .slot = 1, .li = 0, .fd = 201, .gidx = 0, .port = 18080 },
+    };
+
+    strcpy(in[0].address, "127.0.0.1");
+    strcpy(in[1].address, "127.0.0.1");
+    hd_sup_adopt(in, 2);
+    start();
+    ck_assert(!logged("listen")); /* nothing bound */
+    at("fork w0 pid 1001 fd 200;");
+    at("fork w1 pid 1002 fd 201;");
+    ready(1001);
+    ready(1002);
+    /* slot 0 is member 1 of the group, slot 1 member 0 */
+    at("steer fd 201 [1,0];");
+    ck_assert(hd_sup_all_running());
+}
+END_TEST
+
+START_TEST(unused_inherited_sockets_close_after_the_old_master)
+{
+    hd_inherit_sock_t in[3] = {
+        { .slot = 0, .li = 0, .fd = 200, .gidx = 0, .port = 18080 },
+        { .slot = 1, .li = 0, .fd = 201, .gidx = 1, .port = 18080 },
+        { .slot = 2, .li = 0, .fd = 202, .gidx = 2, .port = 18080 },
+    };
+
+    for (int i = 0; i < 3; i++)
+        strcpy(in[i].address, "127.0.0.1");
+    hd_sup_adopt(in, 3); /* the config has 2 workers */
+    ck_assert_uint_eq(hd_m.nspare, 1);
+    start();
+    ready(1001);
+    ready(1002);
+    /* the spare stays a member of the group: its index is still 2 */
+    at("steer fd 201 [0,1];");
+    ck_assert(!logged("close 202;"));
+    clear_log();
+    hd_sup_release_spares();
+    at("close 202;");
+    ck_assert_uint_eq(hd_m.nspare, 0);
+}
+END_TEST
+
+START_TEST(handover_drains_without_accepting_and_never_steers)
+{
+    start();
+    ready(1001);
+    ready(1002);
+    clear_log();
+    hd_sup_handover(1012, 2000);
+    /* flags 0: the new master's workers accept from the same queue */
+    at("type 1 code 1012 flags 0");
+    ck_assert(!logged("steer"));
+    ck_assert(hd_m.stopping && hd_m.handed_over);
+    /* a SIGTERM now changes nothing: the drain is already under way */
+    clear_log();
+    hd_sup_shutdown(false);
+    ck_assert_str_eq(F.log, "");
+    dies(1001, EXITED(0));
+    ck_assert(!F.loop_broken);
+    ck_assert(!timer_armed_for(respawn_cb, NULL));
+    dies(1002, EXITED(0));
+    ck_assert(F.loop_broken);
+    ck_assert(!logged("steer"));
+    ck_assert(!logged("unsteer"));
+}
+END_TEST
+
+START_TEST(reload_is_refused_during_an_upgrade)
+{
+    start();
+    ready(1001);
+    ready(1002);
+    hd_m.upgrading = true;
+    write_conf(CONF(3, ""));
+    clear_log();
+    hd_sup_reload();
+    ck_assert_uint_eq(hd_m.nworkers, 2);
+    ck_assert(!logged("listen"));
+    hd_m.upgrading = false;
+}
+END_TEST
+
 static Suite *
 sup_suite(void)
 {
@@ -985,6 +1115,12 @@ sup_suite(void)
     tcase_add_test(tc, sigterm_after_sigquit_changes_nothing);
     tcase_add_test(tc, reload_during_stop_is_ignored);
     tcase_add_test(tc, failed_reload_keeps_everything);
+    tcase_add_test(tc, upgrade_waits_for_a_settled_node);
+    tcase_add_test(tc, export_names_each_socket_with_its_group_index);
+    tcase_add_test(tc, adopted_sockets_are_steered_by_their_kernel_index);
+    tcase_add_test(tc, unused_inherited_sockets_close_after_the_old_master);
+    tcase_add_test(tc, handover_drains_without_accepting_and_never_steers);
+    tcase_add_test(tc, reload_is_refused_during_an_upgrade);
     suite_add_tcase(s, tc);
     return s;
 }
