@@ -186,6 +186,7 @@ static const struct key keys[] = {
     K_ENUM("log.level", log_level, log_levels, "\"info\"", RELOAD_MASTER),
     K_ENUM("log.format", log_format, log_formats, "\"auto\"", RELOAD_MASTER),
     K_STR("log.file", log_file, 1, PATH_MAX - 1, NULL, RELOAD_MASTER, 0, NULL),
+    K_BOOL("log.client_addresses", log_client_addresses, "true", RELOAD_WORKER),
 
     K_INT("timeouts.shutdown_ms", shutdown_ms, 100, 600000, "10000",
           RELOAD_WORKER),

@@ -166,9 +166,11 @@ typedef struct hd_conf {
     char **warnings;
     size_t nwarnings, cap_warnings;
 
-    int   log_level;  /* enum hd_log_level, default info */
-    int   log_format; /* enum hd_log_format, default auto */
-    char *log_file;   /* NULL = stderr */
+    int   log_level;            /* enum hd_log_level, default info */
+    int   log_format;           /* enum hd_log_format, default auto */
+    char *log_file;             /* NULL = stderr */
+    bool  log_client_addresses; /* log.client_addresses, default true:
+                                   client addresses in per-client lines */
 
     int shutdown_ms;     /* timeouts.shutdown_ms, default 10000 */
     int drain_health_ms; /* timeouts.drain_health_ms, default 3000: /health

@@ -108,6 +108,8 @@ enum hd_gauge {
     HD_G_CHANNELS,          /* herald_channels */
     HD_G_OVERLOADED,        /* herald_overloaded */
     HD_G_REDIS_SHARDS_DOWN, /* bit i: shard i down (/health; not a metric) */
+    HD_G_QUEUED_BYTES,      /* herald_outbound_queued_bytes */
+    HD_G_QUEUE_MAX_BYTES,   /* herald_outbound_queue_max_bytes (max, not sum) */
     HD_G__COUNT
 };
 

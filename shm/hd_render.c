@@ -491,6 +491,13 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
                  "connections (1013) and API requests (503), else 0.");
     gauge_family(b, snap, HD_G_CHANNELS, "herald_channels",
                  "Channels with at least one local subscriber.");
+    gauge_family(b, snap, HD_G_QUEUED_BYTES, "herald_outbound_queued_bytes",
+                 "Bytes queued for clients, not yet written to their "
+                 "sockets (sampled every second).");
+    gauge_family(b, snap, HD_G_QUEUE_MAX_BYTES,
+                 "herald_outbound_queue_max_bytes",
+                 "The largest single client's outbound queue in the worker "
+                 "(sampled every second): a slow consumer in the making.");
 
     process_families(b, snap, proc);
 }

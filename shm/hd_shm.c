@@ -557,6 +557,10 @@ snap_read(const hd_shm_t *shm, hd_shm_snapshot_t *out)
                  * (/health reads it for running workers only) */
                 if (stt == HD_SLOT_RUNNING)
                     w->gauge[g] |= v;
+            } else if (g == HD_G_QUEUE_MAX_BYTES) {
+                /* the largest single queue: a max over processes */
+                if (v > w->gauge[g])
+                    w->gauge[g] = v;
             } else if (g != HD_G_REDIS_UP)
                 w->gauge[g] += v;
             else if (stt == HD_SLOT_STARTING)

@@ -25,9 +25,9 @@
 #include "hd_metrics.h"
 
 #define HD_SHM_MAGIC      0x48524c44u /* "HRLD" */
-#define HD_SHM_VERSION    2u
-#define HD_SHM_SLOTS      512u /* 2 x HD_WORKERS_MAX */
-#define HD_SHM_WORKER_IDS 256u /* logical worker ids 0..255 */
+#define HD_SHM_VERSION    3u          /* 3: two outbound queue gauges */
+#define HD_SHM_SLOTS      512u        /* 2 x HD_WORKERS_MAX */
+#define HD_SHM_WORKER_IDS 256u        /* logical worker ids 0..255 */
 
 enum hd_slot_state {
     HD_SLOT_FREE = 0,     /* unused */

@@ -136,6 +136,12 @@ hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
     (void) shutdown(fd, SHUT_RDWR);
 }
 
+const char *
+hd_conn_log_addr(const hd_conn_t *c)
+{
+    return hd_w.conf->log_client_addresses ? c->peer : "-";
+}
+
 void
 hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
 {
@@ -143,6 +149,7 @@ hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
         return;
     close_deadline(c);
     c->close_code = code;
+    c->close_q_bytes = c->q_bytes; /* for the close's log line */
     snprintf(c->close_reason, sizeof(c->close_reason), "%s",
              reason ? reason : "");
     /* nothing queued matters once we decided to close; free it now so a
@@ -158,6 +165,7 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
         return;
     close_deadline(c);
     c->close_code = code;
+    c->close_q_bytes = c->q_bytes;
     c->close_soft = true;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s",
              reason ? reason : "");

@@ -87,7 +87,8 @@ typedef struct hd_conn {
     struct hd_conn *wnext, *wprev; /* on the ready or the delayed list */
     uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
     char            close_reason[64];
-    char            peer[48]; /* remote address, text */
+    size_t          close_q_bytes; /* queued when the close was decided */
+    char            peer[48];      /* remote address, text */
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
@@ -115,6 +116,9 @@ void hd_conn_unschedule(hd_conn_t *c);
 /* Write scheduling watchers, started and stopped with the worker loop. */
 void hd_conn_io_init(void);
 void hd_conn_io_shutdown(void);
+/* c's address for a log line: its text, or "-" when log.client_addresses
+ * is false (static storage or c's own; valid while c lives). */
+const char *hd_conn_log_addr(const hd_conn_t *c);
 /* Request a close with code and reason; happens on the next writable. */
 void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);
 /* Like hd_conn_close(), but what is already queued (an error reply) is

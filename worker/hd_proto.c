@@ -580,7 +580,7 @@ m_connect(cmd_t *cmd)
         rc = hd_auth_verify(token, tlen, &claims);
         if (rc != HD_JWT_OK) {
             hd_reject_inc(HD_REJ_AUTH);
-            hd_log_debug("connect rejected from %s: %s", c->peer,
+            hd_log_debug("connect rejected from %s: %s", hd_conn_log_addr(c),
                          hd_jwt_strerror(rc));
             reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
                         hd_jwt_strerror(rc));
@@ -1500,8 +1500,8 @@ rate_ok(hd_conn_t *c)
     if (c->over_since_ms == 0) {
         c->over_since_ms = now;
     } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
-        hd_log_info("closing %s: over the command rate for %d ms", c->peer,
-                    conf->rate_abuse_ms);
+        hd_log_info("closing %s: over the command rate for %d ms",
+                    hd_conn_log_addr(c), conf->rate_abuse_ms);
         hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
     }
     return false;

@@ -15,6 +15,8 @@
 #include "hd_metrics.h"
 #include "hd_time.h"
 #include "hd_backend.h"
+#include "hd_cluster.h"
+#include "hd_jwt.h"
 #include "hd_proto.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
@@ -194,6 +196,46 @@ hd_ws_http_gone(struct lws *wsi)
         ev_break(hd_w.loop, EVBREAK_ALL); /* drain_done() decides */
 }
 
+/* Closes an on-call engineer wants to see one by one: everything but a
+ * normal end, a going-away (our stop, a client leaving a page) and our
+ * own restart code. */
+static bool
+abnormal_close(uint16_t code)
+{
+    return code != HD_CLOSE_NORMAL && code != HD_CLOSE_GOING_AWAY
+        && code != 1005 && code != HD_CLOSE_RESTART;
+}
+
+/*
+ * One info line per abnormal close (slow consumer 4000, rate limit 4004,
+ * a vanished peer 1006, protocol errors...) with who it was: enough to
+ * find the client, the user and what it was subscribed to. The address
+ * only with log.client_addresses.
+ */
+static void
+log_abnormal_close(const hd_conn_t *c, uint16_t code)
+{
+    char cid[HD_CLIENT_ID_MAX], scode[8], subs[16], queued[24];
+    const struct hd_jwt_claims *cl = c->claims;
+
+    if (!hd_log_enabled(HD_LOG_INFO) || !abnormal_close(code))
+        return;
+    hd_cluster_client_id(c, cid);
+    snprintf(scode, sizeof(scode), "%u", code);
+    snprintf(subs, sizeof(subs), "%u", c->nsubs);
+    snprintf(queued, sizeof(queued), "%zu",
+             c->close_code != 0 ? c->close_q_bytes : c->q_bytes);
+    hd_log_kv(HD_LOG_INFO, "abnormal close", "code", scode, "reason",
+              c->close_code != 0       ? c->close_reason
+                  : c->peer_close_code ? "closed by the client"
+                                       : "no close frame",
+              "client", cid, "user",
+              cl != NULL && cl->sub != NULL ? cl->sub : "", "tenant",
+              cl != NULL && cl->tenant != NULL ? cl->tenant : "", "addr",
+              hd_conn_log_addr(c), "subscriptions", subs, "queued_bytes",
+              queued, (char *) NULL);
+}
+
 static void
 on_closed(hd_conn_t *c)
 {
@@ -203,9 +245,11 @@ on_closed(hd_conn_t *c)
     c->established = false;
     conn_unlink(c);
     hd_gauge_add(HD_G_CONNECTIONS, -1);
-    hd_disconnect_inc(c->close_code            ? c->close_code
-                          : c->peer_close_code ? c->peer_close_code
-                                               : HD_CLOSE_ABNORMAL);
+    uint16_t code = c->close_code ? c->close_code
+        : c->peer_close_code      ? c->peer_close_code
+                                  : HD_CLOSE_ABNORMAL;
+    hd_disconnect_inc(code);
+    log_abnormal_close(c, code);
     hd_proto_conn_release(c);
     hd_conn_release(c);
     c->wsi = NULL;
@@ -228,7 +272,10 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) w;
     (void) revents;
 
+    size_t qmax = 0;
     for (hd_conn_t *c = hd_w.conns; c != NULL; c = c->next) {
+        if (c->q_bytes > qmax)
+            qmax = c->q_bytes;
         if (c->close_code != 0) {
             if (c->rx_paused) {
                 /* read the peer's close reply */
@@ -257,6 +304,9 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
             hd_conn_want_write(c);
         }
     }
+    /* sampled once a second: who is building up a backlog */
+    hd_gauge_set(HD_G_QUEUE_MAX_BYTES, (int64_t) qmax);
+    hd_gauge_set(HD_G_QUEUED_BYTES, (int64_t) hd_w.queued_bytes);
 }
 
 /*
