@@ -18,10 +18,11 @@ import time
 
 from harness import (API_KEY, SLACK, admin_request, api_request,
                      open_client, parse_metrics)
-from test_ops_zero_loss import (IDLE, OPS_CONFIG, Idle, Load, assert_load_ok,
+from test_ops_zero_loss import (IDLE, OPS_CONFIG, Closed, Idle, Load, assert_load_ok,
                                 assert_spread, codes_of, until)
 
 SMALL_IDLE = max(40, IDLE // 4)
+IDLE_CHANNEL = "open:idle"
 DRAIN_MS = 2000
 UPGRADE = {"grace_ms": 300, "drain_ms": DRAIN_MS, "ready_timeout_ms": 15000}
 CONFIG = dict(OPS_CONFIG, upgrade=UPGRADE, api={"key": API_KEY},
@@ -66,13 +67,13 @@ class Publisher:
     """Publishes seq numbers on one channel over the HTTP API, one at a
     time; records the time of each acknowledgement."""
 
-    def __init__(self, port, channel):
-        self.port, self.channel = port, channel
+    def __init__(self, port, channel, interval=0.05):
+        self.port, self.channel, self.interval = port, channel, interval
         self.acked = []         # (seq, sent, acked): monotonic times
         self.failed = []
         self._stop = False
 
-    async def run(self, interval=0.05):
+    async def run(self):
         loop = asyncio.get_running_loop()
         seq = 0
         while not self._stop:
@@ -85,7 +86,7 @@ class Publisher:
                 self.acked.append((seq, sent, time.monotonic()))
             else:
                 self.failed.append((seq, st, body))
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.interval)
 
     def start(self):
         self.task = asyncio.ensure_future(self.run())
@@ -116,15 +117,47 @@ async def subscriber(url, channel):
     return c
 
 
+class SubscribedIdle(Idle):
+    """Idle clients (raw, cheap) that also subscribe to IDLE_CHANNEL and
+    record the data of every publication they get."""
+
+    async def open(self, n, **kw):
+        new = await super().open(n, **kw)
+        sem = asyncio.Semaphore(64)
+
+        async def sub(ws):
+            async with sem:
+                ws.got = []
+                ws.subscribed_at = None
+                await ws.send_text({"id": 2, "method": "subscribe",
+                                    "params": {"channel": IDLE_CHANNEL}})
+        await asyncio.gather(*(sub(ws) for ws in new))
+        await until(lambda: all(ws.subscribed_at for ws in new), 30, "idle subscriptions")
+        return new
+
+    async def _watch(self, ws):
+        try:
+            while True:
+                for m in await ws.next_message():
+                    if m.get("id") == 2:
+                        assert "result" in m, m
+                        ws.subscribed_at = time.monotonic()
+                    pub = (m.get("push") or {}).get("pub")
+                    if pub is not None:
+                        ws.got.append(pub["data"])
+        except Closed:
+            pass
+
+
 def data_seen(c, channel):
     return [p["data"] for p in c.pubs(channel)]
 
 
-def check_subscriber(c, channel, acked, what):
+def check_subscriber(c, channel, acked, what, got=None):
     """What c got is the acked sequence from its first element on, in
     order, with no hole; and every publish sent after c's subscribe was
     confirmed and acked 0.5 s before its close is among it."""
-    got = data_seen(c, channel)
+    got = data_seen(c, channel) if got is None else got
     assert got == sorted(set(got)), "%s: out of order or duplicated: %r" % (what, got)
     if got:
         assert got == list(range(got[0], got[-1] + 1)), "%s: a hole in %r" % (what, got)
@@ -143,11 +176,12 @@ def test_upgrade_same_binary_under_load(make_herald, tmp_path):
     assert before[("herald_upgrades_total", (("result", "success"),))] == 0
 
     async def go():
-        idle = Idle(h.port)
-        await idle.open(SMALL_IDLE)
+        idle = SubscribedIdle(h.port)
+        await idle.open(IDLE)
         subs_before = [await subscriber(h.url, ch) for _ in range(4)]
         load = Load(h.port).start()
         pub = Publisher(h.port, ch).start()
+        idle_pub = Publisher(h.port, IDLE_CHANNEL, interval=0.25).start()
         health = []
 
         async def poll_admin():
@@ -171,12 +205,13 @@ def test_upgrade_same_binary_under_load(make_herald, tmp_path):
         subs_after = [await subscriber(h.url, ch) for _ in range(4)]
         await asyncio.sleep(1.0)
         await pub.stop()
+        await idle_pub.stop()
         await poller
         await load.stop()
         await asyncio.sleep(0.5)        # the last deliveries
         res = dict(load=load, left=left, rc=rc, new_pid=new_pid, t0=t0, health=health,
                    idle=list(idle.clients),
-                   idle_codes=codes_of(idle.clients), pub=pub,
+                   idle_codes=codes_of(idle.clients), pub=pub, idle_pub=idle_pub,
                    subs=[("before", s) for s in subs_before] + [("during", s) for s in subs_during]
                    + [("after", s) for s in subs_after])
         for _, s in res["subs"]:
@@ -195,12 +230,16 @@ def test_upgrade_same_binary_under_load(make_herald, tmp_path):
         assert_load_ok(load, "upgrade")
         assert load.established_then_dropped == 0, load.summary()
         assert not r["left"], "%d idle clients still open" % len(r["left"])
-        assert r["idle_codes"] == {1012: SMALL_IDLE}, r["idle_codes"]
+        assert r["idle_codes"] == {1012: IDLE}, r["idle_codes"]
         assert_spread(r["idle"], DRAIN_MS / 1000 / 2, "1012 closes of the old workers")
         assert set(r["health"]) == {200}, r["health"]
         assert not r["pub"].failed, r["pub"].failed[:5]
         acked = r["pub"].acked
         assert len([1 for _, _, t in acked if t < r["t0"]]) >= 5, acked
+        assert not r["idle_pub"].failed, r["idle_pub"].failed[:5]
+        for i, c in enumerate(r["idle"]):
+            check_subscriber(c, IDLE_CHANNEL, r["idle_pub"].acked, "idle %d" % i, got=c.got)
+        assert sum(len(c.got) for c in r["idle"]) >= IDLE, "the idle clients got nothing"
         for what, s in r["subs"]:
             check_subscriber(s, ch, acked, what)
             if what == "before":
