@@ -529,6 +529,36 @@ connect_proxy(cmd_t *cmd)
     c->proxy_connecting = true;
 }
 
+/*
+ * A connection token (connect, refresh): any valid token but a
+ * subscription token. Those carry "channel" and, made for one channel,
+ * usually no "channels" allow-list, which in a connection token means
+ * every channel: accepted here, one would widen what the user's own
+ * connection token allows.
+ */
+#define CONN_TOKEN_ESUB (-1000)
+
+static int
+conn_token_verify(const char *token, size_t len, hd_jwt_claims_t *claims)
+{
+    int rc = hd_auth_verify(token, len, claims);
+
+    if (rc == HD_JWT_OK && claims->channel != NULL) {
+        hd_jwt_claims_free(claims);
+        return CONN_TOKEN_ESUB;
+    }
+    return rc;
+}
+
+static const char *
+conn_token_strerror(int rc)
+{
+    return rc == CONN_TOKEN_ESUB
+        ? "a subscription token (\"channel\" claim) is not a connection "
+          "token"
+        : hd_jwt_strerror(rc);
+}
+
 static void
 m_connect(cmd_t *cmd)
 {
@@ -577,13 +607,13 @@ m_connect(cmd_t *cmd)
             hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN, "no tokens");
             return;
         }
-        rc = hd_auth_verify(token, tlen, &claims);
+        rc = conn_token_verify(token, tlen, &claims);
         if (rc != HD_JWT_OK) {
             hd_reject_inc(HD_REJ_AUTH);
             hd_log_debug("connect rejected from %s: %s", hd_conn_log_addr(c),
-                         hd_jwt_strerror(rc));
+                         conn_token_strerror(rc));
             reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
-                        hd_jwt_strerror(rc));
+                        conn_token_strerror(rc));
             hd_conn_close_after_flush(c, HD_CLOSE_INVALID_TOKEN,
                                       "invalid token");
             return;
@@ -630,11 +660,11 @@ m_refresh(cmd_t *cmd)
         reply_error(cmd, HD_ERR_BAD_REQUEST, "\"token\" must be a string");
         return;
     }
-    rc = hd_auth_verify(token, tlen, &claims);
+    rc = conn_token_verify(token, tlen, &claims);
     if (rc != HD_JWT_OK) {
         hd_reject_inc(HD_REJ_AUTH);
         reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid token: %s",
-                    hd_jwt_strerror(rc));
+                    conn_token_strerror(rc));
         return;
     }
     if (strcmp(claims.sub, c->claims->sub) != 0

@@ -41,6 +41,31 @@ async def expect_ok(url, tok):
     return c
 
 
+def test_subscription_token_is_not_a_connection_token(make_herald):
+    """A subscription token (it has a "channel" claim) usually has no
+    "channels" allow-list: taken as a connection token it would open every
+    channel to a user whose connection token allows only some. connect
+    and refresh refuse it (401), and the connection keeps its own limits."""
+    cfg = deep_merge(PUBSUB_CONFIG, {"namespaces": {"priv": {"subscribe_token": True}}})
+    h = make_herald(**cfg)
+    secret = h.config["auth"]["hmac_secret"]
+    subtok = sign(claims(sub="alice", tenant="t1", channel="priv:a"), secret)
+
+    async def go():
+        await expect_refused(h.url, subtok)
+        c = await expect_ok(h.url, sign(claims(sub="alice", tenant="t1",
+                                               channels=["chat:lobby", "priv:*"]), secret))
+        r = await c.call("refresh", {"token": subtok})
+        assert r.get("error", {}).get("code") == 401, r
+        r = await c.call("subscribe", {"channel": "chat:other"})
+        assert r.get("error", {}).get("code") == 403, r
+        # what it is for still works
+        r = await c.call("subscribe", {"channel": "priv:a", "token": subtok})
+        assert "result" in r, r
+        await c.close()
+    run(go())
+
+
 def test_every_algorithm_with_its_own_key(make_herald, keys):
     h = make_herald(**deep_merge(PUBSUB_CONFIG, {"auth": {"public_keys": [
         {"kid": "r1", "pem_file": keys.pub_path("rsa")},
