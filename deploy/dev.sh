@@ -40,6 +40,7 @@ PACKAGES=(
     nginx haproxy systemd openssl python3-yaml redis-sentinel stunnel4
     chromium
     libcurl4-openssl-dev python3-cryptography gcovr
+    dpkg-dev debootstrap
 )
 
 # Node.js for the JavaScript SDK (clients/js): Debian's nodejs and npm, but
