@@ -379,23 +379,51 @@ fail:
     return rc;
 }
 
-bool
+/* fd is a listening socket */
+static bool
+is_listener(int fd)
+{
+    int       on = 0;
+    socklen_t len = sizeof(on);
+
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
+int
 hd_upgrade_inherited(void)
 {
     const char *s = getenv(HD_INHERIT_ENV);
-    int         n;
+    int         n, type = 0;
+    socklen_t   len = sizeof(type);
 
     if (s == NULL)
-        return false;
+        return 0;
     n = hd_upgrade_parse(s, &up.parent_fd, &up.admin_fd, up.admin_addr,
                          sizeof(up.admin_addr), &up.admin_port, up.socks,
                          HD_INHERIT_MAX);
     /* never passed on: not to workers, not to a later upgrade */
     unsetenv(HD_INHERIT_ENV);
+    /* never start fresh instead: binding the same port would make a
+     * second master in the same SO_REUSEPORT group */
     if (n < 0) {
-        fprintf(stderr, "herald: malformed %s; starting as a fresh master\n",
-                HD_INHERIT_ENV);
-        return false;
+        fprintf(stderr, "herald: malformed %s\n", HD_INHERIT_ENV);
+        return -EINVAL;
+    }
+    if (getsockopt(up.parent_fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        fprintf(stderr, "herald: %s: status fd %d is not a socket\n",
+                HD_INHERIT_ENV, up.parent_fd);
+        return -EBADF;
+    }
+    for (int i = 0; i < n; i++)
+        if (!is_listener(up.socks[i].fd)) {
+            fprintf(stderr, "herald: %s: fd %d is not a listening socket\n",
+                    HD_INHERIT_ENV, up.socks[i].fd);
+            return -EBADF;
+        }
+    if (up.admin_fd >= 0 && !is_listener(up.admin_fd)) {
+        fprintf(stderr, "herald: %s: admin fd %d is not a listening socket\n",
+                HD_INHERIT_ENV, up.admin_fd);
+        return -EBADF;
     }
     up.nsocks = (unsigned) n;
     up.inherited = true;
@@ -405,7 +433,7 @@ hd_upgrade_inherited(void)
     if (up.admin_fd >= 0)
         (void) fcntl(up.admin_fd, F_SETFD, FD_CLOEXEC);
     (void) fcntl(up.parent_fd, F_SETFD, FD_CLOEXEC);
-    return true;
+    return 1;
 }
 
 void

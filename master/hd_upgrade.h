@@ -32,9 +32,11 @@ void hd_upgrade_start(void); /* SIGUSR2 */
 void hd_upgrade_abort(const char *why);
 
 /* ---- new master ---- */
-/* Read and unset $HERALD_INHERIT: true when started by an upgrade (the
- * sockets are adopted by hd_upgrade_adopt(), after the config loaded). */
-bool hd_upgrade_inherited(void);
+/* Read and unset $HERALD_INHERIT: 1 when started by an upgrade (the
+ * sockets are adopted by hd_upgrade_adopt(), after the config loaded), 0
+ * when not, -errno (printed) when it is malformed or names descriptors
+ * that are not what it says: the caller must exit then. */
+int  hd_upgrade_inherited(void);
 void hd_upgrade_adopt(void);
 /* After hd_sup_start(): report READY to the old master when the workers
  * are, take over on its 'G'. */

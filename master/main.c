@@ -138,7 +138,12 @@ main(int argc, char **argv)
     hd_upgrade_init(argc, argv);
     /* started by a running master's upgrade: its sockets are ours (read
      * and unset before the title code copies the environment away) */
-    inherited = !args.test_only && hd_upgrade_inherited();
+    rc = args.test_only ? 0 : hd_upgrade_inherited();
+    if (rc < 0) {
+        free(conf_path);
+        return 1;
+    }
+    inherited = rc > 0;
     hd_proc_title_init(argc, argv);
 
     hd_conf_dev_mode = args.dev;

@@ -13,6 +13,7 @@ fixture's teardown looks at the original process.
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -497,3 +498,27 @@ def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
     finally:
         for pid in took_over_pids(h):
             stop_master(pid)
+
+
+def test_bad_inherit_environment_is_refused(herald_bin, tmp_path):
+    """A master started with a $HERALD_INHERIT it cannot trust exits 1
+    instead of binding afresh (that would put a second master in the same
+    SO_REUSEPORT group)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))         # bound, not listening
+    try:
+        cases = [
+            ("garbage", "malformed HERALD_INHERIT"),
+            ("1;l=0,0,3,0,80,0,127.0.0.1", "malformed HERALD_INHERIT"),  # no s=
+            ("1;s=%d;l=0,0,%d,0,80,0,127.0.0.1" % (sock.fileno(), sock.fileno()),
+             "fd %d is not a listening socket" % sock.fileno()),
+            ("1;s=999", "status fd 999 is not a socket"),
+        ]
+        for value, want in cases:
+            env = dict(os.environ, HERALD_INHERIT=value)
+            out = subprocess.run([herald_bin, "-c", str(tmp_path / "none.json")], env=env,
+                                 capture_output=True, text=True, timeout=10,
+                                 pass_fds=(sock.fileno(),))
+            assert out.returncode == 1 and want in out.stderr, (value, out)
+    finally:
+        sock.close()
