@@ -164,6 +164,8 @@ static const struct key keys[] = {
           RELOAD_WORKER),
     K_INT("proxy.max_requests", proxy_max_requests, 1, 10000, "64",
           RELOAD_WORKER),
+    K_INT("proxy.max_requests_per_connection", proxy_max_requests_conn, 1,
+          10000, "16", RELOAD_WORKER),
     K_TYPE("proxy.headers", &hd_conf_type_headers, proxy_headers, 0, 32,
            "[\"cookie\", \"authorization\"]", RELOAD_WORKER),
 

@@ -154,7 +154,8 @@ typedef struct hd_conf {
     char  *proxy_subscribe_url; /* proxy.subscribe_url; NULL: off */
     int    proxy_timeout_ms;    /* proxy.timeout_ms, 3000 */
     int    proxy_max_requests;  /* proxy.max_requests per worker, 64 */
-    char **proxy_headers;       /* proxy.headers: names, NULL-ended */
+    int    proxy_max_requests_conn; /* ..._per_connection, 16 */
+    char **proxy_headers;           /* proxy.headers: names, NULL-ended */
     size_t nproxy_headers;
 
     char *api_key_file;        /* api.key_file */

@@ -337,6 +337,18 @@ hd_backend_post(hd_conn_t *c, const char *url, const char *json,
         hd_proxy_result_inc(HD_PXR_BUSY);
         return -EBUSY;
     }
+    /* the worker's slots are shared: one connection firing subscribes at
+     * a slow backend must not take them all and leave every other
+     * client's connect "busy" (a walk of at most proxy.max_requests) */
+    {
+        unsigned mine = 0;
+        for (r = P.reqs; r != NULL; r = r->next)
+            mine += r->conn == c;
+        if (mine >= (unsigned) hd_w.conf->proxy_max_requests_conn) {
+            hd_proxy_result_inc(HD_PXR_BUSY);
+            return -EBUSY;
+        }
+    }
     r = hd_calloc(1, sizeof(*r));
     r->easy = curl_easy_init();
     if (r->easy == NULL) {

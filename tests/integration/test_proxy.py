@@ -214,3 +214,28 @@ def test_slow_backend_does_not_stall_the_worker(make_herald, backend):
         for x in (other, slow, c2):
             await x.close()
     run(go())
+
+
+def test_one_connection_cannot_take_every_backend_slot(make_herald, backend):
+    """proxy.max_requests is the worker's; one connection holds at most
+    proxy.max_requests_per_connection of it (default 16), so a client
+    firing subscribes at a slow backend cannot make every other client's
+    connect "busy" (503 and a close)."""
+    h = make_herald(**proxied(backend, proxy={"timeout_ms": 3000, "max_requests": 32}))
+
+    async def go():
+        c, r = await connect_mode(h.url, "allow")
+        assert "result" in r, r
+        ids = [await c.send("subscribe", {"channel": "pp:s%d" % i,
+                                          "data": {"mode": "slow", "sleep": 1.5}})
+               for i in range(32)]
+        await asyncio.sleep(0.3)
+        c2, r = await connect_mode(h.url, "allow")
+        assert "result" in r, r   # a slot was left for it
+        replies = [await c.reply(i, timeout=15) for i in ids]
+        busy = [r for r in replies
+                if r.get("error", {}).get("message") == "subscribe proxy busy, retry later"]
+        assert len(busy) == 16, replies
+        for x in (c, c2):
+            await x.close()
+    run(go())
