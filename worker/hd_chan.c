@@ -184,7 +184,9 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id, uint64_t since,
     hd_sub_t *s;
 
     if (c->nsubs == c->subs_cap) {
-        c->subs_cap = c->subs_cap ? c->subs_cap * 2 : 4;
+        /* from 1: most clients hold one or two subscriptions for
+         * life, and three empty slots cost 192 bytes a connection */
+        c->subs_cap = c->subs_cap ? c->subs_cap * 2 : 1;
         c->subs = hd_realloc(c->subs, c->subs_cap * sizeof(*c->subs));
     }
     if (ch->nmembers == ch->members_cap) {

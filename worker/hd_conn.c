@@ -150,8 +150,9 @@ hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
     close_deadline(c);
     c->close_code = code;
     c->close_q_bytes = c->q_bytes; /* for the close's log line */
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s",
-             reason ? reason : "");
+    /* a close frame's reason is at most 123 bytes; ours are short */
+    reason = reason ? reason : "";
+    c->close_reason = hd_strndup(reason, strnlen(reason, 63));
     /* nothing queued matters once we decided to close; free it now so a
      * slow consumer's memory comes back at once */
     drop_queue(c);
@@ -167,8 +168,9 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
     c->close_code = code;
     c->close_q_bytes = c->q_bytes;
     c->close_soft = true;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s",
-             reason ? reason : "");
+    /* a close frame's reason is at most 123 bytes; ours are short */
+    reason = reason ? reason : "";
+    c->close_reason = hd_strndup(reason, strnlen(reason, 63));
     hd_conn_want_write(c);
 }
 
@@ -185,6 +187,8 @@ hd_conn_release(hd_conn_t *c)
     c->q_cap = 0;
     hd_free(c->rx);
     c->rx_len = c->rx_cap = 0;
+    hd_free(c->close_reason);
+    c->close_reason = NULL;
 }
 
 /*
@@ -609,8 +613,9 @@ hd_conn_flush(hd_conn_t *c)
         c->close_sent = true; /* lws sends the frame and closes */
         linger_prepare(c);
         lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
-                         (unsigned char *) c->close_reason,
-                         strlen(c->close_reason));
+                         (unsigned char *) (c->close_reason ? c->close_reason
+                                                            : ""),
+                         c->close_reason ? strlen(c->close_reason) : 0);
         return -1;
     }
     if (c->ping_due) {
@@ -643,4 +648,15 @@ hd_conn_flush(hd_conn_t *c)
     if (c->close_code != 0)
         lws_callback_on_writable(c->wsi);
     return 0;
+}
+
+void
+hd_conn_trim(hd_conn_t *c)
+{
+    if (c->q == NULL || c->q_len != 0 || c->wstate != HD_W_IDLE)
+        return;
+    hd_free(c->q);
+    c->q = NULL;
+    c->q_cap = 0;
+    c->q_head = 0;
 }

@@ -29,6 +29,11 @@ struct hd_op;
 struct hd_http;
 
 typedef struct hd_conn {
+    /* One per client for its whole life: a million of them must stay
+     * small (docs/benchmarks.md, the per-connection breakdown). Pointers
+     * and 8-byte fields first, then the 4-, 2- and 1-byte ones, so that
+     * nothing is padding; what only a closing connection needs is on the
+     * heap (close_reason). */
     struct lws     *wsi;
     struct hd_conn *prev, *next; /* worker's list of live conns */
     uint64_t        id;          /* worker-unique */
@@ -38,25 +43,18 @@ typedef struct hd_conn {
     char  *rx;
     size_t rx_len, rx_cap;
 
-    /* outbound ring */
+    /* outbound ring: allocated by the first enqueue, freed by the
+     * heartbeat sweep once it is empty and the connection quiet */
     hd_msg_t **q;
-    uint32_t   q_head, q_len, q_cap;
     size_t     q_bytes;
 
     /* subscriptions */
     hd_sub_t *subs;
-    uint32_t  nsubs, subs_cap;
 
     /* identity, after "connect" */
     struct hd_jwt_claims *claims; /* NULL until connected */
-    bool                  connected;
-    bool                  anonymous;
-    ev_timer              timer; /* connect deadline, then token expiry */
-    bool  refresh_pushed;        /* the refresh push for this exp went out */
-    bool  proxy_connecting;      /* a connect waits for the backend */
-    char *proxy_hdrs;     /* proxy.headers of the upgrade, "name: value\n"... */
-    bool  has_sub_tokens; /* some subscription came with a token: the
-                            heartbeat sweep checks their expiry */
+    ev_timer              timer;  /* connect deadline, then token expiry */
+    char *proxy_hdrs; /* proxy.headers of the upgrade, "name: value\n"... */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */
     struct hd_http *http; /* an HTTP API request in progress */
@@ -69,26 +67,37 @@ typedef struct hd_conn {
 
     /* heartbeat */
     uint64_t last_rx_ms;
-    uint64_t ping_sent_ms; /* 0: no ping outstanding */
-    bool     ping_due;
-    bool     rx_paused; /* reading stopped: control frames over the rate */
+    uint64_t ping_sent_ms; /* 0: no ping outstanding (heartbeat clock) */
 
-    uint16_t        close_code;      /* != 0: close requested */
-    uint64_t        close_ms;        /* when (monotonic) */
-    bool            close_sent;      /* the close frame is lws' now */
-    bool            close_forced;    /* socket shut down under lws */
-    int             close_outq;      /* unsent bytes at the last sweep */
-    bool            close_soft;      /* send what is queued first */
-    int             linger_fd;       /* > 0: a dup kept for a lingering close */
-    uint16_t        peer_close_code; /* from the peer's close frame */
-    bool            established;
-    bool            deflate;       /* permessage-deflate negotiated */
-    uint8_t         wstate;        /* write scheduling, see hd_conn.c */
+    uint64_t        close_ms;      /* when (monotonic) */
+    char           *close_reason;  /* heap, with close_code; NULL: none */
+    size_t          close_q_bytes; /* queued when the close was decided */
     struct hd_conn *wnext, *wprev; /* on the ready or the delayed list */
     uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
-    char            close_reason[64];
-    size_t          close_q_bytes; /* queued when the close was decided */
-    char            peer[48];      /* remote address, text */
+
+    uint32_t q_head, q_len, q_cap;
+    uint32_t nsubs, subs_cap;
+    int      close_outq; /* unsent bytes at the last sweep */
+    int      linger_fd;  /* > 0: a dup kept for a lingering close */
+
+    uint16_t close_code;      /* != 0: close requested */
+    uint16_t peer_close_code; /* from the peer's close frame */
+
+    bool    connected;
+    bool    anonymous;
+    bool    refresh_pushed;   /* the refresh push for this exp went out */
+    bool    proxy_connecting; /* a connect waits for the backend */
+    bool    has_sub_tokens;   /* some subscription came with a token: the
+                                 heartbeat sweep checks their expiry */
+    bool    ping_due;
+    bool    rx_paused;    /* reading stopped: control frames over the rate */
+    bool    close_sent;   /* the close frame is lws' now */
+    bool    close_forced; /* socket shut down under lws */
+    bool    close_soft;   /* send what is queued first */
+    bool    established;
+    bool    deflate; /* permessage-deflate negotiated */
+    uint8_t wstate;  /* write scheduling, see hd_conn.c */
+    char    peer[48]; /* remote address, text */
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
@@ -135,6 +144,10 @@ void hd_conn_close_check(hd_conn_t *c, uint64_t now_ms);
 void hd_conn_linger(hd_conn_t *c);
 /* Close what is still lingering (worker exit). */
 void hd_conn_linger_shutdown(void);
+/* Give back the outbound ring when it is empty and nothing is scheduled
+ * (the heartbeat sweep, once a second): a quiet connection keeps no
+ * queue; the next enqueue allocates it again. */
+void hd_conn_trim(hd_conn_t *c);
 /* Free everything the connection holds (at LWS_CALLBACK_CLOSED). */
 void hd_conn_release(hd_conn_t *c);
 /*

@@ -263,11 +263,32 @@ on_closed(hd_conn_t *c)
  * went unanswered for heartbeat.pong_timeout_ms, and close with 1002 the
  * ones that sent an unmasked frame without a data frame to notice it on.
  */
+/*
+ * The sweep is the only heartbeat timer: one ev_timer a worker, a walk of
+ * the connection list (no timer per connection to start or stop on every
+ * frame). Pong deadlines run on the heartbeat clock: monotonic time less
+ * the loop's lag, the time by which sweeps came later than their period.
+ * A loop stalled for seconds (a busy box, a connect storm) has not read
+ * the pongs waiting in its sockets; the stall must not count against the
+ * peers, or a busy box would close its idle connections as stale.
+ */
+static uint64_t hb_last_ms, hb_lag_ms;
+
+uint64_t
+hd_ws_heartbeat_clock(uint64_t now_ms)
+{
+    if (hb_last_ms != 0 && now_ms - hb_last_ms > HD_HEARTBEAT_PERIOD_MS)
+        hb_lag_ms += now_ms - hb_last_ms - HD_HEARTBEAT_PERIOD_MS;
+    hb_last_ms = now_ms;
+    return now_ms - hb_lag_ms;
+}
+
 void
 hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     const hd_conf_t *conf = hd_w.conf;
     uint64_t         now = hd_mono_ms();
+    uint64_t         hb_now = hd_ws_heartbeat_clock(now);
     (void) loop;
     (void) w;
     (void) revents;
@@ -296,13 +317,14 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (c->has_sub_tokens)
             hd_proto_sub_tokens(c, (int64_t) (hd_wall_ns() / 1000000000ull));
         if (c->ping_sent_ms != 0) {
-            if (now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
+            if (hb_now - c->ping_sent_ms >= (uint64_t) conf->pong_timeout_ms)
                 hd_conn_close(c, HD_CLOSE_STALE, "no pong");
         } else if (now - c->last_rx_ms >= (uint64_t) conf->ping_interval_ms) {
-            c->ping_sent_ms = now;
+            c->ping_sent_ms = hb_now;
             c->ping_due = true;
             hd_conn_want_write(c);
         }
+        hd_conn_trim(c);
     }
     /* sampled once a second: who is building up a backlog */
     hd_gauge_set(HD_G_QUEUE_MAX_BYTES, (int64_t) qmax);
@@ -512,12 +534,15 @@ static const struct lws_protocols protocols[] = {
         .name = "herald.v1",
         .callback = ws_callback,
         .per_session_data_size = sizeof(hd_conn_t),
-        /* lws gives every WebSocket a frame buffer this big for as long
-         * as it lives (0: its 4 KB service buffer size). Commands are
-         * small; a longer frame arrives in pieces, which on_receive()
-         * assembles anyway. 1 KB instead of 4 saves ~3 KB per idle
-         * connection. */
-        .rx_buffer_size = 1024,
+        /* lws gives every WebSocket a frame buffer this big (plus
+         * LWS_PRE) for as long as it lives (0: its 4 KB service buffer
+         * size). Commands are small; a longer frame arrives in pieces,
+         * which on_receive() assembles anyway (a connect with a token
+         * in a few). 128 still holds a whole control frame (at most 125
+         * bytes of payload, RFC 6455 5.5), so pings and close reasons
+         * are never split. 128 instead of 4096 saves ~3.9 KB per idle
+         * connection (docs/benchmarks.md, the per-connection memory). */
+        .rx_buffer_size = 128,
         /* Without it lws hands the kernel at most 4 KB (its service
          * buffer) per write and copies the rest of a frame aside for
          * later writable callbacks: a 64 KB batch took 16 of them. Frames

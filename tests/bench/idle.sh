@@ -12,13 +12,18 @@
 # 2 cores starves both sides for long enough that herald's heartbeat
 # closes early connections as stale; connect.sh measures storms).
 #
+# --subs N: each connection also subscribes to N channels (all to the
+# same N, as a fan-out to everyone would): memory per idle subscribed
+# connection.
+#
 #   tests/bench/idle.sh [--smoke] [--runs N] [--results DIR]
 #                       [--sizes N1,N2,...] [--hold SECONDS] [--ramp R]
+#                       [--subs N]
 HB_NAME=idle
 source "$(dirname "${BASH_SOURCE[0]}")/hb_lib.sh"
 hb_parse_common "$@"
 
-SIZES=10000,50000,100000 HOLD=40 RAMP=5000
+SIZES=10000,50000,100000 HOLD=40 RAMP=5000 SUBS=0
 if [ "$HB_SMOKE" = 1 ]; then
     SIZES=300 HOLD=1 RAMP=0
 fi
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
     --sizes) SIZES=$2; shift ;;
     --hold) HOLD=$2; shift ;;
     --ramp) RAMP=$2; shift ;;
+    --subs) SUBS=$2; shift ;;
     *) hb_die "unknown option $1" ;;
     esac
     shift
@@ -46,9 +52,9 @@ for n in ${SIZES//,/ }; do
         # connections stays in herald's heap and would hide the growth
         hb_start_herald "$workers" 256
         set=$((set + 1))
-        hb_log "$n idle connections, $workers workers, run $run/$HB_RUNS"
+        hb_log "$n idle connections, $SUBS subscriptions each, $workers workers, run $run/$HB_RUNS"
         hb_bench "$HB_RESULTS/idle-$n-$run.json" --label "idle n=$n run=$run" \
-            -c "$n" --subs-per-conn 0 --publishers 0 --duration "$HOLD" --warmup 0 \
+            -c "$n" --subs-per-conn "$SUBS" --channels "$(( SUBS > 0 ? SUBS : 1 ))" --publishers 0 --duration "$HOLD" --warmup 0 \
             --ramp "$RAMP" --inflight 1000 --connect-timeout 300 --source-addrs "$(hb_sources "$n" "$set")" -q >/dev/null || status=1
         jq -r '"  ready \(.connect.ready)/\(.connect.attempted); herald RSS \(.server.before.rss_bytes / 1048576 | round) -> \(.server.connected.rss_bytes / 1048576 | round) MiB: \(.server.rss_per_connection_bytes | round) B per connection; herald_connections gauge \(.server.connected.connections // "-"), closes \(.counts.closes)"' \
             "$HB_RESULTS/idle-$n-$run.json" >&2

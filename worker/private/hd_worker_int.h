@@ -87,6 +87,11 @@ void hd_ws_http_set_closing(struct lws *wsi);
 
 /* hd_ws.c: the heartbeat sweep (a 1 s repeating timer) */
 void hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
+/* The sweep's period, and its clock: now_ms (monotonic) less the loop's
+ * accumulated lag, the time by which sweeps came later than the period.
+ * Pong deadlines run on it; call once per sweep (hd_ws.c). */
+#define HD_HEARTBEAT_PERIOD_MS 1000
+uint64_t hd_ws_heartbeat_clock(uint64_t now_ms);
 
 /* hd_ws.c: the lws protocol table and callback */
 extern const struct lws_protocols *const hd_ws_protocols;
