@@ -612,10 +612,10 @@ hd_conn_flush(hd_conn_t *c)
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
         c->close_sent = true; /* lws sends the frame and closes */
         linger_prepare(c);
-        lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
-                         (unsigned char *) (c->close_reason ? c->close_reason
-                                                            : ""),
-                         c->close_reason ? strlen(c->close_reason) : 0);
+        lws_close_reason(
+            c->wsi, (enum lws_close_status) c->close_code,
+            (unsigned char *) (c->close_reason ? c->close_reason : ""),
+            c->close_reason ? strlen(c->close_reason) : 0);
         return -1;
     }
     if (c->ping_due) {

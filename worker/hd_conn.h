@@ -30,12 +30,38 @@ struct hd_http;
 
 typedef struct hd_conn {
     /* One per client for its whole life: a million of them must stay
-     * small (docs/benchmarks.md, the per-connection breakdown). Pointers
-     * and 8-byte fields first, then the 4-, 2- and 1-byte ones, so that
-     * nothing is padding; what only a closing connection needs is on the
-     * heap (close_reason). */
+     * small (docs/benchmarks.md, the per-connection breakdown). The first
+     * 64 bytes are what the heartbeat sweep reads of every connection
+     * every second (one cache line, no struct lws); then pointers and
+     * 8-byte fields, then the 4-, 2- and 1-byte ones, so that nothing is
+     * padding. What only a closing connection needs is on the heap. */
     struct lws     *wsi;
-    struct hd_conn *prev, *next; /* worker's list of live conns */
+    struct hd_conn *next;         /* worker's list of live conns */
+    uint64_t        last_rx_ms;   /* heartbeat */
+    uint64_t        ping_sent_ms; /* 0: none outstanding (heartbeat clock) */
+    /* outbound ring: allocated by the first enqueue, freed by the
+     * heartbeat sweep once it is empty and nothing is scheduled */
+    hd_msg_t **q;
+    uint32_t   q_len;
+    int        fd; /* the socket (lws_get_socket_fd(), at ESTABLISHED) */
+    uint16_t   close_code; /* != 0: close requested */
+    bool       rx_paused;  /* reading stopped: control frames over the rate */
+    bool       has_sub_tokens; /* some subscription came with a token: the
+                                  heartbeat sweep checks their expiry */
+    uint8_t    wstate;         /* write scheduling, see hd_conn.c */
+    bool       ping_due;
+    uint16_t   peer_close_code; /* from the peer's close frame */
+    bool       connected;
+    bool       anonymous;
+    bool       refresh_pushed;   /* the refresh push for this exp went out */
+    bool       proxy_connecting; /* a connect waits for the backend */
+    bool       close_sent;       /* the close frame is lws' now */
+    bool       close_forced;     /* socket shut down under lws */
+    bool       close_soft;       /* send what is queued first */
+    bool       established;
+    bool       deflate; /* permessage-deflate negotiated */
+
+    struct hd_conn *prev;
     uint64_t        id;          /* worker-unique */
     uint64_t        accepted_ns; /* monotonic, at accept4() */
 
@@ -43,13 +69,12 @@ typedef struct hd_conn {
     char  *rx;
     size_t rx_len, rx_cap;
 
-    /* outbound ring: allocated by the first enqueue, freed by the
-     * heartbeat sweep once it is empty and the connection quiet */
-    hd_msg_t **q;
-    size_t     q_bytes;
+    size_t   q_bytes;
+    uint32_t q_head, q_cap;
 
     /* subscriptions */
     hd_sub_t *subs;
+    uint32_t  nsubs, subs_cap;
 
     /* identity, after "connect" */
     struct hd_jwt_claims *claims; /* NULL until connected */
@@ -65,39 +90,14 @@ typedef struct hd_conn {
     uint64_t over_since_ms; /* first refusal of the current streak */
     uint64_t last_refusal_ms;
 
-    /* heartbeat */
-    uint64_t last_rx_ms;
-    uint64_t ping_sent_ms; /* 0: no ping outstanding (heartbeat clock) */
-
     uint64_t        close_ms;      /* when (monotonic) */
     char           *close_reason;  /* heap, with close_code; NULL: none */
     size_t          close_q_bytes; /* queued when the close was decided */
     struct hd_conn *wnext, *wprev; /* on the ready or the delayed list */
     uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
-
-    uint32_t q_head, q_len, q_cap;
-    uint32_t nsubs, subs_cap;
-    int      close_outq; /* unsent bytes at the last sweep */
-    int      linger_fd;  /* > 0: a dup kept for a lingering close */
-
-    uint16_t close_code;      /* != 0: close requested */
-    uint16_t peer_close_code; /* from the peer's close frame */
-
-    bool    connected;
-    bool    anonymous;
-    bool    refresh_pushed;   /* the refresh push for this exp went out */
-    bool    proxy_connecting; /* a connect waits for the backend */
-    bool    has_sub_tokens;   /* some subscription came with a token: the
-                                 heartbeat sweep checks their expiry */
-    bool    ping_due;
-    bool    rx_paused;    /* reading stopped: control frames over the rate */
-    bool    close_sent;   /* the close frame is lws' now */
-    bool    close_forced; /* socket shut down under lws */
-    bool    close_soft;   /* send what is queued first */
-    bool    established;
-    bool    deflate; /* permessage-deflate negotiated */
-    uint8_t wstate;  /* write scheduling, see hd_conn.c */
-    char    peer[48]; /* remote address, text */
+    int             close_outq;    /* unsent bytes at the last sweep */
+    int             linger_fd;     /* > 0: a dup kept for a lingering close */
+    char            peer[48];      /* remote address, text */
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue

@@ -657,7 +657,8 @@ hd_worker_main(const hd_worker_args_t *a)
     ev_io_init(&hd_w.ctl_w, ctl_cb, hd_w.ctl_fd, EV_READ);
     ev_io_start(hd_w.loop, &hd_w.ctl_w);
     ev_timer_init(&hd_w.heartbeat_w, hd_ws_heartbeat_cb,
-                  HD_HEARTBEAT_PERIOD_MS / 1000., HD_HEARTBEAT_PERIOD_MS / 1000.);
+                  HD_HEARTBEAT_PERIOD_MS / 1000.,
+                  HD_HEARTBEAT_PERIOD_MS / 1000.);
     ev_timer_start(hd_w.loop, &hd_w.heartbeat_w);
     hd_overload_start();
 

@@ -117,6 +117,7 @@ on_established(struct lws *wsi, hd_conn_t *c)
     hd_ws_http_gone(wsi);
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
+    c->fd = fd;
     c->id = ++hd_w.next_conn_id;
     c->established = true;
     if (fd >= 0 && fd < hd_w.accept_ns_cap && hd_w.accept_ns[fd] != 0) {
@@ -306,12 +307,12 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
             hd_conn_close_check(c, now);
             continue;
         }
-        if (hd_wsguard_unmasked(lws_get_socket_fd(c->wsi))) {
+        /* c->fd, not lws_get_socket_fd(): the sweep reads no struct lws */
+        if (hd_wsguard_unmasked(c->fd)) {
             hd_conn_close(c, HD_CLOSE_PROTOCOL, "unmasked frame");
             continue;
         }
-        hd_proto_control_frames(
-            c, hd_wsguard_take_control(lws_get_socket_fd(c->wsi)));
+        hd_proto_control_frames(c, hd_wsguard_take_control(c->fd));
         if (c->close_code != 0)
             continue;
         if (c->has_sub_tokens)
