@@ -575,11 +575,11 @@ def test_deploy_proxy_stop_one_node_under_load(kind, make_herald, make_proxy, tl
     a.proc.wait(10)
     a.expect_clean_exit = True
     assert a.proc.returncode == 0, a.proc.returncode
+    assert not failures, "%d of %d connects failed: %s" % (
+        len(failures), len(failures) + ok[0], failures[:5])
     # during the health phase /health failed with the reason
     assert health_seen and health_seen[-1][0] == 503, health_seen
     assert json.loads(health_seen[-1][1])["status"] == "draining", health_seen
-    assert not failures, "%d of %d connects failed: %s" % (
-        len(failures), len(failures) + ok[0], failures[:5])
     assert ok[0] >= 100, ok[0]
     assert "/health reports draining" in a.log_text(), \
         "no health phase in the log"
