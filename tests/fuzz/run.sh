@@ -12,7 +12,7 @@ if [ ! -d build-fuzz ]; then
         -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
 meson compile -C build-fuzz >/dev/null
-for t in conf jwt cmd envelope proxy; do
+for t in conf jwt cmd envelope proxy jwks proxyreply apibody wsguard; do
     corpus=build-fuzz/corpus-$t
     mkdir -p "$corpus"
     echo "== fuzz_$t for ${secs}s"
