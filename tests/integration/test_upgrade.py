@@ -47,6 +47,30 @@ def took_over_pids(h):
     return [l["pid"] for l in log_msgs(h, "upgrade: took over")]
 
 
+async def upgrade(h, pid=None):
+    """SIGUSR2 to the master (h's by default) until it starts an upgrade:
+    right after start-up a worker may not have reported READY yet, and the
+    master refuses an upgrade until its node is settled (logged)."""
+    pid = pid or h.pid
+
+    def count(prefix):
+        return len([l for l in log_msgs(h, prefix) if l.get("pid") == pid])
+    started, refused = count("upgrade: starting"), count("upgrade refused")
+    deadline = time.monotonic() + 20 * SLACK
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGUSR2)
+        wait = time.monotonic() + 3 * SLACK
+        while time.monotonic() < wait:
+            if count("upgrade: starting") > started:
+                return
+            if count("upgrade refused") > refused:
+                break
+            await asyncio.sleep(0.02)
+        refused = count("upgrade refused")
+        await asyncio.sleep(0.2)
+    raise AssertionError("master %d never started an upgrade\n%s" % (pid, h.diag()))
+
+
 def admin_metrics(h):
     status, _, body = admin_request(h.admin_port, "/metrics", timeout=5)
     assert status == 200, status
@@ -198,7 +222,7 @@ def test_upgrade_same_binary_under_load(make_herald, tmp_path):
         poller = asyncio.ensure_future(poll_admin())
         await asyncio.sleep(1.0)
         t0 = time.monotonic()
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
         subs_during = [await subscriber(h.url, ch) for _ in range(4)]
         left = await idle.wait_closed(idle.clients, DRAIN_MS / 1000 + 5 * SLACK)
@@ -264,7 +288,7 @@ def test_upgrade_broken_config_keeps_serving(make_herald, tmp_path):
         load = Load(h.port).start()
         await asyncio.sleep(1.0)
         h.write_config(text='{"workers": 2, "no_such_key": 1}\n')
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         await until(lambda: log_msgs(h, "upgrade failed"), 15, "the failure")
         await asyncio.sleep(1.0)
         await load.stop()
@@ -291,7 +315,7 @@ def test_two_upgrades_in_a_row(make_herald, tmp_path):
     async def go():
         load = Load(h.port).start()
         await asyncio.sleep(0.5)
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         first = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the first take-over")
         rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, 10 * SLACK)
         # the new master upgrades in turn (its workers are all READY by
@@ -328,7 +352,7 @@ def test_sigterm_during_upgrade(make_herald, tmp_path):
     async def go():
         idle = Idle(h.port)
         await idle.open(40)
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         await until(lambda: log_msgs(h, "upgrade: the new master"), 20, "the new master ready")
         ready = log_msgs(h, "upgrade: the new master")[0]["msg"]
         new_pid = int(ready.split("pid ")[1].split(")")[0])
@@ -360,7 +384,7 @@ def test_upgrade_notifies_systemd(make_herald, tmp_path, monkeypatch):
     try:
         pid, f, raw = listener.recv(10)
         assert pid == h.pid and f.get("READY") == "1", raw
-        h.send_signal(signal.SIGUSR2)
+        asyncio.run(upgrade(h))
         got = []
         while not any(p != h.pid and "READY" in fl for p, fl, _ in got):
             got.append(listener.recv(20))
@@ -409,7 +433,7 @@ def test_upgrade_broken_binary_keeps_serving(redis_server, tmp_path):
         async def go():
             load = Load(h.port).start()
             await asyncio.sleep(0.5)
-            h.send_signal(signal.SIGUSR2)
+            await upgrade(h)
             await until(lambda: log_msgs(h, "upgrade failed"), 15, "the failure")
             await asyncio.sleep(0.5)
             await load.stop()
@@ -441,7 +465,7 @@ def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
         await idle.open(40)
         load = Load(h.port).start()
         await asyncio.sleep(0.5)
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         await until(lambda: log_msgs(h, "upgrade: the new master"), 20, "the new master ready")
         msg = log_msgs(h, "upgrade: the new master")[0]["msg"]
         new_pid = int(msg.split("pid ")[1].split(")")[0])
@@ -476,7 +500,7 @@ def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
 def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
     """An upgrade waits for a settled node: during a scale-down's drain it
     is refused (logged), afterwards it goes through."""
-    h = make_herald(workers=3, **dict(CONFIG, timeouts={"shutdown_ms": 4000,
+    h = make_herald(workers=3, **dict(CONFIG, timeouts={"shutdown_ms": 2500,
                                                         "drain_health_ms": 0}))
 
     async def go():
@@ -490,7 +514,7 @@ def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
         await until(lambda: log_msgs(h, "upgrade refused"), 10, "the refusal")
         await until(lambda: log_msgs(h, "worker 2 (pid"), 15, "the retired worker's exit")
         await asyncio.sleep(0.5)
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
         await idle.close_all()
         return new_pid
@@ -534,7 +558,7 @@ def _upgrade_under_two_loads(h, ports, change=None):
         await asyncio.sleep(0.5)
         if change is not None:
             change()
-        h.send_signal(signal.SIGUSR2)
+        await upgrade(h)
         new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
         rc = await asyncio.get_running_loop().run_in_executor(None, h.wait_exit, 10 * SLACK)
         await asyncio.sleep(1.0)
