@@ -17,6 +17,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from harness import (API_KEY, SLACK, admin_request, api_request,
                      open_client, parse_metrics)
 from test_ops_zero_loss import (IDLE, OPS_CONFIG, WS, Closed, Idle, Load, assert_load_ok,
@@ -618,6 +620,33 @@ def test_upgrade_to_a_config_with_another_address(make_herald, tmp_path):
             await ws.ping()
             await ws.close()
         asyncio.run(on_p2())
+    finally:
+        for pid in took_over_pids(h):
+            stop_master(pid)
+
+
+@pytest.mark.parametrize("before,after", [(2, 3), (3, 2)])
+def test_upgrade_to_another_worker_count(make_herald, tmp_path, before, after):
+    """More workers: the extra slots get fresh sockets, which join the
+    groups after the inherited ones (the kernel's order, and the model's).
+    Fewer: the surplus inherited sockets stay open, served by the old
+    workers, until the old master is gone. No handshake fails either way."""
+    h = make_herald(workers=before, **CONFIG)
+
+    def change():
+        h.config["workers"] = after
+        h.write_config()
+
+    try:
+        loads, rc, new_pid = _upgrade_under_two_loads(h, [h.port], change)
+        assert rc == 0
+        assert not loads[0].failures(), loads[0].summary()
+        assert loads[0].established_then_dropped == 0, loads[0].summary()
+        assert set(loads[0].slots) >= set(range(min(before, after))), loads[0].summary()
+        m = admin_metrics(h)
+        assert m[("herald_workers_expected", ())] == after, m.get(("herald_workers_expected", ()))
+        spare = log_msgs(h, "inherited listen sockets of worker 2 are not used")
+        assert bool(spare) == (after < before), spare
     finally:
         for pid in took_over_pids(h):
             stop_master(pid)
