@@ -27,7 +27,7 @@ typedef struct hd_envelope {
     size_t      data_len;
 } hd_envelope_t;
 
-/* Returns 0, or -1 when buf is not a valid envelope. */
+/* Returns 0, or -EINVAL when buf is not a valid envelope. */
 int hd_envelope_decode(const char *buf, size_t len, hd_envelope_t *out);
 /* True when s is a valid epoch. */
 int hd_epoch_valid(const char *s, size_t len);

@@ -7,6 +7,7 @@
  * identity provider never replaces a good one; EC points are checked to
  * be on their curve, RSA keys must have at least RSA_MIN_BITS.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -115,7 +116,7 @@ hd_jwt_keyset_add_hmac(hd_jwt_keyset_t *ks, const char *kid, const void *secret,
     hd_jwt_key_t *k;
 
     if (len == 0 || len > INT_MAX)
-        return -1;
+        return -EINVAL;
     k = push(ks, kid);
     k->fam = HD_FAM_HMAC;
     k->secret = hd_malloc(len);
@@ -124,7 +125,7 @@ hd_jwt_keyset_add_hmac(hd_jwt_keyset_t *ks, const char *kid, const void *secret,
     return 0;
 }
 
-/* The family of a public key, or -1 (with a message) when herald cannot
+/* The family of a public key, or -EINVAL (with a message) when herald cannot
  * use it. */
 int
 hd_jwt_pkey_family(EVP_PKEY *pk, char *err, size_t errlen)
@@ -137,7 +138,7 @@ hd_jwt_pkey_family(EVP_PKEY *pk, char *err, size_t errlen)
         if (EVP_PKEY_get_bits(pk) < RSA_MIN_BITS) {
             seterr(err, errlen, "RSA key of %d bits; at least %d needed",
                    EVP_PKEY_get_bits(pk), RSA_MIN_BITS);
-            return -1;
+            return -EINVAL;
         }
         return HD_FAM_RSA;
     case EVP_PKEY_EC:
@@ -150,13 +151,13 @@ hd_jwt_pkey_family(EVP_PKEY *pk, char *err, size_t errlen)
         if (strcmp(group, "secp384r1") == 0)
             return HD_FAM_EC384;
         seterr(err, errlen, "EC curve %s not supported (P-256, P-384)", group);
-        return -1;
+        return -EINVAL;
     case EVP_PKEY_ED25519:
         return HD_FAM_ED25519;
     }
     seterr(err, errlen,
            "unsupported key type (RSA, EC P-256/P-384 or Ed25519 expected)");
-    return -1;
+    return -EINVAL;
 }
 
 static int
@@ -168,13 +169,13 @@ add_pkey(hd_jwt_keyset_t *ks, const char *kid, int alg, EVP_PKEY *pk, char *err,
 
     if (fam < 0) {
         EVP_PKEY_free(pk);
-        return -1;
+        return -EINVAL;
     }
     if (alg >= 0 && (int) hd_jwt_algs[alg].fam != fam) {
         seterr(err, errlen, "key type does not match its alg %s",
                hd_jwt_algs[alg].name);
         EVP_PKEY_free(pk);
-        return -1;
+        return -EINVAL;
     }
     k = push(ks, kid);
     k->fam = (enum hd_jwt_fam) fam;
@@ -194,7 +195,7 @@ hd_jwt_keyset_add_pem(hd_jwt_keyset_t *ks, const char *kid, const char *pem,
     if (len > INT_MAX || memmem(pem, len, "PRIVATE KEY", 11) != NULL) {
         seterr(err, errlen,
                "a private key: give the public key (openssl pkey -pubout)");
-        return -1;
+        return -EINVAL;
     }
     bio = BIO_new_mem_buf(pem, (int) len);
     if (bio == NULL)
@@ -218,7 +219,7 @@ fail:
     ERR_clear_error();
     seterr(err, errlen,
            "not a PEM public key (\"BEGIN PUBLIC KEY\") or certificate");
-    return -1;
+    return -EINVAL;
 }
 
 /* ---- JWKS (RFC 7517, 7518 section 6, 8037) ---------------------------- */
@@ -350,7 +351,7 @@ jwk_okp(const json_t *jwk)
     return pk;
 }
 
-/* Add one JWK: 1 added, 0 skipped, -1 malformed (err set). */
+/* Add one JWK: 1 added, 0 skipped, -EINVAL malformed (err set). */
 static int
 add_jwk(hd_jwt_keyset_t *ks, const json_t *jwk, size_t i, char *err,
         size_t errlen)
@@ -373,7 +374,7 @@ add_jwk(hd_jwt_keyset_t *ks, const json_t *jwk, size_t i, char *err,
         || (jalg != NULL && !json_is_string(jalg))
         || (crv != NULL && !json_is_string(crv))) {
         seterr(err, errlen, "keys[%zu]: malformed JWK", i);
-        return -1;
+        return -EINVAL;
     }
     if (use != NULL && strcmp(json_string_value(use), "sig") != 0)
         return 0;
@@ -402,13 +403,13 @@ add_jwk(hd_jwt_keyset_t *ks, const json_t *jwk, size_t i, char *err,
     ERR_clear_error();
     if (pk == NULL) {
         seterr(err, errlen, "keys[%zu]: invalid %s key", i, t);
-        return -1;
+        return -EINVAL;
     }
     if (add_pkey(ks, kid != NULL ? json_string_value(kid) : NULL, alg, pk, kerr,
                  sizeof(kerr))
         < 0) {
         seterr(err, errlen, "keys[%zu]: %s", i, kerr);
-        return -1;
+        return -EINVAL;
     }
     return 1;
 }
@@ -421,14 +422,14 @@ hd_jwt_keyset_add_jwks(hd_jwt_keyset_t *ks, const char *json, size_t len,
     json_t          *root, *keys;
     hd_jwt_keyset_t *tmp = NULL;
     size_t           i, skip = 0;
-    int              rc = -1;
+    int              rc = -EINVAL;
 
     if (skipped != NULL)
         *skipped = 0;
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         seterr(err, errlen, "not JSON: %s (line %d)", jerr.text, jerr.line);
-        return -1;
+        return -EINVAL;
     }
     keys = json_object_get(root, "keys");
     if (!json_is_object(root) || !json_is_array(keys)) {

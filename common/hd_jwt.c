@@ -20,6 +20,7 @@
  * jansson (slow on large strings) sees a big payload only when the issuer
  * signed it.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -77,10 +78,10 @@ hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
     uint32_t             a, b, c, d;
 
     if (len % 4 == 1)
-        return -1;
+        return -EINVAL;
     need = HD_B64URL_DECMAX(len);
     if (need > cap || need > LONG_MAX)
-        return -1;
+        return -ENOSPC;
 
     for (i = 0; i + 4 <= len; i += 4) {
         a = b64_dec[s[i]];
@@ -88,7 +89,7 @@ hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
         c = b64_dec[s[i + 2]];
         d = b64_dec[s[i + 3]];
         if (!a || !b || !c || !d)
-            return -1;
+            return -EINVAL;
         a = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
         out[o++] = (uint8_t) (a >> 16);
         out[o++] = (uint8_t) (a >> 8);
@@ -105,7 +106,7 @@ hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
         a = b64_dec[s[i]];
         b = b64_dec[s[i + 1]];
         if (!a || !b || ((b - 1) & 0x0f))
-            return -1;
+            return -EINVAL;
         out[o++] = (uint8_t) ((a - 1) << 2 | (b - 1) >> 4);
         break;
     case 3:
@@ -113,7 +114,7 @@ hd_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
         b = b64_dec[s[i + 1]];
         c = b64_dec[s[i + 2]];
         if (!a || !b || !c || ((c - 1) & 0x03))
-            return -1;
+            return -EINVAL;
         a = (a - 1) << 12 | (b - 1) << 6 | (c - 1);
         out[o++] = (uint8_t) (a >> 10);
         out[o++] = (uint8_t) (a >> 2);
@@ -190,7 +191,7 @@ hd_jwt_alg_parse(const char *name, size_t len)
         if (strlen(hd_jwt_algs[i].name) == len
             && memcmp(hd_jwt_algs[i].name, name, len) == 0)
             return i;
-    return -1;
+    return -1; /* "unknown": an index sentinel, as alg -1 is elsewhere */
 }
 
 const char *
@@ -209,14 +210,14 @@ mac(int alg, const void *secret, size_t secret_len, const void *data,
     static const uint8_t empty;
 
     if (secret_len > INT_MAX)
-        return -1;
+        return -EINVAL;
     /* OpenSSL 3's HMAC() refuses a NULL key, which is what an empty
      * secret may come as */
     if (secret_len == 0)
         secret = &empty;
     *n = 0;
     if (HMAC(alg_md(alg), secret, (int) secret_len, data, len, out, n) == NULL)
-        return -1;
+        return -EIO;
     return 0;
 }
 
@@ -702,13 +703,13 @@ hd_jwt_peek_kid(const char *token, size_t len, char *buf, size_t cap)
     const char   *d = memchr(token, '.', len);
     json_t       *h;
     const json_t *k;
-    int           rc = -1;
+    int           rc = -ENOENT;
 
     if (d == NULL || (size_t) (d - token) > HD_JWT_MAX_HEADER_LEN)
-        return -1;
+        return -EINVAL;
     long n = hd_b64url_decode(token, (size_t) (d - token), hb, sizeof(hb));
     if (n <= 0)
-        return -1;
+        return -EINVAL;
     h = json_loadb((const char *) hb, (size_t) n, JSON_REJECT_DUPLICATES, NULL);
     k = json_object_get(h, "kid");
     if (json_is_string(k) && json_string_length(k) < cap) {

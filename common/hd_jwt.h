@@ -123,7 +123,7 @@ size_t           hd_jwt_keyset_count(const hd_jwt_keyset_t *ks);
 /*
  * Add keys. kid may be NULL (the key then matches tokens without a kid,
  * and tokens whose kid no key carries are EKID). The secret / PEM text is
- * copied. Returns 0, or -1 with a message in err (errlen bytes, may be 0)
+ * copied. Returns 0, or -EINVAL with a message in err (errlen bytes, may be 0)
  * that never contains key material.
  *  - hmac: any length >= 1 (the config enforces 32);
  *  - pem: a PUBLIC KEY (SubjectPublicKeyInfo) or RSA PUBLIC KEY block, or a
@@ -134,7 +134,7 @@ size_t           hd_jwt_keyset_count(const hd_jwt_keyset_t *ks);
  *    "kty"/"crv", or an "alg" herald does not know are skipped (counted in
  *    *skipped when non-NULL); a key that is malformed fails the whole set
  *    (so a half-broken set never replaces a good one). Returns the
- *    number of keys added (>= 0) or -1.
+ *    number of keys added (>= 0) or -EINVAL.
  */
 int hd_jwt_keyset_add_hmac(hd_jwt_keyset_t *ks, const char *kid,
                            const void *secret, size_t len);
@@ -171,7 +171,8 @@ int hd_jwt_claims_load(const void *payload, const hd_jwt_policy_t *pol,
                        int64_t now, hd_jwt_claims_t *out);
 
 /* The kid of a token's header, copied into buf (NUL-terminated); 0 when
- * the header has one, -1 otherwise. Does not verify anything. */
+ * the header has one, -ENOENT when it has none (or one longer than cap),
+ * -EINVAL when the header is malformed. Does not verify anything. */
 int hd_jwt_peek_kid(const char *token, size_t len, char *buf, size_t cap);
 
 /*
@@ -212,9 +213,9 @@ char *hd_jwt_sign_alg(int alg, const char *kid, const char *claims_json,
 
 /*
  * base64url without padding.
- * decode: returns the decoded length, or -1 on '=', any character outside
+ * decode: returns the decoded length, or -EINVAL on '=', any character outside
  * [A-Za-z0-9_-], a length of 4k+1, non-zero trailing bits (non-canonical),
- * or when the result does not fit in cap bytes (out may then be partly
+ * or -ENOSPC when the result does not fit in cap bytes (out may then be partly
  * written). in need not be NUL-terminated.
  * encode: like snprintf: returns the encoded length (without the NUL)
  * whatever cap is, and writes out plus a NUL only when cap > that length.

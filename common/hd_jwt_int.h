@@ -45,7 +45,7 @@ struct hd_jwt_keyset {
     size_t        n, cap;
 };
 
-/* The family of a public (or private) key, or -1 with a message in err
+/* The family of a public (or private) key, or -EINVAL with a message in err
  * (err may be NULL) when herald cannot use it. */
 int hd_jwt_pkey_family(EVP_PKEY *pk, char *err, size_t errlen);
 

@@ -71,21 +71,21 @@ int
 hd_log_level_parse(const char *s, enum hd_log_level *out)
 {
     if (s == NULL)
-        return -1;
+        return -EINVAL;
     for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
         if (strcmp(s, level_names[i]) == 0) {
             *out = (enum hd_log_level) i;
             return 0;
         }
     }
-    return -1;
+    return -EINVAL;
 }
 
 int
 hd_log_format_parse(const char *s, enum hd_log_format *out)
 {
     if (s == NULL)
-        return -1;
+        return -EINVAL;
     if (strcmp(s, "auto") == 0)
         *out = HD_LOG_FMT_AUTO;
     else if (strcmp(s, "json") == 0)
@@ -93,7 +93,7 @@ hd_log_format_parse(const char *s, enum hd_log_format *out)
     else if (strcmp(s, "text") == 0)
         *out = HD_LOG_FMT_TEXT;
     else
-        return -1;
+        return -EINVAL;
     return 0;
 }
 

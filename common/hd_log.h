@@ -37,7 +37,7 @@ enum hd_log_format {
     HD_LOG_FMT_TEXT = 2,
 };
 
-/* Parse "error|warn|info|debug" / "auto|json|text". Return 0 or -1. */
+/* Parse "error|warn|info|debug" / "auto|json|text". Return 0 or -EINVAL. */
 int         hd_log_level_parse(const char *s, enum hd_log_level *out);
 int         hd_log_format_parse(const char *s, enum hd_log_format *out);
 const char *hd_log_level_name(enum hd_log_level l);

@@ -31,16 +31,17 @@ find_map(const char *lib)
     return NULL;
 }
 
-/* The protection of the mapping holding addr, from /proc/self/maps. */
+/* The protection of the mapping holding addr, from /proc/self/maps;
+ * -errno when the file cannot be read, -ENOENT when no mapping holds addr. */
 static int
 page_prot(uintptr_t addr)
 {
     FILE *f = fopen("/proc/self/maps", "r");
     char  line[512], perms[8];
-    int   prot = -1;
+    int   prot = -ENOENT;
 
     if (f == NULL)
-        return -1;
+        return -errno;
     while (fgets(line, sizeof(line), f) != NULL) {
         unsigned long lo, hi;
         if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && addr >= lo

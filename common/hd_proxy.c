@@ -4,6 +4,7 @@
  * it carries decides whose limits a connection counts against.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -57,24 +58,24 @@ parse_v1(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     for (i = 0; i < len && i < V1_MAX; i++) {
         if (buf[i] == '\n') {
             if (i == 0 || buf[i - 1] != '\r')
-                return -1;
+                return -EPROTO;
             eol = i + 1;
             break;
         }
         if (buf[i] == '\r' && i + 1 < len && buf[i + 1] != '\n')
-            return -1;
+            return -EPROTO;
         if (buf[i] != '\r' && (buf[i] < 0x20 || buf[i] > 0x7e))
-            return -1;
+            return -EPROTO;
     }
     if (eol == 0)
-        return len >= V1_MAX ? -1 : 0;
+        return len >= V1_MAX ? -EPROTO : 0;
 
     memset(out, 0, sizeof(*out));
     out->version = 1;
     p = line + 6; /* past "PROXY " */
     end = line + eol - 2;
     if (!v1_field(&p, end, &f, &n))
-        return -1;
+        return -EPROTO;
     if (n == 7 && memcmp(f, "UNKNOWN", 7) == 0) {
         out->local = true; /* the rest of the line is to be ignored */
         return (int) eol;
@@ -84,24 +85,24 @@ parse_v1(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     else if (n == 4 && memcmp(f, "TCP6", 4) == 0)
         fam = AF_INET6;
     else
-        return -1;
+        return -EPROTO;
 
     /* source address, destination address, source port, destination port */
     const char *fs[4];
     size_t      ns[4];
     for (i = 0; i < 4; i++)
         if (!v1_field(&p, end, &fs[i], &ns[i]))
-            return -1;
+            return -EPROTO;
     if (p != end)
-        return -1;
+        return -EPROTO;
     for (i = 0; i < 2; i++) {
         unsigned char tmp[sizeof(struct in6_addr)];
         if (ns[i] >= sizeof(a))
-            return -1;
+            return -EPROTO;
         memcpy(a, fs[i], ns[i]);
         a[ns[i]] = '\0';
         if (inet_pton(fam, a, tmp) != 1)
-            return -1;
+            return -EPROTO;
         if (i == 0) {
             if (fam == AF_INET) {
                 struct sockaddr_in *s4 = (struct sockaddr_in *) &out->src;
@@ -117,7 +118,7 @@ parse_v1(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
         }
     }
     if (!v1_port(fs[2], ns[2]) || !v1_port(fs[3], ns[3]))
-        return -1;
+        return -EPROTO;
     {
         unsigned port = 0;
         for (i = 0; i < ns[2]; i++)
@@ -141,18 +142,18 @@ parse_v2(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     if (len < 16)
         return 0;
     if ((buf[12] & 0xf0) != 0x20)
-        return -1; /* version 2 only */
+        return -EPROTO; /* version 2 only */
     cmd = buf[12] & 0x0f;
     if (cmd > 1)
-        return -1; /* LOCAL or PROXY */
+        return -EPROTO; /* LOCAL or PROXY */
     total = 16 + ((size_t) buf[14] << 8 | buf[15]);
     if (total > HD_PROXY_MAX)
-        return -1;
+        return -EPROTO;
     fam = buf[13];
     /* the spec's families: UNSPEC, INET, INET6, UNIX x UNSPEC, STREAM,
      * DGRAM; anything else is not a PROXY header we know */
     if ((fam >> 4) > 3 || (fam & 0x0f) > 2)
-        return -1;
+        return -EPROTO;
     if (len < total)
         return 0;
 
@@ -166,7 +167,7 @@ parse_v2(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     case 1: { /* AF_INET: src 4, dst 4, src port 2, dst port 2 */
         struct sockaddr_in *s4 = (struct sockaddr_in *) &out->src;
         if (total - 16 < 12)
-            return -1;
+            return -EPROTO;
         s4->sin_family = AF_INET;
         memcpy(&s4->sin_addr, buf + 16, 4);
         memcpy(&s4->sin_port, buf + 24, 2);
@@ -176,7 +177,7 @@ parse_v2(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     case 2: { /* AF_INET6: src 16, dst 16, ports 2 + 2 */
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) &out->src;
         if (total - 16 < 36)
-            return -1;
+            return -EPROTO;
         s6->sin6_family = AF_INET6;
         memcpy(&s6->sin6_addr, buf + 16, 16);
         memcpy(&s6->sin6_port, buf + 48, 2);
@@ -201,11 +202,11 @@ hd_proxy_parse(const uint8_t *buf, size_t len, hd_proxy_info_t *out)
     if (buf[0] == v2_sig[0]) {
         n = len < sizeof(v2_sig) ? len : sizeof(v2_sig);
         if (memcmp(buf, v2_sig, n) != 0)
-            return -1;
+            return -EPROTO;
         return n < sizeof(v2_sig) ? 0 : parse_v2(buf, len, out);
     }
     n = len < 6 ? len : 6;
     if (memcmp(buf, v1_sig, n) != 0)
-        return -1;
+        return -EPROTO;
     return n < 6 ? 0 : parse_v1(buf, len, out);
 }

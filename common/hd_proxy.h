@@ -29,7 +29,7 @@ typedef struct hd_proxy_info {
  * Parse the start of a connection's bytes, buf[0..len).
  * Returns the header's length (> 0, <= HD_PROXY_MAX) when a whole valid
  * header is there (*out filled; what follows is the client's), 0 when
- * what is there is a valid beginning that needs more bytes, -1 when it is
+ * what is there is a valid beginning that needs more bytes, -EPROTO when it is
  * not a PROXY header (or a malformed or oversized one).
  */
 int hd_proxy_parse(const uint8_t *buf, size_t len, hd_proxy_info_t *out);

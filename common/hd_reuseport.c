@@ -148,7 +148,7 @@ hd_reuseport_group_index(const hd_reuseport_group_t *g, const void *member)
     for (unsigned i = 0; i < g->n; i++)
         if (g->sock[i] == member)
             return (int) i;
-    return -1;
+    return -1; /* "not a member": an index sentinel, not an error */
 }
 
 void

@@ -2,6 +2,7 @@
  * libFuzzer target: the PROXY protocol header (v1 and v2), the first bytes
  * of every connection on a listener with listen.proxy_protocol.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -18,7 +19,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_proxy_info_t pi, again;
     int             r = hd_proxy_parse(data, size, &pi);
 
-    if (r < -1 || r > (int) size || r > HD_PROXY_MAX)
+    if ((r < 0 && r != -EPROTO) || r > (int) size || r > HD_PROXY_MAX)
         __builtin_trap();
     if (r > 0) {
         /* the verdict depends on the header's bytes only */

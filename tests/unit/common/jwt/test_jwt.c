@@ -8,6 +8,7 @@
  * entirely (an openssl(1) pipeline and RFC 7515 appendix A.1).
  */
 #include <check.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1082,18 +1083,18 @@ START_TEST(b64url_errors)
     uint8_t dec[16];
     char    enc[8];
 
-    ck_assert_int_eq(hd_b64url_decode("Z", 1, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zm9vY", 5, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zg==", 4, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zg=", 3, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zm+v", 4, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zm/v", 4, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zm\0v", 4, dec, sizeof(dec)), -1);
+    ck_assert_int_eq(hd_b64url_decode("Z", 1, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zm9vY", 5, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zg==", 4, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zg=", 3, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zm+v", 4, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zm/v", 4, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zm\0v", 4, dec, sizeof(dec)), -EINVAL);
     /* non-canonical: spare bits set */
-    ck_assert_int_eq(hd_b64url_decode("Zh", 2, dec, sizeof(dec)), -1);
-    ck_assert_int_eq(hd_b64url_decode("Zm9", 3, dec, sizeof(dec)), -1);
+    ck_assert_int_eq(hd_b64url_decode("Zh", 2, dec, sizeof(dec)), -EINVAL);
+    ck_assert_int_eq(hd_b64url_decode("Zm9", 3, dec, sizeof(dec)), -EINVAL);
     /* output too small */
-    ck_assert_int_eq(hd_b64url_decode("Zm9vYmFy", 8, dec, 5), -1);
+    ck_assert_int_eq(hd_b64url_decode("Zm9vYmFy", 8, dec, 5), -ENOSPC);
     ck_assert_int_eq(hd_b64url_decode("Zm9vYmFy", 8, dec, 6), 6);
     ck_assert_int_eq(hd_b64url_decode("", 0, NULL, 0), 0);
 

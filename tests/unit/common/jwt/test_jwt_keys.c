@@ -11,6 +11,7 @@
  * PSS salt length, raw r||s for ECDSA).
  */
 #include <check.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -341,18 +342,19 @@ START_TEST(test_pem_refusals)
 
     ck_assert_int_eq(
         hd_jwt_keyset_add_pem(ks, NULL, priv, strlen(priv), err, sizeof(err)),
-        -1);
+        -EINVAL);
     ck_assert_msg(strstr(err, "private key") != NULL, "%s", err);
     ck_assert(strstr(err, "MII") == NULL); /* no key material echoed */
     ck_assert_int_eq(
         hd_jwt_keyset_add_pem(ks, NULL, small, strlen(small), err, sizeof(err)),
-        -1);
+        -EINVAL);
     ck_assert_msg(strstr(err, "2048") != NULL, "%s", err);
     ck_assert_int_eq(
         hd_jwt_keyset_add_pem(ks, NULL, p521, strlen(p521), err, sizeof(err)),
-        -1);
+        -EINVAL);
     ck_assert_int_eq(
-        hd_jwt_keyset_add_pem(ks, NULL, "garbage", 7, err, sizeof(err)), -1);
+        hd_jwt_keyset_add_pem(ks, NULL, "garbage", 7, err, sizeof(err)),
+        -EINVAL);
     ck_assert_uint_eq(hd_jwt_keyset_count(ks), 0);
     hd_jwt_keyset_free(ks);
     free(priv);
@@ -533,7 +535,7 @@ START_TEST(test_jwks)
                        x);
     ck_assert_int_eq(
         hd_jwt_keyset_add_jwks(ks, jwks, strlen(jwks), NULL, err, sizeof(err)),
-        -1);
+        -EINVAL);
     free(jwks);
 
     /* garbage: all refused, the set unchanged */
@@ -554,7 +556,7 @@ START_TEST(test_jwks)
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
             ck_assert_msg(hd_jwt_keyset_add_jwks(ks, bad[i], strlen(bad[i]),
                                                  NULL, err, sizeof(err))
-                              == -1,
+                              == -EINVAL,
                           "accepted %s", bad[i]);
     }
     ck_assert_uint_eq(hd_jwt_keyset_count(ks), 1);

@@ -176,11 +176,11 @@ START_TEST(level_names)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         enum hd_log_level l = HD_LOG_WARN;
-        ck_assert_int_eq(hd_log_level_parse(bad[i], &l), -1);
+        ck_assert_int_eq(hd_log_level_parse(bad[i], &l), -EINVAL);
         ck_assert_int_eq(l, HD_LOG_WARN); /* untouched on error */
     }
     enum hd_log_level l = HD_LOG_WARN;
-    ck_assert_int_eq(hd_log_level_parse(NULL, &l), -1);
+    ck_assert_int_eq(hd_log_level_parse(NULL, &l), -EINVAL);
     ck_assert_str_eq(hd_log_level_name((enum hd_log_level) 7), "unknown");
 }
 END_TEST
@@ -197,10 +197,10 @@ START_TEST(format_names)
     const char *bad[] = { "", "JSON", "plain", "texts", "jso" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         f = HD_LOG_FMT_TEXT;
-        ck_assert_int_eq(hd_log_format_parse(bad[i], &f), -1);
+        ck_assert_int_eq(hd_log_format_parse(bad[i], &f), -EINVAL);
         ck_assert_int_eq(f, HD_LOG_FMT_TEXT);
     }
-    ck_assert_int_eq(hd_log_format_parse(NULL, &f), -1);
+    ck_assert_int_eq(hd_log_format_parse(NULL, &f), -EINVAL);
     ck_assert_int_eq(
         hd_log_configure((enum hd_log_level) 4, HD_LOG_FMT_JSON, NULL),
         -EINVAL);

@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,7 @@ START_TEST(test_v1_bad)
     for (size_t i = 0; i < sizeof(T) / sizeof(T[0]); i++) {
         hd_proxy_info_t pi;
         ck_assert_msg(hd_proxy_parse((const uint8_t *) T[i], strlen(T[i]), &pi)
-                          == -1,
+                          == -EPROTO,
                       "accepted %s", T[i]);
     }
     /* 107 bytes without an end of line: never a v1 header */
@@ -117,8 +118,8 @@ START_TEST(test_v1_bad)
     memset(long_ + 14, 'x', sizeof(long_) - 14);
     hd_proxy_info_t pi;
     ck_assert_int_eq(hd_proxy_parse(long_, 106, &pi), 0);
-    ck_assert_int_eq(hd_proxy_parse(long_, 107, &pi), -1);
-    ck_assert_int_eq(hd_proxy_parse(long_, sizeof(long_), &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(long_, 107, &pi), -EPROTO);
+    ck_assert_int_eq(hd_proxy_parse(long_, sizeof(long_), &pi), -EPROTO);
 }
 END_TEST
 
@@ -199,30 +200,30 @@ START_TEST(test_v2_bad)
 
     n = v2(b, 1, 0x11, rest, 12);
     b[12] = 0x11; /* version 1 in the binary form */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     n = v2(b, 2, 0x11, rest, 12); /* unknown command */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     n = v2(b, 1, 0x41, rest, 12); /* unknown family */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     n = v2(b, 1, 0x13, rest, 12); /* unknown transport */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     n = v2(b, 1, 0x11, rest, 11); /* too short for IPv4 */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     n = v2(b, 1, 0x21, rest, 35); /* too short for IPv6 */
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
     /* longer than herald reads: refused as soon as the length is known */
     n = v2(b, 1, 0x11, rest, HD_PROXY_MAX - 15);
-    ck_assert_int_eq(hd_proxy_parse(b, 16, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, 16, &pi), -EPROTO);
     /* a broken signature */
     n = v2(b, 1, 0x11, rest, 12);
     b[7] = 'q';
-    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -1);
-    ck_assert_int_eq(hd_proxy_parse(b, 8, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(b, n, &pi), -EPROTO);
+    ck_assert_int_eq(hd_proxy_parse(b, 8, &pi), -EPROTO);
     ck_assert_int_eq(hd_proxy_parse(b, 7, &pi), 0);
     /* a TLS ClientHello or plain HTTP on a PROXY listener */
     const uint8_t tls[] = { 0x16, 0x03, 0x01, 0x02, 0x00 };
-    ck_assert_int_eq(hd_proxy_parse(tls, sizeof(tls), &pi), -1);
-    ck_assert_int_eq(hd_proxy_parse((const uint8_t *) "G", 1, &pi), -1);
+    ck_assert_int_eq(hd_proxy_parse(tls, sizeof(tls), &pi), -EPROTO);
+    ck_assert_int_eq(hd_proxy_parse((const uint8_t *) "G", 1, &pi), -EPROTO);
     ck_assert_int_eq(hd_proxy_parse((const uint8_t *) "P", 1, &pi), 0);
     ck_assert_int_eq(hd_proxy_parse((const uint8_t *) "", 0, &pi), 0);
 }
