@@ -408,13 +408,13 @@ apply_int(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 
     if (!json_is_integer(v)) {
         hd_conf_err(ld, dpath, "expected integer, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     n = json_integer_value(v);
     if (n < k->min || n > k->max) {
         hd_conf_err(ld, dpath, "must be between %lld and %lld, got %lld",
                     k->min, k->max, (long long) n);
-        return -1;
+        return -EINVAL;
     }
     *FIELD(ld->c, k, int) = (int) n;
     return 0;
@@ -431,7 +431,7 @@ apply_bool(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 {
     if (!json_is_boolean(v)) {
         hd_conf_err(ld, dpath, "expected boolean, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     *FIELD(ld->c, k, bool) = json_is_true(v);
     return 0;
@@ -473,7 +473,7 @@ apply_str(struct load *ld, const struct key *k, json_t *v, const char *dpath)
     }
     if (!json_is_string(v)) {
         hd_conf_err(ld, dpath, "expected string, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     s = json_string_value(v);
     len = json_string_length(v);
@@ -482,11 +482,11 @@ apply_str(struct load *ld, const struct key *k, json_t *v, const char *dpath)
             hd_conf_err(ld, dpath, "must not be empty");
         else
             hd_conf_err(ld, dpath, "must be at least %lld bytes long", k->min);
-        return -1;
+        return -EINVAL;
     }
     if ((long long) len > k->max) {
         hd_conf_err(ld, dpath, "must be at most %lld bytes long", k->max);
-        return -1;
+        return -EINVAL;
     }
     if (k->check != NULL && (why = k->check(s)) != NULL) {
         if (k->flags & F_SECRET) {
@@ -496,7 +496,7 @@ apply_str(struct load *ld, const struct key *k, json_t *v, const char *dpath)
             hd_conf_err(ld, dpath, "%s, got %s", why, q);
             free(q);
         }
-        return -1;
+        return -EINVAL;
     }
     release_str(ld->c, k);
     *f = hd_strdup(s);
@@ -588,7 +588,7 @@ apply_enum(struct load *ld, const struct key *k, json_t *v, const char *dpath)
                     hd_conf_jtype(v));
     }
     free(list);
-    return -1;
+    return -EINVAL;
 }
 
 /* ---- workers: "auto" or a count ---------------------------------------- */
@@ -656,7 +656,7 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
                         "must be \"auto\" or between %lld and %lld, "
                         "got %lld",
                         k->min, k->max, (long long) w);
-            return -1;
+            return -EINVAL;
         }
         ld->c->workers = (int) w;
         ld->c->workers_auto = false;
@@ -673,7 +673,7 @@ apply_workers(struct load *ld, const struct key *k, json_t *v,
         hd_conf_err(ld, dpath, "expected \"auto\" or integer, got %s",
                     hd_conf_jtype(v));
     }
-    return -1;
+    return -EINVAL;
 }
 
 /* A reload with only "workers" changed scales in place: compare both. */
@@ -731,7 +731,7 @@ key_index(const char *path)
     for (size_t i = 0; i < NKEYS; i++)
         if (strcmp(keys[i].path, path) == 0)
             return (int) i;
-    return -1;
+    return -1; /* "no such key": an index sentinel, not an error */
 }
 
 /* True when some key lives under the dotted prefix (an object section). */
@@ -1213,7 +1213,7 @@ hd_conf_load_string(const char *name, const char *json, size_t len,
 fail:
     json_decref(root);
     hd_conf_free(ld.c);
-    return -1;
+    return -EINVAL;
 }
 
 /* Read a whole file; returns 0 or -errno. */
@@ -1297,7 +1297,7 @@ hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs)
     if (rc < 0) {
         errs_push(errs,
                   hd_asprintf("%s: cannot read: %s", path, strerror(-rc)));
-        return -1;
+        return rc;
     }
     rc = hd_conf_load_string(path, buf, len, out, errs);
     explicit_bzero(buf, len); /* it held the secrets */

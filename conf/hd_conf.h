@@ -254,14 +254,16 @@ void hd_conf_errors_free(hd_conf_errors_t *e);
 
 /*
  * Load and validate path. On success returns 0 and *out; on failure
- * returns -1, *out is NULL, and errs holds every error found in one pass
+ * returns -EINVAL (an invalid file) or the -errno of reading it, *out is
+ * NULL, and errs holds every error found in one pass
  * (syntax errors as "FILE:LINE:COL: message"; semantic errors as
  * "FILE: $.path.to.key: message"). The file's secrets are not registered
  * with the logger here: call hd_conf_register_secrets() once it is
  * accepted.
  */
 int hd_conf_load(const char *path, hd_conf_t **out, hd_conf_errors_t *errs);
-/* Load from a string (tests, fuzzing); name is used in messages. */
+/* Load from a string (tests, fuzzing); name is used in messages. 0 or
+ * -EINVAL. */
 int  hd_conf_load_string(const char *name, const char *json, size_t len,
                          hd_conf_t **out, hd_conf_errors_t *errs);
 void hd_conf_free(hd_conf_t *c);

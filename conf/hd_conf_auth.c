@@ -40,7 +40,7 @@ apply_algs(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         hd_conf_err(ld, dpath,
                     "expected a non-empty array of algorithm names, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     for (i = 0; i < json_array_size(v); i++) {
         json_t *e = json_array_get(v, i);
@@ -54,7 +54,7 @@ apply_algs(struct load *ld, const struct key *k, json_t *v, const char *dpath)
                         "RS256, RS384, RS512, PS256, PS384, PS512, ES256, "
                         "ES384, EdDSA; \"none\" is never accepted)");
             free(ep);
-            rc = -1;
+            rc = -EINVAL;
             continue;
         }
         mask |= HD_JWT_ALG_BIT(a);
@@ -201,7 +201,7 @@ apply_one_key(struct load *ld, json_t *e, const char *ep, hd_conf_pubkey_t *pk)
 
     if (!json_is_object(e)) {
         hd_conf_err(ld, ep, "expected object, got %s", hd_conf_jtype(e));
-        return -1;
+        return -EINVAL;
     }
     json_object_foreach(e, name, v)
     {
@@ -214,23 +214,23 @@ apply_one_key(struct load *ld, json_t *e, const char *ep, hd_conf_pubkey_t *pk)
             file = v;
         else {
             hd_conf_err(ld, fp, "unknown key (kid, pem, pem_file)");
-            rc = -1;
+            rc = -EINVAL;
         }
         if (!json_is_string(v) || json_string_length(v) == 0) {
             hd_conf_err(ld, fp, "expected a non-empty string");
-            rc = -1;
+            rc = -EINVAL;
         }
         free(fp);
     }
     if (rc < 0)
-        return -1;
+        return -EINVAL;
     if ((pem == NULL) == (file == NULL)) {
         hd_conf_err(ld, ep, "give exactly one of \"pem\" and \"pem_file\"");
-        return -1;
+        return -EINVAL;
     }
     if (kid != NULL && json_string_length(kid) > HD_JWT_MAX_KID_LEN) {
         hd_conf_err(ld, ep, "kid longer than %d bytes", HD_JWT_MAX_KID_LEN);
-        return -1;
+        return -EINVAL;
     }
     if (file != NULL) {
         char *fpath = hd_conf_rel_path(ld, json_string_value(file));
@@ -240,7 +240,7 @@ apply_one_key(struct load *ld, json_t *e, const char *ep, hd_conf_pubkey_t *pk)
             hd_conf_err(ld, ep, "pem_file %s: %s", q, read_error(r));
             free(q);
             free(fpath);
-            return -1;
+            return -EINVAL;
         }
         pk->file = fpath;
     } else {
@@ -251,7 +251,7 @@ apply_one_key(struct load *ld, json_t *e, const char *ep, hd_conf_pubkey_t *pk)
     ks = hd_jwt_keyset_new();
     if (hd_jwt_keyset_add_pem(ks, NULL, pk->pem, len, err, sizeof(err)) < 0) {
         hd_conf_err(ld, ep, "%s", err);
-        rc = -1;
+        rc = -EINVAL;
     }
     hd_jwt_keyset_free(ks);
     if (kid != NULL)
@@ -270,23 +270,23 @@ apply_pubkeys(struct load *ld, const struct key *k, json_t *v,
     if (!json_is_array(v)) {
         hd_conf_err(ld, dpath, "expected array of objects, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     n = json_array_size(v);
     if ((long long) n > k->max) {
         hd_conf_err(ld, dpath, "at most %lld keys", k->max);
-        return -1;
+        return -EINVAL;
     }
     arr = hd_calloc(n + 1, sizeof(*arr));
     for (i = 0; i < n; i++) {
         char *ep = hd_asprintf("%s[%zu]", dpath, i);
         if (apply_one_key(ld, json_array_get(v, i), ep, &arr[i]) < 0)
-            rc = -1;
+            rc = -EINVAL;
         free(ep);
     }
     if (rc < 0) {
         free_keys(arr, n);
-        return -1;
+        return -EINVAL;
     }
     release_pubkeys(ld->c, k);
     ld->c->auth_keys = arr;
@@ -447,12 +447,12 @@ apply_headers(struct load *ld, const struct key *k, json_t *v,
     if (!json_is_array(v)) {
         hd_conf_err(ld, dpath, "expected array of header names, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     n = json_array_size(v);
     if ((long long) n > k->max) {
         hd_conf_err(ld, dpath, "at most %lld headers", k->max);
-        return -1;
+        return -EINVAL;
     }
     arr = hd_calloc(n + 1, sizeof(char *));
     for (i = 0; i < n; i++) {
@@ -467,7 +467,7 @@ apply_headers(struct load *ld, const struct key *k, json_t *v,
             char *ep = hd_asprintf("%s[%zu]", dpath, i);
             hd_conf_err(ld, ep, "expected an HTTP header name");
             free(ep);
-            rc = -1;
+            rc = -EINVAL;
             continue;
         }
         arr[i] = hd_strdup(s);
@@ -479,7 +479,7 @@ apply_headers(struct load *ld, const struct key *k, json_t *v,
         for (i = 0; i < n; i++)
             free(arr[i]);
         free(arr);
-        return -1;
+        return -EINVAL;
     }
     release_headers(ld->c, k);
     ld->c->proxy_headers = arr;

@@ -6,6 +6,7 @@
  * SO_REUSEPORT socket per worker slot (master/hd_supervisor.c).
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,21 +56,21 @@ apply_field(struct load *ld, hd_listen_t *l, const struct lfield *f, json_t *v,
     case LF_STR:
         if (!json_is_string(v)) {
             hd_conf_err(ld, dpath, "expected string, got %s", hd_conf_jtype(v));
-            return -1;
+            return -EINVAL;
         }
         if (json_string_length(v) < (size_t) f->min) {
             hd_conf_err(ld, dpath, "must not be empty");
-            return -1;
+            return -EINVAL;
         }
         if (json_string_length(v) > (size_t) f->max) {
             hd_conf_err(ld, dpath, "must be at most %lld bytes long", f->max);
-            return -1;
+            return -EINVAL;
         }
         if ((why = hd_conf_check_ip(json_string_value(v))) != NULL) {
             char *q = hd_conf_echo(json_string_value(v));
             hd_conf_err(ld, dpath, "%s, got %s", why, q);
             free(q);
-            return -1;
+            return -EINVAL;
         }
         free(*LFIELD(l, f, char *));
         *LFIELD(l, f, char *) = hd_strdup(json_string_value(v));
@@ -78,12 +79,12 @@ apply_field(struct load *ld, hd_listen_t *l, const struct lfield *f, json_t *v,
         if (!json_is_integer(v)) {
             hd_conf_err(ld, dpath, "expected integer, got %s",
                         hd_conf_jtype(v));
-            return -1;
+            return -EINVAL;
         }
         if (json_integer_value(v) < f->min || json_integer_value(v) > f->max) {
             hd_conf_err(ld, dpath, "must be between %lld and %lld, got %lld",
                         f->min, f->max, (long long) json_integer_value(v));
-            return -1;
+            return -EINVAL;
         }
         *LFIELD(l, f, int) = (int) json_integer_value(v);
         return 0;
@@ -91,12 +92,12 @@ apply_field(struct load *ld, hd_listen_t *l, const struct lfield *f, json_t *v,
         if (!json_is_boolean(v)) {
             hd_conf_err(ld, dpath, "expected boolean, got %s",
                         hd_conf_jtype(v));
-            return -1;
+            return -EINVAL;
         }
         *LFIELD(l, f, bool) = json_is_true(v);
         return 0;
     }
-    return -1;
+    return -EINVAL;
 }
 
 /* One listener object; every bad field is reported. */
@@ -112,7 +113,7 @@ apply_one(struct load *ld, hd_listen_t *l, json_t *obj, const char *dpath)
     l->backlog = 4096;
     if (!json_is_object(obj)) {
         hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(obj));
-        return -1;
+        return -EINVAL;
     }
     json_object_foreach(obj, name, v)
     {
@@ -124,7 +125,7 @@ apply_one(struct load *ld, hd_listen_t *l, json_t *obj, const char *dpath)
                 break;
         if (i < NF) {
             if (apply_field(ld, l, &F[i], v, fp) < 0)
-                rc = -1;
+                rc = -EINVAL;
         } else {
             for (size_t k = 0; k < NF; k++) {
                 size_t d = hd_conf_distance(name, strlen(name), F[k].name,
@@ -139,7 +140,7 @@ apply_one(struct load *ld, hd_listen_t *l, json_t *obj, const char *dpath)
                             F[bi].name);
             else
                 hd_conf_err(ld, fp, "unknown key");
-            rc = -1;
+            rc = -EINVAL;
         }
         free(fp);
     }
@@ -162,19 +163,19 @@ apply_listen(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         if (n < 1 || n > (size_t) k->max) {
             hd_conf_err(ld, dpath, "must hold 1 to %lld listeners, got %zu",
                         k->max, n);
-            return -1;
+            return -EINVAL;
         }
         l = hd_calloc(n, sizeof(*l));
         for (i = 0; i < n; i++) {
             char *ip = hd_asprintf("%s[%zu]", dpath, i);
             if (apply_one(ld, &l[i], json_array_get(v, i), ip) < 0)
-                rc = -1;
+                rc = -EINVAL;
             free(ip);
         }
     } else {
         hd_conf_err(ld, dpath, "expected object or array of objects, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     /* two sockets on one address and port would split one listener's
      * connections between two groups (and ipv6_only could differ) */
@@ -185,12 +186,12 @@ apply_listen(struct load *ld, const struct key *k, json_t *v, const char *dpath)
                 hd_conf_err(ld, dpath,
                             "listeners %zu and %zu both use %s port %d", j, i,
                             l[i].address, l[i].port);
-                rc = -1;
+                rc = -EINVAL;
                 break;
             }
     if (rc < 0) {
         free_listens(l, n);
-        return -1;
+        return -EINVAL;
     }
     free_listens(ld->c->listens, ld->c->nlistens);
     ld->c->listens = l;
@@ -282,13 +283,13 @@ apply_trusted(struct load *ld, const struct key *k, json_t *v,
     if (!json_is_array(v)) {
         hd_conf_err(ld, dpath, "expected array of strings, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     n = json_array_size(v);
     if (n > (size_t) k->max) {
         hd_conf_err(ld, dpath, "must hold at most %lld networks, got %zu",
                     k->max, n);
-        return -1;
+        return -EINVAL;
     }
     l = hd_calloc(n ? n : 1, sizeof(*l));
     for (i = 0; i < n; i++) {
@@ -298,18 +299,18 @@ apply_trusted(struct load *ld, const struct key *k, json_t *v,
 
         if (!json_is_string(e)) {
             hd_conf_err(ld, ep, "expected string, got %s", hd_conf_jtype(e));
-            rc = -1;
+            rc = -EINVAL;
         } else if ((why = parse_cidr(json_string_value(e), &l[i])) != NULL) {
             char *q = hd_conf_echo(json_string_value(e));
             hd_conf_err(ld, ep, "%s, got %s", why, q);
             free(q);
-            rc = -1;
+            rc = -EINVAL;
         }
         free(ep);
     }
     if (rc < 0) {
         free(l);
-        return -1;
+        return -EINVAL;
     }
     free(ld->c->trusted_proxies);
     ld->c->trusted_proxies = l;

@@ -3,6 +3,7 @@
  * looked up by hd_conf_ns()) and "security.allowed_origins" (the Origin
  * allow-list, matched by hd_conf_origin_allowed()).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,7 +78,7 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
 
     if (!json_is_object(opts)) {
         hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(opts));
-        return -1;
+        return -EINVAL;
     }
     json_object_foreach(opts, fname, v)
     {
@@ -92,12 +93,12 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
                         "unknown key (expected publish, anonymous, "
                         "history_size, history_ttl_s, presence, "
                         "join_leave, subscribe_token or subscribe_proxy)");
-            rc = -1;
+            rc = -EINVAL;
         } else if (F[i].is_bool) {
             if (!json_is_boolean(v)) {
                 hd_conf_err(ld, fp, "expected boolean, got %s",
                             hd_conf_jtype(v));
-                rc = -1;
+                rc = -EINVAL;
             } else if (i == 0) {
                 ns->publish = json_is_true(v);
             } else if (i == 1) {
@@ -115,12 +116,12 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
             if (!json_is_integer(v)) {
                 hd_conf_err(ld, fp, "expected integer, got %s",
                             hd_conf_jtype(v));
-                rc = -1;
+                rc = -EINVAL;
             } else if (json_integer_value(v) < 0
                        || json_integer_value(v) > F[i].max) {
                 hd_conf_err(ld, fp, "must be between 0 and %lld, got %lld",
                             F[i].max, (long long) json_integer_value(v));
-                rc = -1;
+                rc = -EINVAL;
             } else if (i == 2) {
                 ns->history_size = (int) json_integer_value(v);
             } else {
@@ -133,7 +134,7 @@ apply_one_ns(struct load *ld, hd_ns_t *ns, json_t *opts, const char *dpath)
         hd_conf_err(ld, dpath,
                     "history_size and history_ttl_s must both be set "
                     "(history on) or both be 0 (history off)");
-        rc = -1;
+        rc = -EINVAL;
     }
     return rc;
 }
@@ -150,7 +151,7 @@ apply_namespaces(struct load *ld, const struct key *k, json_t *v,
 
     if (!json_is_object(v)) {
         hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     arr = hd_calloc(json_object_size(v) + 1, sizeof(*arr));
     json_object_foreach(v, name, opts)
@@ -160,18 +161,18 @@ apply_namespaces(struct load *ld, const struct key *k, json_t *v,
             char *q = hd_conf_echo(name);
             hd_conf_err(ld, np, "%s, got %s", why, q);
             free(q);
-            rc = -1;
+            rc = -EINVAL;
         } else {
             arr[n].name = hd_strdup(name);
             if (apply_one_ns(ld, &arr[n], opts, np) < 0)
-                rc = -1;
+                rc = -EINVAL;
             n++;
         }
         free(np);
     }
     if (rc < 0) {
         free_ns_array(arr, n);
-        return -1;
+        return -EINVAL;
     }
     qsort(arr, n, sizeof(*arr), ns_cmp);
     release_namespaces(ld->c, k);
@@ -275,12 +276,12 @@ apply_origins(struct load *ld, const struct key *k, json_t *v,
     if (!json_is_array(v)) {
         hd_conf_err(ld, dpath, "expected array of strings, got %s",
                     hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     n = json_array_size(v);
     if ((long long) n > k->max) {
         hd_conf_err(ld, dpath, "at most %lld origins", k->max);
-        return -1;
+        return -EINVAL;
     }
     arr = hd_calloc(n + 1, sizeof(char *));
     for (i = 0; i < n; i++) {
@@ -291,12 +292,12 @@ apply_origins(struct load *ld, const struct key *k, json_t *v,
         char *ep = hd_asprintf("%s%s", dpath, ip);
         if (!json_is_string(e)) {
             hd_conf_err(ld, ep, "expected string, got %s", hd_conf_jtype(e));
-            rc = -1;
+            rc = -EINVAL;
         } else if ((why = check_origin(json_string_value(e))) != NULL) {
             char *q = hd_conf_echo(json_string_value(e));
             hd_conf_err(ld, ep, "%s, got %s", why, q);
             free(q);
-            rc = -1;
+            rc = -EINVAL;
         } else {
             arr[i] = hd_strdup(json_string_value(e));
             for (char *p = arr[i]; *p; p++)
@@ -309,7 +310,7 @@ apply_origins(struct load *ld, const struct key *k, json_t *v,
         for (i = 0; i < n; i++)
             free(arr[i]);
         free(arr);
-        return -1;
+        return -EINVAL;
     }
     release_origins(ld->c, k);
     ld->c->allowed_origins = arr;

@@ -52,14 +52,14 @@ parse_num(const char *s, size_t n, long max, long *out)
     long long v = 0;
 
     if (n == 0 || n > 10)
-        return -1;
+        return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
-            return -1;
+            return -EINVAL;
         v = v * 10 + (s[i] - '0');
     }
     if (v > max)
-        return -1;
+        return -ERANGE;
     *out = (long) v;
     return 0;
 }
@@ -73,7 +73,7 @@ hexval(char ch)
         return ch - 'a' + 10;
     if (ch >= 'A' && ch <= 'F')
         return ch - 'A' + 10;
-    return -1;
+    return -1; /* "not a hex digit": a value sentinel, not an error */
 }
 
 /* Percent-decode s[0..n) into a fresh string, or NULL if malformed/NUL. */
@@ -312,15 +312,15 @@ apply_redis(struct load *ld, const struct key *k, json_t *v, const char *dpath)
 
     if (!json_is_string(v)) {
         hd_conf_err(ld, dpath, "expected string, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     if ((long long) json_string_length(v) > k->max) {
         hd_conf_err(ld, dpath, "must be at most %lld bytes long", k->max);
-        return -1;
+        return -EINVAL;
     }
     if ((why = parse_redis_url(json_string_value(v), &u)) != NULL) {
         hd_conf_err(ld, dpath, "invalid Redis URL: %s", why);
-        return -1;
+        return -EINVAL;
     }
     release_redis(c, k);
     c->redis_url = hd_strdup(json_string_value(v));
@@ -588,7 +588,7 @@ opt_str(struct load *ld, json_t *obj, const char *name, const char *dpath,
         char *d = hd_conf_display_path(dpath, name);
         hd_conf_err(ld, d, "expected a non-empty string");
         free(d);
-        return -1;
+        return -EINVAL;
     }
     *out = json_string_value(v);
     return 0;
@@ -603,18 +603,18 @@ opt_password(struct load *ld, json_t *obj, const char *pw_key,
 
     if (opt_str(ld, obj, pw_key, dpath, &pw) < 0
         || opt_str(ld, obj, file_key, dpath, &file) < 0)
-        return -1;
+        return -EINVAL;
     if (pw != NULL && file != NULL) {
         char *d = hd_conf_display_path(dpath, file_key);
         hd_conf_err(ld, d, "give %s or %s, not both", pw_key, file_key);
         free(d);
-        return -1;
+        return -EINVAL;
     }
     if (file != NULL && (*out = read_secret_file(file, &why)) == NULL) {
         char *d = hd_conf_display_path(dpath, file_key);
         hd_conf_err(ld, d, "cannot read the password file: %s", why);
         free(d);
-        return -1;
+        return -EINVAL;
     }
     if (pw != NULL)
         *out = hd_strdup(pw);
@@ -670,18 +670,18 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
     memset(t, 0, sizeof(*t));
     if (!json_is_object(v)) {
         hd_conf_err(ld, dpath, "expected object, got %s", hd_conf_jtype(v));
-        return -1;
+        return -EINVAL;
     }
     if (!only_keys(ld, v, dpath, known))
-        bad = -1;
+        bad = -EINVAL;
     if (opt_str(ld, v, "master_name", dpath, &mn) < 0)
-        bad = -1;
+        bad = -EINVAL;
     else if (mn == NULL) {
         hd_conf_err(ld, dpath, "master_name is required");
-        bad = -1;
+        bad = -EINVAL;
     } else if (strlen(mn) > 128 || strpbrk(mn, " \t\r\n") != NULL) {
         hd_conf_err(ld, dpath, "master_name: at most 128 bytes, no spaces");
-        bad = -1;
+        bad = -EINVAL;
     } else
         t->master_name = hd_strdup(mn);
     addrs = json_object_get(v, "addresses");
@@ -690,7 +690,7 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
         char *d = hd_conf_display_path(dpath, "addresses");
         hd_conf_err(ld, d, "expected an array of 1 to 16 \"host:port\"");
         free(d);
-        bad = -1;
+        bad = -EINVAL;
     } else {
         size_t n = json_array_size(addrs);
         t->sentinel_host = hd_calloc(n, sizeof(char *));
@@ -706,7 +706,7 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
                 char *d = hd_asprintf("%s.addresses[%zu]", dpath, i);
                 hd_conf_err(ld, d, "%s", why);
                 free(d);
-                bad = -1;
+                bad = -EINVAL;
                 continue;
             }
             t->sentinel_host[t->nsentinels++] = h;
@@ -714,7 +714,7 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
     }
     if (opt_str(ld, v, "username", dpath, &user) < 0
         || opt_str(ld, v, "sentinel_username", dpath, &suser) < 0)
-        bad = -1;
+        bad = -EINVAL;
     else {
         t->user = dup_or_null(user);
         t->sentinel_user = dup_or_null(suser);
@@ -724,7 +724,7 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
         || opt_password(ld, v, "sentinel_password", "sentinel_password_file",
                         dpath, &t->sentinel_password)
             < 0)
-        bad = -1;
+        bad = -EINVAL;
     db = json_object_get(v, "db");
     if (db != NULL) {
         if (!json_is_integer(db) || json_integer_value(db) < 0
@@ -732,13 +732,13 @@ parse_sentinel(struct load *ld, json_t *v, const char *dpath,
             char *d = hd_conf_display_path(dpath, "db");
             hd_conf_err(ld, d, "expected an integer between 0 and 2147483647");
             free(d);
-            bad = -1;
+            bad = -EINVAL;
         } else
             t->db = (int) json_integer_value(db);
     }
     if (bad < 0) {
         target_clear(t);
-        return -1;
+        return -EINVAL;
     }
     t->name = target_name(t);
     return 0;
@@ -760,7 +760,7 @@ apply_sentinel(struct load *ld, const struct key *k, json_t *v,
     hd_redis_target_t t;
 
     if (parse_sentinel(ld, v, dpath, &t) < 0)
-        return -1;
+        return -EINVAL;
     release_sentinel(ld->c, k);
     ld->c->redis_sentinel = hd_malloc(sizeof(t));
     *ld->c->redis_sentinel = t;
@@ -805,14 +805,15 @@ parse_shard(struct load *ld, json_t *v, const char *dpath, hd_redis_target_t *t)
         hd_conf_err(ld, dpath,
                     "expected {\"url\": \"redis://...\"} or "
                     "{\"sentinel\": {...}}");
-        return -1;
+        return -EINVAL;
     }
     if (!only_keys(ld, v, dpath, known))
-        return -1;
+        return -EINVAL;
     if (sen != NULL) {
         char *d = hd_conf_display_path(dpath, "sentinel");
         int   rc = json_object_get(v, "password_file") != NULL
-              ? (hd_conf_err(ld, d, "give password_file inside sentinel"), -1)
+              ? (hd_conf_err(ld, d, "give password_file inside sentinel"),
+               -EINVAL)
               : parse_sentinel(ld, sen, d, t);
         free(d);
         return rc;
@@ -821,12 +822,12 @@ parse_shard(struct load *ld, json_t *v, const char *dpath, hd_redis_target_t *t)
     if (!json_is_string(url)) {
         hd_conf_err(ld, d, "expected string, got %s", hd_conf_jtype(url));
         free(d);
-        return -1;
+        return -EINVAL;
     }
     if ((why = parse_redis_url(json_string_value(url), &u)) != NULL) {
         hd_conf_err(ld, d, "invalid Redis URL: %s", why);
         free(d);
-        return -1;
+        return -EINVAL;
     }
     free(d);
     t->host = u.host;
@@ -855,7 +856,7 @@ parse_shard(struct load *ld, json_t *v, const char *dpath, hd_redis_target_t *t)
     return 0;
 fail:
     target_clear(t);
-    return -1;
+    return -EINVAL;
 }
 
 static void
@@ -879,21 +880,21 @@ apply_shards(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         || json_array_size(v) > HD_REDIS_SHARDS_MAX) {
         hd_conf_err(ld, dpath, "expected an array of 1 to %d shards",
                     HD_REDIS_SHARDS_MAX);
-        return -1;
+        return -EINVAL;
     }
     n = json_array_size(v);
     ts = hd_calloc(n, sizeof(*ts));
     for (size_t i = 0; i < n; i++) {
         char *d = hd_asprintf("%s[%zu]", dpath, i);
         if (parse_shard(ld, json_array_get(v, i), d, &ts[ok]) < 0) {
-            bad = -1;
+            bad = -EINVAL;
         } else {
             /* the name places channels: two equal names would be one
              * server counted twice */
             for (size_t j = 0; j < ok; j++)
                 if (strcmp(ts[j].name, ts[ok].name) == 0) {
                     hd_conf_err(ld, d, "the same server as shard %zu", j);
-                    bad = -1;
+                    bad = -EINVAL;
                 }
             ok++;
         }
@@ -903,7 +904,7 @@ apply_shards(struct load *ld, const struct key *k, json_t *v, const char *dpath)
         for (size_t i = 0; i < ok; i++)
             target_clear(&ts[i]);
         free(ts);
-        return -1;
+        return -EINVAL;
     }
     release_shards(ld->c, k);
     ld->c->redis_shard_list = ts;

@@ -34,7 +34,7 @@ struct load;
 
 /*
  * A kind of value. apply() validates v and stores it into ld->c (freeing
- * whatever the field held), or reports errors and returns -1. differs()
+ * whatever the field held), or reports errors and returns -EINVAL. differs()
  * compares the field(s) of two loaded configs. release() frees what apply()
  * allocated. secrets() registers secret values with the logger.
  */

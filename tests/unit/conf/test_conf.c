@@ -55,7 +55,7 @@ expect_error(const char *json, const char *want)
     hd_conf_t       *c = (hd_conf_t *) 1;
     int              rc = load(json, &c, &e);
 
-    ck_assert_msg(rc == -1, "load succeeded for %s", json);
+    ck_assert_msg(rc == -EINVAL, "load succeeded for %s", json);
     ck_assert_ptr_null(c);
     ck_assert_msg(e.n == 1, "%s: want 1 error, got %zu (first: %s)", json, e.n,
                   e.n ? e.msg[0] : "-");
@@ -367,7 +367,7 @@ START_TEST(test_syntax_error_file)
     const char      *path = HD_CONF_TEST_DIR "/syntax_error.json";
     char             want[4096];
 
-    ck_assert_int_eq(hd_conf_load(path, &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load(path, &c, &e), -EINVAL);
     ck_assert_ptr_null(c);
     ck_assert_uint_eq(e.n, 1);
     snprintf(want, sizeof(want), "%s:4:5: string or '}' expected near '}'",
@@ -398,7 +398,7 @@ START_TEST(test_duplicate_key)
     const char      *path = HD_CONF_TEST_DIR "/duplicate.json";
     char             want[4096];
 
-    ck_assert_int_eq(hd_conf_load(path, &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load(path, &c, &e), -EINVAL);
     ck_assert_uint_eq(e.n, 1);
     snprintf(want, sizeof(want),
              "%s:3:10: duplicate object key near "
@@ -946,7 +946,7 @@ START_TEST(test_redis_bad)
                  bad[i].url);
         snprintf(want, sizeof(want),
                  "t.json: $.redis.url: invalid Redis URL: %s", bad[i].why);
-        ck_assert_int_eq(load(json, &c, &e), -1);
+        ck_assert_int_eq(load(json, &c, &e), -EINVAL);
         ck_assert_msg(e.n == 1, "%s: %zu errors", bad[i].url, e.n);
         ck_assert_str_eq(e.msg[0], want);
         ck_assert(!any_contains(&e, PW));
@@ -1036,7 +1036,7 @@ START_TEST(test_no_secret_in_errors)
     hd_conf_errors_t e;
     hd_conf_t       *c = NULL;
 
-    ck_assert_int_eq(load(json, &c, &e), -1);
+    ck_assert_int_eq(load(json, &c, &e), -EINVAL);
     ck_assert_uint_eq(e.n, 8);
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
         ck_assert_msg(!any_contains(&e, secrets[i]), "%s leaked", secrets[i]);
@@ -1051,7 +1051,7 @@ START_TEST(test_no_secret_in_errors)
         "{\"auth\": {\"hmac_secret\": \"SHORT-hmac-aaaa\xff\"}}",
     };
     for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
-        ck_assert_int_eq(load(broken[i], &c, &e), -1);
+        ck_assert_int_eq(load(broken[i], &c, &e), -EINVAL);
         ck_assert_uint_eq(e.n, 1);
         ck_assert_msg(strncmp(e.msg[0], "t.json:1:", 9) == 0, "%s", e.msg[0]);
         ck_assert_msg(strstr(e.msg[0], "SHORT") == NULL, "leaked: %s",
@@ -1105,7 +1105,7 @@ START_TEST(test_three_errors_one_pass)
     const char      *path = HD_CONF_TEST_DIR "/three_errors.json";
     char             want[4096];
 
-    ck_assert_int_eq(hd_conf_load(path, &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load(path, &c, &e), -EINVAL);
     ck_assert_ptr_null(c);
     ck_assert_uint_eq(e.n, 3);
     snprintf(want, sizeof(want),
@@ -1129,8 +1129,8 @@ START_TEST(test_errors_accumulate)
     hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = NULL;
 
-    ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, &e), -1);
-    ck_assert_int_eq(hd_conf_load_string("b", "[", 1, &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, &e), -EINVAL);
+    ck_assert_int_eq(hd_conf_load_string("b", "[", 1, &c, &e), -EINVAL);
     ck_assert_uint_eq(e.n, 3); /* unknown key, missing secret, syntax */
     ck_assert_str_eq(e.msg[0], "a: $.x: unknown key");
     ck_assert(strncmp(e.msg[2], "b:1:", 4) == 0);
@@ -1140,7 +1140,8 @@ START_TEST(test_errors_accumulate)
     hd_conf_errors_free(&e); /* twice is fine */
 
     /* no error list: still fails, nothing to free */
-    ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, NULL), -1);
+    ck_assert_int_eq(hd_conf_load_string("a", "{\"x\":1}", 7, &c, NULL),
+                     -EINVAL);
     ck_assert_ptr_null(c);
     /* length is honoured: the text after len is not parsed */
     c = NULL;
@@ -1239,7 +1240,7 @@ START_TEST(test_shipped_config)
     /* its secrets are the development ones: refused outside --dev */
     hd_conf_dev_mode = false;
     rc = hd_conf_load(HD_SOURCE_ROOT "/" HD_CONF_DEFAULT_PATH, &c, &e);
-    ck_assert_int_eq(rc, -1);
+    ck_assert_int_eq(rc, -EINVAL);
     ck_assert_uint_eq(e.n, 2);
     ck_assert_msg(strstr(e.msg[0],
                          "$.auth.hmac_secret: is the shipped "
@@ -1281,7 +1282,7 @@ START_TEST(test_cannot_read)
     hd_conf_errors_t e = { 0 };
     hd_conf_t       *c = (hd_conf_t *) 1;
 
-    ck_assert_int_eq(hd_conf_load("/nonexistent/herald.json", &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load("/nonexistent/herald.json", &c, &e), -ENOENT);
     ck_assert_ptr_null(c);
     ck_assert_uint_eq(e.n, 1);
     ck_assert_str_eq(e.msg[0],
@@ -1289,7 +1290,7 @@ START_TEST(test_cannot_read)
                      "No such file or directory");
     hd_conf_errors_free(&e);
 
-    ck_assert_int_eq(hd_conf_load(HD_CONF_TEST_DIR, &c, &e), -1);
+    ck_assert_int_eq(hd_conf_load(HD_CONF_TEST_DIR, &c, &e), -EISDIR);
     ck_assert_uint_eq(e.n, 1);
     ck_assert_str_eq(e.msg[0],
                      HD_CONF_TEST_DIR ": cannot read: Is a directory");
