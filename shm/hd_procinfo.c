@@ -44,7 +44,7 @@ count_fds(const char *dir)
         return (int64_t) stt.st_size;
     DIR *d = opendir(dir);
     if (d == NULL)
-        return -1;
+        return -1; /* "unknown" (hd_procinfo_t.open_fds), not an error code */
     int64_t        n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
@@ -61,12 +61,12 @@ max_open_files(const char *limits)
 {
     const char *p = strstr(limits, "Max open files");
     if (p == NULL)
-        return -1;
+        return -1; /* "unknown" (hd_procinfo_t.max_fds), not an error code */
     p += strlen("Max open files");
     while (*p == ' ')
         p++;
     if (*p < '0' || *p > '9')
-        return -1;
+        return -1; /* "unlimited" */
     return (int64_t) strtoll(p, NULL, 10);
 }
 
