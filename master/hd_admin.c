@@ -65,7 +65,7 @@ sha256(const void *data, size_t len, unsigned char md[TOKEN_MD_LEN])
     unsigned int n = 0;
     if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1
         || n != TOKEN_MD_LEN)
-        return -1;
+        return -EIO; /* libcrypto failed */
     return 0;
 }
 

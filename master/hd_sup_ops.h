@@ -37,14 +37,14 @@ typedef struct hd_sup_ops {
      * (NULL: nothing to watch). */
     void *(*ctl_watch)(int fd, hd_sup_timer_cb *cb, void *arg);
     void (*ctl_unwatch)(void *w);
-    /* Receive one control message: 1, 0 when none is waiting, -1 when the
-     * peer is gone. */
+    /* Receive one control message: 1, 0 when none is waiting, -errno
+     * (-EPIPE at end of file) when the peer is gone. */
     int (*ctl_recv)(int fd, hd_ctl_msg_t *m);
     /* A SO_REUSEPORT listen socket for one listener: fd or -errno (*what
      * names the failing call). */
     int (*listen)(const hd_listen_t *l, const char **what);
     void (*close)(int fd);
-    /* Connections waiting in a listen socket's queue, -1 if unknown. */
+    /* Connections waiting in a listen socket's queue, -errno if unknown. */
     int (*queued)(int fd);
     /* Steer the group of fd to the members idx[0..n-1], or back to the
      * kernel's hash: 0 or -errno. */

@@ -90,8 +90,10 @@ os_ctl_recv(int fd, hd_ctl_msg_t *m)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
-        if (n <= 0)
-            return -1;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EPIPE; /* the worker closed its end */
         if ((size_t) n == sizeof(*m))
             return 1;
         /* a short message: skip it */
@@ -160,7 +162,7 @@ os_queued(int fd)
     socklen_t       len = sizeof(ti);
 
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-        return -1;
+        return -errno;
     return (int) ti.tcpi_unacked;
 }
 

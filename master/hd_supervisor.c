@@ -240,7 +240,7 @@ member_fd(const hd_rgroup_t *g, unsigned k)
     for (unsigned i = 0; i < l->n; i++)
         if (l->group[i] == g)
             return l->fd[i];
-    return -1;
+    return -1; /* "no socket": an fd placeholder, not an error code */
 }
 
 static void
@@ -511,8 +511,8 @@ disarm_respawn(hd_wslot_t *s)
 }
 
 /*
- * Fork a worker for slot id; it becomes the slot's cur. Returns 0, or -1
- * after logging (the caller retries through the respawn timer: never
+ * Fork a worker for slot id; it becomes the slot's cur. Returns 0, or
+ * -errno after logging (the caller retries through the respawn timer: never
  * fatal for the master).
  */
 static int
@@ -528,7 +528,7 @@ spawn(unsigned id)
     idx = hd_shm_slot_acquire(hd_m.shm, id, hd_m.generation);
     if (idx < 0) {
         hd_log_error("no free shm slot for worker %u", id);
-        return -1;
+        return -ENOSPC;
     }
     rc = ops->ctl_pair(sv);
     if (rc < 0) {
@@ -545,8 +545,10 @@ spawn(unsigned id)
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < nfds)
             nfds = (unsigned) rl.rlim_cur;
         lease = hd_lease_create(nfds);
-        if (lease == NULL)
+        if (lease == NULL) {
+            rc = -ENOMEM; /* its mmap() failed (logged there) */
             goto fail_pair;
+        }
     }
 
     memset(&args, 0, sizeof(args));
@@ -565,6 +567,7 @@ spawn(unsigned id)
     ops->close(sv[1]);
     if (pid < 0) {
         hd_log_error("fork() failed: %s", strerror((int) -pid));
+        rc = (int) pid;
         ops->close(sv[0]);
         hd_lease_reclaim(hd_m.limits, lease); /* empty: just unmaps */
         goto fail_slot;
@@ -596,7 +599,7 @@ fail_pair:
     ops->close(sv[1]);
 fail_slot:
     hd_shm_slot_retire(hd_m.shm, idx, 0);
-    return -1;
+    return rc;
 }
 
 /* Start a worker for the slot: STARTING, or BACKOFF with a retry in 1 s. */
