@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,7 +429,7 @@ api_fail(hd_pub_error_t *e, const char *msg)
 {
     e->code = HD_ERR_BAD_REQUEST;
     snprintf(e->msg, sizeof(e->msg), "%s", msg);
-    return -1;
+    return -EINVAL;
 }
 
 /* The body: a JSON object with an optional "tenant" (the API publishes as
@@ -445,7 +446,7 @@ parse_body(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
         e->code = HD_ERR_BAD_REQUEST;
         snprintf(e->msg, sizeof(e->msg), "body must be a JSON object%s%s",
                  a->root ? "" : ": ", a->root ? "" : jerr.text);
-        return -1;
+        return -EINVAL;
     }
     a->who.server = true;
     jt = json_object_get(a->root, "tenant");
@@ -460,9 +461,9 @@ parse_body(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
     if (hd_pub_idem_key(json_object_get(a->root, "idempotency_key"), &a->idem,
                         e)
         < 0)
-        return -1;
+        return -EINVAL;
     a->text = hd_pub_encode(json_object_get(a->root, "data"), e);
-    return a->text != NULL ? 0 : -1;
+    return a->text != NULL ? 0 : -EINVAL;
 }
 
 /* "channel" (publish) or "channels" (broadcast), every one resolved
@@ -496,7 +497,7 @@ parse_targets(hd_http_t *h, api_call_t *a, hd_pub_error_t *e)
         if (hd_pub_resolve(&a->who, json_string_value(jc),
                            json_string_length(jc), true, &a->targets[i], e)
             < 0)
-            return e->why == HD_PUB_INVALID ? api_fail(e, invalid) : -1;
+            return e->why == HD_PUB_INVALID ? api_fail(e, invalid) : -EACCES;
     }
     return 0;
 }

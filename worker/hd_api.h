@@ -17,7 +17,8 @@ struct lws;
 struct hd_conn;
 
 /* lws callbacks, from the protocol callback in hd_ws.c. Each returns what
- * the lws callback should return. */
+ * the lws callback should return: 0, or -1 to close the connection (lws's
+ * own convention, not an -errno). */
 int hd_api_http(struct lws *wsi, struct hd_conn *c, const char *uri);
 int hd_api_body(struct lws *wsi, struct hd_conn *c, const void *in, size_t len);
 int hd_api_body_done(struct lws *wsi, struct hd_conn *c);

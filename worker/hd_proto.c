@@ -6,6 +6,7 @@
  * Input that has no usable id (malformed JSON, not an object, no id) gets
  * an error without an id. docs/protocol.md is the reference.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -368,7 +369,8 @@ publisher_of(const hd_conn_t *c, hd_publisher_t *who)
  * Resolve params.channel for the connection (hd_pub_resolve(): validity,
  * namespace, anonymous clients, the token's allow-list and, with publish,
  * client publishing) and build its Redis key. On success fills key and
- * the target; otherwise replies and returns -1.
+ * the target; otherwise replies and returns -EINVAL, -ENAMETOOLONG or
+ * hd_pub_resolve()'s -EACCES.
  */
 static int
 resolve_channel(cmd_t *cmd, bool publish, hd_pub_target_t *t, char *key,
@@ -378,21 +380,23 @@ resolve_channel(cmd_t *cmd, bool publish, hd_pub_target_t *t, char *key,
     hd_pub_error_t e;
     const char    *chan;
     size_t         chan_len;
+    int            rc;
 
     chan = param_str(cmd, "channel", &chan_len);
     if (chan == NULL) {
         reply_error(cmd, HD_ERR_BAD_REQUEST, "\"channel\" must be a string");
-        return -1;
+        return -EINVAL;
     }
     publisher_of(cmd->conn, &who);
-    if (hd_pub_resolve(&who, chan, chan_len, publish, t, &e) < 0) {
+    rc = hd_pub_resolve(&who, chan, chan_len, publish, t, &e);
+    if (rc < 0) {
         reply_error(cmd, e.code, "%s", e.msg);
-        return -1;
+        return rc;
     }
     *key_len = hd_pub_key(&who, t, key, name_off);
     if (*key_len == 0) {
         reply_error(cmd, HD_ERR_BAD_REQUEST, "channel name too long");
-        return -1;
+        return -ENAMETOOLONG;
     }
     return 0;
 }
@@ -691,7 +695,7 @@ find_sub(hd_conn_t *c, const char *key, size_t key_len)
         if (c->subs[i].chan->key_len == key_len
             && memcmp(c->subs[i].chan->key, key, key_len) == 0)
             return (int) i;
-    return -1;
+    return -1; /* "not subscribed": an index sentinel, not an error */
 }
 
 /*
@@ -699,7 +703,7 @@ find_sub(hd_conn_t *c, const char *key, size_t key_len)
  * same key set and policy whose "channel" is exactly params.channel and
  * whose sub and tenant are the connection's. Returns 0 with its exp, or
  * replies (401 not valid, 403 not for this channel or user) and returns
- * -1.
+ * -EACCES.
  */
 static int
 verify_sub_token(cmd_t *cmd, const char *chan, size_t chan_len, int64_t *exp)
@@ -714,32 +718,32 @@ verify_sub_token(cmd_t *cmd, const char *chan, size_t chan_len, int64_t *exp)
     if (tok == NULL) {
         reply_error(cmd, HD_ERR_FORBIDDEN,
                     "this namespace needs a subscription token (\"token\")");
-        return -1;
+        return -EACCES;
     }
     if (c->claims == NULL) {
         reply_error(cmd, HD_ERR_FORBIDDEN,
                     "subscription tokens need a connection made with a token");
-        return -1;
+        return -EACCES;
     }
     rc = hd_auth_verify(tok, tlen, &cl);
     if (rc != HD_JWT_OK) {
         reply_error(cmd, HD_ERR_UNAUTHORIZED, "invalid subscription token: %s",
                     hd_jwt_strerror(rc));
-        return -1;
+        return -EACCES;
     }
     rc = 0;
     if (cl.channel == NULL || strlen(cl.channel) != chan_len
         || memcmp(cl.channel, chan, chan_len) != 0) {
         reply_error(cmd, HD_ERR_FORBIDDEN,
                     "the subscription token is for another channel");
-        rc = -1;
+        rc = -EACCES;
     } else if (strcmp(cl.sub, c->claims->sub) != 0
                || (cl.tenant == NULL) != (c->claims->tenant == NULL)
                || (cl.tenant != NULL
                    && strcmp(cl.tenant, c->claims->tenant) != 0)) {
         reply_error(cmd, HD_ERR_FORBIDDEN,
                     "the subscription token is for another user");
-        rc = -1;
+        rc = -EACCES;
     }
     *exp = cl.exp;
     hd_jwt_claims_free(&cl);
@@ -1002,11 +1006,13 @@ int
 hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
                           size_t name_off, const hd_ns_t *ns, int64_t server_id)
 {
-    if (find_sub(c, key, key_len) >= 0
-        || c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions
-        || !hd_redis_sub_up_key(key, key_len)
+    if (find_sub(c, key, key_len) >= 0)
+        return -EEXIST;
+    if (c->nsubs >= (uint32_t) hd_w.conf->max_subscriptions)
+        return -EDQUOT;
+    if (!hd_redis_sub_up_key(key, key_len)
         || !hd_redis_cmd_up_key(key, key_len))
-        return -1;
+        return -EAGAIN;
     hd_chan_join(hd_chan_get(key, key_len, name_off, ns), c, server_id, 0,
                  NULL);
     return 0;
@@ -1019,7 +1025,7 @@ hd_proto_server_unsubscribe(hd_conn_t *c, const char *key, size_t key_len)
     hd_chan_t *ch;
 
     if (i < 0)
-        return -1;
+        return -ENOENT;
     ch = c->subs[i].chan;
     if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].cmd_id >= 0)
         send_error(c, true, c->subs[i].cmd_id, HD_ERR_CONFLICT,
@@ -1225,7 +1231,7 @@ find_pending(hd_conn_t *c, int64_t id, uint32_t rec_seq)
         if (c->subs[i].state == HD_SUB_PENDING && c->subs[i].recovering
             && c->subs[i].cmd_id == id && c->subs[i].rec_seq == rec_seq)
             return (int) i;
-    return -1;
+    return -1; /* "none": an index sentinel, not an error */
 }
 
 static void

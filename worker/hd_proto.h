@@ -31,9 +31,10 @@ void hd_proto_conn_release(hd_conn_t *c);
  * client is told with a push: {"push": {"channel": C, "subscribe":
  * {"offset", "epoch"}}} once live (or "unsubscribe" with a code when it
  * failed), {"push": {"channel": C, "unsubscribe": {}}} when the server
- * removes it. server_id: a negative id, unique in the worker. 0, or -1
- * when nothing was done (already subscribed, not subscribed, at the
- * subscription limit, Redis down).
+ * removes it. server_id: a negative id, unique in the worker. 0, or
+ * when nothing was done -EEXIST (already subscribed), -ENOENT (not
+ * subscribed), -EDQUOT (at the subscription limit) or -EAGAIN (Redis
+ * down).
  */
 int hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
                               size_t name_off, const hd_ns_t *ns,

@@ -25,7 +25,7 @@ fail(hd_pub_error_t *e, enum hd_pub_why why, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
     va_end(ap);
-    return -1;
+    return code == HD_ERR_FORBIDDEN ? -EACCES : -EINVAL;
 }
 
 int

@@ -64,8 +64,9 @@ typedef struct hd_pub_error {
 
 /*
  * Resolve channel name (len bytes, not NUL-terminated) for who; publish
- * adds the client-publishing permission. 0 and *t filled, or -1 and *e
- * says why (clients get 403 for a refused namespace, the API 400).
+ * adds the client-publishing permission. 0 and *t filled, or -EACCES (*e
+ * a 403) or -EINVAL (*e a 400) and *e says why (clients get 403 for a
+ * refused namespace, the API 400).
  */
 int hd_pub_resolve(const hd_publisher_t *who, const char *name, size_t len,
                    bool publish, hd_pub_target_t *t, hd_pub_error_t *e);
@@ -82,7 +83,7 @@ char *hd_pub_encode(const json_t *data, hd_pub_error_t *e);
 /*
  * The optional idempotency key v (params.idempotency_key, the API body's
  * "idempotency_key"): 0 with *key NULL when v is NULL, 0 with *key the
- * string (borrowed from v), or -1 and *e (400) when it is not 1..128
+ * string (borrowed from v), or -EINVAL and *e (400) when it is not 1..128
  * bytes of [A-Za-z0-9_.:@/+=-].
  */
 int hd_pub_idem_key(const json_t *v, const char **key, hd_pub_error_t *e);

@@ -75,23 +75,23 @@ START_TEST(names_and_namespaces)
     ck_assert_int_eq(resolve(&client, "lobby", false, &e), 0);
 
     /* a bad name: 400 for both, each front end's wording */
-    ck_assert_int_eq(resolve(&client, "bad name", true, &e), -1);
+    ck_assert_int_eq(resolve(&client, "bad name", true, &e), -EINVAL);
     ck_assert_int_eq(e.why, HD_PUB_INVALID);
     ck_assert_int_eq(e.code, HD_ERR_BAD_REQUEST);
     ck_assert_str_eq(e.msg,
                      "invalid channel name: 1..255 bytes of [A-Za-z0-9_.:@-]");
-    ck_assert_int_eq(resolve(&api, "bad name", true, &e), -1);
+    ck_assert_int_eq(resolve(&api, "bad name", true, &e), -EINVAL);
     ck_assert_str_eq(e.msg, "\"channel\" must be a valid channel name");
 
     /* an unknown namespace: 403 for a client, 400 for the API */
-    ck_assert_int_eq(resolve(&client, "nope:x", false, &e), -1);
+    ck_assert_int_eq(resolve(&client, "nope:x", false, &e), -EACCES);
     ck_assert_int_eq(e.why, HD_PUB_UNKNOWN_NS);
     ck_assert_int_eq(e.code, HD_ERR_FORBIDDEN);
     ck_assert_str_eq(e.msg, "unknown namespace \"nope\"");
-    ck_assert_int_eq(resolve(&api, "nope:x", true, &e), -1);
+    ck_assert_int_eq(resolve(&api, "nope:x", true, &e), -EINVAL);
     ck_assert_int_eq(e.code, HD_ERR_BAD_REQUEST);
     /* ":x" names the empty namespace, which no config can have */
-    ck_assert_int_eq(resolve(&api, ":x", true, &e), -1);
+    ck_assert_int_eq(resolve(&api, ":x", true, &e), -EINVAL);
     ck_assert_int_eq(e.why, HD_PUB_UNKNOWN_NS);
 }
 END_TEST
@@ -104,14 +104,14 @@ START_TEST(client_permissions)
     hd_publisher_t  token = { .claims = &claims };
 
     /* anonymous clients: only where the namespace allows them */
-    ck_assert_int_eq(resolve(&anonymous, "lobby", false, &e), -1);
+    ck_assert_int_eq(resolve(&anonymous, "lobby", false, &e), -EACCES);
     ck_assert_int_eq(e.why, HD_PUB_ANONYMOUS);
     ck_assert_int_eq(e.code, HD_ERR_FORBIDDEN);
     ck_assert_int_eq(resolve(&anonymous, "open:x", true, &e), 0);
 
     /* client publishing: only where the namespace allows it; subscribing
      * to the same channel is fine */
-    ck_assert_int_eq(resolve(&client, "lobby", true, &e), -1);
+    ck_assert_int_eq(resolve(&client, "lobby", true, &e), -EACCES);
     ck_assert_int_eq(e.why, HD_PUB_NO_PUBLISH);
     ck_assert_str_eq(e.msg,
                      "namespace \"default\" does not allow client publishing");
@@ -122,7 +122,7 @@ START_TEST(client_permissions)
     claims.nchannels = 2;
     ck_assert_int_eq(resolve(&token, "chat:abc", true, &e), 0);
     ck_assert_int_eq(resolve(&token, "lobby", false, &e), 0);
-    ck_assert_int_eq(resolve(&token, "chat:zzz", true, &e), -1);
+    ck_assert_int_eq(resolve(&token, "chat:zzz", true, &e), -EACCES);
     ck_assert_int_eq(e.why, HD_PUB_NOT_ALLOWED);
     ck_assert_int_eq(e.code, HD_ERR_FORBIDDEN);
 
@@ -174,11 +174,11 @@ START_TEST(data_and_idempotency_keys)
     ck_assert_str_eq(idem, "order-42/retry+1");
     json_decref(v);
     v = json_string("has space");
-    ck_assert_int_eq(hd_pub_idem_key(v, &idem, &e), -1);
+    ck_assert_int_eq(hd_pub_idem_key(v, &idem, &e), -EINVAL);
     ck_assert_int_eq(e.code, HD_ERR_BAD_REQUEST);
     json_decref(v);
     v = json_integer(7);
-    ck_assert_int_eq(hd_pub_idem_key(v, &idem, &e), -1);
+    ck_assert_int_eq(hd_pub_idem_key(v, &idem, &e), -EINVAL);
     json_decref(v);
 }
 END_TEST
