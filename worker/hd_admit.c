@@ -235,7 +235,7 @@ hd_admit_accept(int fd, const struct sockaddr *peer)
                                 (uint32_t) c->max_connections);
     if (rc < 0) {
         refuse(fd, HD_REJ_NODE_LIMIT);
-        return -1;
+        return rc;
     }
     /* a trusted proxy's connections are counted by the address in their
      * X-Forwarded-For / X-Real-IP, once the request is in
@@ -249,7 +249,7 @@ hd_admit_accept(int fd, const struct sockaddr *peer)
             table_full("ip");
         if (rc < 0) {
             refuse(fd, HD_REJ_IP_LIMIT);
-            return -1;
+            return rc;
         }
     }
     return 0;
@@ -304,7 +304,7 @@ hd_admit_connect(int fd, const char *user, const char *tenant,
         if (rc < 0) {
             hd_reject_inc(HD_REJ_USER_LIMIT);
             *what = "connections per user";
-            return -1;
+            return rc;
         }
     }
     /*
@@ -323,7 +323,7 @@ hd_admit_connect(int fd, const char *user, const char *tenant,
             hd_limits_release(hd_w.limits, hd_w.lease, fd, HD_LIM_USER);
             hd_reject_inc(HD_REJ_TENANT_LIMIT);
             *what = "connections per tenant";
-            return -1;
+            return rc;
         }
     }
     return 0;

@@ -18,7 +18,8 @@ struct lws;
 
 int  hd_admit_init(int max_fds);
 void hd_admit_shutdown(void);
-/* After accept4(): 0 to go on, -1 when refused (the fd is then closed). */
+/* After accept4(): 0 to go on, or when refused (the fd is then closed) the
+ * -errno of hd_limits_acquire*() (-EDQUOT at the limit, -ENOSPC table full). */
 int hd_admit_accept(int fd, const struct sockaddr *peer);
 /* lws adopted fd as wsi: remember the pair for hd_admit_destroyed(). */
 void hd_admit_adopted(struct lws *wsi, int fd);
@@ -28,8 +29,9 @@ void hd_admit_request(int fd);
 void hd_admit_failed(int fd);
 /* LWS_CALLBACK_WSI_DESTROY: give back what the wsi's fd held. */
 void hd_admit_destroyed(struct lws *wsi);
-/* At connect: per-user and per-tenant. 0, or -1 when over a limit (which
- * one is in *what). tenant may be NULL. */
+/* At connect: per-user and per-tenant. 0, or hd_limits_acquire()'s -errno
+ * (-EDQUOT, -ENOSPC, ...) when over a limit (which one is in *what).
+ * tenant may be NULL. */
 int hd_admit_connect(int fd, const char *user, const char *tenant,
                      const char **what);
 

@@ -254,7 +254,9 @@ hd_backend_shutdown(void)
     memset(&P, 0, sizeof(P));
 }
 
-/* lws knows common headers as tokens; others only as "custom" headers. */
+/* lws knows common headers as tokens; others only as "custom" headers.
+ * Like lws_hdr_copy(), whose result it passes on: the length, or -1 when
+ * absent or too long (lws's convention, not an -errno). */
 static int
 copy_header(struct lws *wsi, const char *name, char *buf, int cap)
 {

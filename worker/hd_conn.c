@@ -440,7 +440,7 @@ delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* One frame of what is queued: everything that fits batch.max_bytes and
  * batch.max_messages, or a single message larger than the batch alone.
- * Returns 0, or -1 when the write failed (the connection is done). */
+ * Returns 0, or -EIO when the write failed (the connection is done). */
 static int
 write_frame(hd_conn_t *c)
 {
@@ -492,22 +492,23 @@ write_frame(hd_conn_t *c)
         c->q_len--;
     }
     if (wrote < 0)
-        return -1;
+        return -EIO;
     hd_ctr_add(HD_C_BYTES_SENT, (uint64_t) len);
     return 0;
 }
 
 /* Up to max frames, while the socket takes them whole (lws keeps a
  * partial one and asks for writable itself). Returns the frames written,
- * or -1 when a write failed. */
+ * or -EIO when a write failed. */
 static int
 write_frames(hd_conn_t *c, unsigned max)
 {
     unsigned f = 0;
 
     while (f < max && c->q_len > 0) {
-        if (write_frame(c) < 0)
-            return -1;
+        int rc = write_frame(c);
+        if (rc < 0)
+            return rc;
         f++;
         if (lws_partial_buffered(c->wsi))
             break;

@@ -152,7 +152,8 @@ void hd_conn_trim(hd_conn_t *c);
 void hd_conn_release(hd_conn_t *c);
 /*
  * On writable: a due ping, a requested close, or what is queued. Returns 0, or -1 when lws must close
- * the connection (write error or a requested close).
+ * the connection (write error or a requested close): the lws callback's
+ * return value, lws's convention rather than an -errno.
  */
 int hd_conn_flush(hd_conn_t *c);
 

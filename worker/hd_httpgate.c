@@ -138,7 +138,7 @@ hd_httpgate_recv(int fd, void *buf, size_t len, int flags)
     switch (g->phase) {
     case P_WAIT:
         errno = EAGAIN; /* the next request waits for this one's answer */
-        return -1;
+        return -1;      /* recv()'s convention: -1 and errno */
     case P_BODY:
         if (len > g->body_left)
             len = (size_t) g->body_left;

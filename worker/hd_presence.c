@@ -176,7 +176,7 @@ update(hd_script_t *sc, hd_conn_t *c, hd_chan_t *ch)
 
     if (hd_cluster_client_id(c, cid) == 0
         || pres_key(ch->key, ch->key_len, "pres", hk, sizeof(hk)) == 0)
-        return -1;
+        return -ENOSPC; /* the client id or the key does not fit */
     entry = entry_of(c, cid);
     value = hd_asprintf("%zu:%s%s", strlen(user), user, entry);
     snprintf(ttl, sizeof(ttl), "%d", hash_ttl_s());

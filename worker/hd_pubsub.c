@@ -255,7 +255,8 @@ fail(call_t *c, int err)
         c->cb(err, 0, NULL, c->arg);
 }
 
-/* {offset, epoch, status, {envelopes}} -> hd_hist_reply_t */
+/* {offset, epoch, status, {envelopes}} -> hd_hist_reply_t; -EPROTO when the
+ * reply has another shape */
 static int
 parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
            size_t cap)
@@ -264,7 +265,7 @@ parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
         || r->element[0]->type != REDIS_REPLY_INTEGER
         || r->element[1]->type != REDIS_REPLY_STRING
         || r->element[2]->type != REDIS_REPLY_INTEGER)
-        return -1;
+        return -EPROTO;
     h->offset = (uint64_t) r->element[0]->integer;
     h->epoch = r->element[1]->str;
     h->status = (int) r->element[2]->integer;
@@ -274,10 +275,10 @@ parse_hist(redisReply *r, hd_hist_reply_t *h, const char **envs, size_t *lens,
     if (r->elements >= 4) {
         redisReply *a = r->element[3];
         if (a->type != REDIS_REPLY_ARRAY || a->elements > cap)
-            return -1;
+            return -EPROTO;
         for (size_t i = 0; i < a->elements; i++) {
             if (a->element[i]->type != REDIS_REPLY_STRING)
-                return -1;
+                return -EPROTO;
             envs[i] = a->element[i]->str;
             lens[i] = a->element[i]->len;
         }

@@ -233,7 +233,7 @@ hd_realip_from_headers(struct lws *wsi)
                   : 0;
         if (rc < 0) {
             hd_reject_inc(HD_REJ_IP_LIMIT);
-            return -1;
+            return rc;
         }
     }
     return 0;

@@ -30,9 +30,9 @@ const char *hd_realip_str(int fd, char *buf, size_t len);
  * in security.trusted_proxies and the request carries X-Forwarded-For
  * (the rightmost address that is not itself a trusted proxy) or X-Real-IP,
  * that address becomes the client's, and the connection's per-IP count
- * moves to it. Headers from any other peer are ignored. Returns 0, or -1
- * when the real address is over limits.connections_per_ip (the caller
- * answers 503).
+ * moves to it. Headers from any other peer are ignored. Returns 0, or
+ * hd_limits_acquire()'s -errno (-EDQUOT, -ENOSPC, ...) when the real
+ * address is over limits.connections_per_ip (the caller answers 503).
  */
 int hd_realip_from_headers(struct lws *wsi);
 

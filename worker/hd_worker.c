@@ -508,12 +508,12 @@ create_lws(void)
     hd_w.lws = lws_create_context(&info);
     if (hd_w.lws == NULL) {
         hd_log_error("lws_create_context() failed");
-        return -1;
+        return -EIO; /* lws does not say why */
     }
     hd_w.vhost = lws_get_vhost_by_name(hd_w.lws, "default");
     if (hd_w.vhost == NULL) {
         hd_log_error("lws_get_vhost_by_name() found no vhost");
-        return -1;
+        return -ENOENT;
     }
     return 0;
 }

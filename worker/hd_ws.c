@@ -447,6 +447,9 @@ confirm_upgrade(struct lws *wsi)
     return 1;
 }
 
+/* The protocol's lws callback: 0, or -1 to close the connection (lws's own
+ * convention, not an -errno; so for the hd_api_* and hd_conn_flush it
+ * returns). */
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             void *in, size_t len)

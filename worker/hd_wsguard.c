@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,9 +181,10 @@ hd_wsguard_init(int max_fds)
     G = mmap(NULL, G_bytes, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (G == MAP_FAILED) {
+        rc = -errno;
         G = NULL;
         G_cap = 0;
-        return -1;
+        return rc;
     }
     rc = hd_plthook("libwebsockets.so", "recv", (void *) guarded_recv);
     if (rc < 0) {

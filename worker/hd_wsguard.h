@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* 0, or -errno when its table cannot be mapped (a missing hook only warns) */
 int  hd_wsguard_init(int max_fds);
 void hd_wsguard_shutdown(void);
 /* a freshly accepted client socket */

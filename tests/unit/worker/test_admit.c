@@ -43,10 +43,10 @@ START_TEST(test_user_limit_is_per_tenant)
     ck_assert_int_eq(hd_admit_connect(11, "alice", "B", &what), 0);
     ck_assert_int_eq(hd_admit_connect(12, "alice", NULL, &what), 0);
     /* the same user of the same tenant is still limited */
-    ck_assert_int_eq(hd_admit_connect(13, "alice", "A", &what), -1);
+    ck_assert_int_eq(hd_admit_connect(13, "alice", "A", &what), -EDQUOT);
     ck_assert_str_eq(what, "connections per user");
     what = NULL;
-    ck_assert_int_eq(hd_admit_connect(14, "alice", NULL, &what), -1);
+    ck_assert_int_eq(hd_admit_connect(14, "alice", NULL, &what), -EDQUOT);
     ck_assert_str_eq(what, "connections per user");
     /* a tenant whose name ends like another's sub starts does not collide:
      * ("ab", "c") and ("a", "bc") are different users */
@@ -84,11 +84,11 @@ START_TEST(test_tenant_unlimited_when_table_full)
 
     /* with a limit, a full table still refuses (fail closed) */
     conf.conns_per_tenant = 5;
-    ck_assert_int_eq(hd_admit_connect(fd + 2, NULL, name, &what), -1);
+    ck_assert_int_eq(hd_admit_connect(fd + 2, NULL, name, &what), -ENOSPC);
     ck_assert_str_eq(what, "connections per tenant");
     /* and the user count taken before the refusal was given back */
     conf.conns_per_user = 1;
-    ck_assert_int_eq(hd_admit_connect(fd + 3, "bob", name, &what), -1);
+    ck_assert_int_eq(hd_admit_connect(fd + 3, "bob", name, &what), -ENOSPC);
     ck_assert(!hd_limits_holds(hd_w.lease, fd + 3, HD_LIM_USER));
 }
 END_TEST
