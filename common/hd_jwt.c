@@ -222,14 +222,14 @@ mac(int alg, const void *secret, size_t secret_len, const void *data,
 }
 
 /* JWS ECDSA signatures are r||s, each the curve's size; libcrypto wants
- * DER. Returns the DER length or -1. */
+ * DER. Returns the DER length, -ENOSPC when it exceeds cap, or -EINVAL. */
 static int
 ecdsa_raw_to_der(const uint8_t *sig, size_t half, uint8_t *der, size_t cap)
 {
     ECDSA_SIG *es = ECDSA_SIG_new();
     BIGNUM    *r = BN_bin2bn(sig, (int) half, NULL);
     BIGNUM    *s = BN_bin2bn(sig + half, (int) half, NULL);
-    int        n = -1;
+    int        n = -EINVAL;
 
     if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1) {
         BN_free(r);
@@ -239,6 +239,10 @@ ecdsa_raw_to_der(const uint8_t *sig, size_t half, uint8_t *der, size_t cap)
     if (i2d_ECDSA_SIG(es, NULL) <= (int) cap) {
         uint8_t *p = der;
         n = i2d_ECDSA_SIG(es, &p);
+        if (n < 0)
+            n = -EINVAL;
+    } else {
+        n = -ENOSPC;
     }
 done:
     ECDSA_SIG_free(es);

@@ -111,7 +111,8 @@ enum hd_jwt_alg {
  * costs: at most this many signature checks) */
 #define HD_JWT_MAX_TRIES   8
 
-/* "HS256" -> HD_JWT_HS256; -1 when unknown. len bytes, no NUL needed. */
+/* "HS256" -> HD_JWT_HS256; -1 (an index sentinel, like alg -1 "any") when
+ * unknown. len bytes, no NUL needed. */
 int         hd_jwt_alg_parse(const char *name, size_t len);
 const char *hd_jwt_alg_name(int alg);
 

@@ -51,7 +51,7 @@ int hd_reuseport_group_add(hd_reuseport_group_t *g, void *member);
 /* The last reference to a member was closed: the last member moves into
  * its place. Unknown members are ignored. */
 void hd_reuseport_group_remove(hd_reuseport_group_t *g, void *member);
-/* The member's index, or -1. */
+/* The member's index, or -1 (not a member: a sentinel, not an -errno). */
 int hd_reuseport_group_index(const hd_reuseport_group_t *g, const void *member);
 void hd_reuseport_group_free(hd_reuseport_group_t *g);
 

@@ -45,7 +45,7 @@ free_listens(hd_listen_t *l, size_t n)
     free(l);
 }
 
-/* the field's value, or -1 (reported) */
+/* store the field's value: 0, or -EINVAL (reported) */
 static int
 apply_field(struct load *ld, hd_listen_t *l, const struct lfield *f, json_t *v,
             const char *dpath)
