@@ -66,8 +66,8 @@ typedef struct hd_conn {
     uint64_t        accepted_ns; /* monotonic, at accept4() */
 
     /* inbound */
-    char  *rx;
-    size_t rx_len, rx_cap;
+    char    *rx;
+    uint32_t rx_len, rx_cap; /* <= limits.message_bytes (16 MiB) */
 
     size_t   q_bytes;
     uint32_t q_head, q_cap;
