@@ -40,6 +40,7 @@ static const struct ktype T_INT, T_BOOL, T_STR, T_ENUM, T_WORKERS;
 #define check_ip hd_conf_check_ip
 static const char *check_https(const char *s);
 static const char *check_http(const char *s);
+static const char *check_abs_path(const char *s);
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug",
                                           NULL };
@@ -192,6 +193,8 @@ static const struct key keys[] = {
 
     K_INT("timeouts.shutdown_ms", shutdown_ms, 100, 600000, "10000",
           RELOAD_WORKER),
+    K_STR("upgrade.binary", upgrade_binary, 1, PATH_MAX - 1, NULL,
+          RELOAD_MASTER, 0, check_abs_path),
     K_INT("upgrade.ready_timeout_ms", upgrade_ready_ms, 1000, 600000, "30000",
           RELOAD_MASTER),
     K_INT("upgrade.grace_ms", upgrade_grace_ms, 0, 60000, "1000",
@@ -543,6 +546,15 @@ check_https(const char *s)
 {
     if (strncmp(s, "https://", 8) != 0 || s[8] == '\0')
         return "must be an https:// URL";
+    return NULL;
+}
+
+/* A binary to execute: never looked up in PATH. */
+static const char *
+check_abs_path(const char *s)
+{
+    if (s[0] != '/')
+        return "must be an absolute path";
     return NULL;
 }
 

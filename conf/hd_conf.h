@@ -181,9 +181,10 @@ typedef struct hd_conf {
     int handshake_ms;    /* timeouts.handshake_ms, default 5000 */
 
     /* upgrade.*: the binary upgrade (SIGUSR2), master/hd_upgrade.c */
-    int upgrade_ready_ms; /* new master's workers all READY within */
-    int upgrade_grace_ms; /* then it must stay up this long */
-    int upgrade_drain_ms; /* old workers close their clients over this */
+    char *upgrade_binary;   /* NULL: the path the master was started from */
+    int   upgrade_ready_ms; /* new master's workers all READY within */
+    int   upgrade_grace_ms; /* then it must stay up this long */
+    int   upgrade_drain_ms; /* old workers close their clients over this */
 
     hd_ns_t *namespaces; /* namespaces.*; sorted by name */
     size_t   nnamespaces;

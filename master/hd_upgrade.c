@@ -252,6 +252,7 @@ hd_upgrade_start(void)
     unsigned                 n, nkeep = 0;
     const char              *why;
     char                    *env;
+    const char              *exe;
     int                      sv[2], admin_fd, err;
     sigset_t                 old;
     pid_t                    pid;
@@ -260,7 +261,11 @@ hd_upgrade_start(void)
         why = "the previous attempt's process has not exited yet";
     else
         why = hd_sup_upgrade_refusal();
-    if (why == NULL && up.exe == NULL)
+    /* upgrade.binary (applied by a reload) names another binary; by
+     * default the path this master was started from */
+    exe = hd_m.conf->upgrade_binary != NULL ? hd_m.conf->upgrade_binary
+                                            : up.exe;
+    if (why == NULL && exe == NULL)
         why = "the path of the running binary is unknown";
     if (why != NULL) {
         hd_log_warn("upgrade refused: %s; try again later", why);
@@ -279,8 +284,8 @@ hd_upgrade_start(void)
     for (unsigned i = 0; i < n; i++)
         keep[nkeep++] = socks[i].fd;
 
-    hd_log_info("upgrade: starting %s with %u inherited listen socket%s",
-                up.exe, n, n == 1 ? "" : "s");
+    hd_log_info("upgrade: starting %s with %u inherited listen socket%s", exe,
+                n, n == 1 ? "" : "s");
     hd_proc_block_all(&old);
     pid = fork();
     if (pid == 0) {
@@ -289,8 +294,8 @@ hd_upgrade_start(void)
             (void) fcntl(keep[i], F_SETFD, 0); /* across the exec */
         (void) hd_proc_close_fds_except(keep, nkeep);
         setenv(HD_INHERIT_ENV, env, 1);
-        execv(up.exe, up.argv);
-        dprintf(2, "herald: upgrade: cannot execute %s: %s\n", up.exe,
+        execv(exe, up.argv);
+        dprintf(2, "herald: upgrade: cannot execute %s: %s\n", exe,
                 strerror(errno));
         _exit(127);
     }

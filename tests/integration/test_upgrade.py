@@ -20,7 +20,7 @@ import time
 import pytest
 
 from harness import (API_KEY, SLACK, admin_request, api_request,
-                     open_client, parse_metrics)
+                     open_client, parse_metrics, wait_until)
 from test_ops_zero_loss import (IDLE, OPS_CONFIG, WS, Closed, Idle, Load, assert_load_ok,
                                 assert_spread, codes_of, until)
 
@@ -452,6 +452,47 @@ def test_upgrade_broken_binary_keeps_serving(redis_server, tmp_path):
     finally:
         problems = h.finish()
     assert not problems, problems
+
+
+def test_upgrade_to_a_binary_named_by_upgrade_binary(make_herald, tmp_path):
+    """upgrade.binary, set by a reload, names the binary that SIGUSR2 runs
+    instead of the path the master was started from."""
+    import shutil
+    other = str(tmp_path / "herald-next")
+    h = make_herald(workers=2, **CONFIG)
+    shutil.copy(h.bin, other)
+    os.chmod(other, 0o755)
+    cfg = dict(h.config)
+    cfg["upgrade"] = dict(cfg["upgrade"], binary=other)
+    h.write_config(cfg)
+    gen = h.worker_pids()
+    os.kill(h.pid, signal.SIGHUP)
+    wait_until(lambda: log_msgs(h, "reload done"), 10 * SLACK, 0.05, "the reload")
+    assert h.worker_pids() == gen       # a master-level key: no worker replaced
+
+    async def go():
+        await upgrade(h)
+        return await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
+
+    new = None
+    try:
+        new = asyncio.run(go())
+        assert os.readlink("/proc/%d/exe" % new) == other
+        started = log_msgs(h, "upgrade: starting")
+        assert started and other in started[-1]["msg"], started
+        assert h.wait_exit(10 * SLACK) == 0
+    finally:
+        if new:
+            stop_master(new)
+
+
+def test_upgrade_binary_must_be_an_absolute_path(herald_bin, tmp_path):
+    conf = tmp_path / "h.json"
+    conf.write_text('{"upgrade": {"binary": "herald"}}\n')
+    out = subprocess.run([herald_bin, "-t", "-c", str(conf)], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 1, out
+    assert "$.upgrade.binary: must be an absolute path" in out.stderr, out.stderr
 
 
 def test_upgrade_crash_in_grace_period(make_herald, tmp_path):

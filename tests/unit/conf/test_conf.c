@@ -147,6 +147,7 @@ START_TEST(test_every_key)
     ck_assert_str_eq(c->admin_address, "::1");
     ck_assert_int_eq(c->admin_port, 0);
     ck_assert_str_eq(c->admin_token, "admin-token-0123456789");
+    ck_assert_str_eq(c->upgrade_binary, "/usr/sbin/herald");
     ck_assert_str_eq(c->redis_url, "redis://redis.example:6380/2");
     ck_assert_str_eq(c->redis_host, "redis.example");
     ck_assert_int_eq(c->redis_port, 6380);
