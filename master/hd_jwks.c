@@ -55,6 +55,7 @@ static struct {
     uint64_t           last_try_ms;
     struct event      *refresh_ev; /* the schedule */
     bool               started;
+    bool               resend; /* a worker missed the current set */
 
     CURLM        *multi;
     CURL         *easy; /* the fetch in progress, or NULL */
@@ -97,13 +98,19 @@ hd_jwks_worker_ready(int ctl_fd)
 {
     int rc;
 
-    if (J.memfd >= 0 && ctl_fd >= 0 && (rc = send_fd(ctl_fd, J.memfd)) < 0)
-        hd_log_warn("JWK Set to a worker: sendmsg() failed: %s", strerror(-rc));
+    if (J.memfd >= 0 && ctl_fd >= 0 && (rc = send_fd(ctl_fd, J.memfd)) < 0) {
+        /* the next refresh sends the set again, even when unchanged */
+        J.resend = true;
+        hd_log_warn("JWK Set to a worker: sendmsg() failed: %s; sending it "
+                    "again at the next refresh",
+                    strerror(-rc));
+    }
 }
 
 static void
 broadcast(void)
 {
+    J.resend = false;
     for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
         if (p->state != HD_PROC_DRAINING)
             hd_jwks_worker_ready(p->ctl_fd);
@@ -167,8 +174,11 @@ offer(const char *src, const char *text, size_t len)
     J.count[JR_OK]++;
     J.last_ok_ns = hd_wall_ns();
     if (J.text != NULL && strlen(J.text) == len
-        && memcmp(J.text, text, len) == 0)
+        && memcmp(J.text, text, len) == 0) {
+        if (J.resend) /* a worker missed it */
+            broadcast();
         return; /* unchanged: the workers have it */
+    }
     fd = make_memfd(text, len);
     if (fd < 0) {
         hd_log_error("JWK Set: memfd_create() failed: %s", strerror(-fd));
