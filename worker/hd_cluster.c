@@ -671,6 +671,8 @@ hd_cluster_cmd_up(void)
 void
 hd_cluster_init(void)
 {
+    hd_script_register(&s_beat);
+    hd_script_register(&s_list);
     memset(&C, 0, sizeof(C));
     make_ids();
     C.started_at = hd_shm_start_time(hd_w.shm);

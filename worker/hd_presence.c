@@ -385,6 +385,10 @@ hd_presence_init(void)
 {
     double p = (double) hd_w.conf->cluster_node_ttl_ms / 1000.0;
 
+    hd_script_register(&s_add);
+    hd_script_register(&s_del);
+    hd_script_register(&s_read);
+    hd_script_register(&s_refresh);
     ev_timer_init(&refresh_w, refresh_cb, p, p);
     ev_timer_start(hd_w.loop, &refresh_w);
     ev_unref(hd_w.loop);

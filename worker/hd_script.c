@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include "hd_alloc.h"
+#include "hd_log.h"
 #include "hd_script.h"
 
 typedef struct run {
@@ -18,6 +19,54 @@ typedef struct run {
     size_t      *lens;
     bool         retried;
 } run_t;
+
+#define SCRIPTS_MAX 16
+
+static hd_script_t *registered[SCRIPTS_MAX];
+static size_t       nregistered;
+
+static void
+sha_of(hd_script_t *s)
+{
+    unsigned char md[SHA_DIGEST_LENGTH];
+
+    if (s->sha[0] != '\0')
+        return;
+    SHA1((const unsigned char *) s->body, strlen(s->body), md);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+}
+
+void
+hd_script_register(hd_script_t *s)
+{
+    for (size_t i = 0; i < nregistered; i++)
+        if (registered[i] == s)
+            return;
+    if (nregistered == SCRIPTS_MAX)
+        abort(); /* a programming error: raise SCRIPTS_MAX */
+    sha_of(s);
+    registered[nregistered++] = s;
+}
+
+static void
+load_cb(redisReply *r, const char *err, void *arg)
+{
+    (void) err;
+    (void) arg;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        hd_log_error("redis SCRIPT LOAD failed: %s", r->str);
+}
+
+void
+hd_script_cmd_up(unsigned shard)
+{
+    for (size_t i = 0; i < nregistered; i++) {
+        const char *argv[3] = { "SCRIPT", "LOAD", registered[i]->body };
+        size_t      lens[3] = { 6, 4, strlen(registered[i]->body) };
+        (void) hd_redis_cmd(shard, load_cb, NULL, 3, argv, lens);
+    }
+}
 
 static void
 run_free(run_t *r)
@@ -80,12 +129,7 @@ hd_script_run_on(unsigned shard, hd_script_t *s, int nkeys, int nargs,
 
     if (!hd_redis_shard_cmd_up(shard))
         return -ENOTCONN;
-    if (s->sha[0] == '\0') {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *) s->body, strlen(s->body), md);
-        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-            snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
-    }
+    sha_of(s);
     r = hd_calloc(1, sizeof(*r));
     r->shard = shard;
     r->s = s;

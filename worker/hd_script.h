@@ -1,8 +1,12 @@
 /*
  * Lua scripts on the command connection, by EVALSHA with one EVAL retry on
- * NOSCRIPT (first use on a server, or after SCRIPT FLUSH). For scripts
- * whose order against other commands does not matter (the publish path
- * has its own loader in hd_pubsub.c for that reason).
+ * NOSCRIPT. The retry goes out after commands sent meanwhile, so it would
+ * reorder them: a presence add retried behind the remove that followed it
+ * leaves a stale entry and loses a join/leave pair. So every script is
+ * registered at start (hd_script_register()) and hd_script_cmd_up() loads
+ * them ahead of anything else on each (re)connect of a command
+ * connection: EVALSHA then meets NOSCRIPT only after an operator's SCRIPT
+ * FLUSH. (The publish path has the same loader in hd_pubsub.c.)
  *
  * hd_script_run() runs on shard 0 (with redis.shards, the first shard
  * holds herald's own keys: the node registry, copied to every shard for
@@ -27,6 +31,13 @@ typedef struct hd_script {
     {                \
         (b), ""      \
     }
+
+/* Add s to the scripts loaded on every command connection (call before
+ * the loop runs; s must live for the process). */
+void hd_script_register(hd_script_t *s);
+/* SCRIPT LOAD every registered script on shard's command connection, which
+ * has just come up: before anything else is sent on it. */
+void hd_script_cmd_up(unsigned shard);
 
 /* Run s with nkeys of args as KEYS, the rest as ARGV. 0 (cb runs once), or
  * a negative errno as hd_redis_cmd() (cb does not run). */

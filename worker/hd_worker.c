@@ -27,6 +27,7 @@
 #include "hd_presence.h"
 #include "hd_proc.h"
 #include "hd_pubsub.h"
+#include "hd_script.h"
 #include "hd_redis.h"
 #include "hd_time.h"
 #include "hd_worker.h"
@@ -84,6 +85,7 @@ static void
 worker_cmd_up(unsigned shard)
 {
     hd_pubsub_cmd_up(shard); /* scripts first: they are pipelined ahead */
+    hd_script_cmd_up(shard);
     hd_chan_cmd_up(shard);
     if (shard == 0) /* the node registry and control channel live there */
         hd_cluster_cmd_up();

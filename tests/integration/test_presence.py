@@ -9,7 +9,8 @@ import os
 import signal
 import time
 
-from harness import api_request, open_client, pubsub_config, run, token_for, wait_until
+from harness import (api_request, open_client, pubsub_config, redis_cli, run, token_for,
+                     wait_until)
 
 CLUSTER = {"heartbeat_ms": 200, "node_ttl_ms": 1500, "call_timeout_ms": 1500}
 NAMESPACES = {
@@ -204,6 +205,34 @@ def test_presence_agrees_under_churn(make_herald):
         for c in [w] + clients[3:]:
             await c.close()
     run(go())
+
+
+def test_presence_scripts_never_retried_out_of_order(make_herald, redis_server):
+    """Every script is loaded on each command connection before use, so
+    Redis never answers NOSCRIPT: a NOSCRIPT retry goes out behind the
+    commands sent meanwhile, and an add retried behind its own remove left
+    a stale entry and lost a join/leave pair (seen in the churn test)."""
+    a, b = two_nodes(make_herald)
+    ch = "pres:order"
+
+    async def go():
+        w = await open_client(b.url, token_for(b, sub="w"))
+        assert "result" in await w.subscribe(ch)
+        c = await open_client(a.url, token_for(a, sub="c"))
+        for _ in range(3):
+            assert "result" in await c.subscribe(ch)
+            assert "result" in await c.unsubscribe(ch)
+        await wait_until_async(lambda: api_presence_ids(a, ch) == [w.info["client"]],
+                               "the churned client gone from presence")
+        await w.drain(0.5)
+        ev = events(w, ch)
+        cid = c.info["client"]
+        assert ev.count(("join", cid)) == 3 and ev.count(("leave", cid)) == 3, ev
+        await c.close()
+        await w.close()
+    run(go())
+    stats = redis_cli(redis_server.port, "INFO", "errorstats")
+    assert "errorstat_NOSCRIPT" not in stats, stats
 
 
 def test_killed_node_presence_vanishes_with_leaves(make_herald):
