@@ -9,12 +9,11 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include <openssl/sha.h>
-
 #include "hd_alloc.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_pubsub.h"
+#include "hd_script.h"
 #include "hd_redis.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
@@ -128,72 +127,40 @@ static const char HISTORY_LUA[] = META_LUA
     "end\n"
     "return {o, e, 1, out}\n";
 
-typedef struct script {
-    const char *body;
-    char        sha[41];
-} script_t;
-
-static script_t        s_publish = { PUBLISH_LUA, "" };
-static script_t        s_meta = { GETMETA_LUA, "" };
-static script_t        s_recover = { RECOVER_LUA, "" };
-static script_t        s_history = { HISTORY_LUA, "" };
-static script_t *const s_all[] = { &s_publish, &s_meta, &s_recover,
-                                   &s_history };
+static hd_script_t        s_publish = HD_SCRIPT(PUBLISH_LUA);
+static hd_script_t        s_meta = HD_SCRIPT(GETMETA_LUA);
+static hd_script_t        s_recover = HD_SCRIPT(RECOVER_LUA);
+static hd_script_t        s_history = HD_SCRIPT(HISTORY_LUA);
+static hd_script_t *const s_all[] = { &s_publish, &s_meta, &s_recover,
+                                      &s_history };
 
 typedef struct call {
-    script_t   *script;
-    hd_pub_cb  *cb;  /* publish, meta */
-    hd_hist_cb *hcb; /* recover, history */
-    void       *arg;
-    int         argc;
-    char      **argv;
-    size_t     *lens;
-    bool        retried; /* EVAL after NOSCRIPT */
-    bool        publish;
-    unsigned    shard; /* of the channel's key (hd_redis_shard_of) */
+    hd_script_t *script;
+    hd_pub_cb   *cb;  /* publish, meta */
+    hd_hist_cb  *hcb; /* recover, history */
+    void        *arg;
+    int          argc;
+    char       **argv;
+    size_t      *lens;
+    bool         retried; /* EVAL after NOSCRIPT */
+    bool         publish;
+    unsigned     shard; /* of the channel's key (hd_redis_shard_of) */
     /* redis.wait_replicas: the script's answer, kept for after the WAIT */
     uint64_t offset;
     char    *epoch;
 } call_t;
 
-static void
-sha1_hex(const char *s, char out[41])
-{
-    unsigned char md[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *) s, strlen(s), md);
-    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
-}
-
+/*
+ * The scripts are loaded ahead of anything else on every (re)connect of a
+ * command connection (hd_script_cmd_up()): EVALSHA then never meets
+ * NOSCRIPT in normal operation, so a publisher's commands are never
+ * reordered by a retry.
+ */
 void
 hd_pubsub_init(void)
 {
     for (size_t i = 0; i < sizeof(s_all) / sizeof(s_all[0]); i++)
-        sha1_hex(s_all[i]->body, s_all[i]->sha);
-}
-
-static void
-load_cb(redisReply *r, const char *err, void *arg)
-{
-    (void) err;
-    (void) arg;
-    if (r != NULL && r->type == REDIS_REPLY_ERROR)
-        hd_log_error("redis SCRIPT LOAD failed: %s", r->str);
-}
-
-/*
- * On every (re)connect of the command connection, load the scripts before
- * anything else is sent on it: EVALSHA then never meets NOSCRIPT in normal
- * operation, so a publisher's commands are never reordered by a retry.
- */
-void
-hd_pubsub_cmd_up(unsigned shard)
-{
-    for (size_t i = 0; i < sizeof(s_all) / sizeof(s_all[0]); i++) {
-        const char *argv[3] = { "SCRIPT", "LOAD", s_all[i]->body };
-        size_t      lens[3] = { 6, 4, strlen(s_all[i]->body) };
-        (void) hd_redis_cmd(shard, load_cb, NULL, 3, argv, lens);
-    }
+        hd_script_register(s_all[i]);
 }
 
 size_t
@@ -517,7 +484,7 @@ call_send(call_t *c)
 
 /* argv: the script's KEYS then ARGV (nkeys of them keys), copied. */
 static int
-run_script(script_t *s, bool publish, int nargs, const char **args,
+run_script(hd_script_t *s, bool publish, int nargs, const char **args,
            const size_t *lens, int nkeys, hd_pub_cb *cb, hd_hist_cb *hcb,
            void *arg)
 {

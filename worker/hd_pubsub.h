@@ -92,7 +92,5 @@ const char *hd_pubsub_error(void);
 bool hd_pubsub_duplicate(void);
 
 void hd_pubsub_init(void);
-/* A shard's command connection is (again) up: load the scripts there. */
-void hd_pubsub_cmd_up(unsigned shard);
 
 #endif

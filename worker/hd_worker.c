@@ -84,8 +84,7 @@ ready_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 worker_cmd_up(unsigned shard)
 {
-    hd_pubsub_cmd_up(shard); /* scripts first: they are pipelined ahead */
-    hd_script_cmd_up(shard);
+    hd_script_cmd_up(shard); /* scripts first: they are pipelined ahead */
     hd_chan_cmd_up(shard);
     if (shard == 0) /* the node registry and control channel live there */
         hd_cluster_cmd_up();
