@@ -17,6 +17,7 @@
 #include "hd_metrics.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
+#include "hd_wsguard.h"
 
 static int
 enqueue(hd_conn_t *c, hd_msg_t *m, bool force)
@@ -147,6 +148,8 @@ hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
 {
     if (c->close_code != 0)
         return;
+    /* no pong may take the close frame's place (hd_wsguard.c) */
+    hd_wsguard_quiet(c->fd, true);
     close_deadline(c);
     c->close_code = code;
     c->close_q_bytes = c->q_bytes; /* for the close's log line */
@@ -164,6 +167,8 @@ hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
 {
     if (c->close_code != 0)
         return;
+    /* no pong may take the close frame's place (hd_wsguard.c) */
+    hd_wsguard_quiet(c->fd, true);
     close_deadline(c);
     c->close_code = code;
     c->close_q_bytes = c->q_bytes;

@@ -36,6 +36,7 @@
 #include "hd_time.h"
 #include "hd_version.h"
 #include "hd_worker_int.h"
+#include "hd_wsguard.h"
 
 typedef struct cmd {
     hd_conn_t *conn;
@@ -1567,8 +1568,12 @@ hd_proto_control_frames(hd_conn_t *c, uint32_t n)
         lws_rx_flow_control(c->wsi, 1);
         return;
     }
-    if (n == 0 || conf->cmd_rate == 0 || c->close_code != 0)
+    if (c->close_code != 0)
         return;
+    if (n == 0 || conf->cmd_rate == 0) {
+        hd_wsguard_quiet(c->fd, false); /* under the rate again */
+        return;
+    }
     now = hd_mono_ms();
     if (c->tokens_ms == 0) {
         c->tokens = conf->cmd_burst;
@@ -1580,6 +1585,7 @@ hd_proto_control_frames(hd_conn_t *c, uint32_t n)
     c->tokens_ms = now;
     if (c->tokens >= (double) n) {
         c->tokens -= (double) n;
+        hd_wsguard_quiet(c->fd, false);
         return;
     }
     c->tokens = 0;
@@ -1593,6 +1599,9 @@ hd_proto_control_frames(hd_conn_t *c, uint32_t n)
         hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
         return;
     }
+    /* over the rate: its pings go unanswered until a sweep finds it
+     * under the rate again */
+    hd_wsguard_quiet(c->fd, true);
     c->rx_paused = true;
     lws_rx_flow_control(c->wsi, 0);
 }

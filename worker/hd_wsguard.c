@@ -18,14 +18,14 @@ enum {
     ST_PAYLOAD
 };
 
-#define F_ACTIVE     0x01 /* one of our client sockets */
-#define F_ESTAB      0x02 /* past the HTTP upgrade */
-#define F_FRAMES     0x04 /* a request's header end was seen */
-#define F_UNMASKED   0x08 /* sticky: an unmasked frame was seen */
-#define F_MASKED_CUR 0x10 /* the current frame is masked */
-#define F_CTL_CUR    0x20 /* the current frame is a ping or a pong */
-#define F_SEEN       0x40 /* a request's first bytes were looked at */
-#define F_PROXYHDR   0x80 /* sticky: they were a PROXY protocol header */
+#define F_ACTIVE   0x01 /* one of our client sockets */
+#define F_ESTAB    0x02 /* past the HTTP upgrade */
+#define F_FRAMES   0x04 /* a request's header end was seen */
+#define F_UNMASKED 0x08 /* sticky: an unmasked frame was seen */
+#define F_QUIET    0x10 /* pings are passed on as pongs (hd_wsguard_quiet) */
+#define F_CTL_CUR  0x20 /* the current frame is a ping or a pong */
+#define F_SEEN     0x40 /* a request's first bytes were looked at */
+#define F_PROXYHDR 0x80 /* sticky: they were a PROXY protocol header */
 
 typedef struct guard {
     uint64_t len; /* payload bytes left, or extended length so far */
@@ -41,7 +41,7 @@ static int      G_cap;
 static size_t   G_bytes;
 
 static void
-feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
+feed_frames(guard_t *g, uint8_t *p, const uint8_t *end)
 {
     while (p < end && !(g->flags & F_UNMASKED)) {
         uint8_t c;
@@ -65,6 +65,14 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
                 g->flags |= F_CTL_CUR;
             else
                 g->flags &= (uint8_t) ~F_CTL_CUR;
+            /* quiet: lws must not answer this ping. lws 4.1 stages a
+             * pong in the buffer its pending close frame is built from,
+             * so a ping read between the close decision and the close
+             * frame going out replaced herald's close code with the
+             * ping's first two payload bytes. As a pong it is only
+             * reported (LWS_CALLBACK_RECEIVE_PONG), and still counted. */
+            if ((c & 0x0f) == 0x9 && (g->flags & F_QUIET))
+                p[-1] = (uint8_t) ((c & 0xf0) | 0xa);
             g->st = ST_HDR1;
             break;
         case ST_HDR1:
@@ -74,7 +82,6 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
             }
             if ((g->flags & F_CTL_CUR) && g->ctl < UINT32_MAX)
                 g->ctl++;
-            g->flags |= F_MASKED_CUR;
             g->len = c & 0x7f;
             if (g->len == 126 || g->len == 127) {
                 g->n = g->len == 126 ? 2 : 8;
@@ -112,7 +119,7 @@ feed_frames(guard_t *g, const uint8_t *p, const uint8_t *end)
  * request on a kept-alive connection.
  */
 static void
-feed(guard_t *g, const uint8_t *p, size_t n)
+feed(guard_t *g, uint8_t *p, size_t n)
 {
     static const char end_hdr[] = "\r\n\r\n";
     const uint8_t    *e = p + n;
@@ -233,6 +240,17 @@ hd_wsguard_established(int fd)
 {
     if (fd >= 0 && fd < G_cap)
         G[fd].flags |= F_ESTAB;
+}
+
+void
+hd_wsguard_quiet(int fd, bool on)
+{
+    if (fd >= 0 && fd < G_cap) {
+        if (on)
+            G[fd].flags |= F_QUIET;
+        else
+            G[fd].flags &= (uint8_t) ~F_QUIET;
+    }
 }
 
 uint32_t

@@ -6,10 +6,12 @@
  * frame headers; a connection that sent an unmasked frame is closed with
  * 1002 before its payload is acted on. The same watch counts the ping
  * and pong frames each connection sends, which lws handles without a
- * callback, so that they count against the connection's rate limit.
+ * callback, so that they count against the connection's rate limit, and
+ * turns a client's pings into pongs where lws must not answer them
+ * (hd_wsguard_quiet()).
  *
  * Cost: a state machine over frame headers only (payload bytes are skipped
- * by length), 24 bytes of state per fd, allocated lazily by the kernel.
+ * by length), 16 bytes of state per fd, allocated lazily by the kernel.
  * If the hook cannot be installed the worker logs a warning and runs
  * without the check.
  */
@@ -32,6 +34,9 @@ void hd_wsguard_established(int fd);
 /* the ping and pong frames it sent since the last call (lws answers pings
  * without telling herald: this is how they count against the rate) */
 uint32_t hd_wsguard_take_control(int fd);
+/* on: pings read from fd from now on reach lws as pongs, so lws answers
+ * none (a connection with a close pending, or over its ping rate) */
+void hd_wsguard_quiet(int fd, bool on);
 /* it sent an unmasked frame */
 bool hd_wsguard_unmasked(int fd);
 /* its request began with a PROXY protocol header (refused: the listener

@@ -102,6 +102,17 @@ lws_close_reason(struct lws *wsi, enum lws_close_status status,
     sock_of(wsi)->close_status = (unsigned) status;
 }
 
+/* the frame guard: which fds were made quiet (hd_wsguard.c) */
+static bool quiet[NCONN];
+
+void
+hd_wsguard_quiet(int fd, bool on)
+{
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_lt(fd, NCONN);
+    quiet[fd] = on;
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static hd_conf_t conf;
@@ -123,7 +134,9 @@ setup(void)
         conns[i].wsi = (struct lws *) (void *) &socks[i];
         conns[i].established = true;
         conns[i].id = i;
+        conns[i].fd = (int) i;
     }
+    memset(quiet, 0, sizeof(quiet));
     hd_conn_io_init();
 }
 
@@ -177,6 +190,19 @@ START_TEST(queue_is_capped_in_bytes)
     ck_assert_uint_eq(c->q_len, 3);
     ck_assert_uint_eq(c->q_bytes, 120);
     hd_msg_unref(m);
+}
+END_TEST
+
+START_TEST(a_close_makes_the_socket_quiet)
+{
+    /* from the close decision on, lws answers no ping: its pong would
+     * take the close frame's buffer (hd_wsguard.c) */
+    ck_assert(!quiet[3] && !quiet[4]);
+    hd_conn_close(&conns[3], HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
+    ck_assert(quiet[3]);
+    hd_conn_close_after_flush(&conns[4], 1012, "restart");
+    ck_assert(quiet[4]);
+    ck_assert(!quiet[5]);
 }
 END_TEST
 
@@ -382,6 +408,7 @@ conn_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, queue_is_capped_in_bytes);
+    tcase_add_test(tc, a_close_makes_the_socket_quiet);
     tcase_add_test(tc, reply_over_the_cap_closes_as_slow_consumer);
     tcase_add_test(tc, queued_messages_are_batched_into_frames);
     tcase_add_test(tc, frames_respect_max_bytes_and_big_messages_go_alone);

@@ -178,6 +178,69 @@ START_TEST(http_bodies_are_not_frames)
 }
 END_TEST
 
+/* What lws reads of the client's bytes, in reads of `chunk` bytes. */
+static void
+relay(const uint8_t *p, size_t n, size_t chunk, uint8_t *out)
+{
+    size_t got = 0;
+
+    ck_assert_int_eq(write(sv[0], p, n), (ssize_t) n);
+    while (got < n) {
+        size_t  want = chunk == 0 || chunk > n - got ? n - got : chunk;
+        ssize_t r = guarded_recv(sv[1], out + got, want, 0);
+        ck_assert_int_gt(r, 0);
+        got += (size_t) r;
+    }
+}
+
+/* masked ping "pi", a text frame whose payload holds ping-like bytes, a
+ * masked pong, a masked ping with FIN clear bits kept: what quiet turns
+ * into pongs is the opcode of pings only, nothing else */
+static size_t
+control_mix(uint8_t *b)
+{
+    static const uint8_t mix[] = {
+        0x89, 0x82, 1, 2, 3, 4, 'p' ^ 1, 'i' ^ 2, /* ping */
+        0x81, 0x83, 0, 0, 0, 0, 0x89,    0x80,
+        0x89,                   /* text "\x89\x80\x89" */
+        0x8a, 0x80, 5, 6, 7, 8, /* pong, empty */
+        0x89, 0x80, 9, 9, 9, 9, /* ping, empty */
+    };
+    memcpy(b, mix, sizeof(mix));
+    return sizeof(mix);
+}
+
+START_TEST(quiet_turns_pings_into_pongs_and_nothing_else)
+{
+    uint8_t in[64], out[64];
+    size_t  n = control_mix(in);
+
+    client_sends(upgrade, strlen(upgrade), 0, 0);
+    hd_wsguard_established(sv[1]);
+    for (size_t chunk = 0; chunk <= 3; chunk++) {
+        /* not quiet: every byte as sent */
+        hd_wsguard_quiet(sv[1], false);
+        relay(in, n, chunk, out);
+        ck_assert_mem_eq(out, in, n);
+        ck_assert_uint_eq(hd_wsguard_take_control(sv[1]), 3);
+
+        /* quiet: the two pings' opcodes become pong, the rest unchanged */
+        hd_wsguard_quiet(sv[1], true);
+        relay(in, n, chunk, out);
+        ck_assert_uint_eq(out[0], 0x8a);
+        ck_assert_uint_eq(out[23], 0x8a);
+        out[0] = out[23] = 0x89;
+        ck_assert_mem_eq(out, in, n);
+        /* still counted against the rate */
+        ck_assert_uint_eq(hd_wsguard_take_control(sv[1]), 3);
+        ck_assert(!hd_wsguard_unmasked(sv[1]));
+    }
+    /* out-of-range fds are ignored */
+    hd_wsguard_quiet(-1, true);
+    hd_wsguard_quiet(1 << 20, true);
+}
+END_TEST
+
 START_TEST(out_of_range_fds_are_ignored)
 {
     hd_wsguard_open(-1);
@@ -200,6 +263,7 @@ guard_suite(void)
     tcase_add_test(tc, an_unmasked_frame_is_flagged_and_stays_flagged);
     tcase_add_test(tc, peeks_and_other_sockets_are_not_followed);
     tcase_add_test(tc, http_bodies_are_not_frames);
+    tcase_add_test(tc, quiet_turns_pings_into_pongs_and_nothing_else);
     tcase_add_test(tc, out_of_range_fds_are_ignored);
     suite_add_tcase(s, tc);
     return s;
