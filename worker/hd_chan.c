@@ -1,6 +1,7 @@
 /*
  * Channel table and local fan-out. See hd_chan.h for the model.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,7 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id, uint64_t since,
              const char *recover_epoch)
 {
     hd_sub_t *s;
+    uint32_t  si;
 
     if (c->nsubs == c->subs_cap) {
         /* from 1: most clients hold one or two subscriptions for
@@ -205,18 +207,31 @@ hd_chan_join(hd_chan_t *ch, hd_conn_t *c, int64_t cmd_id, uint64_t since,
         s->min_offset = since;
         s->recover_epoch = hd_strdup(recover_epoch);
     }
+    si = c->nsubs;
     ch->members[ch->nmembers].conn = c;
-    ch->members[ch->nmembers].sub_i = c->nsubs;
+    ch->members[ch->nmembers].sub_i = si;
     ch->nmembers++;
     ch->npending++;
     c->nsubs++;
     hd_gauge_add(HD_G_SUBSCRIPTIONS, 1);
 
-    if (ch->rstate == HD_R_SUBSCRIBED)
-        start_pending(ch);
-    else
+    if (ch->rstate != HD_R_SUBSCRIBED) {
         flush_add(ch); /* SUBSCRIBE on the next loop turn */
-    return (int) (c->nsubs - 1);
+        return (int) si;
+    }
+    /*
+     * Live on Redis already: the reads start now, and a read Redis refuses
+     * at once (its command connection full or going down) fails every
+     * pending member right here, this one included. Its slot is then gone
+     * (swap-removed; nsubs - 1 may now be another subscription), so say
+     * so rather than hand back an index the caller would write through.
+     * The pending members of ch all fail together, so this one survived
+     * iff it is still the last slot and on ch.
+     */
+    start_pending(ch);
+    if (c->nsubs != si + 1 || c->subs[si].chan != ch)
+        return -EAGAIN;
+    return (int) si;
 }
 
 void

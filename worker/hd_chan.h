@@ -149,7 +149,10 @@ hd_chan_t *hd_chan_find(const char *key, size_t key_len);
 
 /* Add conn as a PENDING member; returns the index into conn->subs. With
  * recover_epoch set, the member asks to recover what it missed after
- * since (the recover hook runs it once the channel is live). */
+ * since (the recover hook runs it once the channel is live). -EAGAIN
+ * when the join failed before returning (the channel was live and Redis
+ * refused its read at once): the failed hook has run and the member is
+ * gone, so nothing of it may be touched. */
 int hd_chan_join(hd_chan_t *ch, struct hd_conn *conn, int64_t cmd_id,
                  uint64_t since, const char *recover_epoch);
 /* A recovering member got its reply (sent by the caller): make it ACTIVE at

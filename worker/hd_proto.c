@@ -818,7 +818,9 @@ hd_proto_sub_tokens(hd_conn_t *c, int64_t now)
     }
 }
 
-/* Join (the reply comes when the subscription is live). */
+/* Join (the reply comes when the subscription is live). A join that
+ * fails at once has sent its error already (the chan_failed hook) and
+ * left no slot to fill in. */
 static void
 subscribe_join(hd_conn_t *c, int64_t id, const char *key, size_t key_len,
                size_t name_off, const hd_ns_t *ns, uint64_t since,
@@ -827,6 +829,8 @@ subscribe_join(hd_conn_t *c, int64_t id, const char *key, size_t key_len,
     hd_chan_t *ch = hd_chan_get(key, key_len, name_off, ns);
     int        si = hd_chan_join(ch, c, id, since, epoch);
 
+    if (si < 0)
+        return;
     c->subs[si].jl_off = jl_off;
     c->subs[si].token_exp = token_exp;
     if (token_exp != 0)
@@ -1014,8 +1018,11 @@ hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
     if (!hd_redis_sub_up_key(key, key_len)
         || !hd_redis_cmd_up_key(key, key_len))
         return -EAGAIN;
-    hd_chan_join(hd_chan_get(key, key_len, name_off, ns), c, server_id, 0,
-                 NULL);
+    /* refused at once: the client had the "unsubscribe" push (chan_failed) */
+    if (hd_chan_join(hd_chan_get(key, key_len, name_off, ns), c, server_id, 0,
+                     NULL)
+        < 0)
+        return -EAGAIN;
     return 0;
 }
 

@@ -34,7 +34,8 @@ void hd_proto_conn_release(hd_conn_t *c);
  * removes it. server_id: a negative id, unique in the worker. 0, or
  * when nothing was done -EEXIST (already subscribed), -ENOENT (not
  * subscribed), -EDQUOT (at the subscription limit) or -EAGAIN (Redis
- * down).
+ * down, or it refused the subscription's read at once: the client then
+ * had the "unsubscribe" push).
  */
 int hd_proto_server_subscribe(hd_conn_t *c, const char *key, size_t key_len,
                               size_t name_off, const hd_ns_t *ns,

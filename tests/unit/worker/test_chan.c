@@ -575,6 +575,31 @@ START_TEST(cmd_up_restarts_what_waited_for_the_command_connection)
 }
 END_TEST
 
+/*
+ * A join on a live channel whose read Redis refuses at once fails before
+ * hd_chan_join() returns: it says so instead of an index, since its slot
+ * is gone and nsubs - 1 is now another subscription of the connection.
+ */
+START_TEST(join_failing_at_once_returns_no_slot)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_plain, 0);
+    hd_chan_t *other = hd_chan_get("herald||x", 9, 8, &ns_plain);
+
+    ck_assert_int_eq(hd_chan_join(other, &conns[1], 3, 0, NULL), 0);
+    F.meta_rc = -ENOBUFS; /* the command connection is full */
+    ck_assert_int_eq(hd_chan_join(ch, &conns[1], 8, 0, NULL), -EAGAIN);
+    expect("F2 id8 503;");
+    ck_assert_uint_eq(conns[1].nsubs, 1);
+    ck_assert_ptr_eq(conns[1].subs[0].chan, other);
+    F.recover_hook_rc = -1; /* the same for a recovering member */
+    ck_assert_int_eq(hd_chan_join(ch, &conns[2], 9, 0, "E"), -EAGAIN);
+    expect("R3 since 0;F3 id9 503;");
+    ck_assert_uint_eq(conns[2].nsubs, 0);
+    F.meta_rc = 0;
+    ck_assert_int_eq(hd_chan_join(ch, &conns[1], 10, 0, NULL), 1);
+}
+END_TEST
+
 static Suite *
 chan_suite(void)
 {
@@ -597,6 +622,7 @@ chan_suite(void)
     tcase_add_test(tc, resync_into_a_new_epoch_marks_everything_missed);
     tcase_add_test(tc, pending_members_fail_when_redis_goes_down);
     tcase_add_test(tc, cmd_up_restarts_what_waited_for_the_command_connection);
+    tcase_add_test(tc, join_failing_at_once_returns_no_slot);
     suite_add_tcase(s, tc);
     return s;
 }
