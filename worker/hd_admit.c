@@ -143,6 +143,18 @@ pend_push(struct lws *wsi, int fd)
     }
 }
 
+bool
+hd_admit_pending(void)
+{
+    for (size_t i = 0; i < P_len; i++) {
+        const pend_t *e = &P[(P_head + i) % P_cap];
+
+        if (e->fd < hd_w.accept_ns_cap && hd_w.accept_ns[e->fd] == e->stamp)
+            return true;
+    }
+    return false;
+}
+
 void
 hd_admit_adopted(struct lws *wsi, int fd)
 {

@@ -23,6 +23,9 @@ void hd_admit_shutdown(void);
 int hd_admit_accept(int fd, const struct sockaddr *peer);
 /* lws adopted fd as wsi: remember the pair for hd_admit_destroyed(). */
 void hd_admit_adopted(struct lws *wsi, int fd);
+/* Is a connection that lws adopted still without a complete upgrade or
+ * HTTP request (its handshake under way, bounded by handshake_ms)? */
+bool hd_admit_pending(void);
 /* an HTTP request (not an upgrade) arrived complete: no handshake deadline */
 void hd_admit_request(int fd);
 /* lws_adopt failed and closed fd itself */

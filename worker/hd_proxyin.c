@@ -134,6 +134,12 @@ hd_proxyin_start(int fd, const struct sockaddr *peer, socklen_t plen)
     ev_timer_start(hd_w.loop, &p->deadline);
 }
 
+bool
+hd_proxyin_pending(void)
+{
+    return pins != NULL;
+}
+
 void
 hd_proxyin_shutdown(void)
 {

@@ -10,10 +10,13 @@
 #ifndef HD_PROXYIN_H
 #define HD_PROXYIN_H
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
 /* Take over fd (accepted from peer); it is adopted or closed later. */
 void hd_proxyin_start(int fd, const struct sockaddr *peer, socklen_t plen);
+/* Is a connection still waiting for its header? */
+bool hd_proxyin_pending(void);
 /* Close every connection still waiting for its header (worker exit). */
 void hd_proxyin_shutdown(void);
 

@@ -228,9 +228,18 @@ accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
- * May a draining worker exit now? When it has no clients left and, if it
- * keeps accepting, its listen queue has been quiet for the grace period;
- * or when the window is over, whatever is left.
+ * May a draining worker exit now? When it has no clients left, no
+ * handshake under way and, if it keeps accepting, its listen queue has
+ * been quiet for the grace period; or when the window is over, whatever
+ * is left.
+ *
+ * A handshake under way is a connection we accepted whose request has
+ * not come yet (or not whole, or its PROXY header). Its client did
+ * nothing wrong: exiting would close it without an answer, a reset
+ * handshake for the client. That is what an upgrade's hand-over did to
+ * the connections an old worker accepted just before it was told to
+ * drain (issue #20). Waiting for them is bounded by handshake_ms and the
+ * window; once upgraded they are closed with the drain code at once.
  */
 static bool
 drain_done(uint64_t now)
@@ -243,6 +252,8 @@ drain_done(uint64_t now)
         return true;
     if (hd_w.nconns > 0 || hd_w.nhttp > 0)
         return false; /* HTTP: answer what was asked (hd_api.c) */
+    if (hd_admit_pending() || hd_proxyin_pending())
+        return false;
     if (!D.keep_accepting)
         return true;
     quiet_since = D.last_accept_ms > hd_w.drain_start_ms ? D.last_accept_ms
@@ -269,9 +280,12 @@ drain_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) revents;
 
     if (drain_done(now)) {
-        if (hd_w.nconns > 0)
-            hd_log_warn("drain window over with %llu clients left",
-                        (unsigned long long) hd_w.nconns);
+        if (hd_w.nconns > 0 || hd_admit_pending() || hd_proxyin_pending())
+            hd_log_warn("drain window over with %llu clients left%s",
+                        (unsigned long long) hd_w.nconns,
+                        hd_admit_pending() || hd_proxyin_pending()
+                            ? " and handshakes under way (reset)"
+                            : "");
         ev_break(loop, EVBREAK_ALL);
         return;
     }

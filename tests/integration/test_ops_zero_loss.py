@@ -118,10 +118,15 @@ class WS:
         self.closed_at = None
 
     @classmethod
-    async def open(cls, host, port, local_ip, timeout):
+    async def open(cls, host, port, local_ip, timeout, delay=0):
+        """delay: seconds between the TCP connect and the upgrade request
+        (a slow client: its handshake is under way in a worker for that
+        long after the accept)."""
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, local_addr=(local_ip, 0)), timeout)
         ws = cls(reader, writer)
+        if delay:
+            await asyncio.sleep(delay)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(("GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -233,10 +238,11 @@ class Load:
     Counts outcomes; `events` keeps (time, outcome, detail) of everything
     that was not a plain success."""
 
-    def __init__(self, port, rate=RATE, timeout=5.0):
+    def __init__(self, port, rate=RATE, timeout=5.0, delay=0):
         self.port = port
         self.rate = rate
         self.timeout = timeout
+        self.delay = delay              # WS.open's: a slow handshake
         self.counts = {}
         self.events = []
         self.slots = {}
@@ -253,7 +259,7 @@ class Load:
 
     async def one(self, ip):
         try:
-            ws = await WS.open("127.0.0.1", self.port, ip, self.timeout)
+            ws = await WS.open("127.0.0.1", self.port, ip, self.timeout, self.delay)
         except Exception as e:
             self.count(classify(e), repr(e))
             return

@@ -1,11 +1,15 @@
 /*
  * Unit tests for the worker's admission at "connect" (worker/hd_admit.c)
  * over real shm limit tables: per-user limits are per tenant, and a tenant
- * limit of 0 never refuses, even when the tenant table is full.
+ * limit of 0 never refuses, even when the tenant table is full. And the
+ * handshakes under way that a draining worker waits for
+ * (hd_admit_pending()).
  */
 #include <check.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hd_admit.h"
@@ -93,6 +97,54 @@ START_TEST(test_tenant_unlimited_when_table_full)
 }
 END_TEST
 
+/* A connection adopted by lws is a handshake under way until it upgrades,
+ * makes an HTTP request or goes; an fd reused by a later accept is judged
+ * by its own stamp (issue 20: a draining worker must not exit with one). */
+START_TEST(test_pending_handshakes)
+{
+    struct lws *w5 = (struct lws *) (uintptr_t) 0x5000;
+    struct lws *w6 = (struct lws *) (uintptr_t) 0x6000;
+    struct lws *w8 = (struct lws *) (uintptr_t) 0x8000;
+    struct lws *w8b = (struct lws *) (uintptr_t) 0x8800;
+
+    hd_w.loop = ev_loop_new(EVFLAG_AUTO);
+    hd_w.accept_ns_cap = 64;
+    hd_w.accept_ns = calloc(64, sizeof(uint64_t));
+    ck_assert_int_eq(hd_admit_init(64), 0);
+    ck_assert(!hd_admit_pending());
+
+    hd_w.accept_ns[5] = 1000; /* hd_worker_adopt() stamps the accept */
+    hd_admit_adopted(w5, 5);
+    ck_assert(hd_admit_pending());
+    hd_admit_request(5); /* an HTTP request: nhttp counts it from now */
+    ck_assert(!hd_admit_pending());
+
+    hd_w.accept_ns[6] = 2000;
+    hd_admit_adopted(w6, 6);
+    ck_assert(hd_admit_pending());
+    hd_w.accept_ns[6] = 0; /* upgraded (hd_ws.c): nconns counts it */
+    ck_assert(!hd_admit_pending());
+
+    /* fd 8 done, then accepted again but not adopted yet: not pending
+     * by the old entry; adopted: pending */
+    hd_w.accept_ns[8] = 3000;
+    hd_admit_adopted(w8, 8);
+    hd_w.accept_ns[8] = 0;
+    hd_w.accept_ns[8] = 4000;
+    ck_assert(!hd_admit_pending());
+    hd_admit_adopted(w8b, 8);
+    ck_assert(hd_admit_pending());
+    hd_w.accept_ns[8] = 0;
+    ck_assert(!hd_admit_pending());
+
+    hd_admit_shutdown();
+    ev_loop_destroy(hd_w.loop);
+    hd_w.loop = NULL;
+    free(hd_w.accept_ns);
+    hd_w.accept_ns = NULL;
+}
+END_TEST
+
 int
 main(void)
 {
@@ -102,6 +154,10 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_user_limit_is_per_tenant);
     tcase_add_test(tc, test_tenant_unlimited_when_table_full);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pending");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_pending_handshakes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
