@@ -32,7 +32,10 @@ static uint64_t full_warned_ms;
  * Handshake deadlines, in accept order (so in deadline order): a
  * connection still without a complete upgrade or HTTP request when its
  * deadline passes is killed, whatever it trickles (slowloris). An entry is
- * stale when the fd's accept stamp changed (done, or fd reused).
+ * stale when the fd's accept stamp changed (done, or fd reused). A PROXY
+ * listener's connection comes in when its header is read, stamped at its
+ * accept: behind younger entries by that wait, so it may be killed that
+ * much late, never more than timeouts.handshake_ms.
  */
 typedef struct pend {
     struct lws *wsi;

@@ -5,12 +5,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "hd_admit.h"
 #include "hd_alloc.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
 #include "hd_net.h"
 #include "hd_proxy.h"
 #include "hd_proxyin.h"
+#include "hd_time.h"
 #include "hd_worker_int.h"
 
 typedef struct pin {
@@ -18,6 +20,7 @@ typedef struct pin {
     ev_timer                deadline;
     int                     fd;
     size_t                  have;
+    uint64_t                accepted_ns; /* the handshake deadline's start */
     struct sockaddr_storage peer;
     struct pin             *prev, *next;
     uint8_t                 buf[HD_PROXY_MAX];
@@ -36,8 +39,10 @@ pin_free(pin_t *p, bool close_fd)
         pins = p->next;
     if (p->next != NULL)
         p->next->prev = p->prev;
-    if (close_fd)
+    if (close_fd) {
+        hd_admit_failed(p->fd); /* the counts hd_admit_accept() took */
         close(p->fd);
+    }
     hd_free(p);
 }
 
@@ -100,9 +105,11 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 
     int                     fd = p->fd;
+    uint64_t                accepted_ns = p->accepted_ns;
     struct sockaddr_storage real = pi.local ? p->peer : pi.src;
     pin_free(p, false);
-    hd_worker_adopt(fd, (struct sockaddr *) &real);
+    /* the peer's counts are traded there for the client's */
+    hd_worker_adopt(fd, (struct sockaddr *) &real, accepted_ns);
 }
 
 static void
@@ -120,6 +127,7 @@ hd_proxyin_start(int fd, const struct sockaddr *peer, socklen_t plen)
     pin_t *p = hd_calloc(1, sizeof(*p));
 
     p->fd = fd;
+    p->accepted_ns = hd_mono_ns();
     if (plen > sizeof(p->peer))
         plen = sizeof(p->peer);
     memcpy(&p->peer, peer, plen);

@@ -5,7 +5,12 @@
  * nothing of the client's request is consumed), then hands the fd to
  * hd_worker_adopt() with the client address the header gave. A
  * connection whose first bytes are not a valid header, or that does not
- * send a whole one within timeouts.handshake_ms, is closed.
+ * send a whole one within timeouts.handshake_ms, is closed. While it
+ * waits, a connection holds the admission counts that hd_admit_accept()
+ * took for its TCP peer (node and per-IP limits), given back when it is
+ * closed or traded for the client's when it is adopted; and the
+ * handshake that follows must end within the same timeouts.handshake_ms
+ * from accept.
  */
 #ifndef HD_PROXYIN_H
 #define HD_PROXYIN_H

@@ -189,22 +189,29 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (hd_w.draining)
             D.last_accept_ms = hd_mono_ms(); /* keeps a draining worker on */
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (li < hd_w.conf->nlistens && hd_w.conf->listens[li].proxy_protocol)
+        if (li < hd_w.conf->nlistens && hd_w.conf->listens[li].proxy_protocol) {
+            /* a connection still owing its PROXY header holds a count of
+             * the node limit and of its peer's per-IP limit like any
+             * other before its handshake (the client's address replaces
+             * the peer's once the header is in: hd_worker_adopt()) */
+            if (hd_admit_accept(fd, (struct sockaddr *) &ss) < 0)
+                continue; /* over a limit: 503 sent, closed */
             hd_proxyin_start(fd, (struct sockaddr *) &ss, slen);
-        else
-            hd_worker_adopt(fd, (struct sockaddr *) &ss);
+        } else {
+            hd_worker_adopt(fd, (struct sockaddr *) &ss, hd_mono_ns());
+        }
     }
 }
 
 void
-hd_worker_adopt(int fd, const struct sockaddr *client)
+hd_worker_adopt(int fd, const struct sockaddr *client, uint64_t accepted_ns)
 {
     hd_realip_set(fd, client);
     if (hd_admit_accept(fd, client) < 0)
         return; /* over a limit: 503 sent, closed */
     hd_ctr_inc(HD_C_CONN_ACCEPTED);
     if (fd < hd_w.accept_ns_cap)
-        hd_w.accept_ns[fd] = hd_mono_ns();
+        hd_w.accept_ns[fd] = accepted_ns;
     hd_wsguard_open(fd);
     hd_httpgate_open(fd);
     struct lws *wsi = lws_adopt_socket_vhost(hd_w.vhost, fd);

@@ -137,6 +137,63 @@ def test_proxy_listener_refuses_connection_without_header(make_herald):
                what="proxy_protocol rejections counted")
 
 
+def stalled(port, source):
+    """A connection from source that never sends its PROXY header."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10 * SLACK,
+                                    source_address=(source, 0))
+
+
+def read_all(s):
+    """Everything s receives until the peer closes (or resets) it."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(4096)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_proxy_header_waits_count_against_limits(make_herald):
+    """Connections still owing their PROXY header hold a count of their
+    peer's connections_per_ip (and of the node limit) like any connection
+    before its handshake: one peer holds at most the limit of them, the
+    next is refused at once with 503, each one held is closed within
+    timeouts.handshake_ms, and then its counts are back. A client through
+    another peer gets in meanwhile."""
+    hs_ms = 2000
+    h, pp = proxied_herald(make_herald, limits={"connections_per_ip": 3},
+                           timeouts={"handshake_ms": hs_ms})
+    ip_before = rejected(h, "ip_limit")
+    pp_before = rejected(h, "proxy_protocol")
+    t0 = time.monotonic()
+    held = [stalled(pp, "127.0.0.2") for _ in range(3)]
+    over = stalled(pp, "127.0.0.2")
+    assert read_all(over).startswith(b"HTTP/1.1 503 "), "not refused at the limit"
+    over.close()
+    assert rejected(h, "ip_limit") == ip_before + 1
+    # a well-behaved proxy (another peer) still gets its client in
+    st, ok = upgrade(pp, v1("203.0.113.8", pp))
+    assert st == 101, st
+    # every stalled one is closed by the handshake deadline, unanswered
+    for s in held:
+        assert read_all(s) == b""
+        s.close()
+    assert time.monotonic() - t0 < hs_ms / 1000 + 5 * SLACK
+    wait_until(lambda: rejected(h, "proxy_protocol") >= pp_before + 3,
+               10 * SLACK, what="the stalled connections counted")
+    # their counts were given back: the peer may hold three again, and
+    # only a fourth is refused
+    held = [stalled(pp, "127.0.0.2") for _ in range(3)]
+    over = stalled(pp, "127.0.0.2")
+    assert read_all(over).startswith(b"HTTP/1.1 503 ")
+    assert rejected(h, "ip_limit") == ip_before + 2
+    for s in held + [over, ok]:
+        s.close()
+
+
 def test_plain_listener_refuses_proxy_header(make_herald):
     """A PROXY header where none is configured is not believed: the
     request is refused, never upgraded."""

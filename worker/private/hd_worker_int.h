@@ -98,7 +98,10 @@ extern const struct lws_protocols *const hd_ws_protocols;
 
 /* A connection's fd is ready for lws: client is its real address (the
  * TCP peer, or what a PROXY header said). Admission limits, then
- * lws_adopt_socket_vhost(); on refusal the fd is closed. */
-void hd_worker_adopt(int fd, const struct sockaddr *client);
+ * lws_adopt_socket_vhost(); on refusal the fd is closed. accepted_ns
+ * (hd_mono_ns() at accept4()) starts timeouts.handshake_ms, so a PROXY
+ * header and the handshake after it share one deadline. */
+void hd_worker_adopt(int fd, const struct sockaddr *client,
+                     uint64_t accepted_ns);
 
 #endif
