@@ -85,21 +85,24 @@ enum hd_sub_state {
 };
 
 typedef struct hd_sub {
+    /* 56 bytes, one per subscription of every connection: 8-byte fields,
+     * then 4-byte, then 1-byte, so that nothing is padding (a 64-byte
+     * record takes an 80-byte malloc chunk, 56 one of 64) */
     hd_chan_t *chan;
-    uint32_t   idx; /* index in chan->members */
-    uint8_t    state;
-    bool       recovering; /* subscribe with recover: its own reply */
-    bool       recover_sent;
     uint64_t   min_offset;    /* deliver pushes with offset > min_offset;
                                   while recovering: the client's offset */
-    bool       announced;     /* presence/join published (hooks.live) */
-    bool       jl_off;        /* the client wants no join/leave pushes */
-    uint32_t   rec_seq;       /* the recovery read in flight (hooks.recover
-                                 sets it; its reply must match it) */
     int64_t    cmd_id;        /* the subscribe command awaiting its reply */
     char      *recover_epoch; /* the client's epoch (heap), while pending */
     int64_t    token_exp;     /* subscription token's exp; 0: none */
-    bool       token_pushed;  /* its refresh push went out */
+    uint32_t   idx;           /* index in chan->members */
+    uint32_t   rec_seq;       /* the recovery read in flight (hooks.recover
+                                 sets it; its reply must match it) */
+    uint8_t    state;
+    bool       recovering; /* subscribe with recover: its own reply */
+    bool       recover_sent;
+    bool       announced;    /* presence/join published (hooks.live) */
+    bool       jl_off;       /* the client wants no join/leave pushes */
+    bool       token_pushed; /* its refresh push went out */
 } hd_sub_t;
 
 /*
