@@ -6,6 +6,7 @@
  * local side of those control operations (hd_cluster_ops[]).
  */
 #include <fnmatch.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,8 +247,11 @@ conn_row(const hd_conn_t *c, double now_wall, uint64_t now_mono)
         json_object_set_new(row, "user", json_string(c->claims->sub));
     if (c->claims != NULL && c->claims->tenant != NULL)
         json_object_set_new(row, "tenant", json_string(c->claims->tenant));
-    if (hd_w.conf->api_expose_ips)
-        json_object_set_new(row, "ip", json_string(c->peer));
+    if (hd_w.conf->api_expose_ips) {
+        char ip[INET6_ADDRSTRLEN];
+        json_object_set_new(row, "ip",
+                            json_string(hd_conn_addr(c, ip, sizeof(ip))));
+    }
     return row;
 }
 

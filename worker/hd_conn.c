@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <linux/sockios.h>
+#include <netinet/in.h>
 
 #include <libwebsockets.h>
 
@@ -15,6 +16,7 @@
 #include "hd_conn.h"
 #include "hd_log.h"
 #include "hd_metrics.h"
+#include "hd_realip.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
 #include "hd_wsguard.h"
@@ -138,9 +140,22 @@ hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
 }
 
 const char *
+hd_conn_addr(const hd_conn_t *c, char *buf, size_t len)
+{
+    /* c's socket stays open (and its table entry c's) until c is freed
+     * at LWS_CALLBACK_CLOSED; the entry is set before the upgrade and
+     * HTTP headers (X-Forwarded-For) can change it only before it */
+    return hd_realip_str(c->established ? c->fd : -1, buf, len);
+}
+
+const char *
 hd_conn_log_addr(const hd_conn_t *c)
 {
-    return hd_w.conf->log_client_addresses ? c->peer : "-";
+    static char buf[INET6_ADDRSTRLEN];
+
+    if (!hd_w.conf->log_client_addresses)
+        return "-";
+    return hd_conn_addr(c, buf, sizeof(buf));
 }
 
 void

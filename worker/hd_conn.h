@@ -97,7 +97,9 @@ typedef struct hd_conn {
     uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
     int             close_outq;    /* unsent bytes at the last sweep */
     int             linger_fd;     /* > 0: a dup kept for a lingering close */
-    char            peer[48];      /* remote address, text */
+    /* The client's address is not kept here: it is in the fd-indexed
+     * table of hd_realip.c (20 bytes, binary) for as long as the socket
+     * is open, and formatted only when something shows it. */
 } hd_conn_t;
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
@@ -125,8 +127,11 @@ void hd_conn_unschedule(hd_conn_t *c);
 /* Write scheduling watchers, started and stopped with the worker loop. */
 void hd_conn_io_init(void);
 void hd_conn_io_shutdown(void);
+/* c's address as text ("192.0.2.7", "2001:db8::1"; "" when unknown) in
+ * buf (INET6_ADDRSTRLEN is enough). Returns buf. */
+const char *hd_conn_addr(const hd_conn_t *c, char *buf, size_t len);
 /* c's address for a log line: its text, or "-" when log.client_addresses
- * is false (static storage or c's own; valid while c lives). */
+ * is false (static storage, valid until the next call: one per line). */
 const char *hd_conn_log_addr(const hd_conn_t *c);
 /* Request a close with code and reason; happens on the next writable. */
 void hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason);

@@ -1602,7 +1602,7 @@ hd_proto_control_frames(hd_conn_t *c, uint32_t n)
     } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
         hd_log_info("closing %s: ping/pong frames over the command rate for "
                     "%d ms",
-                    c->peer, conf->rate_abuse_ms);
+                    hd_conn_log_addr(c), conf->rate_abuse_ms);
         hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
         return;
     }

@@ -125,7 +125,6 @@ on_established(struct lws *wsi, hd_conn_t *c)
         hd_hist_observe(HD_H_HANDSHAKE, hd_mono_ns() - c->accepted_ns);
         hd_w.accept_ns[fd] = 0;
     }
-    hd_realip_str(fd, c->peer, sizeof(c->peer));
     hd_wsguard_established(fd);
     c->last_rx_ms = hd_mono_ms();
     if (hd_w.conf->compression) {
@@ -243,14 +242,16 @@ on_closed(hd_conn_t *c)
     hd_conn_linger(c);
     if (!c->established)
         return;
-    c->established = false;
-    conn_unlink(c);
-    hd_gauge_add(HD_G_CONNECTIONS, -1);
     uint16_t code = c->close_code ? c->close_code
         : c->peer_close_code      ? c->peer_close_code
                                   : HD_CLOSE_ABNORMAL;
-    hd_disconnect_inc(code);
+    /* while still established: the line shows the address, read from
+     * the socket's entry (lws closes the socket after this callback) */
     log_abnormal_close(c, code);
+    c->established = false;
+    conn_unlink(c);
+    hd_gauge_add(HD_G_CONNECTIONS, -1);
+    hd_disconnect_inc(code);
     hd_proto_conn_release(c);
     hd_conn_release(c);
     c->wsi = NULL;

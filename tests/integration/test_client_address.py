@@ -126,6 +126,35 @@ def test_proxy_address_in_logs(make_herald):
     s.close()
 
 
+def test_close_line_names_each_clients_address(make_herald):
+    """herald keeps a client's address once, binary, and formats it when a
+    line shows it: the abnormal-close line of each client names the
+    address it came from, whether a PROXY header (v1 IPv6, v2 IPv4), a
+    trusted proxy's X-Forwarded-For or the TCP peer gave it."""
+    h, pp = proxied_herald(make_herald,
+                           log={"level": "info", "format": "json"},
+                           security={"trusted_proxies": ["127.0.0.2/32"]})
+    held = []
+    for port, prefix, headers in (
+            (pp, v1("2001:db8::44", pp), ()),
+            (pp, v2("203.0.113.9", pp), ()),
+            (h.port, b"", ["X-Forwarded-For: 198.51.100.1"]),  # untrusted
+            (pp, v2("127.0.0.2", pp), ["X-Forwarded-For: 198.51.100.2"])):
+        st, s = upgrade(port, prefix, headers)
+        assert st == 101, (prefix, headers, st)
+        held.append(s)
+    for s in held:
+        s.close()                            # no close frame: 1006, logged
+    want = {"2001:db8::44", "203.0.113.9", "127.0.0.1", "198.51.100.2"}
+
+    def addrs():
+        return {l.get("addr") for l in h.log_lines()
+                if l.get("msg") == "abnormal close"}
+    wait_until(lambda: len(addrs()) >= len(want), 10 * SLACK,
+               what="four abnormal close lines")
+    assert addrs() == want, addrs()
+
+
 def test_proxy_listener_refuses_connection_without_header(make_herald):
     h, pp = proxied_herald(make_herald)
     before = rejected(h, "proxy_protocol")
