@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define HB_MAX_STEPS 16
-#define HB_MAX_SRC   64
+#define HB_MAX_SRC   256
 #define HB_MAX_CODES 48
 
 enum hb_spread {

@@ -113,7 +113,8 @@ hb_start_redis() {
 }
 
 # hb_start_herald WORKERS BATCH_MAX_MESSAGES [FLUSH_DELAY_MS]
-# Starts herald on fresh ports; sets HB_URL, HB_METRICS.
+# Starts herald on fresh ports; sets HB_URL, HB_METRICS. HB_REDIS_EXTRA:
+# more members of the "redis" object (JSON, without braces).
 hb_start_herald() {
     local workers=$1 batch_msgs=$2 delay=${3:-0}
     HB_PORT=$(hb_free_port)
@@ -125,7 +126,7 @@ hb_start_herald() {
     "workers": $workers,
     "listen": { "address": "127.0.0.1", "port": $HB_PORT, "backlog": 65535 },
     "admin": { "address": "127.0.0.1", "port": $HB_ADMIN },
-    "redis": { "url": "redis://127.0.0.1:$HB_REDIS_PORT" },
+    "redis": { "url": "redis://127.0.0.1:$HB_REDIS_PORT"${HB_REDIS_EXTRA:+, $HB_REDIS_EXTRA} },
     "auth": { "hmac_secret": "$HB_SECRET", "allow_anonymous": false },
     "api": { "key": "$HB_API_KEY" },
     "log": { "level": "warn", "format": "text" },

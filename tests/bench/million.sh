@@ -141,6 +141,13 @@ procs=$(( (SIZE + bench_per - 1) / bench_per ))
 note "size $SIZE, $workers workers, $procs load processes, fd limit $nofile, ramp ${RAMP}/s"
 
 hb_start_redis
+# Redis timeouts for a box that runs the load side too: with N/15,000 load
+# processes and N/20,000 workers on a few cores, the run queue is 100 deep
+# during the storm and a Redis round trip can take seconds; the defaults
+# (2 s command timeout, 500 ms subscriber heartbeats) then tear the Redis
+# links down and fail the pending subscribes with 503 (seen at 1M on 2
+# cores: 1,324 command timeouts, 405,148 subscribes refused).
+HB_REDIS_EXTRA='"command_timeout_ms": 30000, "heartbeat_ms": 5000'
 hb_start_herald "$workers" 256
 
 metric_sum() {   # metric_sum NAME: the sum of a metric's series now

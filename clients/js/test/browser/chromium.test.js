@@ -163,15 +163,24 @@ test("Chromium: the chat example works with the shipped config", { skip, timeout
       await p.goto(pageUrl);
       await p.evaluate((n) => (document.getElementById("name").value = n), name);
       await p.click("#join");
-      await p.waitForFunction(() => !document.querySelector("#say input").disabled, { timeout: 15000 });
+      await p.waitForFunction(() => !document.querySelector("#say input").disabled, { timeout: 30000 });
       return { p, errors };
     };
     const say = async ({ p }, text) => {
       await p.type("#say input", text);
       await p.keyboard.press("Enter");
     };
-    const sees = ({ p }, text) =>
-      p.waitForFunction((t) => document.getElementById("log").textContent.includes(t), { timeout: 15000 }, text);
+    // generous waits: CI shares two cores between Chromium, herald under
+    // ASan and Redis; on failure the page's own log says what it saw
+    const sees = async ({ p }, text) => {
+      try {
+        await p.waitForFunction((t) => document.getElementById("log").textContent.includes(t), { timeout: 30000 }, text);
+      } catch (e) {
+        const log = await p.evaluate(() => document.getElementById("log").innerText).catch(() => "?");
+        const status = await p.evaluate(() => document.getElementById("status")?.textContent).catch(() => "?");
+        throw new Error(`${e.message}: "${text}" not in the page's log (status ${status}):\n${log}`);
+      }
+    };
     const alice = await open("alice");
     await say(alice, "hello from alice");
     await sees(alice, "alice: hello from alice");
