@@ -172,8 +172,10 @@ typedef struct hd_inherit_sock {
 
 #define HD_INHERIT_MAX (HD_WORKERS_MAX * HD_LISTEN_MAX)
 
-/* NULL when an upgrade may start now, else why not. */
-const char *hd_sup_upgrade_refusal(void);
+/* NULL when an upgrade may start now, else why not; *transient (may be
+ * NULL) tells whether the reason passes by itself (a reload or respawn
+ * under way) or needs the operator (a stop, a broken steering model). */
+const char *hd_sup_upgrade_refusal(bool *transient);
 /* The active slots' sockets, for the new master: their count (<= max). */
 unsigned hd_sup_export(hd_inherit_sock_t *out, unsigned max);
 /* New master, before hd_sup_start(): adopt inherited sockets (the slots

@@ -1063,25 +1063,31 @@ hd_sup_close_listeners(void)
  */
 
 const char *
-hd_sup_upgrade_refusal(void)
+hd_sup_upgrade_refusal(bool *transient)
 {
+    bool        tmp;
+    const char *why = NULL;
+
+    transient = transient != NULL ? transient : &tmp;
+    *transient = false;
     if (hd_m.stopping || hd_m.unhealthy_t != NULL)
         return "stopping";
     if (hd_m.upgrading)
         return "an upgrade is already in progress";
-    if (hd_m.closing != NULL)
-        return "retired listen sockets are still draining";
-    for (hd_proc_t *p = hd_m.procs; p != NULL; p = p->next)
-        if (p->state != HD_PROC_RUNNING)
-            return "a worker is starting or draining (a reload or a "
-                   "respawn is in progress)";
-    for (unsigned i = 0; i < hd_m.nworkers; i++)
-        if (hd_m.slots[i].state != HD_WS_RUNNING)
-            return "a worker slot is not running";
     for (hd_rgroup_t *g = hd_m.groups; g != NULL; g = g->next)
         if (g->broken)
             return "a listen group's steering model is unreliable";
-    return NULL;
+    if (hd_m.closing != NULL)
+        why = "retired listen sockets are still draining";
+    for (hd_proc_t *p = hd_m.procs; why == NULL && p != NULL; p = p->next)
+        if (p->state != HD_PROC_RUNNING)
+            why = "a worker is starting or draining (a reload or a "
+                  "respawn is in progress)";
+    for (unsigned i = 0; why == NULL && i < hd_m.nworkers; i++)
+        if (hd_m.slots[i].state != HD_WS_RUNNING)
+            why = "a worker slot is not running";
+    *transient = why != NULL;
+    return why;
 }
 
 unsigned

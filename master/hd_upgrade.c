@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "hd_log.h"
 #include "hd_proc.h"
 #include "hd_sdnotify.h"
+#include "hd_time.h"
 #include "hd_upgrade.h"
 
 /* past the new master's own stop deadline: it had its chance */
@@ -41,6 +43,8 @@ static struct {
     int           fd;  /* our end of the status socketpair */
     bool          eof; /* the new master closed its end */
     struct event *rd, *timer, *kill_t;
+    struct event *defer_t;        /* an upgrade waits for a settled node */
+    uint64_t      defer_until_ms; /* ... until then (hd_mono_ms()) */
     /* new side */
     bool              inherited, ready_sent, taken_over;
     pid_t             ppid;
@@ -244,8 +248,39 @@ inherit_env(int status_fd, int admin_fd, const hd_inherit_sock_t *s, unsigned n)
     return b;
 }
 
+/*
+ * An upgrade asked for while the node is not settled (a reload's drain, a
+ * worker starting or respawning) waits for it, checked every
+ * DEFER_POLL_MS, for at most DEFER_MAX_MS: the operator's SIGUSR2 (or a
+ * deploy script's) is not lost to a reload that happens to be under way.
+ */
+#define DEFER_POLL_MS 100
+#define DEFER_MAX_MS  60000
+
+static void start_now(bool first);
+
+static void
+defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    (void) arg;
+    start_now(false);
+}
+
 void
 hd_upgrade_start(void)
+{
+    if (up.defer_t != NULL) {
+        hd_log_info("upgrade already requested: it starts once the node "
+                    "has settled");
+        return;
+    }
+    start_now(true);
+}
+
+static void
+start_now(bool first)
 {
     static hd_inherit_sock_t socks[HD_INHERIT_MAX];
     int                      keep[HD_INHERIT_MAX + 2];
@@ -256,19 +291,41 @@ hd_upgrade_start(void)
     int                      sv[2], admin_fd, err;
     sigset_t                 old;
     pid_t                    pid;
+    bool                     transient = false;
 
-    if (up.pid > 0 && up.state == UP_IDLE)
+    if (up.pid > 0 && up.state == UP_IDLE) {
         why = "the previous attempt's process has not exited yet";
-    else
-        why = hd_sup_upgrade_refusal();
+        transient = true;
+    } else {
+        why = hd_sup_upgrade_refusal(&transient);
+    }
     /* upgrade.binary (applied by a reload) names another binary; by
      * default the path this master was started from */
     exe = hd_m.conf->upgrade_binary != NULL ? hd_m.conf->upgrade_binary
                                             : up.exe;
     if (why == NULL && exe == NULL)
         why = "the path of the running binary is unknown";
+    if (why != NULL && transient
+        && (first || hd_mono_ms() < up.defer_until_ms)) {
+        struct timeval tv = { 0, DEFER_POLL_MS * 1000 };
+        if (first) {
+            up.defer_until_ms = hd_mono_ms() + DEFER_MAX_MS;
+            up.defer_t = evtimer_new(hd_m.base, defer_cb, NULL);
+            hd_log_info("upgrade deferred: %s; it starts once that is "
+                        "over (waiting up to %d s)",
+                        why, DEFER_MAX_MS / 1000);
+        }
+        evtimer_add(up.defer_t, &tv);
+        return;
+    }
+    free_ev(&up.defer_t);
     if (why != NULL) {
-        hd_log_warn("upgrade refused: %s; try again later", why);
+        if (transient)
+            hd_log_warn("upgrade refused: %s, still after %d s; try again "
+                        "later",
+                        why, DEFER_MAX_MS / 1000);
+        else
+            hd_log_warn("upgrade refused: %s; try again later", why);
         return;
     }
     n = hd_sup_export(socks, HD_INHERIT_MAX);
@@ -541,6 +598,7 @@ hd_upgrade_stop(void)
     free_ev(&up.rd);
     free_ev(&up.timer);
     free_ev(&up.kill_t);
+    free_ev(&up.defer_t);
     free_ev(&up.prd);
     if (up.fd >= 0)
         close(up.fd);

@@ -557,9 +557,10 @@ def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
     assert not set(pids_in_group(h.pid)) - {h.pid} - set(pids.values())
 
 
-def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
-    """An upgrade waits for a settled node: during a scale-down's drain it
-    is refused (logged), afterwards it goes through."""
+def test_upgrade_deferred_while_a_reload_drains(make_herald, tmp_path):
+    """An upgrade waits for a settled node: asked for during a scale-down's
+    drain it is deferred (logged) and starts by itself once the retired
+    worker has exited, without a second signal."""
     h = make_herald(workers=3, **dict(CONFIG, timeouts={"shutdown_ms": 2500,
                                                         "drain_health_ms": 0}))
 
@@ -571,17 +572,23 @@ def test_upgrade_refused_while_a_reload_drains(make_herald, tmp_path):
         h.send_signal(signal.SIGHUP)
         await until(lambda: log_msgs(h, "draining worker 2"), 10, "the scale-down's drain")
         h.send_signal(signal.SIGUSR2)
-        await until(lambda: log_msgs(h, "upgrade refused"), 10, "the refusal")
-        await until(lambda: log_msgs(h, "worker 2 (pid"), 15, "the retired worker's exit")
-        await asyncio.sleep(0.5)
-        await upgrade(h)
-        new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 20, "the take-over")
+        await until(lambda: log_msgs(h, "upgrade deferred"), 10, "the deferral")
+        h.send_signal(signal.SIGUSR2)   # a second request while deferred: one upgrade
+        new_pid = await until(lambda: (took_over_pids(h) or [None])[0], 30, "the take-over")
         await idle.close_all()
         return new_pid
 
     try:
         asyncio.run(go())
-        assert "a worker is starting or draining" in log_msgs(h, "upgrade refused")[0]["msg"]
+        msgs = [l["msg"] for l in h.log_lines() if l.get("pid") == h.pid]
+        deferred = next(i for i, m in enumerate(msgs) if m.startswith("upgrade deferred"))
+        exited = next(i for i, m in enumerate(msgs) if m.startswith("worker 2 (pid"))
+        started = [i for i, m in enumerate(msgs) if m.startswith("upgrade: starting")]
+        assert "a worker is starting or draining" in msgs[deferred]
+        assert len(started) == 1, msgs
+        assert deferred < exited < started[0], msgs
+        assert any(m.startswith("upgrade already requested") for m in msgs), msgs
+        assert not any(m.startswith("upgrade refused") for m in msgs), msgs
         assert h.wait_exit(10 * SLACK) == 0
     finally:
         for pid in took_over_pids(h):

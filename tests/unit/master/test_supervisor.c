@@ -959,20 +959,26 @@ END_TEST
 START_TEST(upgrade_waits_for_a_settled_node)
 {
     start();
-    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal()); /* starting */
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal(NULL)); /* starting */
     ready(1001);
-    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal());
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal(NULL));
     ready(1002);
-    ck_assert_ptr_null(hd_sup_upgrade_refusal());
+    ck_assert_ptr_null(hd_sup_upgrade_refusal(NULL));
     hd_m.upgrading = true;
-    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal());
+    ck_assert_ptr_nonnull(hd_sup_upgrade_refusal(NULL));
     hd_m.upgrading = false;
     /* a scale-down's draining worker holds a retiring socket */
     write_conf(CONF(1, ""));
     hd_sup_reload();
-    ck_assert_str_eq(hd_sup_upgrade_refusal(),
+    bool transient = false;
+    ck_assert_str_eq(hd_sup_upgrade_refusal(&transient),
                      "a worker is starting or draining (a reload or a "
                      "respawn is in progress)");
+    ck_assert(transient); /* the upgrade waits for it */
+    hd_m.stopping = true;
+    ck_assert_str_eq(hd_sup_upgrade_refusal(&transient), "stopping");
+    ck_assert(!transient); /* refused at once */
+    hd_m.stopping = false;
 }
 END_TEST
 
