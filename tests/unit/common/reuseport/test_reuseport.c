@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hd_net.h"
@@ -84,14 +85,27 @@ spray(const char *addr, int port, const int *fds, int n, int conns, int *count)
         ck_assert_msg(connect(cl[i], (struct sockaddr *) &ss, len) == 0,
                       "connect: %s", strerror(errno));
     }
-    for (int k = 0; k < n; k++) {
-        int a;
+    /* connect() returns once the SYN-ACK is in; the server side queues
+     * the connection when it has processed the final ACK, which a busy
+     * box may leave to ksoftirqd for a while: accept until every one is
+     * in (or 10 s) rather than counting what happened to be queued */
+    int total = 0;
+    for (int k = 0; k < n; k++)
         count[k] = 0;
-        if (fds[k] < 0)
-            continue;
-        while ((a = accept(fds[k], NULL, NULL)) >= 0) { /* non-blocking */
-            count[k]++;
-            close(a);
+    for (int round = 0; total < conns && round < 1000; round++) {
+        for (int k = 0; k < n; k++) {
+            int a;
+            if (fds[k] < 0)
+                continue;
+            while ((a = accept(fds[k], NULL, NULL)) >= 0) { /* non-blocking */
+                count[k]++;
+                total++;
+                close(a);
+            }
+        }
+        if (total < conns) {
+            struct timespec ts = { 0, 10 * 1000 * 1000 };
+            nanosleep(&ts, NULL);
         }
     }
     for (int i = 0; i < conns; i++)
