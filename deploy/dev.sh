@@ -285,6 +285,20 @@ record() { # build suite status
     fi
 }
 
+# failed_tests DIR: the names of the tests meson's last run in DIR did not
+# pass, for the summary (the summary is what a CI page shows first)
+failed_tests() {
+    "$PY" - "$1/meson-logs/testlog.json" <<'PYEOF' 2>/dev/null || echo "see the log"
+import json, sys
+bad = []
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    if t.get("result") not in ("OK", "SKIP", "EXPECTEDFAIL"):
+        bad.append("%s: %s" % (t.get("name", "?"), t.get("result", "?")))
+print(", ".join(bad) or "see the log")
+PYEOF
+}
+
 # test_build NAME COMPILER MESON_OPTS...: build one dir and run both suites.
 test_build() {
     local dir="$1" env=()
@@ -322,7 +336,7 @@ test_build() {
     if env "${env[@]}" meson test -C "$dir" --suite unit --print-errorlogs; then
         record "$dir" unit PASS
     else
-        record "$dir" unit FAIL
+        record "$dir" unit "FAIL ($(failed_tests "$dir"))"
     fi
 
     if [ "$dir" = build ]; then
