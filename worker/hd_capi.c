@@ -338,11 +338,76 @@ hd_capi_connections(hd_api_call_t *a, json_t *body, const char *tenant)
 
 /* ---- channels ------------------------------------------------------------------ */
 
+/*
+ * A worker may hold millions of channels, so neither its reply nor the
+ * merge may hold them all: a page is the `limit` first matching names
+ * after `cursor`, in byte order. Each worker sends at most its own
+ * `limit` first (picked with a max-heap of that size while it walks its
+ * table), so the merge holds at most workers x limit names; and a name
+ * among the page's `limit` first is among every worker's `limit` first,
+ * so its subscriber count sums every worker that has it.
+ */
+
+static int
+name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int r = memcmp(a, b, alen < blen ? alen : blen);
+
+    return r != 0 ? r : (alen > blen) - (alen < blen);
+}
+
+static int
+chan_cmp(const hd_chan_t *a, const hd_chan_t *b)
+{
+    return name_cmp(a->name, a->name_len, b->name, b->name_len);
+}
+
 typedef struct chan_walk {
-    const char *tenant;
-    const char *pattern;
-    json_t     *out; /* name -> local subscribers */
+    const char       *tenant;
+    const char       *pattern;
+    const char       *cursor; /* NULL: from the first name */
+    size_t            limit;
+    const hd_chan_t **heap; /* max-heap by name, at most limit */
+    size_t            n;
+    json_int_t        total; /* every match, whatever the cursor */
+    size_t            after; /* matches after the cursor */
 } chan_walk_t;
+
+static void
+heap_down(chan_walk_t *w, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < w->n && chan_cmp(w->heap[l], w->heap[m]) > 0)
+            m = l;
+        if (r < w->n && chan_cmp(w->heap[r], w->heap[m]) > 0)
+            m = r;
+        if (m == i)
+            return;
+        const hd_chan_t *t = w->heap[i];
+        w->heap[i] = w->heap[m];
+        w->heap[m] = t;
+        i = m;
+    }
+}
+
+static void
+heap_add(chan_walk_t *w, const hd_chan_t *ch)
+{
+    size_t i;
+
+    if (w->n == w->limit) {
+        if (chan_cmp(ch, w->heap[0]) >= 0)
+            return; /* past the page */
+        w->heap[0] = ch;
+        heap_down(w, 0);
+        return;
+    }
+    for (i = w->n++; i > 0 && chan_cmp(ch, w->heap[(i - 1) / 2]) > 0;
+         i = (i - 1) / 2)
+        w->heap[i] = w->heap[(i - 1) / 2];
+    w->heap[i] = ch;
+}
 
 static void
 chan_visit(const hd_chan_t *ch, void *arg)
@@ -361,59 +426,119 @@ chan_visit(const hd_chan_t *ch, void *arg)
     name[ch->name_len] = '\0';
     if (w->pattern != NULL && fnmatch(w->pattern, name, 0) != 0)
         return;
-    json_object_set_new(w->out, name, json_integer(ch->nmembers));
+    w->total++;
+    if (w->cursor != NULL
+        && name_cmp(ch->name, ch->name_len, w->cursor, strlen(w->cursor)) <= 0)
+        return;
+    w->after++;
+    heap_add(w, ch);
 }
 
+/* {"channels": {name: local subscribers} (at most limit), "total": local
+ * matches, "more": whether some after the cursor were left out}. An older
+ * merge reads "channels" alone and still gets the right page. */
 static json_t *
 op_channels(json_t *args)
 {
-    chan_walk_t w = { arg_str(args, "tenant"), arg_str(args, "pattern"),
-                      json_object() };
+    json_int_t  lim = json_integer_value(json_object_get(args, "limit"));
+    chan_walk_t w = { .tenant = arg_str(args, "tenant"),
+                      .pattern = arg_str(args, "pattern"),
+                      .cursor = arg_str(args, "cursor") };
+    json_t     *out = json_object();
+    char        name[256];
 
+    /* a request from an older node has no limit: the most there is */
+    w.limit = lim >= 1 && lim <= hd_w.conf->api_list_max
+        ? (size_t) lim
+        : (size_t) hd_w.conf->api_list_max;
+    /* the heap never holds more than the table */
+    w.heap = hd_malloc((w.limit < hd_chan_count() ? w.limit : hd_chan_count())
+                           * sizeof(*w.heap)
+                       + sizeof(*w.heap));
     hd_chan_foreach(chan_visit, &w);
-    return json_pack("{s:o}", "channels", w.out);
+    for (size_t i = 0; i < w.n; i++) {
+        memcpy(name, w.heap[i]->name, w.heap[i]->name_len);
+        name[w.heap[i]->name_len] = '\0';
+        json_object_set_new(out, name, json_integer(w.heap[i]->nmembers));
+    }
+    free(w.heap);
+    return json_pack("{s:o, s:I, s:b}", "channels", out, "total", w.total,
+                     "more", w.after > w.n);
+}
+
+typedef struct chan_ctx {
+    ctx_t base; /* first: freed as one */
+    char *cursor;
+} chan_ctx_t;
+
+static int
+str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
 static void
 channels_done(int err, json_t *replies, json_t *missing, void *arg)
 {
-    ctx_t      *x = arg;
-    json_t     *sum = json_object(), *r, *v, *list;
-    const char *name;
-    size_t      i;
+    chan_ctx_t *x = arg;
+    size_t      limit = x->base.limit, nsum, i, k;
+    json_t     *sum, *res, *r, *v, *list, *out;
+    const char *name, **names;
+    json_int_t  total = 0;
+    bool        more = false;
 
     if (err != 0) {
-        json_decref(sum);
-        hd_api_fail(x->a, 503, "redis unavailable");
-        free(x);
-        return;
+        hd_api_fail(x->base.a, 503, "redis unavailable");
+        goto done;
     }
+    sum = json_object();
     json_array_foreach(replies, i, r)
     {
-        json_object_foreach(
-            json_object_get(json_object_get(r, "result"), "channels"), name, v)
+        res = json_object_get(r, "result");
+        /* an older worker sends every channel and no total */
+        json_t *jt = json_object_get(res, "total");
+        total += json_is_integer(jt)
+            ? json_integer_value(jt)
+            : (json_int_t) json_object_size(json_object_get(res, "channels"));
+        more = more || json_is_true(json_object_get(res, "more"));
+        json_object_foreach(json_object_get(res, "channels"), name, v)
         {
+            if (x->cursor != NULL && strcmp(name, x->cursor) <= 0)
+                continue;
             json_t *cur = json_object_get(sum, name);
             json_object_set_new(
                 sum, name,
                 json_integer(json_integer_value(cur) + json_integer_value(v)));
         }
     }
-    list = json_array();
+    nsum = json_object_size(sum);
+    names = hd_malloc((nsum ? nsum : 1) * sizeof(*names));
+    k = 0;
     json_object_foreach(sum, name, v)
     {
-        if (json_array_size(list) >= x->limit)
-            break;
-        json_array_append_new(
-            list, json_pack("{s:s, s:O}", "channel", name, "subscribers", v));
+        names[k++] = name;
     }
-    hd_api_answer(
-        x->a, 200,
-        with_partial(json_pack("{s:o, s:I, s:b}", "channels", list, "total",
-                               (json_int_t) json_object_size(sum), "truncated",
-                               json_array_size(list) < json_object_size(sum)),
-                     missing));
+    qsort(names, nsum, sizeof(*names), str_cmp);
+    list = json_array();
+    for (k = 0; k < nsum && k < limit; k++)
+        json_array_append_new(list,
+                              json_pack("{s:s, s:O}", "channel", names[k],
+                                        "subscribers",
+                                        json_object_get(sum, names[k])));
+    more = more || nsum > limit;
+    /* the whole set was seen: count it exactly (one channel may have
+     * subscribers on several workers) */
+    if (!more && x->cursor == NULL)
+        total = (json_int_t) nsum;
+    out = json_pack("{s:o, s:I, s:b}", "channels", list, "total", total,
+                    "truncated", more);
+    if (more && k > 0)
+        json_object_set_new(out, "cursor", json_string(names[k - 1]));
+    hd_api_answer(x->base.a, 200, with_partial(out, missing));
+    free(names);
     json_decref(sum);
+done:
+    free(x->cursor);
     free(x);
 }
 
@@ -422,12 +547,21 @@ hd_capi_channels(hd_api_call_t *a, json_t *body, const char *tenant)
 {
     bool        bad = false;
     const char *pattern = opt_str(body, "pattern", PATTERN_MAX, &bad);
+    const char *cursor;
     size_t      limit = get_limit(body);
     json_t     *args;
+    chan_ctx_t *x;
 
     if (bad) {
         hd_api_fail(a, 400,
                     "\"pattern\" must be a glob (fnmatch) of 1..255 bytes");
+        return;
+    }
+    cursor = opt_str(body, "cursor", HD_CHNAME_MAX, &bad);
+    if (bad) {
+        hd_api_fail(a, 400,
+                    "\"cursor\" must be a channel name (the \"cursor\" of "
+                    "the previous reply)");
         return;
     }
     if (limit == 0) {
@@ -436,12 +570,23 @@ hd_capi_channels(hd_api_call_t *a, json_t *body, const char *tenant)
                     "api.list_max");
         return;
     }
-    args = json_object();
+    args = json_pack("{s:I}", "limit", (json_int_t) limit);
     if (pattern != NULL)
         json_object_set_new(args, "pattern", json_string(pattern));
     if (tenant != NULL)
         json_object_set_new(args, "tenant", json_string(tenant));
-    call_or_fail(a, "channels", args, channels_done, ctx_new(a, limit));
+    if (cursor != NULL)
+        json_object_set_new(args, "cursor", json_string(cursor));
+    x = hd_calloc(1, sizeof(*x));
+    x->base.a = a;
+    x->base.limit = limit;
+    x->cursor = cursor != NULL ? hd_strdup(cursor) : NULL;
+    if (hd_cluster_call("channels", args, channels_done, x) < 0) {
+        free(x->cursor);
+        free(x);
+        hd_api_fail(a, 503, "redis unavailable, nothing was done");
+    }
+    json_decref(args);
 }
 
 /* ---- info ------------------------------------------------------------------------ */

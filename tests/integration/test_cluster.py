@@ -3,12 +3,15 @@ that embed the node id, and the cluster-wide server API over the control
 channel (disconnect, connections, channels, info), with partial replies
 when a node does not answer and tenant isolation for every method."""
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 from harness import (API_KEY, api_request, admin_request, open_client,
-                     parse_metrics, pubsub_config, run, token_for, wait_until)
+                     parse_metrics, pubsub_config, redis_cli, run, token_for,
+                     wait_until)
 
 # Short beats so that the dead-node bounds are quick to observe; the
 # call timeout stays well above a loaded box's round trip through Redis.
@@ -131,6 +134,76 @@ def test_connections_and_channels_cluster_wide(make_herald):
         for c in (c1, c2, t1):
             await c.close()
     run(go())
+
+
+def test_channels_paged_and_bounded_per_worker(make_herald, redis_server):
+    """/api/channels with more channels than api.list_max: each worker
+    answers at most `limit` of them (read off the control channel's
+    replies in Redis), pages come in name order with a cursor, and the
+    pages together hold every channel once with its subscribers summed
+    over both workers."""
+    h = make_herald(**pubsub_config(api={"list_max": 5}))
+    names = ["chat:c%02d" % i for i in range(12)]
+    shared = {"chat:c03", "chat:c07", "chat:c10"}
+    spy = subprocess.Popen(["redis-cli", "-p", str(redis_server.port),
+                            "PSUBSCRIBE", "herald#rep#*"],
+                           stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    wait_until(lambda: redis_cli(redis_server.port, "PUBSUB", "NUMPAT").strip() == "1",
+               10, what="the reply spy subscribed")
+
+    async def go():
+        # two clients on two different workers
+        clients = []
+        while len({c.worker for c in clients}) < 2:
+            assert len(clients) < 40, "one worker took every connection"
+            clients.append(await open_client(h.url, token_for(h, sub="u")))
+        a = clients[0]
+        b = next(c for c in clients if c.worker != a.worker)
+        for n in names:
+            assert "result" in await a.subscribe(n)
+        for n in sorted(shared):
+            assert "result" in await b.subscribe(n)
+
+        pages, cursor = [], None
+        while True:
+            req = {} if cursor is None else {"cursor": cursor}
+            st, body = api_request(h.port, "/api/channels", req)
+            assert st == 200, body
+            res = body["result"]
+            pages.append(res)
+            if not res["truncated"]:
+                assert "cursor" not in res, res
+                break
+            cursor = res["cursor"]
+            assert cursor == res["channels"][-1]["channel"], res
+            assert len(pages) < 5, pages
+        got = [(r["channel"], r["subscribers"]) for p in pages for r in p["channels"]]
+        assert [len(p["channels"]) for p in pages] == [5, 5, 2], pages
+        assert got == [(n, 2 if n in shared else 1) for n in names], got
+        assert pages[0]["total"] >= 12 and pages[0]["partial"] is False, pages[0]
+
+        # a page of one, and everything after the last name
+        st, body = api_request(h.port, "/api/channels",
+                               {"limit": 1, "cursor": "chat:c03"})
+        assert [r["channel"] for r in body["result"]["channels"]] == ["chat:c04"]
+        st, body = api_request(h.port, "/api/channels", {"cursor": "chat:c11"})
+        assert body["result"]["channels"] == [] and not body["result"]["truncated"]
+        for bad in ({"limit": 6}, {"limit": 0}, {"cursor": 3}, {"cursor": ""}):
+            st, body = api_request(h.port, "/api/channels", bad)
+            assert st == 400, (bad, st, body)
+        for c in clients:
+            await c.close()
+    try:
+        run(go())
+    finally:
+        spy.terminate()
+        out, _ = spy.communicate(timeout=10)
+    # what each worker sent back: never more than a page
+    replies = [json.loads(line) for line in out.decode().splitlines()
+               if line.startswith("{") and '"channels"' in line]
+    assert len(replies) >= 2 * 5, replies
+    for r in replies:
+        assert len(r["result"]["channels"]) <= 5, r
 
 
 def test_partial_reply_when_a_node_is_stopped(make_herald):
