@@ -919,10 +919,10 @@ hd_capi_history(hd_api_call_t *a, json_t *body, const char *tenant)
     char           key[HD_KEY_MAX];
     size_t         key_len;
     const hd_ns_t *ns = api_channel(a, body, tenant, key, &key_len);
-    json_t        *jl, *js, *joff, *jep;
-    json_int_t     limit;
-    int64_t        since = -1;
-    const char    *epoch = NULL;
+    unsigned       limit;
+    int64_t        since;
+    const char    *epoch;
+    hd_pub_error_t e;
     ctx_t         *x;
 
     if (ns == NULL)
@@ -931,35 +931,13 @@ hd_capi_history(hd_api_call_t *a, json_t *body, const char *tenant)
         hd_api_fail(a, 400, "the channel's namespace keeps no history");
         return;
     }
-    jl = json_object_get(body, "limit");
-    limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
-        : json_is_integer(jl) ? json_integer_value(jl)
-                              : -1;
-    if (limit < 1) {
-        hd_api_fail(a, 400, "\"limit\" must be a positive integer");
+    if (hd_pub_history_args(body, ns, &limit, &since, &epoch, &e) < 0) {
+        hd_api_fail(a, e.code, e.msg);
         return;
     }
-    if (limit > ns->history_size)
-        limit = ns->history_size;
-    js = json_object_get(body, "since");
-    if (js != NULL) {
-        joff = json_object_get(js, "offset");
-        jep = json_object_get(js, "epoch");
-        if (!json_is_object(js) || !json_is_integer(joff)
-            || json_integer_value(joff) < 0 || !json_is_string(jep)
-            || !hd_epoch_valid(json_string_value(jep),
-                               json_string_length(jep))) {
-            hd_api_fail(a, 400,
-                        "\"since\" must be {\"offset\": N, \"epoch\": "
-                        "\"...\"}");
-            return;
-        }
-        since = json_integer_value(joff);
-        epoch = json_string_value(jep);
-    }
     x = ctx_new(a, 0);
-    if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
-                          history_done, x)
+    if (hd_pubsub_history(ns, key, key_len, limit, since, epoch, history_done,
+                          x)
         < 0) {
         free(x);
         hd_api_fail(a, 503, "redis unavailable");

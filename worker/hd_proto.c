@@ -1366,12 +1366,12 @@ m_history(cmd_t *cmd)
 {
     char            key[HD_KEY_MAX];
     size_t          key_len, name_off;
-    const char     *epoch = NULL;
+    const char     *epoch;
     const hd_ns_t  *ns;
     hd_pub_target_t t;
-    json_t         *jl, *js, *joff, *jep;
-    int64_t         since = -1;
-    json_int_t      limit;
+    hd_pub_error_t  e;
+    int64_t         since;
+    unsigned        limit;
     hd_op_t        *op;
 
     if (!may_act(cmd))
@@ -1384,37 +1384,13 @@ m_history(cmd_t *cmd)
                     ns->name);
         return;
     }
-    jl = json_object_get(cmd->params, "limit");
-    limit = jl == NULL ? (ns->history_size < 100 ? ns->history_size : 100)
-        : json_is_integer(jl) ? json_integer_value(jl)
-                              : -1;
-    if (limit < 1) {
-        reply_error(cmd, HD_ERR_BAD_REQUEST,
-                    "\"limit\" must be a positive integer");
+    if (hd_pub_history_args(cmd->params, ns, &limit, &since, &epoch, &e) < 0) {
+        reply_error(cmd, e.code, "%s", e.msg);
         return;
-    }
-    if (limit > ns->history_size)
-        limit = ns->history_size; /* no more is kept: cap, as documented */
-    js = json_object_get(cmd->params, "since");
-    if (js != NULL) {
-        joff = json_object_get(js, "offset");
-        jep = json_object_get(js, "epoch");
-        if (!json_is_object(js) || !json_is_integer(joff)
-            || json_integer_value(joff) < 0 || !json_is_string(jep)
-            || !hd_epoch_valid(json_string_value(jep),
-                               json_string_length(jep))) {
-            reply_error(cmd, HD_ERR_BAD_REQUEST,
-                        "\"since\" must be "
-                        "{\"offset\": N, \"epoch\": \"...\"}");
-            return;
-        }
-        since = json_integer_value(joff);
-        epoch = json_string_value(jep);
     }
     op = op_new(cmd->conn, cmd->id);
     op->since = since;
-    if (hd_pubsub_history(ns, key, key_len, (unsigned) limit, since, epoch,
-                          history_cb, op)
+    if (hd_pubsub_history(ns, key, key_len, limit, since, epoch, history_cb, op)
         < 0) {
         op_done(op);
         reply_error(cmd, HD_ERR_UNAVAILABLE, "redis unavailable, retry");

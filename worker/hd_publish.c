@@ -8,6 +8,7 @@
 
 #include "hd_chname.h"
 #include "hd_codes.h"
+#include "hd_envelope.h"
 #include "hd_jwt.h"
 #include "hd_publish.h"
 #include "hd_worker_int.h"
@@ -130,6 +131,35 @@ bad:
                 "\"idempotency_key\" must be 1..%d bytes of "
                 "[A-Za-z0-9_.:@/+=-]",
                 HD_PUB_IDEM_MAX);
+}
+
+int
+hd_pub_history_args(const json_t *params, const hd_ns_t *ns, unsigned *limit,
+                    int64_t *since, const char **epoch, hd_pub_error_t *e)
+{
+    const json_t *jl = json_object_get(params, "limit");
+    const json_t *js = json_object_get(params, "since"), *joff, *jep;
+    json_int_t    n = jl == NULL ? 100 : json_integer_value(jl);
+
+    *since = -1;
+    *epoch = NULL;
+    if (jl != NULL && (!json_is_integer(jl) || n < 1))
+        return fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
+                    "\"limit\" must be a positive integer");
+    /* no more is kept: capped, as documented */
+    *limit = (unsigned) (n < ns->history_size ? n : ns->history_size);
+    if (js == NULL)
+        return 0;
+    joff = json_object_get(js, "offset");
+    jep = json_object_get(js, "epoch");
+    if (!json_is_object(js) || !json_is_integer(joff)
+        || json_integer_value(joff) < 0 || !json_is_string(jep)
+        || !hd_epoch_valid(json_string_value(jep), json_string_length(jep)))
+        return fail(e, HD_PUB_INVALID, HD_ERR_BAD_REQUEST,
+                    "\"since\" must be {\"offset\": N, \"epoch\": \"...\"}");
+    *since = json_integer_value(joff);
+    *epoch = json_string_value(jep);
+    return 0;
 }
 
 int

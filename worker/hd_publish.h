@@ -88,6 +88,16 @@ char *hd_pub_encode(const json_t *data, hd_pub_error_t *e);
  */
 int hd_pub_idem_key(const json_t *v, const char **key, hd_pub_error_t *e);
 
+/*
+ * History's "limit" and "since" in params (the client's history command,
+ * the API's /api/history body; NULL: neither) for ns, a namespace that
+ * keeps history: *limit is 100 by default and capped at ns->history_size;
+ * *since -1 and *epoch NULL without "since" (else borrowed from params).
+ * 0, or -EINVAL and *e (400).
+ */
+int hd_pub_history_args(const json_t *params, const hd_ns_t *ns,
+                        unsigned *limit, int64_t *since, const char **epoch,
+                        hd_pub_error_t *e);
 /* Publish text on t. idem: an idempotency key or NULL. A repeat of idem on
  * the same channel (and tenant) within limits.idempotency_window_s, from
  * any worker or node, gets the first publication's offset and publishes

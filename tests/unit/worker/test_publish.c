@@ -193,6 +193,74 @@ never(int err, uint64_t offset, const char *epoch, void *arg)
     ck_abort_msg("the callback ran although nothing was sent");
 }
 
+/* history's "limit" and "since": one reading for the client command and
+ * the HTTP API */
+static int
+hist(const char *params, unsigned *limit, int64_t *since, const char **epoch,
+     hd_pub_error_t *e)
+{
+    static const hd_ns_t ns = { .name = "h", .history_size = 50 };
+    json_t              *p = params ? json_loads(params, 0, NULL) : NULL;
+    int                  rc;
+
+    memset(e, 0, sizeof(*e));
+    rc = hd_pub_history_args(p, &ns, limit, since, epoch, e);
+    if (rc == 0 && *epoch != NULL) {
+        static char keep[32];
+        snprintf(keep, sizeof(keep), "%s", *epoch); /* p goes away */
+        *epoch = keep;
+    }
+    json_decref(p);
+    return rc;
+}
+
+START_TEST(history_arguments)
+{
+    static const char *bad_limit[] = { "{\"limit\": 0}", "{\"limit\": -3}",
+                                       "{\"limit\": \"5\"}",
+                                       "{\"limit\": 1.5}" };
+    static const char *bad_since[] = {
+        "{\"since\": 3}",
+        "{\"since\": {\"offset\": 3}}",
+        "{\"since\": {\"offset\": -1, \"epoch\": \"e1\"}}",
+        "{\"since\": {\"offset\": 3, \"epoch\": \"not an epoch\"}}",
+    };
+    unsigned       limit;
+    int64_t        since;
+    const char    *epoch;
+    hd_pub_error_t e;
+
+    /* no params (a command without any): the defaults, capped */
+    ck_assert_int_eq(hist(NULL, &limit, &since, &epoch, &e), 0);
+    ck_assert_uint_eq(limit, 50);
+    ck_assert_int_eq(since, -1);
+    ck_assert_ptr_null(epoch);
+    ck_assert_int_eq(hist("{\"limit\": 7}", &limit, &since, &epoch, &e), 0);
+    ck_assert_uint_eq(limit, 7);
+    ck_assert_int_eq(
+        hist("{\"limit\": 1099511627776}", &limit, &since, &epoch, &e), 0);
+    ck_assert_uint_eq(limit, 50);
+    ck_assert_int_eq(
+        hist("{\"since\": {\"offset\": 40, \"epoch\": \"8e46f1\"}}", &limit,
+             &since, &epoch, &e),
+        0);
+    ck_assert_int_eq(since, 40);
+    ck_assert_str_eq(epoch, "8e46f1");
+    for (size_t i = 0; i < sizeof(bad_limit) / sizeof(bad_limit[0]); i++) {
+        ck_assert_int_eq(hist(bad_limit[i], &limit, &since, &epoch, &e),
+                         -EINVAL);
+        ck_assert_int_eq(e.code, HD_ERR_BAD_REQUEST);
+        ck_assert_str_eq(e.msg, "\"limit\" must be a positive integer");
+    }
+    for (size_t i = 0; i < sizeof(bad_since) / sizeof(bad_since[0]); i++) {
+        ck_assert_int_eq(hist(bad_since[i], &limit, &since, &epoch, &e),
+                         -EINVAL);
+        ck_assert_int_eq(e.code, HD_ERR_BAD_REQUEST);
+        ck_assert_ptr_nonnull(strstr(e.msg, "\"since\" must be"));
+    }
+}
+END_TEST
+
 START_TEST(nothing_is_sent_while_redis_is_down)
 {
     hd_pub_error_t  e;
@@ -216,6 +284,7 @@ pub_suite(void)
     tcase_add_test(tc, keys_carry_the_tenant);
     tcase_add_test(tc, data_and_idempotency_keys);
     tcase_add_test(tc, nothing_is_sent_while_redis_is_down);
+    tcase_add_test(tc, history_arguments);
     suite_add_tcase(s, tc);
     return s;
 }
