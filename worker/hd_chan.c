@@ -35,6 +35,7 @@ static struct {
 
 static void chan_maybe_free(hd_chan_t *ch);
 static void meta_read(hd_chan_t *ch);
+static void resync_start(hd_chan_t *ch);
 
 /* Channel names are chosen by clients: keyed with this process's secret
  * seed, so nobody can precompute names that share a bucket. */
@@ -390,6 +391,102 @@ dispatch_event(hd_chan_t *ch, const char *payload, size_t len)
     hd_msg_unref(m);
 }
 
+/*
+ * Keep a push for pending members or behind a fill, in offset order (live
+ * pushes may come out of order); an offset already kept is a duplicate.
+ * Bounded: the lowest is dropped, and whoever still needed it is told
+ * with a gap push (never a silent loss).
+ */
+static void
+buf_insert(hd_chan_t *ch, uint64_t offset, hd_msg_t *m)
+{
+    uint32_t k = ch->nbuf;
+
+    while (k > 0 && ch->buf[k - 1].offset > offset)
+        k--;
+    if (k > 0 && ch->buf[k - 1].offset == offset)
+        return;
+    if (ch->nbuf == BUFFER_MAX) {
+        if (k == 0) { /* below everything kept: it is the one dropped */
+            if (offset > ch->buf_lost_upto)
+                ch->buf_lost_upto = offset;
+            return;
+        }
+        if (ch->buf[0].offset > ch->buf_lost_upto)
+            ch->buf_lost_upto = ch->buf[0].offset;
+        hd_msg_unref(ch->buf[0].msg);
+        memmove(ch->buf, ch->buf + 1, (BUFFER_MAX - 1) * sizeof(*ch->buf));
+        ch->nbuf--;
+        k--;
+    }
+    if (ch->nbuf == ch->buf_cap) {
+        ch->buf_cap = ch->buf_cap ? ch->buf_cap * 2 : 16;
+        ch->buf = hd_realloc(ch->buf, ch->buf_cap * sizeof(*ch->buf));
+    }
+    memmove(ch->buf + k + 1, ch->buf + k, (ch->nbuf - k) * sizeof(*ch->buf));
+    ch->buf[k].offset = offset;
+    ch->buf[k].msg = hd_msg_ref(m);
+    ch->nbuf++;
+}
+
+/* A member met a hole: hold live pushes until a fill read says what it
+ * was (fill_kick() sends it). */
+static void
+hole_seen(hd_chan_t *ch)
+{
+    if (ch->resync)
+        return;
+    ch->resync = true;
+    ch->fill_rounds = 0;
+    memcpy(ch->resync_epoch, ch->epoch, sizeof(ch->epoch));
+}
+
+/* Send the fill read if one is due and can go (the channel is subscribed;
+ * resync_start() sends at most one at a time). */
+static void
+fill_kick(hd_chan_t *ch)
+{
+    if (ch->resync && ch->rstate == HD_R_SUBSCRIBED && ch->nmembers > 0)
+        resync_start(ch);
+}
+
+/*
+ * Give an active member what the buffer holds after its min_offset, in
+ * order. A hole at or below known (offsets a read saw assigned, that no
+ * read will fill: no history, or not in it) is told as a gap; with force,
+ * any hole is. Returns true when it stopped at a hole that another read
+ * may fill (the member keeps its place).
+ */
+static bool
+replay(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t known, bool force)
+{
+    if (ch->buf_lost_upto > s->min_offset) {
+        T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, ch->epoch);
+        s->min_offset = ch->buf_lost_upto;
+    }
+    for (uint32_t k = 0; k < ch->nbuf; k++) {
+        uint64_t off = ch->buf[k].offset;
+        if (off <= s->min_offset)
+            continue;
+        if (off > s->min_offset + 1) {
+            uint64_t to = force || known >= off - 1 ? off - 1 : known;
+            if (to > s->min_offset) {
+                T.hooks.gap(c, ch, s->min_offset + 1, to, ch->epoch);
+                s->min_offset = to;
+            }
+            if (off > s->min_offset + 1)
+                return true;
+        }
+        s->min_offset = off;
+        deliver(c, ch->buf[k].msg);
+    }
+    if (known > s->min_offset) {
+        T.hooks.gap(c, ch, s->min_offset + 1, known, ch->epoch);
+        s->min_offset = known;
+    }
+    return false;
+}
+
 void
 hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
                  size_t len)
@@ -397,6 +494,7 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
     hd_chan_t    *ch = hd_chan_find(key, key_len);
     hd_envelope_t env;
     hd_msg_t     *m;
+    bool          held;
 
     if (ch == NULL || ch->nmembers == 0)
         return; /* an unsubscribe crossed the message */
@@ -412,9 +510,7 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
         return;
     }
     if (ch->resync) {
-        /* the resync compares against the epoch of the loss: leave it */
-        if (ch->first_live == 0)
-            ch->first_live = env.offset;
+        /* the fill compares against the epoch it started in: leave it */
     } else if (env.epoch_len != strlen(ch->epoch)
                || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0) {
         bool had = ch->epoch[0] != '\0';
@@ -422,39 +518,39 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
         ch->epoch[env.epoch_len] = '\0';
         if (had)
             epoch_restart(ch, env.offset);
+        ch->last_offset = env.offset;
     }
-    ch->last_offset = env.offset;
+    if (env.offset > ch->last_offset)
+        ch->last_offset = env.offset;
 
     m = build_push(ch, &env);
-    /* while resyncing, live pushes wait behind what was missed */
-    for (uint32_t i = 0; i < ch->nmembers && !ch->resync; i++) {
+    /*
+     * A member gets offsets one after the other, never one past a hole:
+     * with redis.wait_replicas, publications go live after their WAIT, so
+     * two publishers' can cross, and one whose WAIT failed never comes.
+     * A hole starts a fill (held behind it: everything live until it is
+     * filled from history or told as a gap); an offset already had is a
+     * duplicate.
+     */
+    held = ch->resync;
+    for (uint32_t i = 0; i < ch->nmembers && !held; i++) {
         hd_conn_t *c = ch->members[i].conn;
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
-        if (s->state == HD_SUB_ACTIVE && env.offset > s->min_offset) {
+        if (s->state != HD_SUB_ACTIVE || env.offset <= s->min_offset)
+            continue;
+        if (env.offset == s->min_offset + 1) {
             s->min_offset = env.offset;
             deliver(c, m);
+        } else {
+            hole_seen(ch);
         }
     }
-    if (ch->npending > 0 || ch->resync) {
-        if (ch->nbuf == BUFFER_MAX) {
-            /* bounded: whoever still needed the dropped one is told so
-             * with a gap push when it goes live (never a silent loss) */
-            ch->buf_lost_upto = ch->buf[0].offset;
-            hd_msg_unref(ch->buf[0].msg);
-            memmove(ch->buf, ch->buf + 1, (BUFFER_MAX - 1) * sizeof(*ch->buf));
-            ch->nbuf--;
-            if (ch->resync)
-                ch->first_live = ch->buf[0].offset;
-        }
-        if (ch->nbuf == ch->buf_cap) {
-            ch->buf_cap = ch->buf_cap ? ch->buf_cap * 2 : 16;
-            ch->buf = hd_realloc(ch->buf, ch->buf_cap * sizeof(*ch->buf));
-        }
-        ch->buf[ch->nbuf].offset = env.offset;
-        ch->buf[ch->nbuf].msg = hd_msg_ref(m);
-        ch->nbuf++;
-    }
+    if (ch->npending > 0 || ch->resync)
+        buf_insert(ch, env.offset, m);
     hd_msg_unref(m);
+    /* a new fill, or one whose read failed (a WAIT unmet): a live push
+     * means the replicas answer again */
+    fill_kick(ch);
 }
 
 /* ---- subscribe replies ---------------------------------------------------- */
@@ -474,16 +570,11 @@ go_live(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t offset,
     hd_free(s->recover_epoch);
     s->min_offset = offset;
     ch->npending--;
-    if (ch->buf_lost_upto > s->min_offset) {
-        T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, epoch);
-        s->min_offset = ch->buf_lost_upto;
-    }
-    if (!ch->resync)
-        for (uint32_t k = 0; k < ch->nbuf; k++)
-            if (ch->buf[k].offset > s->min_offset) {
-                s->min_offset = ch->buf[k].offset;
-                deliver(c, ch->buf[k].msg);
-            }
+    (void) epoch;
+    /* behind a fill, the fill hands it the buffer; a hole in the buffer
+     * starts one (the caller kicks it: not under activate_pending()) */
+    if (!ch->resync && replay(ch, c, s, 0, false))
+        hole_seen(ch);
     if (ch->npending == 0 && !ch->resync)
         drop_buffer(ch);
 }
@@ -519,6 +610,7 @@ hd_chan_activate(hd_conn_t *c, uint32_t sub_i, uint64_t offset,
     if (T.hooks.live != NULL)
         T.hooks.live(c, ch, s);
     go_live(ch, c, s, offset, epoch);
+    fill_kick(ch);
 }
 
 /* The channel is live on Redis: recovering members run their own history
@@ -569,67 +661,87 @@ fail_pending(hd_chan_t *ch, int code, const char *msg)
     }
 }
 
-/* Deliver what was held during a resync, then stop holding. */
+/* The fill is over: live pushes go straight to members again. */
 static void
 resync_done(hd_chan_t *ch)
 {
     ch->resync = false;
-    ch->first_live = 0;
-    for (uint32_t i = 0; i < ch->nmembers; i++) {
-        hd_conn_t *c = ch->members[i].conn;
-        hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
-        if (s->state != HD_SUB_ACTIVE)
-            continue;
-        if (ch->buf_lost_upto > s->min_offset) {
-            T.hooks.gap(c, ch, s->min_offset + 1, ch->buf_lost_upto, ch->epoch);
-            s->min_offset = ch->buf_lost_upto;
-        }
-        for (uint32_t k = 0; k < ch->nbuf; k++)
-            if (ch->buf[k].offset > s->min_offset) {
-                s->min_offset = ch->buf[k].offset;
-                deliver(c, ch->buf[k].msg);
-            }
-    }
+    ch->fill_rounds = 0;
     if (ch->npending == 0)
         drop_buffer(ch);
 }
 
+/* At most this many reads per fill; then whatever is still missing is
+ * told as a gap (a hole the reads cannot explain must not hold live
+ * pushes for ever). */
+#define FILL_ROUNDS_MAX 4
+
 /*
- * No history to fill the hole from: tell the active members which offsets
- * they missed (from the last one delivered to the last one before live
- * delivery resumed); a changed epoch means the numbering restarted.
+ * A fill read came back (and history, if it had any, was delivered):
+ * every active member gets the buffer in order (replay(), with known).
+ * A member still at a hole the read did not see (published after it, or
+ * below its since) needs another read; else the fill is over.
  */
 static void
-resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
+fill_finish(hd_chan_t *ch, uint64_t known)
 {
-    uint64_t to = ch->first_live ? ch->first_live - 1 : offset;
-    bool     epoch_changed = ch->resync_epoch[0] != '\0'
-        && strcmp(ch->resync_epoch, epoch) != 0;
+    bool more = false, force = ++ch->fill_rounds >= FILL_ROUNDS_MAX;
 
     for (uint32_t i = 0; i < ch->nmembers; i++) {
         hd_conn_t *c = ch->members[i].conn;
         hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
-        if (s->state != HD_SUB_ACTIVE)
-            continue;
-        if (epoch_changed) {
-            /* the old numbering is gone: everything is suspect */
+        if (s->state == HD_SUB_ACTIVE && replay(ch, c, s, known, force))
+            more = true;
+    }
+    if (more)
+        resync_start(ch);
+    else
+        resync_done(ch);
+}
+
+/*
+ * No history to fill the hole from (or it no longer holds it): offset is
+ * the channel's current one. What the buffer holds is delivered in order,
+ * every offset up to offset that it does not hold is told as a gap; a
+ * changed epoch means the numbering restarted.
+ */
+static void
+resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
+{
+    bool epoch_changed = ch->resync_epoch[0] != '\0'
+        && strcmp(ch->resync_epoch, epoch) != 0;
+
+    snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
+    if (epoch_changed) {
+        /* the old numbering is gone: everything is suspect, up to what
+         * is held of the new one */
+        uint64_t to = ch->nbuf > 0 && ch->buf[0].offset <= offset
+            ? ch->buf[0].offset - 1
+            : offset;
+        for (uint32_t i = 0; i < ch->nmembers; i++) {
+            hd_conn_t *c = ch->members[i].conn;
+            hd_sub_t  *s = &c->subs[ch->members[i].sub_i];
+            if (s->state != HD_SUB_ACTIVE)
+                continue;
             T.hooks.gap(c, ch, 1, to, epoch);
             s->min_offset = to;
-        } else if (to > s->min_offset) {
-            T.hooks.gap(c, ch, s->min_offset + 1, to, epoch);
-            s->min_offset = to;
         }
-    }
-    if (epoch_changed || offset > ch->last_offset)
         ch->last_offset = offset;
-    snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
-    resync_done(ch);
+        memcpy(ch->resync_epoch, ch->epoch, sizeof(ch->epoch));
+    } else if (offset > ch->last_offset) {
+        ch->last_offset = offset;
+    }
+    fill_finish(ch, offset);
 }
 
 #define RESYNC_MAX 10000
 
-/* After a subscriber reconnect on a channel with history: the worker fills
- * the hole itself, in order, before any newer live push. */
+/*
+ * A fill read on a channel with history: the worker fills the hole
+ * itself, in order, before any newer live push. With redis.wait_replicas
+ * the read was answered only once a WAIT after it was met, so everything
+ * up to r->offset is on the replicas: none of it can be handed out again.
+ */
 static void
 resync_cb(int err, const hd_hist_reply_t *r, void *arg)
 {
@@ -637,7 +749,8 @@ resync_cb(int err, const hd_hist_reply_t *r, void *arg)
 
     ch->resync_inflight = false;
     if (err != 0 || !ch->resync) {
-        /* Redis went away again: the next reconnect starts over */
+        /* Redis went away again (the next reconnect starts over) or a
+         * WAIT was unmet (the next live push tries again) */
         if (ch->nmembers == 0)
             flush_add(ch);
         return;
@@ -651,7 +764,9 @@ resync_cb(int err, const hd_hist_reply_t *r, void *arg)
             for (uint32_t k = 0; k < ch->nmembers; k++) {
                 hd_conn_t *c = ch->members[k].conn;
                 hd_sub_t  *s = &c->subs[ch->members[k].sub_i];
-                if (s->state == HD_SUB_ACTIVE && env.offset > s->min_offset) {
+                /* one below the read's since waits for the next read */
+                if (s->state == HD_SUB_ACTIVE
+                    && env.offset == s->min_offset + 1) {
                     s->min_offset = env.offset;
                     deliver(c, m);
                 }
@@ -660,7 +775,7 @@ resync_cb(int err, const hd_hist_reply_t *r, void *arg)
         }
         if (r->offset > ch->last_offset)
             ch->last_offset = r->offset;
-        resync_done(ch);
+        fill_finish(ch, 0);
     } else {
         resync_gap(ch, r->offset, r->epoch);
     }
@@ -668,13 +783,30 @@ resync_cb(int err, const hd_hist_reply_t *r, void *arg)
         flush_add(ch);
 }
 
+/* A fill without history (or without an epoch to recover in) reads the
+ * meta: the hole can only be told as a gap. */
+static bool
+fill_by_meta(const hd_chan_t *ch)
+{
+    return ch->ns == NULL || ch->ns->history_size == 0
+        || ch->resync_epoch[0] == '\0';
+}
+
+/* Send the fill read, from the lowest offset an active member has. */
 static void
 resync_start(hd_chan_t *ch)
 {
+    uint64_t since = UINT64_MAX;
+
     if (ch->resync_inflight)
         return;
-    if (ch->ns != NULL && ch->ns->history_size > 0
-        && ch->resync_epoch[0] != '\0') {
+    for (uint32_t i = 0; i < ch->nmembers; i++) {
+        hd_sub_t *s = &ch->members[i].conn->subs[ch->members[i].sub_i];
+        if (s->state == HD_SUB_ACTIVE && s->min_offset < since)
+            since = s->min_offset;
+    }
+    ch->resync_from = since != UINT64_MAX ? since : ch->last_offset;
+    if (!fill_by_meta(ch)) {
         if (hd_pubsub_recover(ch->ns, ch->key, ch->key_len, ch->resync_from,
                               ch->resync_epoch, RESYNC_MAX, resync_cb, ch)
             == 0)
@@ -690,7 +822,7 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
     hd_chan_t *ch = arg;
 
     ch->meta_inflight = false;
-    if (err == 0 && ch->resync && !ch->resync_inflight)
+    if (err == 0 && ch->resync && fill_by_meta(ch))
         resync_gap(ch, offset, epoch);
     if (err == 0) {
         if (offset > ch->last_offset || ch->epoch[0] == '\0'
@@ -702,6 +834,8 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
     } else {
         fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
     }
+    if (err == 0)
+        fill_kick(ch); /* a member that went live met a hole */
     if (ch->npending > 0 && ch->rstate == HD_R_SUBSCRIBED)
         start_pending(ch); /* members that came while it was in flight */
     else if (ch->nmembers == 0)
@@ -868,12 +1002,9 @@ hd_chan_redis_down(unsigned shard)
             if (ch->npending > 0 && !ch->meta_inflight)
                 fail_pending(ch, HD_ERR_UNAVAILABLE,
                              "redis unavailable, retry");
-            if (ch->nmembers > 0 && !ch->resync) {
-                ch->resync = true;
-                ch->resync_from = ch->last_offset;
-                memcpy(ch->resync_epoch, ch->epoch, sizeof(ch->epoch));
-            }
-            ch->first_live = 0;
+            if (ch->nmembers > 0)
+                hole_seen(ch); /* anything may have been missed */
+            ch->fill_rounds = 0;
             flush_add(ch);
         }
     }

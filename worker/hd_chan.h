@@ -10,6 +10,13 @@
  * goes ACTIVE, so nothing published after the reply's offset is missed and
  * nothing at or before it is sent twice.
  *
+ * An ACTIVE member is given offsets one after the other: a push past a
+ * hole (the subscriber connection was lost, or with redis.wait_replicas
+ * publications went live out of order or one never went live) holds the
+ * channel until a fill read from history delivers what is missing (or,
+ * without history, tells it as a gap); an offset it already has is a
+ * duplicate and dropped.
+ *
  * The table knows nothing of the protocol: what members must be told
  * (a subscribe reply, an error, a gap, a push) goes out through the hooks
  * given to hd_chan_init(), the way hd_redis_hooks_t reports Redis events.
@@ -67,15 +74,19 @@ typedef struct hd_chan {
     bool           resync_inflight;
 
     hd_buffered_t *buf; /* pushes kept while npending > 0 or
-                                      while resyncing */
+                           while resyncing, in offset order */
     uint32_t       nbuf, buf_cap;
     uint64_t       buf_lost_upto; /* last offset dropped from a full buffer */
 
-    uint64_t last_offset; /* last offset seen from Redis */
-    bool     resync;      /* subscriber connection was lost */
-    uint64_t resync_from; /* last_offset when it was lost */
-    char     resync_epoch[HD_EPOCH_MAX + 1]; /* epoch then */
-    uint64_t first_live; /* first offset seen after it came back */
+    uint64_t last_offset; /* highest offset seen from Redis */
+    /* a fill is running: the subscriber connection was lost, or a live
+     * push left a hole (redis.wait_replicas publishes out of order);
+     * live pushes are held in the buffer, in offset order, until it is
+     * filled from history or told as a gap */
+    bool     resync;
+    uint8_t  fill_rounds; /* reads of this fill so far (bounded) */
+    uint64_t resync_from; /* the fill read's since */
+    char     resync_epoch[HD_EPOCH_MAX + 1]; /* epoch when it started */
     char     epoch[HD_EPOCH_MAX + 1];
 } hd_chan_t;
 

@@ -160,6 +160,16 @@ recover_reply(int status, uint64_t from, uint64_t to, uint64_t offset,
     op.hcb(0, &r, op.arg);
 }
 
+/* The recovery read failed (Redis went away, or a WAIT was unmet). */
+static void
+recover_fail(void)
+{
+    fake_op_t op = take_op();
+
+    ck_assert(!op.meta);
+    op.hcb(HD_ERR_UNAVAILABLE, NULL, op.arg);
+}
+
 /* ---- hooks: what members are told --------------------------------------- */
 
 static void
@@ -473,7 +483,7 @@ END_TEST
 
 START_TEST(resync_fills_the_hole_from_history_before_live_pushes)
 {
-    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 0);
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 6);
 
     pub(7, "E");
     expect("P1 @7;");
@@ -505,7 +515,7 @@ END_TEST
 
 START_TEST(resync_without_history_sends_one_gap)
 {
-    hd_chan_t *ch = live_member(&conns[0], &ns_plain, 0);
+    hd_chan_t *ch = live_member(&conns[0], &ns_plain, 6);
 
     pub(7, "E");
     clear();
@@ -524,7 +534,7 @@ END_TEST
 
 START_TEST(resync_into_a_new_epoch_marks_everything_missed)
 {
-    live_member(&conns[0], &ns_hist, 0);
+    live_member(&conns[0], &ns_hist, 6);
     pub(7, "E");
     clear();
     hd_chan_redis_down(0);
@@ -600,6 +610,155 @@ START_TEST(join_failing_at_once_returns_no_slot)
 }
 END_TEST
 
+/* ---- live holes (redis.wait_replicas publishes after WAIT) --------------- */
+
+START_TEST(out_of_order_live_pushes_are_delivered_in_order)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    /* 5's WAIT was met before 4's: 5 is held and a fill read goes */
+    pub(5, "E");
+    expect("RECOVER herald||room since 3 E;");
+    ck_assert(ch->resync);
+    pub(4, "E"); /* arrives while the read is in flight: held too */
+    expect("");
+    recover_reply(1, 4, 5, 5, "E");
+    expect("P1 @4;P1 @5;");
+    ck_assert(!ch->resync);
+    ck_assert_uint_eq(ch->nbuf, 0);
+    pub(4, "E"); /* late duplicates are dropped */
+    pub(5, "E");
+    expect("");
+    pub(6, "E");
+    expect("P1 @6;");
+}
+END_TEST
+
+START_TEST(late_arrival_after_the_fill_is_dropped)
+{
+    live_member(&conns[0], &ns_hist, 3);
+    pub(6, "E");
+    expect("RECOVER herald||room since 3 E;");
+    /* the fill brings 4 and 5 from history before they come live */
+    recover_reply(1, 4, 6, 6, "E");
+    expect("P1 @4;P1 @5;P1 @6;");
+    pub(5, "E");
+    pub(4, "E");
+    expect("");
+    pub(7, "E");
+    expect("P1 @7;");
+}
+END_TEST
+
+START_TEST(a_hole_is_filled_from_history_for_the_members_that_need_it)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(4, "E");
+    expect("P1 @4;");
+    /* 5 was stored but its WAIT failed: never published. A new member's
+     * subscribe reply (confirmed by its own WAIT) says 5. */
+    hd_chan_join(ch, &conns[1], 8, 0, NULL);
+    meta_reply(0, 5, "E");
+    expect("META herald||room;S2 id8 @5 E;");
+    /* 6 is next for member 2, one past a hole for member 1 */
+    pub(6, "E");
+    expect("P2 @6;RECOVER herald||room since 4 E;");
+    recover_reply(1, 5, 6, 6, "E");
+    expect("P1 @5;P1 @6;");
+    pub(7, "E");
+    expect("P1 @7;P2 @7;");
+}
+END_TEST
+
+START_TEST(a_hole_without_history_is_a_gap)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_plain, 3);
+
+    pub(6, "E");
+    expect("META herald||room;");
+    pub(4, "E"); /* came late, but before the read's answer */
+    expect("");
+    meta_reply(0, 6, "E");
+    /* 5 (its WAIT failed, or still on its way) is told as missed */
+    expect("P1 @4;G1 5-5 E;P1 @6;");
+    ck_assert(!ch->resync);
+    pub(5, "E"); /* already told as a gap: dropped */
+    expect("");
+    pub(7, "E");
+    expect("P1 @7;");
+}
+END_TEST
+
+START_TEST(a_hole_above_what_the_read_saw_takes_another_read)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(6, "E");
+    expect("RECOVER herald||room since 3 E;");
+    /* the read ran before 5 and 6 were made */
+    recover_reply(1, 4, 4, 4, "E");
+    expect("P1 @4;RECOVER herald||room since 4 E;");
+    ck_assert(ch->resync);
+    pub(5, "E");
+    expect("");
+    recover_reply(1, 5, 6, 6, "E");
+    expect("P1 @5;P1 @6;");
+    ck_assert(!ch->resync);
+}
+END_TEST
+
+START_TEST(a_refused_fill_read_is_retried_by_the_next_live_push)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(5, "E");
+    expect("RECOVER herald||room since 3 E;");
+    recover_fail(); /* WAIT unmet: nothing delivered, still held */
+    expect("");
+    ck_assert(ch->resync);
+    pub(6, "E");
+    expect("RECOVER herald||room since 3 E;");
+    recover_reply(1, 4, 6, 6, "E");
+    expect("P1 @4;P1 @5;P1 @6;");
+}
+END_TEST
+
+START_TEST(a_member_going_live_over_a_hole_starts_a_fill)
+{
+    hd_chan_t *ch = chan(&ns_hist);
+
+    hd_chan_join(ch, &conns[0], 7, 0, NULL);
+    turn();
+    hd_chan_confirmed(KEY, strlen(KEY), true);
+    expect("SUBSCRIBE herald||room;META herald||room;");
+    pub(6, "E"); /* kept for the pending member */
+    meta_reply(0, 4, "E");
+    expect("S1 id7 @4 E;RECOVER herald||room since 4 E;");
+    recover_reply(1, 5, 6, 6, "E");
+    expect("P1 @5;P1 @6;");
+    ck_assert_uint_eq(ch->nbuf, 0);
+}
+END_TEST
+
+START_TEST(a_hole_no_read_explains_ends_as_a_gap)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(6, "E");
+    clear();
+    /* every read says 4 is the last: 5 never shows; bounded reads */
+    recover_reply(1, 4, 4, 4, "E");
+    for (int i = 1; i < FILL_ROUNDS_MAX - 1; i++)
+        recover_reply(1, 0, 0, 4, "E");
+    clear();
+    recover_reply(1, 0, 0, 4, "E");
+    expect("G1 5-5 E;P1 @6;");
+    ck_assert(!ch->resync);
+    ck_assert_int_eq(F.nops, 0);
+}
+END_TEST
+
 static Suite *
 chan_suite(void)
 {
@@ -623,6 +782,15 @@ chan_suite(void)
     tcase_add_test(tc, pending_members_fail_when_redis_goes_down);
     tcase_add_test(tc, cmd_up_restarts_what_waited_for_the_command_connection);
     tcase_add_test(tc, join_failing_at_once_returns_no_slot);
+    tcase_add_test(tc, out_of_order_live_pushes_are_delivered_in_order);
+    tcase_add_test(tc, late_arrival_after_the_fill_is_dropped);
+    tcase_add_test(tc,
+                   a_hole_is_filled_from_history_for_the_members_that_need_it);
+    tcase_add_test(tc, a_hole_without_history_is_a_gap);
+    tcase_add_test(tc, a_hole_above_what_the_read_saw_takes_another_read);
+    tcase_add_test(tc, a_refused_fill_read_is_retried_by_the_next_live_push);
+    tcase_add_test(tc, a_member_going_live_over_a_hole_starts_a_fill);
+    tcase_add_test(tc, a_hole_no_read_explains_ends_as_a_gap);
     suite_add_tcase(s, tc);
     return s;
 }
