@@ -2,6 +2,14 @@
  * The publish and meta scripts. Offsets are assigned by Redis, in the same
  * script that publishes, so every subscriber on every node sees one order
  * per channel and the publisher's ack carries the offset it got.
+ *
+ * With redis.wait_replicas N > 0 nothing a client learns may be taken back
+ * by a failover: the publish script stores (offset, history) without
+ * publishing, and the worker PUBLISHes and acknowledges only once WAIT N
+ * is met; every read (meta, recover, history) is answered only once a
+ * WAIT N after it is met. Live publications can then arrive out of order
+ * or with a hole (a publication whose WAIT failed): the channel table
+ * fills holes from history (hd_chan.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -56,9 +64,12 @@
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
- * ttl (s), [8] idempotency key ('' none), [9] its window (s); KEYS[3] the
- * idempotency key's Redis key. Returns {offset, epoch}, or {offset, epoch,
- * 1} for a repeated idempotency key (nothing published). */
+ * ttl (s), [8] idempotency key ('' none), [9] its window (s), [10] "1":
+ * PUBLISH here, "0": the worker publishes after WAIT (redis.wait_replicas);
+ * KEYS[3] the idempotency key's Redis key. Returns {offset, epoch}, or
+ * {offset, epoch, 1[, envelope]} for a repeated idempotency key (nothing
+ * published; with [10] "0" the first one's envelope when history still
+ * has it, for the worker to publish again: see wait_cb()). */
 static const char PUBLISH_LUA[] =
     /* idempotency: KEYS[3] "{chan}:idem:<key>" holds "offset epoch" of the
      * first publication with the key for ARGV[9] s; a repeat returns it
@@ -67,8 +78,23 @@ static const char PUBLISH_LUA[] =
     "  local prev = redis.call('GET', KEYS[3])\n"
     "  if prev then\n"
     "    local sp = string.find(prev, ' ', 1, true)\n"
-    "    return {tonumber(string.sub(prev, 1, sp - 1)), "
-    "string.sub(prev, sp + 1), 1}\n"
+    "    local po = tonumber(string.sub(prev, 1, sp - 1))\n"
+    "    local pe = string.sub(prev, sp + 1)\n"
+    /* with WAIT to come: a write (the same expiry), so that the WAIT
+     * covers the state read here (WAIT waits for this connection's last
+     * write) */
+    "    if ARGV[10] == '0' then\n"
+    "      redis.call('PEXPIRE', KEYS[3], "
+    "math.max(1, redis.call('PTTL', KEYS[3])))\n"
+    "    end\n"
+    "    if ARGV[10] == '0' and tonumber(ARGV[3]) > 0 then\n"
+    "      local r = redis.call('XRANGE', KEYS[2], po .. '-0', po .. '-0')\n"
+    "      if #r == 1 and string.find(r[1][2][2], '1 ' .. po .. ' ' .. pe "
+    ".. ' ', 1, true) == 1 then\n"
+    "        return {po, pe, 1, r[1][2][2]}\n"
+    "      end\n"
+    "    end\n"
+    "    return {po, pe, 1}\n"
     "  end\n"
     "end\n" META_LUA "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
     "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
@@ -77,7 +103,7 @@ static const char PUBLISH_LUA[] =
     "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
     "end\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "redis.call('PUBLISH', ARGV[4], env)\n"
+    "if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[4], env) end\n"
     "if ARGV[8] ~= '' then\n"
     "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
     "end\n"
@@ -144,10 +170,11 @@ typedef struct call {
     size_t      *lens;
     bool         retried; /* EVAL after NOSCRIPT */
     bool         publish;
+    bool         dup;   /* publish: a repeated idempotency key */
     unsigned     shard; /* of the channel's key (hd_redis_shard_of) */
-    /* redis.wait_replicas: the script's answer, kept for after the WAIT */
-    uint64_t offset;
-    char    *epoch;
+    /* redis.wait_replicas: the script's answer (a copy), held until WAIT
+     * says whether it may be used */
+    redisReply *held;
 } call_t;
 
 /*
@@ -199,6 +226,42 @@ random_epoch(char out[17])
     out[16] = '\0';
 }
 
+/* hiredis frees a reply when its callback returns: what must outlive the
+ * callback (the answer held across a WAIT) is copied. */
+static redisReply *
+reply_dup(const redisReply *r)
+{
+    redisReply *d = hd_calloc(1, sizeof(*d));
+
+    d->type = r->type;
+    d->integer = r->integer;
+    if (r->str != NULL) {
+        d->str = hd_malloc(r->len + 1);
+        memcpy(d->str, r->str, r->len);
+        d->str[r->len] = '\0';
+        d->len = r->len;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        d->elements = r->elements;
+        d->element = hd_calloc(r->elements, sizeof(*d->element));
+        for (size_t i = 0; i < r->elements; i++)
+            d->element[i] = reply_dup(r->element[i]);
+    }
+    return d;
+}
+
+static void
+reply_free(redisReply *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        reply_free(r->element[i]);
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
 static void
 call_free(call_t *c)
 {
@@ -206,12 +269,12 @@ call_free(call_t *c)
         free(c->argv[i]);
     free(c->argv);
     free(c->lens);
-    free(c->epoch);
+    reply_free(c->held);
     free(c);
 }
 
 static int call_send(call_t *c);
-static int wait_replicas(call_t *c, redisReply *r);
+static int wait_send(call_t *c, redisReply *r);
 
 static void
 fail(call_t *c, int err)
@@ -344,6 +407,37 @@ set_refusing(bool on)
     }
 }
 
+/* The script's answer (possibly held across a WAIT): to the caller. */
+static void
+finish(call_t *c, redisReply *r)
+{
+    if (c->hcb != NULL) {
+        size_t          n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
+                     ? r->element[3]->elements
+                     : 0;
+        const char    **envs = hd_calloc(n + 1, sizeof(*envs));
+        size_t         *lens = hd_calloc(n + 1, sizeof(*lens));
+        hd_hist_reply_t h;
+        if (parse_hist(r, &h, envs, lens, n) < 0) {
+            hd_log_error("redis script returned an unexpected reply");
+            fail(c, HD_ERR_INTERNAL);
+        } else {
+            c->hcb(0, &h, c->arg);
+        }
+        free(envs);
+        free(lens);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 2
+               || r->elements > 4 || r->element[0]->type != REDIS_REPLY_INTEGER
+               || r->element[1]->type != REDIS_REPLY_STRING) {
+        hd_log_error("redis script returned an unexpected reply");
+        c->cb(HD_ERR_INTERNAL, 0, NULL, c->arg);
+    } else {
+        cur_dup = c->dup;
+        c->cb(0, (uint64_t) r->element[0]->integer, r->element[1]->str, c->arg);
+        cur_dup = false;
+    }
+}
+
 static void
 script_cb(redisReply *r, const char *err, void *arg)
 {
@@ -382,41 +476,77 @@ script_cb(redisReply *r, const char *err, void *arg)
                  ? HD_ERR_UNAVAILABLE
                  : HD_ERR_INTERNAL);
         cur_err = NULL;
-    } else if (c->hcb != NULL) {
-        size_t          n = r->type == REDIS_REPLY_ARRAY && r->elements >= 4
-                     ? r->element[3]->elements
-                     : 0;
-        const char    **envs = hd_calloc(n + 1, sizeof(*envs));
-        size_t         *lens = hd_calloc(n + 1, sizeof(*lens));
-        hd_hist_reply_t h;
-        if (parse_hist(r, &h, envs, lens, n) < 0) {
-            hd_log_error("redis script returned an unexpected reply");
-            fail(c, HD_ERR_INTERNAL);
-        } else {
-            c->hcb(0, &h, c->arg);
-        }
-        free(envs);
-        free(lens);
-    } else if (r->type != REDIS_REPLY_ARRAY
-               || (r->elements != 2 && r->elements != 3)
-               || r->element[0]->type != REDIS_REPLY_INTEGER
-               || r->element[1]->type != REDIS_REPLY_STRING) {
-        hd_log_error("redis script returned an unexpected reply");
-        c->cb(HD_ERR_INTERNAL, 0, NULL, c->arg);
     } else {
-        cur_dup = r->elements == 3; /* a repeat of an idempotency key */
-        if (!cur_dup)
-            set_refusing(false);
-        if (c->publish && !cur_dup)
-            hd_ctr_inc(HD_C_MSG_PUBLISHED);
-        if (c->publish && hd_w.conf->redis_wait_replicas > 0
-            && wait_replicas(c, r) == 0)
-            return; /* wait_cb acknowledges */
-        c->cb(0, (uint64_t) r->element[0]->integer, r->element[1]->str, c->arg);
-        cur_dup = false;
+        if (c->hcb == NULL) {
+            /* {offset, epoch, 1[, envelope]}: a repeat of an idempotency
+             * key */
+            c->dup = r->type == REDIS_REPLY_ARRAY && r->elements >= 3;
+            if (!c->dup)
+                set_refusing(false);
+            if (c->publish && !c->dup)
+                hd_ctr_inc(HD_C_MSG_PUBLISHED);
+        }
+        if (hd_w.conf->redis_wait_replicas <= 0) {
+            finish(c, r);
+        } else if (wait_send(c, r) == 0) {
+            return; /* wait_cb answers */
+        } else {
+            fail(c, HD_ERR_UNAVAILABLE);
+        }
     }
     (void) err;
     call_free(c);
+}
+
+static void
+noop_cb(redisReply *r, const char *err, void *arg)
+{
+    (void) r;
+    (void) err;
+    (void) arg;
+}
+
+/*
+ * WAIT met: the publication is on enough replicas to survive a failover,
+ * and only now goes live (a subscriber must never hold an offset that a
+ * promoted replica hands out again). Acknowledged as soon as the PUBLISH
+ * is sent: it is durable whether or not the PUBLISH arrives (subscribers
+ * fill a hole from history, hd_chan.c). A repeated idempotency key
+ * publishes the first one's envelope again: that one may have been
+ * refused (WAIT unmet) and never published; subscribers that have it
+ * drop the copy.
+ */
+static void
+publish_live(call_t *c)
+{
+    redisReply *r = c->held;
+    char       *env = NULL;
+    const char *argv[3];
+    size_t      lens[3];
+    int         n;
+
+    argv[0] = "PUBLISH";
+    lens[0] = 7;
+    argv[1] = c->argv[3 + 6]; /* the pub/sub channel: ARGV[4] */
+    lens[1] = c->lens[3 + 6];
+    if (c->dup) {
+        if (r->elements < 4 || r->element[3]->type != REDIS_REPLY_STRING)
+            return; /* no history: nothing to publish again */
+        argv[2] = r->element[3]->str;
+        lens[2] = r->element[3]->len;
+    } else {
+        /* the envelope the script stored: "1 offset epoch time data" */
+        n = snprintf(NULL, 0, "1 %lld %s %s ", r->element[0]->integer,
+                     r->element[1]->str, c->argv[3 + 8]);
+        env = hd_malloc((size_t) n + c->lens[3 + 7] + 1);
+        snprintf(env, (size_t) n + 1, "1 %lld %s %s ", r->element[0]->integer,
+                 r->element[1]->str, c->argv[3 + 8]);
+        memcpy(env + n, c->argv[3 + 7], c->lens[3 + 7]);
+        argv[2] = env;
+        lens[2] = (size_t) n + c->lens[3 + 7];
+    }
+    (void) hd_redis_cmd(c->shard, noop_cb, NULL, 3, argv, lens);
+    free(env);
 }
 
 static void
@@ -427,28 +557,36 @@ wait_cb(redisReply *r, const char *err, void *arg)
     (void) err;
 
     if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= want) {
-        c->cb(0, c->offset, c->epoch, c->arg);
+        if (c->publish && c->held->type == REDIS_REPLY_ARRAY
+            && c->held->elements >= 2
+            && c->held->element[0]->type == REDIS_REPLY_INTEGER
+            && c->held->element[1]->type == REDIS_REPLY_STRING)
+            publish_live(c);
+        finish(c, c->held);
     } else {
-        /* published (live subscribers may have it) but not known to be
-         * on enough replicas to survive a failover: not acknowledged */
+        /* a publication: stored (history, offset) but not published and
+         * not acknowledged; a read: its answer may include what a
+         * failover takes back. Either is refused. */
         hd_log_warn("redis WAIT: %lld of %lld replicas acknowledged in "
-                    "%d ms; publish not acknowledged",
+                    "%d ms; %s refused",
                     r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer
                                                                 : -1LL,
-                    want, hd_w.conf->redis_wait_timeout_ms);
-        c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
+                    want, hd_w.conf->redis_wait_timeout_ms,
+                    c->publish ? "publish" : "read");
+        fail(c, HD_ERR_UNAVAILABLE);
     }
     call_free(c);
 }
 
 /*
- * redis.wait_replicas: hold the acknowledgement until that many replicas
- * have the write (WAIT on the same connection: it covers every write sent
- * before it). 0: c now belongs to wait_cb; -1: the connection is gone, the
- * caller fails the publish.
+ * redis.wait_replicas: hold the script's answer until that many replicas
+ * have every write made before it (WAIT on the same connection covers the
+ * replication stream up to this connection's last write; every script
+ * writes at least the meta's EXPIRE, so that is the state it read). 0: c
+ * now belongs to wait_cb; < 0: nothing sent, the caller fails c.
  */
 static int
-wait_replicas(call_t *c, redisReply *r)
+wait_send(call_t *c, redisReply *r)
 {
     char        n[16], ms[16];
     const char *argv[3] = { "WAIT", n, ms };
@@ -459,13 +597,8 @@ wait_replicas(call_t *c, redisReply *r)
     lens[0] = 4;
     lens[1] = strlen(n);
     lens[2] = strlen(ms);
-    c->offset = (uint64_t) r->element[0]->integer;
-    c->epoch = hd_strdup(r->element[1]->str);
-    if (hd_redis_cmd(c->shard, wait_cb, c, 3, argv, lens) == 0)
-        return 0;
-    c->cb(HD_ERR_UNAVAILABLE, 0, NULL, c->arg);
-    call_free(c);
-    return 0;
+    c->held = reply_dup(r);
+    return hd_redis_cmd(c->shard, wait_cb, c, 3, argv, lens);
 }
 
 static int
@@ -567,8 +700,8 @@ hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
     common_args_t ca;
     char          now[24], httl[16], win[16];
     char          ik[HD_KEY_MAX + 16 + HD_PUB_IDEM_MAX];
-    const char   *args[12];
-    size_t        lens[12];
+    const char   *args[13];
+    size_t        lens[13];
     int           n;
 
     if (!hd_redis_cmd_up_key(key, key_len))
@@ -602,7 +735,10 @@ hd_pubsub_publish(const hd_ns_t *ns, const char *key, size_t key_len,
     lens[10] = strlen(idem);
     args[11] = win;
     lens[11] = strlen(win);
-    return run_script(&s_publish, true, 12, args, lens, 3, cb, NULL, arg);
+    /* with redis.wait_replicas the worker publishes once WAIT is met */
+    args[12] = hd_w.conf->redis_wait_replicas > 0 ? "0" : "1";
+    lens[12] = 1;
+    return run_script(&s_publish, true, 13, args, lens, 3, cb, NULL, arg);
 }
 
 int
