@@ -87,7 +87,10 @@ restore_sysctl() {
     done
     SAVED=()
 }
-trap 'rc=$?; restore_sysctl; (exit $rc); hb_cleanup' EXIT
+# set +e: under errexit the trap itself stops at the first failing
+# command, and `(exit $rc)` is one whenever the run failed: herald's Redis
+# was then left running
+trap 'rc=$?; set +e; restore_sysctl; (exit $rc); hb_cleanup' EXIT
 
 socks=$((2 * SIZE + 100000))
 want_sysctl fs.file-max "$(max_of "$(cat /proc/sys/fs/file-max)" "$socks")"
