@@ -739,6 +739,85 @@ hd_jwt_claims_free(hd_jwt_claims_t *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* The size of a channel list (pointers and strings) as load_channels()
+ * lays it out; 0 for none. */
+static size_t
+list_bytes(char *const *v, size_t n)
+{
+    size_t bytes;
+
+    if (v == NULL)
+        return 0;
+    bytes = (n + 1) * sizeof(*v);
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(v[i]) + 1;
+    return bytes;
+}
+
+/* Copy list v (n entries, or none) to *at; its strings to *sp. */
+static char **
+list_copy(char *const *v, size_t n, char **at, char **sp)
+{
+    char **out = (char **) (void *) *at;
+
+    if (v == NULL)
+        return NULL;
+    *at += (n + 1) * sizeof(*v);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(v[i]) + 1;
+        memcpy(*sp, v[i], len);
+        out[i] = *sp;
+        *sp += len;
+    }
+    out[n] = NULL;
+    return out;
+}
+
+static char *
+str_copy(const char *s, char **sp)
+{
+    char  *out = *sp;
+    size_t len;
+
+    if (s == NULL)
+        return NULL;
+    len = strlen(s) + 1;
+    memcpy(out, s, len);
+    *sp += len;
+    return out;
+}
+
+hd_jwt_claims_t *
+hd_jwt_claims_pack(hd_jwt_claims_t *c)
+{
+    size_t           lists, strs = 0, i;
+    const char      *s[] = { c->sub, c->tenant, c->channel, c->info };
+    hd_jwt_claims_t *p;
+    char            *at, *sp;
+
+    /* the struct, then the two pointer arrays (8-byte aligned after it),
+     * then every string */
+    lists = list_bytes(c->channels, c->nchannels)
+        + list_bytes(c->pub_channels, c->npub_channels);
+    for (i = 0; i < sizeof(s) / sizeof(s[0]); i++)
+        strs += s[i] != NULL ? strlen(s[i]) + 1 : 0;
+    p = hd_malloc(sizeof(*p) + lists + strs);
+    *p = *c;
+    at = (char *) (p + 1);
+    /* the strings of both lists were counted in lists: they go after
+     * the last pointer array, before the claims' own strings */
+    sp = at + (c->channels ? (c->nchannels + 1) * sizeof(char *) : 0)
+        + (c->pub_channels ? (c->npub_channels + 1) * sizeof(char *) : 0);
+    p->channels = list_copy(c->channels, c->nchannels, &at, &sp);
+    p->pub_channels = list_copy(c->pub_channels, c->npub_channels, &at, &sp);
+    p->sub = str_copy(c->sub, &sp);
+    p->tenant = str_copy(c->tenant, &sp);
+    p->channel = str_copy(c->channel, &sp);
+    p->info = str_copy(c->info, &sp);
+    hd_jwt_claims_free(c);
+    return p;
+}
+
 const char *
 hd_jwt_strerror(int rc)
 {

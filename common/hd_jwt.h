@@ -187,6 +187,15 @@ int         hd_jwt_verify(const char *token, size_t len, const void *secret,
                           hd_jwt_claims_t *out);
 void        hd_jwt_claims_free(hd_jwt_claims_t *c);
 const char *hd_jwt_strerror(int rc);
+/*
+ * The claims of *c moved into one heap block: the struct, then every list
+ * and string it points to. A connection keeps its claims for its whole
+ * life: one block instead of up to seven saves their malloc headers and
+ * the holes between them. *c is released and zeroed. The result is
+ * freed with hd_free() alone (never hd_jwt_claims_free()); its pointers
+ * stay valid until then.
+ */
+hd_jwt_claims_t *hd_jwt_claims_pack(hd_jwt_claims_t *c);
 
 /* True if channel (the name the client used) is allowed by the claims'
  * channels list (exact match, or prefix match for entries ending in '*');

@@ -327,10 +327,7 @@ hd_proto_conn_release(hd_conn_t *c)
     hd_backend_conn_gone(c);
     conn_closed(c);
     hd_chan_leave_all(c);
-    if (c->claims != NULL) {
-        hd_jwt_claims_free(c->claims);
-        hd_free(c->claims);
-    }
+    hd_free(c->claims); /* one block (hd_jwt_claims_pack()) */
 }
 
 /* ---- permissions ------------------------------------------------------------ */
@@ -432,9 +429,7 @@ connect_finish(hd_conn_t *c, int64_t id)
             hd_log_debug("connect refused: limit reached: %s", what);
             hd_conn_close_after_flush(c, HD_CLOSE_CONN_LIMIT,
                                       "connection limit");
-            hd_jwt_claims_free(c->claims);
             hd_free(c->claims);
-            c->claims = NULL;
             return;
         }
     }
@@ -487,8 +482,7 @@ connect_proxy_cb(hd_conn_t *c, const char *body, size_t len, const char *why,
                                  &claims, &code, msg, sizeof(msg));
     proxy_count(v, body);
     if (v == HD_PROXY_ALLOW) {
-        c->claims = hd_malloc(sizeof(*c->claims));
-        *c->claims = claims;
+        c->claims = hd_jwt_claims_pack(&claims);
         connect_finish(c, id);
     } else if (v == HD_PROXY_DENY) {
         hd_reject_inc(HD_REJ_AUTH);
@@ -623,8 +617,7 @@ m_connect(cmd_t *cmd)
                                       "invalid token");
             return;
         }
-        c->claims = hd_malloc(sizeof(*c->claims));
-        *c->claims = claims;
+        c->claims = hd_jwt_claims_pack(&claims);
     }
     connect_finish(c, cmd->id);
 }
@@ -681,12 +674,12 @@ m_refresh(cmd_t *cmd)
                     "the token is for another sub or tenant");
         return;
     }
-    hd_jwt_claims_free(c->claims);
-    *c->claims = claims;
+    hd_free(c->claims);
+    c->claims = hd_jwt_claims_pack(&claims);
     c->refresh_pushed = false;
     arm_token_timer(c);
     send_result(c, cmd->id,
-                json_pack("{s:I}", "expires_at", (json_int_t) claims.exp));
+                json_pack("{s:I}", "expires_at", (json_int_t) c->claims->exp));
 }
 
 static int

@@ -699,6 +699,61 @@ START_TEST(test_publish_and_channel_claims)
 }
 END_TEST
 
+/* hd_jwt_claims_pack(): the same claims in one block, whatever is set;
+ * the source is released and zeroed (ASan checks the block's bounds and
+ * that nothing else was left to free) */
+START_TEST(test_claims_pack)
+{
+    hd_jwt_claims_t    c, *p;
+    static const char *full =
+        "{\"sub\":\"alice\",\"tenant\":\"acme\",\"exp\":" EXP_OK
+        ",\"iat\":1700000000,\"channels\":[\"chat:*\",\"news\",\"x\"],"
+        "\"publish\":[\"chat:room\"],\"channel\":\"chat:lobby\","
+        "\"info\":{\"name\":\"Alice\"}}";
+
+    EXPECT(hs_claims(full, NULL, NOW, &c), HD_JWT_OK);
+    p = hd_jwt_claims_pack(&c);
+    ck_assert_ptr_null(c.sub);
+    ck_assert_ptr_null(c.channels);
+    ck_assert_str_eq(p->sub, "alice");
+    ck_assert_str_eq(p->tenant, "acme");
+    ck_assert_int_eq(p->iat, 1700000000);
+    ck_assert_uint_eq(p->nchannels, 3);
+    ck_assert_str_eq(p->channels[0], "chat:*");
+    ck_assert_str_eq(p->channels[2], "x");
+    ck_assert_ptr_null(p->channels[3]);
+    ck_assert_int_eq(p->publish, HD_JWT_PUB_LIST);
+    ck_assert_uint_eq(p->npub_channels, 1);
+    ck_assert_str_eq(p->pub_channels[0], "chat:room");
+    ck_assert_ptr_null(p->pub_channels[1]);
+    ck_assert_str_eq(p->channel, "chat:lobby");
+    ck_assert_str_eq(p->info, "{\"name\":\"Alice\"}");
+    ck_assert(hd_jwt_channel_allowed(p, "chat:room", 9));
+    ck_assert(!hd_jwt_channel_allowed(p, "other", 5));
+    /* everything inside the one block */
+    ck_assert_ptr_eq(p->channels, (char **) (void *) (p + 1));
+    ck_assert(p->info > (char *) (p + 1));
+    free(p);
+
+    /* an empty allow-list stays present (nothing allowed); absent
+     * claims stay absent */
+    EXPECT(hs_claims("{\"sub\":\"b\",\"exp\":" EXP_OK ",\"channels\":[]}", NULL,
+                     NOW, &c),
+           HD_JWT_OK);
+    p = hd_jwt_claims_pack(&c);
+    ck_assert_str_eq(p->sub, "b");
+    ck_assert_ptr_nonnull(p->channels);
+    ck_assert_ptr_null(p->channels[0]);
+    ck_assert(!hd_jwt_channel_allowed(p, "news", 4));
+    ck_assert_ptr_null(p->tenant);
+    ck_assert_ptr_null(p->pub_channels);
+    ck_assert_ptr_null(p->channel);
+    ck_assert_ptr_null(p->info);
+    ck_assert_int_eq(p->publish, HD_JWT_PUB_ABSENT);
+    free(p);
+}
+END_TEST
+
 static Suite *
 keys_suite(void)
 {
@@ -718,6 +773,7 @@ keys_suite(void)
     tcase_add_test(tc, test_aud_iss);
     tcase_add_test(tc, test_leeway_and_lifetime);
     tcase_add_test(tc, test_publish_and_channel_claims);
+    tcase_add_test(tc, test_claims_pack);
     suite_add_tcase(s, tc);
     return s;
 }
