@@ -94,20 +94,36 @@ drop_queue(hd_conn_t *c)
  * reply queued before the close keeps its connection until it is done;
  * once the close frame is handed to lws, lws' own close timeouts rule.
  */
+static hd_closing_t *
+closing_of(hd_conn_t *c, const char *reason)
+{
+    size_t n;
+
+    if (c->closing != NULL)
+        return c->closing;
+    /* a close frame's reason is at most 123 bytes; ours are short */
+    reason = reason ? reason : "";
+    n = strnlen(reason, 63);
+    c->closing = hd_calloc(1, sizeof(*c->closing) + n + 1);
+    memcpy(c->closing->reason, reason, n);
+    return c->closing;
+}
+
 static void
-close_deadline(hd_conn_t *c)
+close_deadline(hd_conn_t *c, hd_closing_t *cl)
 {
     int fd = c->wsi != NULL ? lws_get_socket_fd(c->wsi) : -1;
 
-    c->close_ms = hd_mono_ms();
-    if (fd < 0 || ioctl(fd, SIOCOUTQ, &c->close_outq) != 0)
-        c->close_outq = -1;
+    cl->ms = hd_mono_ms();
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &cl->outq) != 0)
+        cl->outq = -1;
 }
 
 void
 hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
 {
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    hd_closing_t *cl;
     int           fd, outq = -1;
 
     if (c->close_code == 0 || c->close_sent || c->close_forced)
@@ -115,14 +131,15 @@ hd_conn_close_check(hd_conn_t *c, uint64_t now_ms)
     fd = lws_get_socket_fd(c->wsi);
     if (fd < 0)
         return;
-    if (c->close_ms == 0)
-        c->close_ms = now_ms; /* a path that set close_code directly */
-    if (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq != c->close_outq) {
-        c->close_outq = outq; /* the peer took something: progress */
-        c->close_ms = now_ms;
+    cl = closing_of(c, NULL);
+    if (cl->ms == 0)
+        cl->ms = now_ms; /* a path that set close_code directly */
+    if (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq != cl->outq) {
+        cl->outq = outq; /* the peer took something: progress */
+        cl->ms = now_ms;
         return;
     }
-    if (now_ms - c->close_ms < HD_CLOSE_SEND_MS)
+    if (now_ms - cl->ms < HD_CLOSE_SEND_MS)
         return;
     /*
      * lws itself would wait on: asked to close, it first flushes what it
@@ -161,16 +178,16 @@ hd_conn_log_addr(const hd_conn_t *c)
 void
 hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
 {
+    hd_closing_t *cl;
+
     if (c->close_code != 0)
         return;
     /* no pong may take the close frame's place (hd_wsguard.c) */
     hd_wsguard_quiet(c->fd, true);
-    close_deadline(c);
+    cl = closing_of(c, reason);
+    close_deadline(c, cl);
     c->close_code = code;
-    c->close_q_bytes = c->q_bytes; /* for the close's log line */
-    /* a close frame's reason is at most 123 bytes; ours are short */
-    reason = reason ? reason : "";
-    c->close_reason = hd_strndup(reason, strnlen(reason, 63));
+    cl->q_bytes = c->q_bytes; /* for the close's log line */
     /* nothing queued matters once we decided to close; free it now so a
      * slow consumer's memory comes back at once */
     drop_queue(c);
@@ -180,17 +197,17 @@ hd_conn_close(hd_conn_t *c, uint16_t code, const char *reason)
 void
 hd_conn_close_after_flush(hd_conn_t *c, uint16_t code, const char *reason)
 {
+    hd_closing_t *cl;
+
     if (c->close_code != 0)
         return;
     /* no pong may take the close frame's place (hd_wsguard.c) */
     hd_wsguard_quiet(c->fd, true);
-    close_deadline(c);
+    cl = closing_of(c, reason);
+    close_deadline(c, cl);
     c->close_code = code;
-    c->close_q_bytes = c->q_bytes;
+    cl->q_bytes = c->q_bytes;
     c->close_soft = true;
-    /* a close frame's reason is at most 123 bytes; ours are short */
-    reason = reason ? reason : "";
-    c->close_reason = hd_strndup(reason, strnlen(reason, 63));
     hd_conn_want_write(c);
 }
 
@@ -198,17 +215,14 @@ void
 hd_conn_release(hd_conn_t *c)
 {
     hd_conn_unschedule(c);
-    if (c->linger_fd > 0) {
-        close(c->linger_fd);
-        c->linger_fd = 0;
-    }
+    if (c->closing != NULL && c->closing->linger_fd > 0)
+        close(c->closing->linger_fd);
     drop_queue(c);
     hd_free(c->q);
     c->q_cap = 0;
     hd_free(c->rx);
     c->rx_len = c->rx_cap = 0;
-    hd_free(c->close_reason);
-    c->close_reason = NULL;
+    hd_free(c->closing);
 }
 
 /*
@@ -280,23 +294,25 @@ linger_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 linger_prepare(hd_conn_t *c)
 {
-    int fd = lws_get_socket_fd(c->wsi);
+    int           fd = lws_get_socket_fd(c->wsi);
+    hd_closing_t *cl = closing_of(c, NULL);
 
-    if (fd < 0 || c->linger_fd > 0 || nlingering >= LINGER_MAX)
+    if (fd < 0 || cl->linger_fd > 0 || nlingering >= LINGER_MAX)
         return;
-    c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (c->linger_fd < 0)
-        c->linger_fd = 0;
+    cl->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (cl->linger_fd < 0)
+        cl->linger_fd = 0;
 }
 
 /* After lws closed its fd: read and drop until the client closes. */
 void
 hd_conn_linger(hd_conn_t *c)
 {
-    int          dfd = c->linger_fd;
+    int          dfd = c->closing != NULL ? c->closing->linger_fd : 0;
     hd_linger_t *l;
 
-    c->linger_fd = 0;
+    if (c->closing != NULL)
+        c->closing->linger_fd = 0;
     if (dfd <= 0)
         return;
     l = hd_calloc(1, sizeof(*l));
@@ -633,10 +649,9 @@ hd_conn_flush(hd_conn_t *c)
     if (c->close_code != 0 && (!c->close_soft || c->q_len == 0)) {
         c->close_sent = true; /* lws sends the frame and closes */
         linger_prepare(c);
-        lws_close_reason(
-            c->wsi, (enum lws_close_status) c->close_code,
-            (unsigned char *) (c->close_reason ? c->close_reason : ""),
-            c->close_reason ? strlen(c->close_reason) : 0);
+        const char *r = c->closing != NULL ? c->closing->reason : "";
+        lws_close_reason(c->wsi, (enum lws_close_status) c->close_code,
+                         (unsigned char *) (uintptr_t) r, strlen(r));
         return -1;
     }
     if (c->ping_due) {

@@ -28,6 +28,17 @@ struct hd_jwt_claims;
 struct hd_op;
 struct hd_http;
 
+/* A closing connection's state: allocated when the close is decided
+ * (hd_conn_close*()), or at the first look of a path that set close_code
+ * directly; freed with the connection. */
+typedef struct hd_closing {
+    uint64_t ms;        /* when decided, or the socket last took bytes */
+    size_t   q_bytes;   /* queued when the close was decided */
+    int      outq;      /* unsent bytes at the last sweep */
+    int      linger_fd; /* > 0: a dup kept for a lingering close */
+    char     reason[];  /* NUL-terminated, at most 63 bytes */
+} hd_closing_t;
+
 typedef struct hd_conn {
     /* One per client for its whole life: a million of them must stay
      * small (docs/benchmarks.md, the per-connection breakdown). The first
@@ -51,15 +62,17 @@ typedef struct hd_conn {
     uint8_t    wstate;         /* write scheduling, see hd_conn.c */
     bool       ping_due;
     uint16_t   peer_close_code; /* from the peer's close frame */
-    bool       connected;
-    bool       anonymous;
-    bool       refresh_pushed;   /* the refresh push for this exp went out */
-    bool       proxy_connecting; /* a connect waits for the backend */
-    bool       close_sent;       /* the close frame is lws' now */
-    bool       close_forced;     /* socket shut down under lws */
-    bool       close_soft;       /* send what is queued first */
-    bool       established;
-    bool       deflate; /* permessage-deflate negotiated */
+    /* flags the sweep does not read: bits, so that they fit in the
+     * first line and the struct has no hole */
+    bool connected : 1;
+    bool anonymous : 1;
+    bool refresh_pushed : 1;   /* the refresh push for this exp went out */
+    bool proxy_connecting : 1; /* a connect waits for the backend */
+    bool close_sent : 1;       /* the close frame is lws' now */
+    bool close_forced : 1;     /* socket shut down under lws */
+    bool close_soft : 1;       /* send what is queued first */
+    bool established : 1;
+    bool deflate : 1; /* permessage-deflate negotiated */
 
     struct hd_conn *prev;
     uint64_t        id;          /* worker-unique */
@@ -90,17 +103,20 @@ typedef struct hd_conn {
     uint64_t over_since_ms; /* first refusal of the current streak */
     uint64_t last_refusal_ms;
 
-    uint64_t        close_ms;      /* when (monotonic) */
-    char           *close_reason;  /* heap, with close_code; NULL: none */
-    size_t          close_q_bytes; /* queued when the close was decided */
-    struct hd_conn *wnext, *wprev; /* on the ready or the delayed list */
-    uint64_t        wdue;          /* delayed: hd_mono_ms() to flush at */
-    int             close_outq;    /* unsent bytes at the last sweep */
-    int             linger_fd;     /* > 0: a dup kept for a lingering close */
+    /* what only a closing connection needs (heap, from the close
+     * decision on; NULL before) */
+    struct hd_closing *closing;
+    struct hd_conn    *wnext, *wprev; /* on the ready or the delayed list */
+    uint64_t           wdue;          /* delayed: hd_mono_ms() to flush at */
     /* The client's address is not kept here: it is in the fd-indexed
      * table of hd_realip.c (20 bytes, binary) for as long as the socket
      * is open, and formatted only when something shows it. */
 } hd_conn_t;
+/* a million of them: 280 bytes is a 288-byte malloc chunk, 281 one of 304
+ * (docs/benchmarks.md); the sweep's fields stay in the first 64 bytes */
+_Static_assert(sizeof(hd_conn_t) <= 280, "hd_conn_t outgrew its malloc chunk");
+_Static_assert(offsetof(hd_conn_t, prev) == 64,
+               "the heartbeat sweep's fields fill the first cache line");
 
 /* Queue m (takes a new reference). Returns 0, or -ENOBUFS when the queue
  * would pass limits.outbound_queue_bytes: the caller closes the connection. */

@@ -224,9 +224,9 @@ log_abnormal_close(const hd_conn_t *c, uint16_t code)
     snprintf(scode, sizeof(scode), "%u", code);
     snprintf(subs, sizeof(subs), "%u", c->nsubs);
     snprintf(queued, sizeof(queued), "%zu",
-             c->close_code != 0 ? c->close_q_bytes : c->q_bytes);
+             c->closing != NULL ? c->closing->q_bytes : c->q_bytes);
     hd_log_kv(HD_LOG_INFO, "abnormal close", "code", scode, "reason",
-              c->close_code != 0 ? (c->close_reason ? c->close_reason : "")
+              c->close_code != 0       ? (c->closing ? c->closing->reason : "")
                   : c->peer_close_code ? "closed by the client"
                                        : "no close frame",
               "client", cid, "user",

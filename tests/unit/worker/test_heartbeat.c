@@ -49,7 +49,7 @@ free_conns(void)
         hd_conn_t *c = hd_w.conns;
         hd_w.conns = c->next;
         hd_free(c->q);
-        hd_free(c->close_reason);
+        hd_free(c->closing);
         hd_free(c);
     }
 }
@@ -98,7 +98,7 @@ START_TEST(test_unanswered_ping_is_stale)
     ok->ping_sent_ms = h - 5000;
     hd_ws_heartbeat_cb(NULL, NULL, 0);
     ck_assert_uint_eq(c->close_code, HD_CLOSE_STALE);
-    ck_assert_str_eq(c->close_reason, "no pong");
+    ck_assert_str_eq(c->closing->reason, "no pong");
     ck_assert_uint_eq(ok->close_code, 0);
     free_conns();
 }
