@@ -21,6 +21,7 @@
 #include "hd_ctl.h"
 #include "hd_hash.h"
 #include "hd_log.h"
+#include "hd_lwsalloc.h"
 #include "hd_metrics.h"
 #include "hd_chan.h"
 #include "hd_cluster.h"
@@ -496,6 +497,7 @@ create_lws(void)
     int                              levels = LLL_ERR | LLL_WARN;
 
     lws_set_log_level(levels, lws_log_bridge);
+    hd_lwsalloc_init(); /* handshake header tables outside the heap */
 
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_LIBEV | LWS_SERVER_OPTION_VALIDATE_UTF8;
@@ -573,6 +575,8 @@ shutdown_lws(void)
         ev_run(hd_w.loop, 0);
         ev_timer_stop(hd_w.loop, &stop_w);
         hd_w.lws = NULL;
+        if (hd_lwsalloc_in_use() == 0)
+            hd_lwsalloc_shutdown();
     }
 }
 

@@ -12,6 +12,7 @@
 #include "hd_alloc.h"
 #include "hd_api.h"
 #include "hd_log.h"
+#include "hd_lwsalloc.h"
 #include "hd_metrics.h"
 #include "hd_time.h"
 #include "hd_backend.h"
@@ -331,6 +332,7 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     /* sampled once a second: who is building up a backlog */
     hd_gauge_set(HD_G_QUEUE_MAX_BYTES, (int64_t) qmax);
     hd_gauge_set(HD_G_QUEUED_BYTES, (int64_t) hd_w.queued_bytes);
+    hd_lwsalloc_trim();
 }
 
 /*
