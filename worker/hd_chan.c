@@ -398,13 +398,14 @@ dispatch_event(hd_chan_t *ch, const char *payload, size_t len)
  * with a gap push (never a silent loss).
  */
 static void
-buf_insert(hd_chan_t *ch, uint64_t offset, hd_msg_t *m)
+buf_insert(hd_chan_t *ch, uint64_t offset, hd_msg_t *m, bool other_epoch)
 {
     uint32_t k = ch->nbuf;
 
     while (k > 0 && ch->buf[k - 1].offset > offset)
         k--;
-    if (k > 0 && ch->buf[k - 1].offset == offset)
+    if (k > 0 && ch->buf[k - 1].offset == offset
+        && ch->buf[k - 1].other_epoch == other_epoch)
         return;
     if (ch->nbuf == BUFFER_MAX) {
         if (k == 0) { /* below everything kept: it is the one dropped */
@@ -426,6 +427,7 @@ buf_insert(hd_chan_t *ch, uint64_t offset, hd_msg_t *m)
     memmove(ch->buf + k + 1, ch->buf + k, (ch->nbuf - k) * sizeof(*ch->buf));
     ch->buf[k].offset = offset;
     ch->buf[k].msg = hd_msg_ref(m);
+    ch->buf[k].other_epoch = other_epoch;
     ch->nbuf++;
 }
 
@@ -466,6 +468,10 @@ replay(hd_chan_t *ch, hd_conn_t *c, hd_sub_t *s, uint64_t known, bool force)
     }
     for (uint32_t k = 0; k < ch->nbuf; k++) {
         uint64_t off = ch->buf[k].offset;
+        /* the numbering restarted during the fill: the next read says
+         * so (resync_gap()) before anything of the new one goes out */
+        if (ch->buf[k].other_epoch && !force)
+            return true;
         if (off <= s->min_offset)
             continue;
         if (off > s->min_offset + 1) {
@@ -494,7 +500,7 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
     hd_chan_t    *ch = hd_chan_find(key, key_len);
     hd_envelope_t env;
     hd_msg_t     *m;
-    bool          held;
+    bool          held, other_epoch = false;
 
     if (ch == NULL || ch->nmembers == 0)
         return; /* an unsubscribe crossed the message */
@@ -511,6 +517,8 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
     }
     if (ch->resync) {
         /* the fill compares against the epoch it started in: leave it */
+        other_epoch = env.epoch_len != strlen(ch->epoch)
+            || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0;
     } else if (env.epoch_len != strlen(ch->epoch)
                || memcmp(env.epoch, ch->epoch, env.epoch_len) != 0) {
         bool had = ch->epoch[0] != '\0';
@@ -546,7 +554,7 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
         }
     }
     if (ch->npending > 0 || ch->resync)
-        buf_insert(ch, env.offset, m);
+        buf_insert(ch, env.offset, m, other_epoch);
     hd_msg_unref(m);
     /* a new fill, or one whose read failed (a WAIT unmet): a live push
      * means the replicas answer again */
@@ -667,6 +675,8 @@ resync_done(hd_chan_t *ch)
 {
     ch->resync = false;
     ch->fill_rounds = 0;
+    for (uint32_t k = 0; k < ch->nbuf; k++)
+        ch->buf[k].other_epoch = false;
     if (ch->npending == 0)
         drop_buffer(ch);
 }
@@ -713,11 +723,22 @@ resync_gap(hd_chan_t *ch, uint64_t offset, const char *epoch)
 
     snprintf(ch->epoch, sizeof(ch->epoch), "%s", epoch);
     if (epoch_changed) {
-        /* the old numbering is gone: everything is suspect, up to what
-         * is held of the new one */
-        uint64_t to = ch->nbuf > 0 && ch->buf[0].offset <= offset
-            ? ch->buf[0].offset - 1
-            : offset;
+        /* the old numbering is gone: what is held of it goes, and
+         * everything is suspect up to what is held of the new one */
+        uint64_t to;
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < ch->nbuf; k++) {
+            if (!ch->buf[k].other_epoch) {
+                hd_msg_unref(ch->buf[k].msg);
+                continue;
+            }
+            ch->buf[n] = ch->buf[k];
+            ch->buf[n++].other_epoch = false;
+        }
+        ch->nbuf = n;
+        ch->buf_lost_upto = 0;
+        to = ch->nbuf > 0 && ch->buf[0].offset <= offset ? ch->buf[0].offset - 1
+                                                         : offset;
         for (uint32_t i = 0; i < ch->nmembers; i++) {
             hd_conn_t *c = ch->members[i].conn;
             hd_sub_t  *s = &c->subs[ch->members[i].sub_i];

@@ -51,6 +51,8 @@ typedef struct hd_member {
 typedef struct hd_buffered {
     uint64_t  offset;
     hd_msg_t *msg;
+    bool      other_epoch; /* came during a fill in another epoch than
+                              the fill's: the numbering restarted */
 } hd_buffered_t;
 
 typedef struct hd_chan {

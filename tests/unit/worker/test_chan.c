@@ -759,6 +759,31 @@ START_TEST(a_hole_no_read_explains_ends_as_a_gap)
 }
 END_TEST
 
+START_TEST(a_numbering_restart_during_a_fill_drops_the_old_one)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(5, "E");
+    expect("RECOVER herald||room since 3 E;");
+    /* Redis lost the channel meanwhile: epoch N starts from 1; and a late
+     * one of E */
+    pub(1, "N");
+    pub(2, "N");
+    pub(4, "E");
+    expect("");
+    /* the read ran before the loss: 4 and 5 of E; N waits for a read
+     * that sees it */
+    recover_reply(1, 4, 5, 5, "E");
+    expect("P1 @4;P1 @5;RECOVER herald||room since 5 E;");
+    recover_reply(0, 0, 0, 2, "N");
+    expect("G1 1-0 N;P1 @1;P1 @2;");
+    ck_assert(!ch->resync);
+    ck_assert_uint_eq(ch->nbuf, 0);
+    pub(3, "N");
+    expect("P1 @3;");
+}
+END_TEST
+
 static Suite *
 chan_suite(void)
 {
@@ -791,6 +816,7 @@ chan_suite(void)
     tcase_add_test(tc, a_refused_fill_read_is_retried_by_the_next_live_push);
     tcase_add_test(tc, a_member_going_live_over_a_hole_starts_a_fill);
     tcase_add_test(tc, a_hole_no_read_explains_ends_as_a_gap);
+    tcase_add_test(tc, a_numbering_restart_during_a_fill_drops_the_old_one);
     suite_add_tcase(s, tc);
     return s;
 }
