@@ -211,8 +211,10 @@ def sentinel_group(tmp_path):
     promoted) and one Sentinel that knows them all."""
     if shutil.which("redis-sentinel") is None:
         pytest.fail("redis-sentinel not on PATH (apt-get install redis-sentinel)")
-    master = Redis(tmp_path / "m").start()
-    replicas = [Redis(tmp_path / ("r%d" % i)).start() for i in range(2)]
+    # a full sync at once, not after the default 5 s wait for more replicas
+    fast = ("--repl-diskless-sync-delay", "0")
+    master = Redis(tmp_path / "m", *fast).start()
+    replicas = [Redis(tmp_path / ("r%d" % i), *fast).start() for i in range(2)]
     for r in replicas:
         redis_cli(r.port, "REPLICAOF", "127.0.0.1", master.port)
     for r in replicas:

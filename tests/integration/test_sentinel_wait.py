@@ -53,6 +53,8 @@ def offsets(pubs):
 
 
 def with_replica(make_herald, redis_server, tmp_path, wait_timeout_ms=300):
+    # a full sync at once, not after the default 5 s wait for more replicas
+    redis_cli(redis_server.port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
     replica = Redis(tmp_path / "replica").start()
     attach(redis_server.port, [replica])
     h = make_herald(**scale_config(redis={"wait_replicas": 1,
