@@ -409,7 +409,7 @@ channel_entry_valid(const char *s, size_t len)
  * allocation and one free whatever its length.
  */
 static int
-load_channels(const json_t *arr, char ***out, size_t *nout)
+load_channels(const json_t *arr, char ***out, uint16_t *nout)
 {
     size_t i, n, bytes = 0;
     char **v, *p;
@@ -439,7 +439,7 @@ load_channels(const json_t *arr, char ***out, size_t *nout)
     }
     v[n] = NULL;
     *out = v;
-    *nout = n;
+    *nout = (uint16_t) n; /* <= HD_JWT_MAX_CHANNELS */
     return HD_JWT_OK;
 }
 

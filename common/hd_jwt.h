@@ -59,26 +59,30 @@ enum hd_jwt_result {
  */
 
 typedef struct hd_jwt_claims {
-    char   *sub;       /* required, 1..255 bytes */
-    char   *tenant;    /* optional; NULL if absent; [A-Za-z0-9_.-]{1,64} */
-    int64_t exp;       /* seconds since the epoch */
-    char  **channels;  /* optional allow-list; NULL if absent, non-NULL
-                              and NULL-terminated when present (even if
-                              empty: then nothing is allowed); one block
-                              with the strings, freed as a whole */
-    size_t  nchannels; /* entries ending in '*' are prefixes */
-    int64_t iat;       /* 0 when absent */
-    /* The publish claim: absent (HD_JWT_PUB_ABSENT), false, true, or a
-     * list of channels (same shape as channels) */
-    int    publish;
-    char **pub_channels;
-    size_t npub_channels;
+    /* a connection keeps this for life (one block with its strings,
+     * hd_jwt_claims_pack()): 72 bytes, the counts and publish small */
+    char   *sub;      /* required, 1..255 bytes */
+    char   *tenant;   /* optional; NULL if absent; [A-Za-z0-9_.-]{1,64} */
+    int64_t exp;      /* seconds since the epoch */
+    char  **channels; /* optional allow-list; NULL if absent, non-NULL
+                             and NULL-terminated when present (even if
+                             empty: then nothing is allowed); one block
+                             with the strings, freed as a whole */
+    int64_t iat;      /* 0 when absent */
+    char  **pub_channels;
     /* the channel claim of a subscription token; NULL if absent */
     char *channel;
     /* the info claim (any JSON) as compact JSON text, for presence and
      * join/leave; NULL if absent. Bounded by the token's length. */
-    char *info;
+    char    *info;
+    uint16_t nchannels; /* <= HD_JWT_MAX_CHANNELS; entries ending in '*'
+                           are prefixes */
+    /* The publish claim: absent (HD_JWT_PUB_ABSENT), false, true, or a
+     * list of channels (pub_channels, same shape as channels) */
+    uint16_t npub_channels;
+    int16_t  publish;
 } hd_jwt_claims_t;
+_Static_assert(HD_JWT_MAX_CHANNELS <= UINT16_MAX, "counts are 16-bit");
 
 enum {
     HD_JWT_PUB_ABSENT = -1,
