@@ -72,7 +72,11 @@ typedef struct hd_conn {
     bool close_forced : 1;     /* socket shut down under lws */
     bool close_soft : 1;       /* send what is queued first */
     bool established : 1;
-    bool deflate : 1; /* permessage-deflate negotiated */
+    bool deflate : 1;  /* permessage-deflate negotiated */
+    bool timer_on : 1; /* due_ms is set */
+    /* connect deadline, then the token's refresh push and expiry: low
+     * 32 bits of hd_mono_ms(); the sweep checks it (hd_proto.c) */
+    uint32_t due_ms;
 
     struct hd_conn *prev;
     uint64_t        id;          /* worker-unique */
@@ -91,7 +95,6 @@ typedef struct hd_conn {
 
     /* identity, after "connect" */
     struct hd_jwt_claims *claims; /* NULL until connected */
-    ev_timer              timer;  /* connect deadline, then token expiry */
     char *proxy_hdrs; /* proxy.headers of the upgrade, "name: value\n"... */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */
@@ -112,9 +115,9 @@ typedef struct hd_conn {
      * table of hd_realip.c (20 bytes, binary) for as long as the socket
      * is open, and formatted only when something shows it. */
 } hd_conn_t;
-/* a million of them: 280 bytes is a 288-byte malloc chunk, 281 one of 304
+/* a million of them: 232 bytes is a 240-byte malloc chunk, 233 one of 256
  * (docs/benchmarks.md); the sweep's fields stay in the first 64 bytes */
-_Static_assert(sizeof(hd_conn_t) <= 280, "hd_conn_t outgrew its malloc chunk");
+_Static_assert(sizeof(hd_conn_t) <= 232, "hd_conn_t outgrew its malloc chunk");
 _Static_assert(offsetof(hd_conn_t, prev) == 64,
                "the heartbeat sweep's fields fill the first cache line");
 

@@ -266,37 +266,62 @@ conn_closed(hd_conn_t *c)
 /* ---- connection timers ------------------------------------------------------ */
 
 /*
+ * A connection's timer is no libev timer (48 bytes and a heap entry per
+ * connection, a million of them): a deadline in hd_conn_t's first line
+ * that the heartbeat sweep, which reads that line of every connection
+ * once a second anyway, checks (hd_proto_conn_due()). So it fires up to
+ * one sweep (1 s) late. The deadline is 32 bits of hd_mono_ms(),
+ * compared modulo 2^32, so one is at most HD_TIMER_MAX_MS ahead; a later
+ * one is re-armed when that passes.
+ */
+#define HD_TIMER_MAX_MS (1u << 30) /* ~12 days */
+
+static void
+timer_in(hd_conn_t *c, uint64_t in_ms)
+{
+    c->due_ms =
+        (uint32_t) (hd_mono_ms()
+                    + (in_ms < HD_TIMER_MAX_MS ? in_ms : HD_TIMER_MAX_MS));
+    c->timer_on = true;
+}
+
+/*
  * After connect the timer runs on the token's clock: first at
  * exp - auth.refresh_window_s, to ask the client for a fresh token (the
  * refresh push), then at exp, to close with 4003 unless a refresh moved
- * exp meanwhile.
+ * exp meanwhile. Returns the seconds still to wait (0: due now).
  */
-static void
-arm_token_timer(hd_conn_t *c)
+static double
+token_wait(const hd_conn_t *c)
 {
-    double now = hd_wall_sec();
     double at = (double) c->claims->exp;
 
     if (!c->refresh_pushed)
         at -= (double) hd_w.conf->auth_refresh_window_s;
-    ev_timer_stop(hd_w.loop, &c->timer);
-    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
-    ev_timer_start(hd_w.loop, &c->timer);
+    at -= hd_wall_sec();
+    return at > 0 ? at : 0;
 }
 
 static void
-conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+arm_token_timer(hd_conn_t *c)
 {
-    hd_conn_t *c = (hd_conn_t *) ((char *) w - offsetof(hd_conn_t, timer));
-    char       buf[96];
-    int        n;
-    (void) loop;
-    (void) revents;
+    timer_in(c, (uint64_t) (token_wait(c) * 1000.0));
+}
+
+static void
+conn_timer_fire(hd_conn_t *c)
+{
+    char buf[96];
+    int  n;
 
     if (!c->connected) {
         hd_conn_close(c, HD_CLOSE_CONNECT_TIMEOUT,
                       "no connect command in time");
-    } else if (!c->refresh_pushed && c->claims != NULL) {
+    } else if (c->claims == NULL) {
+        return; /* a proxied connection without expiry */
+    } else if (token_wait(c) > 0) {
+        arm_token_timer(c); /* a far deadline, armed in steps */
+    } else if (!c->refresh_pushed) {
         c->refresh_pushed = true;
         n = snprintf(buf, sizeof(buf),
                      "{\"push\":{\"refresh\":{\"expires_at\":%lld}}}",
@@ -311,19 +336,26 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 void
+hd_proto_conn_due(hd_conn_t *c, uint64_t now_ms)
+{
+    if (!c->timer_on || (int32_t) ((uint32_t) now_ms - c->due_ms) < 0)
+        return;
+    c->timer_on = false;
+    conn_timer_fire(c);
+}
+
+void
 hd_proto_conn_open(hd_conn_t *c)
 {
-    ev_timer_init(&c->timer, conn_timer_cb,
-                  (double) hd_w.conf->connect_ms / 1000.0, 0.);
     if (!hd_w.conf->auth_allow_anonymous)
-        ev_timer_start(hd_w.loop, &c->timer);
+        timer_in(c, (uint64_t) hd_w.conf->connect_ms);
     hd_backend_capture_headers(c);
 }
 
 void
 hd_proto_conn_release(hd_conn_t *c)
 {
-    ev_timer_stop(hd_w.loop, &c->timer);
+    c->timer_on = false;
     hd_backend_conn_gone(c);
     conn_closed(c);
     hd_chan_leave_all(c);
@@ -436,7 +468,7 @@ connect_finish(hd_conn_t *c, int64_t id)
     c->connected = true;
     /* the connect deadline becomes the token's clock (a proxied
      * connection without expires_at has none) */
-    ev_timer_stop(hd_w.loop, &c->timer);
+    c->timer_on = false;
     if (expires)
         arm_token_timer(c);
     hd_cluster_client_id(c, client);

@@ -20,6 +20,10 @@
 void hd_proto_handle(hd_conn_t *c, const char *buf, size_t len);
 /* After ESTABLISHED: start the connect deadline. */
 void hd_proto_conn_open(hd_conn_t *c);
+/* The heartbeat sweep, once a second for every connection not closing:
+ * c's deadline (connect, token refresh push, token expiry) if it passed
+ * by now_ms (hd_mono_ms()). */
+void hd_proto_conn_due(hd_conn_t *c, uint64_t now_ms);
 /* heartbeat: the n ping/pong frames c sent since the last sweep count
  * against its command rate (may pause reading it, or close it with 4004) */
 void hd_proto_control_frames(hd_conn_t *c, uint32_t n);

@@ -317,6 +317,9 @@ hd_ws_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
         hd_proto_control_frames(c, hd_wsguard_take_control(c->fd));
         if (c->close_code != 0)
             continue;
+        hd_proto_conn_due(c, now);
+        if (c->close_code != 0)
+            continue;
         if (c->has_sub_tokens)
             hd_proto_sub_tokens(c, (int64_t) (hd_wall_ns() / 1000000000ull));
         if (c->ping_sent_ms != 0) {

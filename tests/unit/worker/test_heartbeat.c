@@ -13,6 +13,8 @@
 #include "hd_codes.h"
 #include "hd_conf.h"
 #include "hd_conn.h"
+#include "hd_jwt.h"
+#include "hd_proto.h"
 #include "hd_time.h"
 #include "hd_worker_int.h"
 
@@ -140,6 +142,80 @@ START_TEST(test_empty_ring_freed)
 }
 END_TEST
 
+/* A connection's deadline (connect, token expiry) is checked by the
+ * sweep: due or past fires, ahead waits, none does nothing. */
+START_TEST(test_connect_deadline_on_the_sweep)
+{
+    hd_conn_t *late = add_conn(), *early = add_conn(), *none = add_conn();
+    uint64_t   now = hd_mono_ms();
+
+    conf.connect_ms = 500;
+    late->timer_on = true;
+    late->due_ms = (uint32_t) (now - 1);
+    early->timer_on = true;
+    early->due_ms = (uint32_t) (now + 5000);
+    hd_ws_heartbeat_cb(NULL, NULL, 0);
+    ck_assert_uint_eq(late->close_code, HD_CLOSE_CONNECT_TIMEOUT);
+    ck_assert_str_eq(late->closing->reason, "no connect command in time");
+    ck_assert(!late->timer_on);
+    ck_assert_uint_eq(early->close_code, 0);
+    ck_assert(early->timer_on);
+    ck_assert_uint_eq(none->close_code, 0);
+    free_conns();
+}
+END_TEST
+
+/* The deadline is 32 bits of the monotonic clock, compared modulo 2^32. */
+START_TEST(test_deadline_across_the_wrap)
+{
+    hd_conn_t *c = add_conn();
+
+    c->timer_on = true;
+    c->due_ms = 0x10; /* just after the wrap */
+    hd_proto_conn_due(c, 0xfffffff0ull);
+    ck_assert(c->timer_on);
+    ck_assert_uint_eq(c->close_code, 0);
+    hd_proto_conn_due(c, 0x100000010ull); /* the clock passed it */
+    ck_assert(!c->timer_on);
+    ck_assert_uint_eq(c->close_code, HD_CLOSE_CONNECT_TIMEOUT);
+    free_conns();
+}
+END_TEST
+
+/* After connect: an expired token closes 4003; a deadline further than
+ * the 32-bit clock reaches is armed in steps, so an early check re-arms
+ * and does nothing else. */
+START_TEST(test_token_expiry_on_the_sweep)
+{
+    hd_conn_t       *gone = add_conn(), *far = add_conn();
+    hd_jwt_claims_t *a = hd_calloc(1, sizeof(*a));
+    hd_jwt_claims_t *b = hd_calloc(1, sizeof(*b));
+    uint64_t         now = hd_mono_ms();
+    int64_t          wall = (int64_t) hd_wall_sec();
+
+    conf.auth_refresh_window_s = 60;
+    gone->connected = far->connected = true;
+    gone->claims = a;
+    far->claims = b;
+    a->exp = wall - 1;
+    gone->refresh_pushed = true; /* the push went out before */
+    b->exp = wall + 30 * 86400;  /* a month away */
+    gone->timer_on = far->timer_on = true;
+    gone->due_ms = far->due_ms = (uint32_t) (now - 1);
+    hd_ws_heartbeat_cb(NULL, NULL, 0);
+    ck_assert_uint_eq(gone->close_code, HD_CLOSE_TOKEN_EXPIRED);
+    ck_assert_uint_eq(far->close_code, 0);
+    ck_assert(!far->refresh_pushed);
+    ck_assert(far->timer_on);
+    /* re-armed about 2^30 ms (~12 days) ahead */
+    ck_assert_uint_gt((uint32_t) (far->due_ms - (uint32_t) now), 1u << 29);
+    gone->claims = far->claims = NULL;
+    free(a);
+    free(b);
+    free_conns();
+}
+END_TEST
+
 int
 main(void)
 {
@@ -151,6 +227,9 @@ main(void)
     tcase_add_test(tc, test_unanswered_ping_is_stale);
     tcase_add_test(tc, test_quiet_ping_due);
     tcase_add_test(tc, test_empty_ring_freed);
+    tcase_add_test(tc, test_connect_deadline_on_the_sweep);
+    tcase_add_test(tc, test_deadline_across_the_wrap);
+    tcase_add_test(tc, test_token_expiry_on_the_sweep);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
