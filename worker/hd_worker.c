@@ -707,6 +707,12 @@ hd_worker_main(const hd_worker_args_t *a)
     }
 
     hd_log_info("worker exiting");
+    /* before anything below runs the loop again (the node registry's
+     * leave waits for Redis): a connection accepted now would only be
+     * reset by shutdown_lws(); left in the queue, a worker still serving
+     * the socket takes it (issue 20: an upgrade's orphaned workers) */
+    accept_stop();
+    ev_timer_stop(hd_w.loop, &hd_w.accept_retry_w);
     hd_presence_shutdown();
     hd_cluster_shutdown();
     hd_overload_stop();

@@ -515,8 +515,9 @@ def test_upgrade_binary_must_be_an_absolute_path(herald_bin, tmp_path):
 def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
     """The new master dies (SIGKILL) after its workers were ready but
     before the hand-over: the old master keeps serving and its clients
-    never notice; the new master's orphaned workers drain (1001) and exit,
-    and like any killed process they may lose a handshake in flight."""
+    never notice; the new master's orphaned workers drain (1001) and exit.
+    Only the master was killed: the workers finish what they accepted and
+    leave the queues to the old workers, so no handshake fails."""
     h = make_herald(workers=2, **dict(CONFIG, upgrade=dict(UPGRADE, grace_ms=3000)))
     pids = h.worker_pids()
 
@@ -540,11 +541,11 @@ def test_upgrade_crash_in_grace_period(make_herald, tmp_path):
 
     r = asyncio.run(go())
     load = r["load"]
-    # as with a kill -9 of a worker (test_ops_zero_loss): only what the
-    # killed master's workers held in flight can fail, never the queues
-    assert load.counts.get("refused", 0) == 0, load.summary()
-    assert load.counts.get("timeout", 0) == 0, load.summary()
-    assert sum(load.failures().values()) + load.established_then_dropped <= 10, load.summary()
+    # the orphans' clients get 1001 (reconnect); nothing is reset, not
+    # even what they accepted while leaving (issue 20)
+    assert not load.failures(), load.summary()
+    assert load.established_then_dropped == 0, load.summary()
+    assert set(load.counts) <= {"ok", "closed_1001"}, load.summary()
     assert not r["closed"], codes_of(r["closed"])
     assert h.alive() and h.worker_pids() == pids
     assert "killed by signal 9" in log_msgs(h, "upgrade failed")[0]["msg"]
