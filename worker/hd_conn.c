@@ -221,7 +221,6 @@ hd_conn_release(hd_conn_t *c)
     hd_free(c->q);
     c->q_cap = 0;
     hd_free(c->rx);
-    c->rx_len = c->rx_cap = 0;
     hd_free(c->closing);
 }
 
@@ -448,7 +447,7 @@ hd_conn_want_push(hd_conn_t *c)
         return; /* already due, as soon or sooner */
     c->wstate = HD_W_DELAYED;
     /* monotonic: a step of the wall clock must not hold pushes */
-    c->wdue = hd_mono_ms() + (uint64_t) delay_ms;
+    c->wdue = (uint32_t) (hd_mono_ms() + (uint64_t) delay_ms);
     wlist_push(&delayed, c);
     if (!ev_is_active(&delay_w)) {
         ev_timer_set(&delay_w, delay_ms / 1000., 0.);
@@ -464,12 +463,18 @@ delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void) revents;
 
     /* (1 ms of slack: libev may wake a little before the due time) */
-    while ((c = delayed.head) != NULL && c->wdue <= now + 1) {
+    /* due times are 32 bits of the clock, a second ahead at most:
+     * compared modulo 2^32 */
+    while ((c = delayed.head) != NULL
+           && (int32_t) (c->wdue - (uint32_t) (now + 1)) <= 0) {
         hd_conn_unschedule(c);
         hd_conn_want_write(c);
     }
     if (delayed.head != NULL) {
-        ev_timer_set(w, (double) (delayed.head->wdue - now) / 1000., 0.);
+        ev_timer_set(w,
+                     (double) (uint32_t) (delayed.head->wdue - (uint32_t) now)
+                         / 1000.,
+                     0.);
         ev_timer_start(loop, w);
     }
 }

@@ -39,6 +39,13 @@ typedef struct hd_closing {
     char     reason[];  /* NUL-terminated, at most 63 bytes */
 } hd_closing_t;
 
+/* A message being assembled from pieces (rare: long ones), freed once
+ * handled. */
+typedef struct hd_rxbuf {
+    uint32_t len, cap; /* <= limits.message_bytes (16 MiB) */
+    char     data[];
+} hd_rxbuf_t;
+
 typedef struct hd_conn {
     /* One per client for its whole life: a million of them must stay
      * small (docs/benchmarks.md, the per-connection breakdown). The first
@@ -82,9 +89,8 @@ typedef struct hd_conn {
     uint64_t        id;          /* worker-unique */
     uint64_t        accepted_ns; /* monotonic, at accept4() */
 
-    /* inbound */
-    char    *rx;
-    uint32_t rx_len, rx_cap; /* <= limits.message_bytes (16 MiB) */
+    /* inbound: a message that came in pieces, while it is assembled */
+    struct hd_rxbuf *rx;
 
     size_t   q_bytes;
     uint32_t q_head, q_cap;
@@ -101,7 +107,8 @@ typedef struct hd_conn {
     struct hd_http *http; /* an HTTP API request in progress */
 
     /* command rate limit: token bucket */
-    double   tokens;
+    float    tokens; /* <= limits.commands_burst (1e6): float is enough */
+    uint32_t wdue;   /* delayed: low 32 bits of hd_mono_ms() to flush at */
     uint64_t tokens_ms;
     uint64_t over_since_ms; /* first refusal of the current streak */
     uint64_t last_refusal_ms;
@@ -110,14 +117,13 @@ typedef struct hd_conn {
      * decision on; NULL before) */
     struct hd_closing *closing;
     struct hd_conn    *wnext, *wprev; /* on the ready or the delayed list */
-    uint64_t           wdue;          /* delayed: hd_mono_ms() to flush at */
     /* The client's address is not kept here: it is in the fd-indexed
      * table of hd_realip.c (20 bytes, binary) for as long as the socket
      * is open, and formatted only when something shows it. */
 } hd_conn_t;
-/* a million of them: 232 bytes is a 240-byte malloc chunk, 233 one of 256
+/* a million of them: 216 bytes is a 224-byte malloc chunk, 217 one of 240
  * (docs/benchmarks.md); the sweep's fields stay in the first 64 bytes */
-_Static_assert(sizeof(hd_conn_t) <= 232, "hd_conn_t outgrew its malloc chunk");
+_Static_assert(sizeof(hd_conn_t) <= 216, "hd_conn_t outgrew its malloc chunk");
 _Static_assert(offsetof(hd_conn_t, prev) == 64,
                "the heartbeat sweep's fields fill the first cache line");
 

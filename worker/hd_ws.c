@@ -55,7 +55,6 @@ static int
 refuse_input(hd_conn_t *c, uint16_t code, const char *reason)
 {
     hd_free(c->rx);
-    c->rx_len = c->rx_cap = 0;
     hd_conn_close(c, code, reason);
     return 0;
 }
@@ -76,32 +75,32 @@ on_receive(struct lws *wsi, hd_conn_t *c, const char *in, size_t len)
 
     hd_ctr_add(HD_C_BYTES_RECEIVED, len);
     c->last_rx_ms = hd_mono_ms();
-    if (c->rx_len + len > (size_t) hd_w.conf->message_bytes)
+    size_t have = c->rx != NULL ? c->rx->len : 0;
+    if (have + len > (size_t) hd_w.conf->message_bytes)
         return refuse_input(c, HD_CLOSE_TOO_BIG, "message too big");
 
-    if (done && c->rx_len == 0) {
+    if (done && have == 0) {
         /* the common case: a whole message in one callback, no copy */
         hd_proto_handle(c, in, len);
     } else {
-        if (c->rx_len + len > c->rx_cap) {
-            size_t ncap = c->rx_cap ? c->rx_cap : 1024;
-            while (ncap < c->rx_len + len)
+        if (c->rx == NULL || have + len > c->rx->cap) {
+            size_t ncap = c->rx != NULL ? c->rx->cap : 1024;
+            while (ncap < have + len)
                 ncap *= 2;
             if (ncap > (size_t) hd_w.conf->message_bytes)
                 ncap = (size_t) hd_w.conf->message_bytes;
-            c->rx = hd_realloc(c->rx, ncap);
-            c->rx_cap = ncap;
+            c->rx = hd_realloc(c->rx, sizeof(*c->rx) + ncap);
+            c->rx->len = (uint32_t) have;
+            c->rx->cap = (uint32_t) ncap;
         }
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
+        memcpy(c->rx->data + have, in, len);
+        c->rx->len += (uint32_t) len;
         if (!done)
             return 0;
-        hd_proto_handle(c, c->rx, c->rx_len);
-        c->rx_len = 0;
+        hd_proto_handle(c, c->rx->data, c->rx->len);
         /* messages that need assembling are the rare long ones: keep no
          * buffer for them on an idle connection */
         hd_free(c->rx);
-        c->rx_cap = 0;
     }
     if (c->q_len > 0 || c->close_code != 0)
         hd_conn_want_write(c);
