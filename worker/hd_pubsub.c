@@ -49,6 +49,12 @@
  * another replication id (field r) starts a new epoch, and subscribers
  * learn of the loss (recovered: false, gap) instead of missing it.
  */
+/* redis.wait_replicas: publications of one channel that may wait for
+ * their WAIT at once (PUBLISH_LUA, RELEASE_LUA) */
+#define PENDING_MAX 10000
+#define HD_STR_(x)  #x
+#define HD_STR(x)   HD_STR_(x)
+
 #define META_LUA                                                               \
     "local hs = tonumber(ARGV[3])\n"                                           \
     "local rid = ARGV[#ARGV]\n"                                                \
@@ -58,18 +64,18 @@
     "or (rid ~= '' and redis.call('HGET', KEYS[1], 'r') ~= rid) then\n"        \
     "  e = ARGV[1]\n"                                                          \
     "  o = 0\n"                                                                \
-    "  redis.call('DEL', KEYS[2])\n"                                           \
+    "  redis.call('DEL', KEYS[1], KEYS[2])\n"                                  \
     "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
     "  if rid ~= '' then redis.call('HSET', KEYS[1], 'r', rid) end\n"          \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
  * ttl (s), [8] idempotency key ('' none), [9] its window (s), [10] "1":
- * PUBLISH here, "0": the worker publishes after WAIT (redis.wait_replicas);
- * KEYS[3] the idempotency key's Redis key. Returns {offset, epoch}, or
- * {offset, epoch, 1[, envelope]} for a repeated idempotency key (nothing
- * published; with [10] "0" the first one's envelope when history still
- * has it, for the worker to publish again: see wait_cb()). */
+ * PUBLISH here, "0": store it for RELEASE_LUA, which the worker runs once
+ * WAIT is met (redis.wait_replicas); KEYS[3] the idempotency key's Redis
+ * key. Returns {offset, epoch}, or {offset, epoch, 1} for a repeated
+ * idempotency key (nothing stored; in wait mode the worker still releases
+ * up to the first one's offset: that one may have met no WAIT yet). */
 static const char PUBLISH_LUA[] =
     /* idempotency: KEYS[3] "{chan}:idem:<key>" holds "offset epoch" of the
      * first publication with the key for ARGV[9] s; a repeat returns it
@@ -87,30 +93,74 @@ static const char PUBLISH_LUA[] =
     "      redis.call('PEXPIRE', KEYS[3], "
     "math.max(1, redis.call('PTTL', KEYS[3])))\n"
     "    end\n"
-    "    if ARGV[10] == '0' and tonumber(ARGV[3]) > 0 then\n"
-    "      local r = redis.call('XRANGE', KEYS[2], po .. '-0', po .. '-0')\n"
-    "      if #r == 1 and string.find(r[1][2][2], '1 ' .. po .. ' ' .. pe "
-    ".. ' ', 1, true) == 1 then\n"
-    "        return {po, pe, 1, r[1][2][2]}\n"
-    "      end\n"
-    "    end\n"
     "    return {po, pe, 1}\n"
     "  end\n"
-    "end\n" META_LUA "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
-    "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
-    "if hs > 0 then\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
+    "end\n" META_LUA
+    /* wait mode: field p is the highest offset released (published,
+     * RELEASE_LUA), q<offset> an envelope waiting for its release; a
+     * channel new to wait mode starts with everything so far released.
+     * At most PENDING_MAX wait: past that the publish is refused (503)
+     * and nothing is stored, so a replica that stays away cannot fill
+     * Redis. Outside wait mode p is dropped (a later switch re-bases). */
+    "local p = redis.call('HGET', KEYS[1], 'p')\n"
+    "if ARGV[10] == '0' then\n"
+    "  if not p then p = o; redis.call('HSET', KEYS[1], 'p', o) end\n"
+    "  if o - tonumber(p) >= " HD_STR(
+        PENDING_MAX) " then\n"
+                     "    return redis.error_reply('BUSY herald: " HD_STR(
+                         PENDING_MAX) " "
+                                      "publications of this channel wait for replicas')\n"
+                                      "  end\n"
+                                      "elseif p then redis.call('HDEL', KEYS[1], 'p') end\n"
+                                      "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+                                      "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
+                                      "if hs > 0 then\n"
+                                      "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
+                                      "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
+                                      "end\n"
+                                      "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                                      "if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[4], env)\n"
+                                      "else redis.call('HSET', KEYS[1], 'q' .. o, env) end\n"
+                                      "if ARGV[8] ~= '' then\n"
+                                      "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
+                                      "end\n"
+                                      "return {o, e}\n";
+
+/*
+ * redis.wait_replicas: publications go live in offset order, each once
+ * WAIT has confirmed it (or a later one: replication is one ordered
+ * stream, so a confirmed offset confirms every one below it). KEYS[1] the
+ * meta; ARGV[1] the pub/sub channel, [2] a confirmed offset, [3] its
+ * epoch. Publishes every envelope still waiting up to [2], in order, and
+ * moves p there. Redis runs scripts one at a time, so subscribers see the
+ * offsets in order whichever WAIT finishes first; one that never meets a
+ * WAIT stays unpublished until a later one is confirmed, or for good if a
+ * failover takes it (its offset is then handed out again, and nobody has
+ * seen it: reads stop at p, READ_CAP).
+ */
+static const char RELEASE_LUA[] =
+    "if redis.call('HGET', KEYS[1], 'e') ~= ARGV[3] then return 0 end\n"
+    "local p = tonumber(redis.call('HGET', KEYS[1], 'p') or 0)\n"
+    "local n = tonumber(ARGV[2])\n"
+    "if n <= p then return 0 end\n"
+    "for i = p + 1, n do\n"
+    "  local env = redis.call('HGET', KEYS[1], 'q' .. i)\n"
+    "  if env then\n"
+    "    redis.call('PUBLISH', ARGV[1], env)\n"
+    "    redis.call('HDEL', KEYS[1], 'q' .. i)\n"
+    "  end\n"
     "end\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[4], env) end\n"
-    "if ARGV[8] ~= '' then\n"
-    "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
-    "end\n"
-    "return {o, e}\n";
+    "redis.call('HSET', KEYS[1], 'p', n)\n"
+    "return n - p\n";
+
+/* Reads in wait mode tell nothing past the released offset p: what is
+ * above it has not met a WAIT and a failover may take it back. */
+#define READ_CAP                                    \
+    "local pp = redis.call('HGET', KEYS[1], 'p')\n" \
+    "if pp and tonumber(pp) < o then o = tonumber(pp) end\n"
 
 /* Returns {offset, epoch}; creates the meta (offset 0) when absent. */
-static const char GETMETA_LUA[] = META_LUA
+static const char GETMETA_LUA[] = META_LUA READ_CAP
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "return {o, e}\n";
 
@@ -120,7 +170,7 @@ static const char GETMETA_LUA[] = META_LUA
  * publication after since is still in history, else {offset, epoch, 0}:
  * never a partial answer.
  */
-static const char RECOVER_LUA[] = META_LUA
+static const char RECOVER_LUA[] = META_LUA READ_CAP
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "local since = tonumber(ARGV[4])\n"
     "if e ~= ARGV[5] or since > o then return {o, e, 0} end\n"
@@ -137,18 +187,19 @@ static const char RECOVER_LUA[] = META_LUA
  * since epoch. Returns {offset, epoch, 1, {envelopes}} or {offset, epoch,
  * -1} when since's epoch is not the current one.
  */
-static const char HISTORY_LUA[] = META_LUA
+static const char HISTORY_LUA[] = META_LUA READ_CAP
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "local limit = tonumber(ARGV[4])\n"
     "local out = {}\n"
     "if hs == 0 then return {o, e, 1, out} end\n"
     "if ARGV[5] == '-1' then\n"
-    "  local r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)\n"
+    "  local r = redis.call('XREVRANGE', KEYS[2], o .. '-0', '-', 'COUNT', "
+    "limit)\n"
     "  for i = #r, 1, -1 do out[#out + 1] = r[i][2][2] end\n"
     "else\n"
     "  if e ~= ARGV[6] then return {o, e, -1} end\n"
     "  local r = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[5]) + 1) .. "
-    "'-0', '+', 'COUNT', limit)\n"
+    "'-0', o .. '-0', 'COUNT', limit)\n"
     "  for i, ent in ipairs(r) do out[i] = ent[2][2] end\n"
     "end\n"
     "return {o, e, 1, out}\n";
@@ -157,8 +208,9 @@ static hd_script_t        s_publish = HD_SCRIPT(PUBLISH_LUA);
 static hd_script_t        s_meta = HD_SCRIPT(GETMETA_LUA);
 static hd_script_t        s_recover = HD_SCRIPT(RECOVER_LUA);
 static hd_script_t        s_history = HD_SCRIPT(HISTORY_LUA);
+static hd_script_t        s_release = HD_SCRIPT(RELEASE_LUA);
 static hd_script_t *const s_all[] = { &s_publish, &s_meta, &s_recover,
-                                      &s_history };
+                                      &s_history, &s_release };
 
 typedef struct call {
     hd_script_t *script;
@@ -483,7 +535,8 @@ script_cb(redisReply *r, const char *err, void *arg)
             c->dup = r->type == REDIS_REPLY_ARRAY && r->elements >= 3;
             if (!c->dup)
                 set_refusing(false);
-            if (c->publish && !c->dup)
+            /* with WAIT to come: counted once it is met (wait_cb) */
+            if (c->publish && !c->dup && hd_w.conf->redis_wait_replicas <= 0)
                 hd_ctr_inc(HD_C_MSG_PUBLISHED);
         }
         if (hd_w.conf->redis_wait_replicas <= 0) {
@@ -499,54 +552,50 @@ script_cb(redisReply *r, const char *err, void *arg)
 }
 
 static void
-noop_cb(redisReply *r, const char *err, void *arg)
+release_cb(redisReply *r, const char *err, void *arg)
 {
-    (void) r;
-    (void) err;
     (void) arg;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        /* the next confirmed publication of the channel releases this
+         * one with it; until then subscribers wait (none lost) */
+        hd_log_warn("redis: releasing a confirmed publication failed: %s",
+                    r != NULL         ? r->str
+                        : err != NULL ? err
+                                      : "no reply");
 }
 
 /*
  * WAIT met: the publication is on enough replicas to survive a failover,
- * and only now goes live (a subscriber must never hold an offset that a
- * promoted replica hands out again). Acknowledged as soon as the PUBLISH
- * is sent: it is durable whether or not the PUBLISH arrives (subscribers
- * fill a hole from history, hd_chan.c). A repeated idempotency key
- * publishes the first one's envelope again: that one may have been
- * refused (WAIT unmet) and never published; subscribers that have it
- * drop the copy.
+ * and only now goes live, with every one before it still waiting
+ * (RELEASE_LUA: in offset order, whichever WAIT finished first). A
+ * subscriber never holds an offset that a promoted replica hands out
+ * again. Acknowledged as soon as the release is sent: the publication is
+ * durable whether or not this release runs (a later one publishes it). A
+ * repeated idempotency key releases up to the first one's offset: that
+ * one may have been refused (WAIT unmet) and not published yet.
  */
 static void
 publish_live(call_t *c)
 {
     redisReply *r = c->held;
-    char       *env = NULL;
-    const char *argv[3];
-    size_t      lens[3];
-    int         n;
+    char        off[24];
+    const char *argv[4];
+    size_t      lens[4];
 
-    argv[0] = "PUBLISH";
-    lens[0] = 7;
+    snprintf(off, sizeof(off), "%lld", r->element[0]->integer);
+    argv[0] = c->argv[3 + 0]; /* KEYS[1]: the meta */
+    lens[0] = c->lens[3 + 0];
     argv[1] = c->argv[3 + 6]; /* the pub/sub channel: ARGV[4] */
     lens[1] = c->lens[3 + 6];
-    if (c->dup) {
-        if (r->elements < 4 || r->element[3]->type != REDIS_REPLY_STRING)
-            return; /* no history: nothing to publish again */
-        argv[2] = r->element[3]->str;
-        lens[2] = r->element[3]->len;
-    } else {
-        /* the envelope the script stored: "1 offset epoch time data" */
-        n = snprintf(NULL, 0, "1 %lld %s %s ", r->element[0]->integer,
-                     r->element[1]->str, c->argv[3 + 8]);
-        env = hd_malloc((size_t) n + c->lens[3 + 7] + 1);
-        snprintf(env, (size_t) n + 1, "1 %lld %s %s ", r->element[0]->integer,
-                 r->element[1]->str, c->argv[3 + 8]);
-        memcpy(env + n, c->argv[3 + 7], c->lens[3 + 7]);
-        argv[2] = env;
-        lens[2] = (size_t) n + c->lens[3 + 7];
-    }
-    (void) hd_redis_cmd(c->shard, noop_cb, NULL, 3, argv, lens);
-    free(env);
+    argv[2] = off;
+    lens[2] = strlen(off);
+    argv[3] = r->element[1]->str;
+    lens[3] = r->element[1]->len;
+    if (hd_script_run_on(c->shard, &s_release, 1, 4, argv, lens, release_cb,
+                         NULL)
+        < 0)
+        hd_log_warn("redis: cannot send a release; the next confirmed "
+                    "publication of the channel releases it");
 }
 
 static void
@@ -560,8 +609,11 @@ wait_cb(redisReply *r, const char *err, void *arg)
         if (c->publish && c->held->type == REDIS_REPLY_ARRAY
             && c->held->elements >= 2
             && c->held->element[0]->type == REDIS_REPLY_INTEGER
-            && c->held->element[1]->type == REDIS_REPLY_STRING)
+            && c->held->element[1]->type == REDIS_REPLY_STRING) {
             publish_live(c);
+            if (!c->dup)
+                hd_ctr_inc(HD_C_MSG_PUBLISHED); /* acknowledged now */
+        }
         finish(c, c->held);
     } else {
         /* a publication: stored (history, offset) but not published and
