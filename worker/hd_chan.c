@@ -29,9 +29,24 @@ static struct {
     hd_chan_t      *flush; /* channels whose Redis state must move */
     ev_prepare      flush_w;
     ev_idle         idle_w;
+    ev_timer        retry_w; /* failed fill reads (fill_retry_later) */
     struct ev_loop *loop;
     hd_chan_hooks_t hooks;
 } T;
+
+/* A fill read was refused (a WAIT unmet, a Redis error) while the channel
+ * holds live pushes behind a hole: try again in a second, whether or not
+ * anything else is published on it (nothing may wait for that). */
+#define FILL_RETRY_S 1.0
+
+static void
+fill_retry_later(void)
+{
+    if (!ev_is_active(&T.retry_w)) {
+        ev_timer_set(&T.retry_w, FILL_RETRY_S, 0.);
+        ev_timer_start(T.loop, &T.retry_w);
+    }
+}
 
 static void chan_maybe_free(hd_chan_t *ch);
 static void meta_read(hd_chan_t *ch);
@@ -263,6 +278,12 @@ hd_chan_leave(hd_conn_t *c, uint32_t sub_i)
     c->nsubs--;
     hd_gauge_add(HD_G_SUBSCRIPTIONS, -1);
 
+    if (ch->nmembers == 0) {
+        /* nobody is left to fill a hole for: a later member starts from
+         * the channel's offset, not behind this fill (a read in flight
+         * sees !resync and does nothing) */
+        ch->resync = false;
+    }
     if (ch->npending == 0 && !ch->resync)
         drop_buffer(ch);
     if (ch->nmembers == 0)
@@ -771,7 +792,10 @@ resync_cb(int err, const hd_hist_reply_t *r, void *arg)
     ch->resync_inflight = false;
     if (err != 0 || !ch->resync) {
         /* Redis went away again (the next reconnect starts over) or a
-         * WAIT was unmet (the next live push tries again) */
+         * WAIT was unmet: tried again in a second, or by the next live
+         * push if that comes first */
+        if (err != 0 && ch->resync && ch->nmembers > 0)
+            fill_retry_later();
         if (ch->nmembers == 0)
             flush_add(ch);
         return;
@@ -854,6 +878,8 @@ meta_cb(int err, uint64_t offset, const char *epoch, void *arg)
         activate_pending(ch, offset, epoch);
     } else {
         fail_pending(ch, HD_ERR_UNAVAILABLE, "redis unavailable, retry");
+        if (ch->resync && ch->nmembers > 0)
+            fill_retry_later();
     }
     if (err == 0)
         fill_kick(ch); /* a member that went live met a hole */
@@ -995,6 +1021,18 @@ idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
     (void) revents; /* flush_cb runs before the poll */
 }
 
+static void
+retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) w;
+    (void) revents;
+    for (size_t i = 0; i < T.cap; i++)
+        for (hd_chan_t *ch = T.tab[i]; ch != NULL; ch = ch->hnext)
+            if (ch->resync && !ch->resync_inflight && !ch->meta_inflight)
+                fill_kick(ch);
+}
+
 /* A shard's subscriber connection is back: every channel of it with
  * members is subscribed again, in batches. */
 void
@@ -1062,6 +1100,7 @@ hd_chan_init(struct ev_loop *loop, const hd_chan_hooks_t *hooks)
     ev_prepare_start(T.loop, &T.flush_w);
     ev_unref(T.loop); /* bookkeeping: never keeps the loop alive */
     ev_idle_init(&T.idle_w, idle_cb);
+    ev_timer_init(&T.retry_w, retry_cb, FILL_RETRY_S, 0.);
 }
 
 void
@@ -1070,6 +1109,7 @@ hd_chan_shutdown(void)
     ev_ref(T.loop);
     ev_prepare_stop(T.loop, &T.flush_w);
     ev_idle_stop(T.loop, &T.idle_w);
+    ev_timer_stop(T.loop, &T.retry_w);
     for (size_t i = 0; i < T.cap; i++) {
         hd_chan_t *ch = T.tab[i], *next;
         for (; ch != NULL; ch = next) {

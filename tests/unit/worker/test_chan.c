@@ -724,6 +724,24 @@ START_TEST(a_refused_fill_read_is_retried_by_the_next_live_push)
 }
 END_TEST
 
+START_TEST(a_refused_fill_read_is_retried_within_a_second)
+{
+    hd_chan_t *ch = live_member(&conns[0], &ns_hist, 3);
+
+    pub(5, "E");
+    expect("RECOVER herald||room since 3 E;");
+    recover_fail(); /* WAIT unmet: held, and nothing more is published */
+    expect("");
+    ck_assert(ev_is_active(&T.retry_w));
+    retry_cb(loop, &T.retry_w, 0); /* the timer fires */
+    expect("RECOVER herald||room since 3 E;");
+    recover_reply(1, 4, 5, 5, "E");
+    expect("P1 @4;P1 @5;");
+    ck_assert(!ch->resync);
+    ck_assert_uint_eq(ch->nbuf, 0);
+}
+END_TEST
+
 START_TEST(a_member_going_live_over_a_hole_starts_a_fill)
 {
     hd_chan_t *ch = chan(&ns_hist);
@@ -814,6 +832,7 @@ chan_suite(void)
     tcase_add_test(tc, a_hole_without_history_is_a_gap);
     tcase_add_test(tc, a_hole_above_what_the_read_saw_takes_another_read);
     tcase_add_test(tc, a_refused_fill_read_is_retried_by_the_next_live_push);
+    tcase_add_test(tc, a_refused_fill_read_is_retried_within_a_second);
     tcase_add_test(tc, a_member_going_live_over_a_hole_starts_a_fill);
     tcase_add_test(tc, a_hole_no_read_explains_ends_as_a_gap);
     tcase_add_test(tc, a_numbering_restart_during_a_fill_drops_the_old_one);
