@@ -551,17 +551,27 @@ script_cb(redisReply *r, const char *err, void *arg)
     call_free(c);
 }
 
+/* The release ran: only now is the publication acknowledged (it is live).
+ * Refused or lost with the connection: the publisher gets 503, as for an
+ * unmet WAIT; the publication is confirmed and stored, and the next
+ * confirmed one of the channel releases it first. */
 static void
 release_cb(redisReply *r, const char *err, void *arg)
 {
-    (void) arg;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        /* the next confirmed publication of the channel releases this
-         * one with it; until then subscribers wait (none lost) */
+    call_t *c = arg;
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         hd_log_warn("redis: releasing a confirmed publication failed: %s",
                     r != NULL         ? r->str
                         : err != NULL ? err
                                       : "no reply");
+        fail(c, HD_ERR_UNAVAILABLE);
+    } else {
+        if (!c->dup)
+            hd_ctr_inc(HD_C_MSG_PUBLISHED);
+        finish(c, c->held);
+    }
+    call_free(c);
 }
 
 /*
@@ -569,12 +579,11 @@ release_cb(redisReply *r, const char *err, void *arg)
  * and only now goes live, with every one before it still waiting
  * (RELEASE_LUA: in offset order, whichever WAIT finished first). A
  * subscriber never holds an offset that a promoted replica hands out
- * again. Acknowledged as soon as the release is sent: the publication is
- * durable whether or not this release runs (a later one publishes it). A
- * repeated idempotency key releases up to the first one's offset: that
- * one may have been refused (WAIT unmet) and not published yet.
+ * again. A repeated idempotency key releases up to the first one's
+ * offset: that one may have been refused (WAIT unmet) and not published
+ * yet. 0: c belongs to release_cb; < 0: nothing sent.
  */
-static void
+static int
 publish_live(call_t *c)
 {
     redisReply *r = c->held;
@@ -591,11 +600,8 @@ publish_live(call_t *c)
     lens[2] = strlen(off);
     argv[3] = r->element[1]->str;
     lens[3] = r->element[1]->len;
-    if (hd_script_run_on(c->shard, &s_release, 1, 4, argv, lens, release_cb,
-                         NULL)
-        < 0)
-        hd_log_warn("redis: cannot send a release; the next confirmed "
-                    "publication of the channel releases it");
+    return hd_script_run_on(c->shard, &s_release, 1, 4, argv, lens, release_cb,
+                            c);
 }
 
 static void
@@ -610,11 +616,14 @@ wait_cb(redisReply *r, const char *err, void *arg)
             && c->held->elements >= 2
             && c->held->element[0]->type == REDIS_REPLY_INTEGER
             && c->held->element[1]->type == REDIS_REPLY_STRING) {
-            publish_live(c);
-            if (!c->dup)
-                hd_ctr_inc(HD_C_MSG_PUBLISHED); /* acknowledged now */
+            if (publish_live(c) == 0)
+                return; /* release_cb answers */
+            hd_log_warn("redis: cannot send a release; the next confirmed "
+                        "publication of the channel releases it");
+            fail(c, HD_ERR_UNAVAILABLE);
+        } else {
+            finish(c, c->held);
         }
-        finish(c, c->held);
     } else {
         /* a publication: stored (history, offset) but not published and
          * not acknowledged; a read: its answer may include what a
