@@ -8,12 +8,14 @@ only from security.trusted_proxies. What shows that the address is used:
 limits.connections_per_ip counts it, and the log names it."""
 
 import base64
+import json
 import os
 import socket
 import struct
 import time
 
-from harness import SLACK, admin_request, free_port, parse_metrics, wait_until
+from harness import (SLACK, admin_request, api_request, free_port, open_client,
+                     parse_metrics, pubsub_config, run, token_for, wait_until)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -153,6 +155,34 @@ def test_close_line_names_each_clients_address(make_herald):
     wait_until(lambda: len(addrs()) >= len(want), 10 * SLACK,
                what="four abnormal close lines")
     assert addrs() == want, addrs()
+
+
+def test_api_shows_client_address_when_exposed(make_herald):
+    """/api/connections formats each connection's address from the same
+    binary table the logs read (api.expose_client_ips): the PROXY
+    header's IPv6 client and a plain IPv4 peer."""
+    h, pp = proxied_herald(make_herald,
+                           **pubsub_config(api={"expose_client_ips": True}))
+    st, s = upgrade(pp, v1("2001:db8::45", pp))
+    assert st == 101, st
+    payload = json.dumps({"id": 1, "method": "connect",
+                          "params": {"token": token_for(h, sub="v6")}}).encode()
+    mask = os.urandom(4)
+    s.sendall(bytes([0x81, 0xfe]) + struct.pack("!H", len(payload)) + mask
+              + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    async def go():
+        c = await open_client(h.url, token_for(h, sub="v4"))
+
+        def rows():
+            st, body = api_request(h.port, "/api/connections", {})
+            assert st == 200, body
+            return {r["user"]: r.get("ip") for r in body["result"]["connections"]}
+        wait_until(lambda: len(rows()) == 2, 10 * SLACK, what="two connections")
+        assert rows() == {"v6": "2001:db8::45", "v4": "127.0.0.1"}, rows()
+        await c.close()
+    run(go())
+    s.close()
 
 
 def test_proxy_listener_refuses_connection_without_header(make_herald):
