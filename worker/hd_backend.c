@@ -279,8 +279,9 @@ copy_header(struct lws *wsi, const char *name, char *buf, int cap)
 /*
  * lws frees the request headers before LWS_CALLBACK_ESTABLISHED, so they
  * are taken at the upgrade filter and parked by socket until the
- * connection exists. An upgrade refused after the filter leaves its
- * entry to the next upgrade on the same fd number (or shutdown).
+ * connection exists, and stay there for its life (hdrs_of()). An upgrade
+ * refused after the filter leaves its entry to the next upgrade on the
+ * same fd number (or shutdown).
  */
 
 void
@@ -315,15 +316,14 @@ hd_backend_filter(struct lws *wsi)
     parked[fd] = out;
 }
 
-void
-hd_backend_capture_headers(hd_conn_t *c)
+/* c's parked headers: they stay by fd for the connection's life (no
+ * pointer in every hd_conn_t for what only proxied setups use) */
+static char **
+hdrs_of(const hd_conn_t *c)
 {
-    int fd = lws_get_socket_fd(c->wsi);
-
-    if (fd >= 0 && fd < nparked) {
-        c->proxy_hdrs = parked[fd];
-        parked[fd] = NULL;
-    }
+    /* wsi: set from ESTABLISHED (when c->fd is) until c is released */
+    return c->wsi != NULL && c->fd >= 0 && c->fd < nparked ? &parked[c->fd]
+                                                           : NULL;
 }
 
 int
@@ -365,8 +365,8 @@ hd_backend_post(hd_conn_t *c, const char *url, const char *json,
     r->json = hd_strdup(json);
     r->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     r->hdrs = curl_slist_append(r->hdrs, "Expect:");
-    if (c->proxy_hdrs != NULL) {
-        char *save = NULL, *copy = hd_strdup(c->proxy_hdrs);
+    if (hdrs_of(c) != NULL && *hdrs_of(c) != NULL) {
+        char *save = NULL, *copy = hd_strdup(*hdrs_of(c));
         for (char *l = strtok_r(copy, "\n", &save); l != NULL;
              l = strtok_r(NULL, "\n", &save))
             r->hdrs = curl_slist_append(r->hdrs, l);
@@ -410,6 +410,6 @@ hd_backend_conn_gone(hd_conn_t *c)
             req_free(r);
         }
     }
-    free(c->proxy_hdrs);
-    c->proxy_hdrs = NULL;
+    if (hdrs_of(c) != NULL)
+        hd_free(*hdrs_of(c));
 }

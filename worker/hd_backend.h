@@ -29,10 +29,10 @@ void hd_backend_init(void);
 void hd_backend_shutdown(void);
 
 /* At the upgrade filter: keep the configured request headers of wsi's
- * upgrade; at ESTABLISHED: hand them to c (c->proxy_hdrs). */
+ * upgrade, by fd, for the connection's requests to the backend (freed by
+ * hd_backend_conn_gone()). */
 struct lws;
 void hd_backend_filter(struct lws *wsi);
-void hd_backend_capture_headers(hd_conn_t *c);
 
 /*
  * POST json (a JSON text, copied) to url for c. 0 when sent (cb comes

@@ -101,7 +101,7 @@ typedef struct hd_conn {
 
     /* identity, after "connect" */
     struct hd_jwt_claims *claims; /* NULL until connected */
-    char *proxy_hdrs; /* proxy.headers of the upgrade, "name: value\n"... */
+    /* (proxy.headers of the upgrade stay parked by fd in hd_backend.c) */
 
     struct hd_op   *ops;  /* Redis commands awaiting replies */
     struct hd_http *http; /* an HTTP API request in progress */
@@ -110,8 +110,10 @@ typedef struct hd_conn {
     float    tokens; /* <= limits.commands_burst (1e6): float is enough */
     uint32_t wdue;   /* delayed: low 32 bits of hd_mono_ms() to flush at */
     uint64_t tokens_ms;
-    uint64_t over_since_ms; /* first refusal of the current streak */
-    uint64_t last_refusal_ms;
+    /* the current streak of refusals: low 32 bits of hd_mono_ms(),
+     * compared modulo 2^32 (0: no streak) */
+    uint32_t over_since_ms;
+    uint32_t last_refusal_ms;
 
     /* what only a closing connection needs (heap, from the close
      * decision on; NULL before) */
@@ -121,9 +123,9 @@ typedef struct hd_conn {
      * table of hd_realip.c (20 bytes, binary) for as long as the socket
      * is open, and formatted only when something shows it. */
 } hd_conn_t;
-/* a million of them: 216 bytes is a 224-byte malloc chunk, 217 one of 240
+/* a million of them: 200 bytes is a 208-byte malloc chunk, 201 one of 224
  * (docs/benchmarks.md); the sweep's fields stay in the first 64 bytes */
-_Static_assert(sizeof(hd_conn_t) <= 216, "hd_conn_t outgrew its malloc chunk");
+_Static_assert(sizeof(hd_conn_t) <= 200, "hd_conn_t outgrew its malloc chunk");
 _Static_assert(offsetof(hd_conn_t, prev) == 64,
                "the heartbeat sweep's fields fill the first cache line");
 

@@ -349,7 +349,6 @@ hd_proto_conn_open(hd_conn_t *c)
 {
     if (!hd_w.conf->auth_allow_anonymous)
         timer_in(c, (uint64_t) hd_w.conf->connect_ms);
-    hd_backend_capture_headers(c);
 }
 
 void
@@ -1535,16 +1534,20 @@ rate_ok(hd_conn_t *c)
     if (c->tokens > conf->cmd_burst)
         c->tokens = conf->cmd_burst;
     c->tokens_ms = now;
-    if (c->over_since_ms != 0 && now - c->last_refusal_ms > 1000)
+    if (c->over_since_ms != 0
+        && (int32_t) ((uint32_t) now - c->last_refusal_ms) > 1000)
         c->over_since_ms = 0; /* the streak is over */
     if (c->tokens >= 1.0) {
         c->tokens -= 1.0;
         return true;
     }
-    c->last_refusal_ms = now;
+    c->last_refusal_ms = (uint32_t) now;
     if (c->over_since_ms == 0) {
-        c->over_since_ms = now;
-    } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
+        /* (0 means no streak: an odd start may be 1 ms ahead, so the
+         * differences are signed) */
+        c->over_since_ms = (uint32_t) now | 1;
+    } else if ((int32_t) ((uint32_t) now - c->over_since_ms)
+               >= conf->rate_abuse_ms) {
         hd_log_info("closing %s: over the command rate for %d ms",
                     hd_conn_log_addr(c), conf->rate_abuse_ms);
         hd_conn_close(c, HD_CLOSE_RATE_LIMITED, "rate limit exceeded");
@@ -1597,10 +1600,13 @@ hd_proto_control_frames(hd_conn_t *c, uint32_t n)
         return;
     }
     c->tokens = 0;
-    c->last_refusal_ms = now;
+    c->last_refusal_ms = (uint32_t) now;
     if (c->over_since_ms == 0) {
-        c->over_since_ms = now;
-    } else if (now - c->over_since_ms >= (uint64_t) conf->rate_abuse_ms) {
+        /* (0 means no streak: an odd start may be 1 ms ahead, so the
+         * differences are signed) */
+        c->over_since_ms = (uint32_t) now | 1;
+    } else if ((int32_t) ((uint32_t) now - c->over_since_ms)
+               >= conf->rate_abuse_ms) {
         hd_log_info("closing %s: ping/pong frames over the command rate for "
                     "%d ms",
                     hd_conn_log_addr(c), conf->rate_abuse_ms);
