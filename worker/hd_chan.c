@@ -554,11 +554,11 @@ hd_chan_dispatch(const char *key, size_t key_len, const char *payload,
 
     m = build_push(ch, &env);
     /*
-     * A member gets offsets one after the other, never one past a hole:
-     * with redis.wait_replicas, publications go live after their WAIT, so
-     * two publishers' can cross, and one whose WAIT failed never comes.
-     * A hole starts a fill (held behind it: everything live until it is
-     * filled from history or told as a gap); an offset already had is a
+     * A member gets offsets one after the other, never one past a hole
+     * (Redis publishes in order, redis.wait_replicas too: RELEASE_LUA;
+     * a hole means something was missed, e.g. around a reconnect). A hole
+     * starts a fill (held behind it: everything live until it is filled
+     * from history or told as a gap); an offset already had is a
      * duplicate.
      */
     held = ch->resync;

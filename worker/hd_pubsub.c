@@ -4,12 +4,13 @@
  * per channel and the publisher's ack carries the offset it got.
  *
  * With redis.wait_replicas N > 0 nothing a client learns may be taken back
- * by a failover: the publish script stores (offset, history) without
- * publishing, and the worker PUBLISHes and acknowledges only once WAIT N
- * is met; every read (meta, recover, history) is answered only once a
- * WAIT N after it is met. Live publications can then arrive out of order
- * or with a hole (a publication whose WAIT failed): the channel table
- * fills holes from history (hd_chan.c).
+ * by a failover: the publish script stores (offset, history, the envelope
+ * in the meta) without publishing; once WAIT N is met the worker runs
+ * RELEASE_LUA, which publishes everything waiting up to that offset in
+ * order, and then acknowledges. Reads (meta, recover, history) stop at
+ * the published offset and are answered only once a WAIT N after them is
+ * met. Order per channel is therefore Redis' order in both modes; the
+ * channel table still fills a hole (a dropped subscriber connection).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -49,33 +50,40 @@
  * another replication id (field r) starts a new epoch, and subscribers
  * learn of the loss (recovered: false, gap) instead of missing it.
  */
-/* redis.wait_replicas: publications of one channel that may wait for
- * their WAIT at once (PUBLISH_LUA, RELEASE_LUA) */
-#define PENDING_MAX 10000
-#define HD_STR_(x)  #x
-#define HD_STR(x)   HD_STR_(x)
-
 #define META_LUA                                                               \
     "local hs = tonumber(ARGV[3])\n"                                           \
     "local rid = ARGV[#ARGV]\n"                                                \
+    "local rcmp = true\n"                                                      \
+    "if string.sub(rid, 1, 1) == '=' then\n"                                   \
+    "  rid = string.sub(rid, 2)\n"                                             \
+    "  rcmp = false\n"                                                         \
+    "end\n"                                                                    \
     "local e = redis.call('HGET', KEYS[1], 'e')\n"                             \
     "local o = tonumber(redis.call('HGET', KEYS[1], 'o') or 0)\n"              \
     "if (not e) or (hs > 0 and o > 0 and redis.call('EXISTS', KEYS[2]) == 0) " \
-    "or (rid ~= '' and redis.call('HGET', KEYS[1], 'r') ~= rid) then\n"        \
+    "or (rcmp and rid ~= '' and redis.call('HGET', KEYS[1], 'r') ~= rid) "     \
+    "then\n"                                                                   \
     "  e = ARGV[1]\n"                                                          \
     "  o = 0\n"                                                                \
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"                                  \
     "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"                          \
     "  if rid ~= '' then redis.call('HSET', KEYS[1], 'r', rid) end\n"          \
+    "elseif rid ~= '' and redis.call('HGET', KEYS[1], 'r') ~= rid then\n"      \
+    "  redis.call('HSET', KEYS[1], 'r', rid)\n"                                \
     "end\n"
 
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
  * ttl (s), [8] idempotency key ('' none), [9] its window (s), [10] "1":
  * PUBLISH here, "0": store it for RELEASE_LUA, which the worker runs once
  * WAIT is met (redis.wait_replicas); KEYS[3] the idempotency key's Redis
- * key. Returns {offset, epoch}, or {offset, epoch, 1} for a repeated
+ * key. Returns {offset, epoch}; {offset, epoch, 1} for a repeated
  * idempotency key (nothing stored; in wait mode the worker still releases
- * up to the first one's offset: that one may have met no WAIT yet). */
+ * up to the first one's offset: that one may have met no WAIT yet);
+ * {top offset, epoch, 2} when 10,000 publications of the channel wait
+ * for their release (nothing stored; the worker releases what a WAIT
+ * confirms and refuses this one with 503: a replica that stays away
+ * cannot grow Redis without bound, and the channel goes on once one is
+ * back). */
 static const char PUBLISH_LUA[] =
     /* idempotency: KEYS[3] "{chan}:idem:<key>" holds "offset epoch" of the
      * first publication with the key for ARGV[9] s; a repeat returns it
@@ -96,35 +104,45 @@ static const char PUBLISH_LUA[] =
     "    return {po, pe, 1}\n"
     "  end\n"
     "end\n" META_LUA
-    /* wait mode: field p is the highest offset released (published,
-     * RELEASE_LUA), q<offset> an envelope waiting for its release; a
-     * channel new to wait mode starts with everything so far released.
-     * At most PENDING_MAX wait: past that the publish is refused (503)
-     * and nothing is stored, so a replica that stays away cannot fill
-     * Redis. Outside wait mode p is dropped (a later switch re-bases). */
-    "local p = redis.call('HGET', KEYS[1], 'p')\n"
+    /* p: the highest offset published (live); q<offset>: an envelope
+     * waiting for its release (wait mode). No p: nothing waits (a q is
+     * only ever stored with a p). Without WAIT, what waits (workers in
+     * wait mode during a reload that changes the setting) goes out first,
+     * in order. */
+    "local ps = redis.call('HGET', KEYS[1], 'p')\n"
+    "local p = ps and tonumber(ps) or o\n"
     "if ARGV[10] == '0' then\n"
-    "  if not p then p = o; redis.call('HSET', KEYS[1], 'p', o) end\n"
-    "  if o - tonumber(p) >= " HD_STR(
-        PENDING_MAX) " then\n"
-                     "    return redis.error_reply('BUSY herald: " HD_STR(
-                         PENDING_MAX) " "
-                                      "publications of this channel wait for replicas')\n"
-                                      "  end\n"
-                                      "elseif p then redis.call('HDEL', KEYS[1], 'p') end\n"
-                                      "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
-                                      "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
-                                      "if hs > 0 then\n"
-                                      "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
-                                      "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
-                                      "end\n"
-                                      "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-                                      "if ARGV[10] == '1' then redis.call('PUBLISH', ARGV[4], env)\n"
-                                      "else redis.call('HSET', KEYS[1], 'q' .. o, env) end\n"
-                                      "if ARGV[8] ~= '' then\n"
-                                      "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
-                                      "end\n"
-                                      "return {o, e}\n";
+    "  if o - p >= 10000 then\n"
+    "    redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "    return {o, e, 2}\n"
+    "  end\n"
+    "  if not ps then redis.call('HSET', KEYS[1], 'p', p) end\n"
+    "else\n"
+    "  for i = p + 1, o do\n"
+    "    local q = redis.call('HGET', KEYS[1], 'q' .. i)\n"
+    "    if q then\n"
+    "      redis.call('PUBLISH', ARGV[4], q)\n"
+    "      redis.call('HDEL', KEYS[1], 'q' .. i)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+    "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
+    "if hs > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', hs, o .. '-0', 'd', env)\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "if ARGV[10] == '1' then\n"
+    "  redis.call('PUBLISH', ARGV[4], env)\n"
+    "  redis.call('HSET', KEYS[1], 'p', o)\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'q' .. o, env)\n"
+    "end\n"
+    "if ARGV[8] ~= '' then\n"
+    "  redis.call('SET', KEYS[3], o .. ' ' .. e, 'EX', ARGV[9])\n"
+    "end\n"
+    "return {o, e}\n";
 
 /*
  * redis.wait_replicas: publications go live in offset order, each once
@@ -136,11 +154,15 @@ static const char PUBLISH_LUA[] =
  * offsets in order whichever WAIT finishes first; one that never meets a
  * WAIT stays unpublished until a later one is confirmed, or for good if a
  * failover takes it (its offset is then handed out again, and nobody has
- * seen it: reads stop at p, READ_CAP).
+ * seen it: reads stop at p, READ_CAP). Returns how many offsets p moved,
+ * or -1 when the channel's numbering restarted since (the meta was lost:
+ * what waited went with it, and [2] was never published).
  */
 static const char RELEASE_LUA[] =
-    "if redis.call('HGET', KEYS[1], 'e') ~= ARGV[3] then return 0 end\n"
-    "local p = tonumber(redis.call('HGET', KEYS[1], 'p') or 0)\n"
+    "if redis.call('HGET', KEYS[1], 'e') ~= ARGV[3] then return -1 end\n"
+    "local ps = redis.call('HGET', KEYS[1], 'p')\n"
+    "if not ps then return 0 end\n"
+    "local p = tonumber(ps)\n"
     "local n = tonumber(ARGV[2])\n"
     "if n <= p then return 0 end\n"
     "for i = p + 1, n do\n"
@@ -153,9 +175,11 @@ static const char RELEASE_LUA[] =
     "redis.call('HSET', KEYS[1], 'p', n)\n"
     "return n - p\n";
 
-/* Reads in wait mode tell nothing past the released offset p: what is
- * above it has not met a WAIT and a failover may take it back. */
+/* Reads tell nothing past the published offset p: in wait mode what is
+ * above it has not met a WAIT, and a failover may take it back. oreal:
+ * the top offset assigned. */
 #define READ_CAP                                    \
+    "local oreal = o\n"                             \
     "local pp = redis.call('HGET', KEYS[1], 'p')\n" \
     "if pp and tonumber(pp) < o then o = tonumber(pp) end\n"
 
@@ -173,8 +197,10 @@ static const char GETMETA_LUA[] = META_LUA READ_CAP
 static const char RECOVER_LUA[] = META_LUA READ_CAP
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "local since = tonumber(ARGV[4])\n"
-    "if e ~= ARGV[5] or since > o then return {o, e, 0} end\n"
-    "if since == o then return {o, e, 1, {}} end\n"
+    "if e ~= ARGV[5] or since > oreal then return {o, e, 0} end\n"
+    /* a client ahead of p had it published to it (a release whose own
+     * writes a failover took back): nothing to recover, go on from there */
+    "if since >= o then return {since, e, 1, {}} end\n"
     "if hs == 0 or o - since > tonumber(ARGV[6]) then return {o, e, 0} end\n"
     "local r = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', o .. '-0')\n"
     "if #r ~= o - since then return {o, e, 0} end\n"
@@ -223,6 +249,7 @@ typedef struct call {
     bool         retried; /* EVAL after NOSCRIPT */
     bool         publish;
     bool         dup;   /* publish: a repeated idempotency key */
+    bool         full;  /* publish: too many wait for a release (503) */
     unsigned     shard; /* of the channel's key (hd_redis_shard_of) */
     /* redis.wait_replicas: the script's answer (a copy), held until WAIT
      * says whether it may be used */
@@ -532,7 +559,10 @@ script_cb(redisReply *r, const char *err, void *arg)
         if (c->hcb == NULL) {
             /* {offset, epoch, 1[, envelope]}: a repeat of an idempotency
              * key */
-            c->dup = r->type == REDIS_REPLY_ARRAY && r->elements >= 3;
+            bool third = r->type == REDIS_REPLY_ARRAY && r->elements >= 3
+                && r->element[2]->type == REDIS_REPLY_INTEGER;
+            c->dup = third && r->element[2]->integer == 1;
+            c->full = third && r->element[2]->integer == 2;
             if (!c->dup)
                 set_refusing(false);
             /* with WAIT to come: counted once it is met (wait_cb) */
@@ -566,6 +596,17 @@ release_cb(redisReply *r, const char *err, void *arg)
                         : err != NULL ? err
                                       : "no reply");
         fail(c, HD_ERR_UNAVAILABLE);
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+        /* the channel's numbering restarted (its meta was lost) between
+         * the publish and its release: it was never published */
+        cur_err = "the channel's state in redis was reset; not published";
+        fail(c, HD_ERR_UNAVAILABLE);
+        cur_err = NULL;
+    } else if (c->full) {
+        cur_err = "10000 publications of this channel wait for redis "
+                  "replicas; retry later";
+        fail(c, HD_ERR_UNAVAILABLE);
+        cur_err = NULL;
     } else {
         if (!c->dup)
             hd_ctr_inc(HD_C_MSG_PUBLISHED);
@@ -696,9 +737,16 @@ run_script(hd_script_t *s, bool publish, int nargs, const char **args,
     c->argc = 3 + nargs + 1; /* + the replication id (META_LUA) */
     c->argv = hd_calloc((size_t) c->argc, sizeof(char *));
     c->lens = hd_calloc((size_t) c->argc, sizeof(size_t));
-    c->argv[c->argc - 1] = hd_strdup(hd_w.conf->redis_wait_replicas > 0
-                                         ? ""
-                                         : hd_redis_shard_replid(c->shard));
+    /* with WAIT: "=" + the id, recorded but not compared (a failover
+     * loses nothing confirmed, so it needs no new epoch) */
+    c->argv[c->argc - 1] = hd_strdup(hd_redis_shard_replid(c->shard));
+    if (hd_w.conf->redis_wait_replicas > 0) {
+        char *v = hd_malloc(strlen(c->argv[c->argc - 1]) + 2);
+        v[0] = '=';
+        strcpy(v + 1, c->argv[c->argc - 1]);
+        free(c->argv[c->argc - 1]);
+        c->argv[c->argc - 1] = v;
+    }
     c->lens[c->argc - 1] = strlen(c->argv[c->argc - 1]);
     snprintf(nk, sizeof(nk), "%d", nkeys);
     c->argv[2] = hd_strdup(nk);

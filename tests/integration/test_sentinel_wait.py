@@ -155,10 +155,12 @@ def test_crossing_publications_reach_subscribers_in_order(make_herald, redis_ser
 
 
 def test_unreleased_publications_are_bounded(make_herald, redis_server, tmp_path):
-    """Publications waiting for their WAIT are kept in Redis until a later
-    one is confirmed: at most 10,000 per channel, so a replica that stays
-    away cannot fill Redis. Past that a publish gets 503 and nothing is
-    stored; once a confirmed release catches up, publishing goes on."""
+    """Publications waiting for their release are kept in Redis until a
+    later one is confirmed: at most 10,000 per channel, so a replica that
+    stays away cannot grow Redis without bound. At the bound a publish
+    stores nothing and gets 503, but its WAIT still releases what the
+    replicas have confirmed, so the channel goes on by itself once they are
+    back (nothing done by hand)."""
     replica, h = with_replica(make_herald, redis_server, tmp_path)
     tok = token_for(h, sub="u1")
     ch = "nohist:cap"
@@ -168,16 +170,40 @@ def test_unreleased_publications_are_bounded(make_herald, redis_server, tmp_path
         pub = await open_tclient(h.url, tok)
         r = await pub.publish(ch, "first")
         assert r["result"]["offset"] == 1, r
-        # as if 9,999 more had been refused: the top is 10,000 offsets past
-        # the last released one (1)
+        # as if 10,000 more had been stored while the replica was away and
+        # refused: the top is 10,000 offsets past the last published (1)
         redis_cli(redis_server.port, "HSET", key, "o", "10001")
         r = await pub.publish(ch, "over")
         assert r["error"]["code"] == 503, r
+        assert "wait for redis replicas" in r["error"]["message"], r
         assert meta_offset(redis_server.port, ch) == 10001   # nothing stored
-        redis_cli(redis_server.port, "HSET", key, "o", "10000")
-        r = await pub.publish(ch, "under")
-        assert r["result"]["offset"] == 10001, r
+        # ... but what the replica confirmed was released
         assert redis_cli(redis_server.port, "HGET", key, "p").strip() == "10001"
+        r = await pub.publish(ch, "goes on")
+        assert r["result"]["offset"] == 10002, r
+        await close_all([pub])
+
+    run(go())
+
+
+def test_release_after_the_numbering_restarted_is_refused(make_herald, redis_server,
+                                                          tmp_path):
+    """A publication refused (WAIT unmet) whose channel then loses its meta
+    (evicted, deleted) is gone with it: a retry with its idempotency key
+    must not be told it was published."""
+    replica, h = with_replica(make_herald, redis_server, tmp_path)
+    tok = token_for(h, sub="u1")
+    ch = "nohist:reset"
+
+    async def go():
+        pub = await open_tclient(h.url, tok)
+        detach(redis_server.port, [replica])
+        r = await pub.call("publish", {"channel": ch, "data": "x", "idempotency_key": "k1"})
+        assert r["error"]["code"] == 503, r
+        redis_cli(redis_server.port, "DEL", "{herald||%s}:meta" % ch)
+        attach(redis_server.port, [replica])
+        r = await pub.call("publish", {"channel": ch, "data": "x", "idempotency_key": "k1"})
+        assert "error" in r and r["error"]["code"] == 503, r
         await close_all([pub])
 
     run(go())
