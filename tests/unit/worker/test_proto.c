@@ -12,10 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hd_test_conf.h"
+
 #include "../../../worker/hd_proto.c"
 
 static hd_conf_t      *conf;
-static char            path[64];
 static struct ev_loop *loop;
 static hd_conn_t       conn;
 static const hd_ns_t   ns = { .name = "default" };
@@ -25,17 +26,8 @@ setup(void)
 {
     static const char json[] = "{\"workers\": 1, \"auth\": "
                                "{\"allow_anonymous\": true}}";
-    hd_conf_errors_t  errs = { 0 };
-    FILE             *f;
-    int               fd;
 
-    snprintf(path, sizeof(path), "/tmp/hd_proto_test_XXXXXX");
-    fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    f = fdopen(fd, "w");
-    fputs(json, f);
-    fclose(f);
-    ck_assert_int_eq(hd_conf_load(path, &conf, &errs), 0);
+    conf = hd_test_conf(json);
     hd_w.conf = conf;
     loop = ev_loop_new(0);
     hd_w.loop = loop;
@@ -54,7 +46,6 @@ teardown(void)
     hd_w.loop = NULL;
     hd_conf_free(conf);
     hd_w.conf = NULL;
-    unlink(path);
 }
 
 #define KEY_A "herald||a" /* no tenant: the name starts at 8 */

@@ -12,13 +12,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hd_test_conf.h"
+
 #include "hd_codes.h"
 #include "hd_jwt.h"
 #include "hd_publish.h"
 #include "hd_worker_int.h"
 
 static hd_conf_t *conf;
-static char       path[64];
 
 static void
 setup(void)
@@ -28,17 +29,8 @@ setup(void)
         " \"namespaces\": {\"default\": {},"
         " \"chat\": {\"publish\": true},"
         " \"open\": {\"anonymous\": true, \"publish\": true}}}";
-    hd_conf_errors_t errs = { 0 };
-    FILE            *f;
-    int              fd;
 
-    snprintf(path, sizeof(path), "/tmp/hd_pub_test_XXXXXX");
-    fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    f = fdopen(fd, "w");
-    fputs(json, f);
-    fclose(f);
-    ck_assert_int_eq(hd_conf_load(path, &conf, &errs), 0);
+    conf = hd_test_conf(json);
     hd_w.conf = conf;
 }
 
@@ -47,7 +39,6 @@ teardown(void)
 {
     hd_conf_free(conf);
     hd_w.conf = NULL;
-    unlink(path);
 }
 
 static const hd_publisher_t client = { .server = false };
