@@ -1635,6 +1635,15 @@ handle_line(const char *line, size_t len, void *arg)
     cmd.id = pc.id;
     cmd.has_id = pc.has_id;
     cmd.params = pc.params;
+    if (c->connected && c->claims != NULL && c->claims->exp != INT64_MAX
+        && hd_wall_sec() >= (double) c->claims->exp) {
+        /* its close at exp runs on the heartbeat sweep, up to a second
+         * late: past exp nothing more is served, a refresh included (a
+         * token is good until exp, not until the next sweep) */
+        hd_conn_close(c, HD_CLOSE_TOKEN_EXPIRED,
+                      "token expired, reconnect with a new one");
+        goto done;
+    }
     if (!rate_ok(c)) {
         if (c->close_code == 0)
             reply_error(&cmd, HD_ERR_LIMIT,

@@ -278,16 +278,19 @@ test("token about to expire: refreshed on the live connection, no reconnect", { 
 test("token expiry without a refresh (refused): 4003, getToken called, connection restored", { skip, timeout: 90000 }, async () => {
   await withHerald("refresh-refused", {}, async ({ herald, mk }) => {
     const calls = [];
+    const codes = [];
+    // every refresh before the close is refused (a token of another sub:
+    // 403), however many the server's push and the client's own timer
+    // ask for; the reconnect after 4003 gets a good one
     const getToken = async () => {
       calls.push(Date.now());
       const now = Math.floor(Date.now() / 1000);
       if (calls.length === 1) return token({ sub: "alice", exp: now + 2 });
-      if (calls.length === 2) return token({ sub: "mallory", exp: now + 3600 }); // another sub: 403
+      if (!codes.includes(4003)) return token({ sub: "mallory", exp: now + 3600 });
       return token({ sub: "alice", exp: now + 3600 });
     };
     const c = mk(herald.url, { token: undefined, getToken });
     const results = [];
-    const codes = [];
     const errors = [];
     c.on("connected", (res) => results.push(res));
     c.on("disconnected", (code) => codes.push(code));
@@ -302,8 +305,8 @@ test("token expiry without a refresh (refused): 4003, getToken called, connectio
     assert.equal(typeof results[0].expires_at, "number");
     await until(() => results.length === 2 && c.state === "connected", 15000, "the reconnect after 4003");
     assert.deepEqual(codes, [4003]);
-    assert.deepEqual(errors, [403]);
-    assert.equal(calls.length, 3);
+    assert.ok(errors.length >= 1 && errors.every((e) => e === 403), `errors ${errors}`);
+    assert.ok(calls.length >= 3, `getToken called ${calls.length} times`);
     // the subscription came back with recovery: a publication made now arrives
     await isSubscribed(sub);
     await pubc.publish("chat:exp", { seq: 9 });
