@@ -8,6 +8,7 @@
  * process="master" or process="worker",worker="N".
  */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,32 @@ sample_u64(hd_strbuf_t *b, uint64_t v)
     hd_strbuf_putc(b, ' ');
     hd_strbuf_u64(b, v);
     hd_strbuf_putc(b, '\n');
+}
+
+/*
+ * A counter family with one label besides the worker: values[i] (an array
+ * of n in each worker's snapshot, at offset off) under label="names[i]".
+ */
+static void
+labelled_family(hd_strbuf_t *b, const hd_shm_snapshot_t *snap, const char *name,
+                const char *help, const char *label, const char *const *names,
+                unsigned n, size_t off)
+{
+    family(b, name, "counter", help);
+    for (size_t k = 0; k < snap->nworkers; k++) {
+        const uint64_t *v =
+            (const uint64_t *) (const void *) ((const char *) &snap->w[k]
+                                               + off);
+        for (unsigned r = 0; r < n; r++) {
+            open_worker(b, name, snap->w[k].worker_id);
+            hd_strbuf_putc(b, ',');
+            hd_strbuf_puts(b, label);
+            hd_strbuf_puts(b, "=\"");
+            hd_strbuf_puts(b, names[r]);
+            hd_strbuf_puts(b, "\"}");
+            sample_u64(b, v[r]);
+        }
+    }
 }
 
 static void
@@ -407,17 +434,10 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
     ctr_family(b, snap, HD_C_CONN_ACCEPTED, "herald_connections_accepted_total",
                "Client connections accepted.");
 
-    family(b, "herald_connections_rejected_total", "counter",
-           "Client connections refused, by reason.");
-    for (size_t k = 0; k < snap->nworkers; k++)
-        for (unsigned r = 0; r < HD_REJ__COUNT; r++) {
-            open_worker(b, "herald_connections_rejected_total",
-                        snap->w[k].worker_id);
-            hd_strbuf_puts(b, ",reason=\"");
-            hd_strbuf_puts(b, reject_names[r]);
-            hd_strbuf_puts(b, "\"}");
-            sample_u64(b, snap->w[k].rej[r]);
-        }
+    labelled_family(b, snap, "herald_connections_rejected_total",
+                    "Client connections refused, by reason.", "reason",
+                    reject_names, HD_REJ__COUNT,
+                    offsetof(hd_shm_worker_snap_t, rej));
 
     hist_family(b, snap, HD_H_HANDSHAKE);
     for (size_t i = 0; i < sizeof(ctr_defs) / sizeof(ctr_defs[0]); i++)
@@ -432,28 +452,15 @@ hd_render_metrics(hd_strbuf_t *b, const hd_shm_snapshot_t *snap,
                  "READONLY) and has not taken one since, else 0.");
     ctr_family(b, snap, HD_C_REDIS_RECONNECTS, "herald_redis_reconnects_total",
                "Redis reconnections after a lost connection.");
-    family(b, "herald_redis_errors_total", "counter",
-           "Error replies from Redis, by kind.");
-    for (size_t k = 0; k < snap->nworkers; k++)
-        for (unsigned r = 0; r < HD_RERR__COUNT; r++) {
-            open_worker(b, "herald_redis_errors_total", snap->w[k].worker_id);
-            hd_strbuf_puts(b, ",kind=\"");
-            hd_strbuf_puts(b, redis_err_names[r]);
-            hd_strbuf_puts(b, "\"}");
-            sample_u64(b, snap->w[k].rerr[r]);
-        }
-
-    family(b, "herald_proxy_requests_total", "counter",
-           "Connect and subscribe proxy requests to the application's "
-           "backend, by result.");
-    for (size_t k = 0; k < snap->nworkers; k++)
-        for (unsigned r = 0; r < HD_PXR__COUNT; r++) {
-            open_worker(b, "herald_proxy_requests_total", snap->w[k].worker_id);
-            hd_strbuf_puts(b, ",result=\"");
-            hd_strbuf_puts(b, proxy_result_names[r]);
-            hd_strbuf_puts(b, "\"}");
-            sample_u64(b, snap->w[k].pxr[r]);
-        }
+    labelled_family(b, snap, "herald_redis_errors_total",
+                    "Error replies from Redis, by kind.", "kind",
+                    redis_err_names, HD_RERR__COUNT,
+                    offsetof(hd_shm_worker_snap_t, rerr));
+    labelled_family(b, snap, "herald_proxy_requests_total",
+                    "Connect and subscribe proxy requests to the "
+                    "application's backend, by result.",
+                    "result", proxy_result_names, HD_PXR__COUNT,
+                    offsetof(hd_shm_worker_snap_t, pxr));
 
     family(b, "herald_disconnects_total", "counter",
            "Client connections closed, by WebSocket close code.");
