@@ -72,6 +72,20 @@
     "  redis.call('HSET', KEYS[1], 'r', rid)\n"                                \
     "end\n"
 
+/* Publish the envelopes waiting for their release (meta fields q<offset>)
+ * from offset a to b, in order, on pub/sub channel ch: RELEASE_LUA once a
+ * WAIT confirmed b, PUBLISH_LUA without WAIT before its own publication. */
+#define PUBLISH_WAITING_LUA                                   \
+    "local function publish_waiting(a, b, ch)\n"              \
+    "  for i = a, b do\n"                                     \
+    "    local env = redis.call('HGET', KEYS[1], 'q' .. i)\n" \
+    "    if env then\n"                                       \
+    "      redis.call('PUBLISH', ch, env)\n"                  \
+    "      redis.call('HDEL', KEYS[1], 'q' .. i)\n"           \
+    "    end\n"                                               \
+    "  end\n"                                                 \
+    "end\n"
+
 /* ARGV[4] pub/sub channel, [5] data, [6] publish time (us), [7] history
  * ttl (s), [8] idempotency key ('' none), [9] its window (s), [10] "1":
  * PUBLISH here, "0": store it for RELEASE_LUA, which the worker runs once
@@ -103,7 +117,7 @@ static const char PUBLISH_LUA[] =
     "    end\n"
     "    return {po, pe, 1}\n"
     "  end\n"
-    "end\n" META_LUA
+    "end\n" META_LUA PUBLISH_WAITING_LUA
     /* p: the highest offset published (live); q<offset>: an envelope
      * waiting for its release (wait mode). No p: nothing waits (a q is
      * only ever stored with a p). Without WAIT, what waits (workers in
@@ -118,13 +132,7 @@ static const char PUBLISH_LUA[] =
     "  end\n"
     "  if not ps then redis.call('HSET', KEYS[1], 'p', p) end\n"
     "else\n"
-    "  for i = p + 1, o do\n"
-    "    local q = redis.call('HGET', KEYS[1], 'q' .. i)\n"
-    "    if q then\n"
-    "      redis.call('PUBLISH', ARGV[4], q)\n"
-    "      redis.call('HDEL', KEYS[1], 'q' .. i)\n"
-    "    end\n"
-    "  end\n"
+    "  publish_waiting(p + 1, o, ARGV[4])\n"
     "end\n"
     "o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
     "local env = '1 ' .. o .. ' ' .. e .. ' ' .. ARGV[6] .. ' ' .. ARGV[5]\n"
@@ -158,20 +166,14 @@ static const char PUBLISH_LUA[] =
  * or -1 when the channel's numbering restarted since (the meta was lost:
  * what waited went with it, and [2] was never published).
  */
-static const char RELEASE_LUA[] =
+static const char RELEASE_LUA[] = PUBLISH_WAITING_LUA
     "if redis.call('HGET', KEYS[1], 'e') ~= ARGV[3] then return -1 end\n"
     "local ps = redis.call('HGET', KEYS[1], 'p')\n"
     "if not ps then return 0 end\n"
     "local p = tonumber(ps)\n"
     "local n = tonumber(ARGV[2])\n"
     "if n <= p then return 0 end\n"
-    "for i = p + 1, n do\n"
-    "  local env = redis.call('HGET', KEYS[1], 'q' .. i)\n"
-    "  if env then\n"
-    "    redis.call('PUBLISH', ARGV[1], env)\n"
-    "    redis.call('HDEL', KEYS[1], 'q' .. i)\n"
-    "  end\n"
-    "end\n"
+    "publish_waiting(p + 1, n, ARGV[1])\n"
     "redis.call('HSET', KEYS[1], 'p', n)\n"
     "return n - p\n";
 
